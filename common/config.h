@@ -1,0 +1,111 @@
+/* config.h -- the configuration table: environment variables and flags.
+ *
+ * Every setting is one row of the table in config.c: name of the variable,
+ * its flag, type, bounds, default and the field of struct config it fills.
+ * One parser walks the table for the environment and then the command line
+ * (a flag overrides its variable); --help and docs/configuration.md are
+ * printed from the same table, so they cannot drift from the code.
+ *
+ * Invalid values never fall back to a default: config_load() returns
+ * CONFIG_ERR (exit code 2) with a message naming the variable and value.
+ */
+#ifndef JOBRUNNER_COMMON_CONFIG_H
+#define JOBRUNNER_COMMON_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_role { ROLE_PRODUCER = 0, ROLE_CONSUMER = 1 };
+
+/* Exit codes shared by both binaries (SPEC §3). */
+enum {
+	EXIT_OK = 0,
+	EXIT_RUN_FAILED = 1,      /* --drain-once finished, some run failed */
+	EXIT_USAGE = 2,           /* bad configuration or usage */
+	EXIT_UNREACHABLE = 3,     /* a dependency was not reachable in STARTUP_TIMEOUT_MS */
+};
+
+struct config {
+	enum config_role role;
+
+	/* seed */
+	char *node_env;
+	int port;
+	char *database_url;
+	int worker_mode;                 /* -1 unset, 0, 1 */
+	int job_runner_enabled;          /* resolved against the role's default */
+	int64_t job_runner_interval_ms;
+	int no_reply_scan_enabled;
+	int64_t no_reply_scan_interval_ms;
+	int meta_spend_enabled;
+	int meta_token_refresh_enabled;
+	int worker_run_once;
+
+	/* queue and workers */
+	char *redis_url;                 /* NULL: Redis-less mode */
+	char *consumer_name;             /* default "<host>-<pid>" */
+	int64_t worker_concurrency;
+	int64_t worker_http_port;        /* 0: off */
+	int64_t worker_shutdown_timeout_ms;
+	int64_t redis_fallback_after_ms;
+	int64_t org_concurrency;         /* 0: unlimited */
+	char *api_token;
+	int64_t job_max_attempts;
+	int64_t job_backoff_base_ms;
+	int64_t job_backoff_max_ms;
+	int64_t job_lease_ms;
+	int64_t job_history_retention_ms;
+	int64_t redis_stream_max_len;
+	int64_t http_max_body_bytes;
+	int64_t http_max_connections;
+	int64_t http_timeout_ms;
+
+	/* jobs */
+	int64_t meta_spend_interval_ms;
+	int64_t meta_token_refresh_interval_ms;
+	char *meta_graph_url;
+	char *meta_app_id;
+	char *meta_app_secret;
+	int64_t meta_spend_lookback_days;
+	int64_t meta_token_refresh_window_ms;
+	int64_t meta_http_timeout_ms;
+	int64_t no_reply_threshold_ms;
+
+	/* operations */
+	int log_level;
+	int log_format;
+	int64_t startup_timeout_ms;
+	int64_t job_runner_lock_key;
+
+	/* flags without a variable */
+	int migrate_only;
+	int drain_once;                  /* --drain-once or WORKER_RUN_ONCE */
+
+	/* positional arguments left after the flags (e.g. "enqueue noop"),
+	 * pointing into argv. */
+	int nargs;
+	char **args;
+};
+
+enum { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERR = -1 };
+
+/* Fills cfg from the environment and argv for a role.  Returns CONFIG_OK,
+ * CONFIG_HELP (--help was given: usage printed to stdout) or CONFIG_ERR with
+ * a message naming the variable or flag in err.  On any return cfg owns
+ * heap strings: release with config_free(). */
+int config_load(struct config *cfg, enum config_role role, int argc, char **argv,
+		char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* Prints --help (role's flags with their defaults) to f. */
+void config_usage(FILE *f, enum config_role role);
+/* Prints the configuration reference (Markdown) for docs/configuration.md. */
+void config_reference(FILE *f);
+
+/* Registers the secrets of cfg (tokens, passwords in URLs) with the logger. */
+void config_register_secrets(const struct config *cfg);
+
+/* Copies url into out with any password replaced by "***". */
+void config_redact_url(const char *url, char *out, size_t outlen);
+
+#endif

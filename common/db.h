@@ -1,0 +1,56 @@
+/* db.h -- PostgreSQL connection wrapper on libpq.
+ *
+ * A struct db carries err/errstr like a hiredis context.  After a
+ * connection-level failure (err set) the connection is dead: db_query()
+ * drops it and the next call reconnects, so a failed connection is
+ * replaced, never reused.  SQL is always sent with PQexecParams:
+ * parameters only, never string-built statements.
+ *
+ * Connections are made with connect_timeout, TCP keepalives and a session
+ * statement_timeout.  A struct db is used by one thread at a time.
+ */
+#ifndef JOBRUNNER_COMMON_DB_H
+#define JOBRUNNER_COMMON_DB_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+struct db {
+	PGconn *conn;            /* NULL while disconnected */
+	char *url;               /* owned */
+	char *app_name;          /* owned; shows in pg_stat_activity */
+	int64_t statement_timeout_ms;
+	int err;                 /* nonzero after a failure: errstr says what */
+	char errstr[256];
+	uint64_t reconnects;     /* successful reconnects after the first connect */
+};
+
+/* Prepares db (no I/O).  url and app_name are copied. */
+void db_init(struct db *db, const char *url, const char *app_name, int64_t statement_timeout_ms);
+/* Connects if not connected.  0 or -1 (errstr set). */
+int db_connect(struct db *db);
+/* Tries db_connect() until it succeeds or timeout_ms passes: 0 or -1. */
+int db_connect_retry(struct db *db, int64_t timeout_ms, volatile int *stop);
+void db_close(struct db *db);          /* closes the connection; db stays usable */
+void db_release(struct db *db);        /* closes and frees everything */
+
+/* Runs sql with n text parameters (NULL entries are SQL NULL).  Returns a
+ * PGresult with PGRES_TUPLES_OK or PGRES_COMMAND_OK that the caller frees
+ * with PQclear(), or NULL with errstr set.  Reconnects first if needed. */
+PGresult *db_query(struct db *db, const char *sql, int n, const char *const *params);
+/* db_query() for statements whose result is not needed: 0 or -1. */
+int db_exec(struct db *db, const char *sql, int n, const char *const *params);
+/* Runs a script of statements without parameters (migrations only). */
+int db_exec_script(struct db *db, const char *sql);
+
+/* A round trip (SELECT 1) and its latency in ms: 0 or -1. */
+int db_ping(struct db *db, int64_t *latency_ms);
+
+/* The SQLSTATE of the last failed query, or "" */
+const char *db_sqlstate(const struct db *db);
+
+/* Helpers for reading results: value or NULL for SQL NULL. */
+const char *db_get(const PGresult *r, int row, int col);
+int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt);
+
+#endif

@@ -1,0 +1,177 @@
+/* log.c -- see log.h. */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define LOG_MAX_SECRETS 16
+
+static enum log_format log_format_ = LOG_FORMAT_JSON;
+static enum log_level log_min_ = LOG_INFO;
+static char *log_secrets[LOG_MAX_SECRETS];
+static size_t log_nsecrets;
+static pthread_mutex_t log_secret_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static const char *const level_text[] = { "DEBUG", "INFO ", "WARN ", "ERROR" };
+
+void log_init(enum log_format format, enum log_level min_level)
+{
+	log_format_ = format;
+	log_min_ = min_level;
+}
+
+void log_add_secret(const char *secret)
+{
+	if (!secret || !*secret)
+		return;
+	pthread_mutex_lock(&log_secret_mu);
+	int dup = 0;
+	for (size_t i = 0; i < log_nsecrets; i++)
+		dup |= !strcmp(log_secrets[i], secret);
+	if (!dup && log_nsecrets < LOG_MAX_SECRETS)
+		log_secrets[log_nsecrets++] = xstrdup(secret);
+	pthread_mutex_unlock(&log_secret_mu);
+}
+
+int log_enabled(enum log_level level) { return level >= log_min_; }
+
+int log_parse_level(const char *s, int *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (!strcasecmp(s, level_names[i])) {
+			*out = i;
+			return 0;
+		}
+	if (!strcasecmp(s, "warning")) {
+		*out = LOG_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+int log_parse_format(const char *s, int *out)
+{
+	if (!strcasecmp(s, "json"))
+		*out = LOG_FORMAT_JSON;
+	else if (!strcasecmp(s, "text"))
+		*out = LOG_FORMAT_TEXT;
+	else
+		return -1;
+	return 0;
+}
+
+void json_quote(struct strbuf *sb, const char *s)
+{
+	sb_add(sb, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+		switch (*p) {
+		case '"': sb_add(sb, "\\\"", 2); break;
+		case '\\': sb_add(sb, "\\\\", 2); break;
+		case '\n': sb_add(sb, "\\n", 2); break;
+		case '\r': sb_add(sb, "\\r", 2); break;
+		case '\t': sb_add(sb, "\\t", 2); break;
+		default:
+			if (*p < 0x20)
+				sb_addf(sb, "\\u%04x", *p);
+			else
+				sb_add(sb, (const char *)p, 1);
+		}
+	}
+	sb_add(sb, "\"", 1);
+}
+
+static void text_value(struct strbuf *sb, const char *s)
+{
+	int quote = !*s || strpbrk(s, " \t\n\"=") != NULL;
+	if (quote)
+		json_quote(sb, s);
+	else
+		sb_adds(sb, s);
+}
+
+/* Replaces every registered secret in sb by [REDACTED]. */
+static void redact(struct strbuf *sb)
+{
+	pthread_mutex_lock(&log_secret_mu);
+	for (size_t i = 0; i < log_nsecrets; i++) {
+		const char *sec = log_secrets[i];
+		size_t n = strlen(sec);
+		char *hit;
+		while ((hit = memmem(sb->buf, sb->len, sec, n)) != NULL) {
+			static const char rep[] = "[REDACTED]";
+			size_t off = (size_t)(hit - sb->buf);
+			struct strbuf out = STRBUF_INIT;
+			sb_add(&out, sb->buf, off);
+			sb_add(&out, rep, sizeof rep - 1);
+			sb_add(&out, sb->buf + off + n, sb->len - off - n);
+			sb_release(sb);
+			*sb = out;
+		}
+	}
+	pthread_mutex_unlock(&log_secret_mu);
+}
+
+void log_fields(enum log_level level, const char *event, const char *msg,
+		const struct log_field *f, size_t nf)
+{
+	if (level < log_min_)
+		return;
+	char ts[32];
+	iso8601_ms(wall_ms(), ts, sizeof ts);
+	struct strbuf sb = STRBUF_INIT;
+	if (log_format_ == LOG_FORMAT_JSON) {
+		sb_addf(&sb, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts, level_names[level]);
+		json_quote(&sb, event);
+		sb_adds(&sb, ",\"msg\":");
+		json_quote(&sb, msg ? msg : "");
+		for (size_t i = 0; i < nf; i++) {
+			sb_add(&sb, ",", 1);
+			json_quote(&sb, f[i].key);
+			sb_add(&sb, ":", 1);
+			if (f[i].is_num)
+				sb_addf(&sb, "%lld", (long long)f[i].num);
+			else if (f[i].str)
+				json_quote(&sb, f[i].str);
+			else
+				sb_adds(&sb, "null");
+		}
+		sb_adds(&sb, "}\n");
+	} else {
+		sb_addf(&sb, "%s %s %s %s", ts, level_text[level], event, msg ? msg : "");
+		for (size_t i = 0; i < nf; i++) {
+			sb_addf(&sb, " %s=", f[i].key);
+			if (f[i].is_num)
+				sb_addf(&sb, "%lld", (long long)f[i].num);
+			else
+				text_value(&sb, f[i].str ? f[i].str : "null");
+		}
+		sb_adds(&sb, "\n");
+	}
+	redact(&sb);
+	ssize_t off = 0;
+	while ((size_t)off < sb.len) {
+		ssize_t w = write(STDOUT_FILENO, sb.buf + off, sb.len - (size_t)off);
+		if (w <= 0)
+			break;
+		off += w;
+	}
+	sb_release(&sb);
+}
+
+void log_msg(enum log_level level, const char *event, const char *fmt, ...)
+{
+	if (level < log_min_)
+		return;
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	log_fields(level, event, buf, NULL, 0);
+}

@@ -1,0 +1,63 @@
+/* registry.h -- the job table.
+ *
+ * A job is a name, a handler, and the settings that make it due.  Adding a
+ * job is one new file in common/jobs/ plus one line in registry.c.
+ *
+ * The handler runs one run (ad hoc, fanned out, or inline in a cycle).  It
+ * reports through struct run_result: RUN_OK, RUN_RETRY (transient: retried
+ * with backoff, or after retry_after_ms), RUN_FAIL (permanent: dead), or
+ * RUN_DEFER (not run: put back without counting an attempt).  Handlers do
+ * not log the outcome; the worker does, once, with the run's context.
+ *
+ * A job with a plan() function is fanned out by the cycle: plan() lists the
+ * org ids to enqueue one run each for (source "fanout").  A job without
+ * plan() runs inline in the cycle, under the cycle lock.
+ */
+#ifndef JOBRUNNER_COMMON_REGISTRY_H
+#define JOBRUNNER_COMMON_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "run.h"
+
+struct config;
+struct db;
+
+/* What a handler may use; all of it belongs to the calling worker thread. */
+struct job_ctx {
+	const struct config *cfg;
+	struct db *db;              /* this thread's PostgreSQL connection */
+	const struct run *run;      /* run->org_id may be NULL */
+	const cJSON *payload;       /* never NULL (an empty object at least) */
+	void *http;                 /* this thread's reusable HTTP client (graph.h), lazily made */
+	volatile int *stop;         /* set when shutting down: finish early if you can */
+	/* set by the handler: a short summary for the completion log, e.g. "3 reminders" */
+	char summary[128];
+};
+
+typedef void (*job_fn)(struct job_ctx *ctx, struct run_result *out);
+/* Lists org ids for fan-out into *orgs (array of owned strings; free each
+ * and the array).  0 or -1 with errstr. */
+typedef int (*job_plan_fn)(const struct config *cfg, struct db *db, char ***orgs, size_t *n,
+			   char *errstr, size_t errlen);
+
+struct job_def {
+	const char *name;
+	job_fn run;
+	job_plan_fn plan;                                   /* NULL: runs inline in the cycle */
+	int (*enabled)(const struct config *cfg);           /* NULL: always (for the cycle) */
+	int64_t (*interval_ms)(const struct config *cfg);   /* NULL: not periodic (ad hoc only) */
+};
+
+const struct job_def *registry_find(const char *name);
+/* The whole table (n entries). */
+const struct job_def *registry_all(size_t *n);
+
+/* The job files' definitions (one per file in common/jobs/). */
+extern const struct job_def job_noop;
+extern const struct job_def job_no_reply_scan;
+
+#endif

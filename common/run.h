@@ -1,0 +1,99 @@
+/* run.h -- the run record and its state machine.
+ *
+ * One run lifecycle for both transports (Redis Streams and PostgreSQL):
+ *
+ *                 enqueue                claim                    complete(ok)
+ *   (nothing) ───────────────▶ queued ───────────▶ running ─────────────────────▶ succeeded
+ *                 queue->enqueue   ▲   queue->claim   │  │
+ *                                  │                  │  │ complete(retry), attempt < max
+ *                                  │   due (run_at)   │  └────────────────────────▶ failed
+ *                                  └──────────────────┼──────────────────────────────┘
+ *                                                     │ complete(fail) or attempt == max
+ *                                                     └──────────────────────────▶ dead
+ *   dead ── retry (API) ──▶ queued, attempts reset       running ── lease expired ──▶ running
+ *                                                        (another consumer, fence + 1)
+ *
+ * run_decide() performs the complete() transition for both transports: it is
+ * the only place that knows when a run retries and when it dies.
+ *
+ * Fencing: a claim hands out a fence token that grows with each claim of
+ * the same run (PostgreSQL: the attempts column; Redis: the entry's delivery
+ * count, checked together with the owning consumer).  A result is recorded
+ * only if the fence still matches, so a consumer that lost its lease (paused,
+ * partitioned) cannot overwrite the newer attempt.
+ */
+#ifndef JOBRUNNER_COMMON_RUN_H
+#define JOBRUNNER_COMMON_RUN_H
+
+#include <stdint.h>
+
+enum run_status { RUN_QUEUED = 0, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD };
+enum run_source { RUN_SRC_ADHOC = 0, RUN_SRC_CYCLE, RUN_SRC_FANOUT, RUN_SRC_RETRY };
+
+#define RUN_ID_LEN 36
+#define RUN_MAX_JOB_LEN 64
+#define RUN_MAX_ORG_LEN 128
+#define RUN_MAX_IDEM_LEN 200
+#define RUN_MAX_ERROR_LEN 500
+
+struct run {
+	char id[RUN_ID_LEN + 1];   /* "" until enqueue assigns one */
+	int is_tick;               /* a tick: run a cycle, no job */
+	char *job;                 /* owned */
+	char *org_id;              /* owned, may be NULL */
+	char *payload;             /* owned JSON text, NULL means {} */
+	char *idempotency_key;     /* owned, may be NULL */
+	enum run_source source;
+	int attempt;               /* attempts so far, counting the current claim */
+	int max_attempts;
+	int64_t enqueued_at_ms;
+	int64_t run_at_ms;         /* not before; 0 = now */
+	int64_t started_at_ms;     /* set by claim */
+	/* transport handle, opaque above the queue */
+	char handle[48];           /* Redis stream entry id */
+	int64_t fence;             /* see the fencing note above */
+};
+
+enum run_outcome {
+	RUN_OK = 0,      /* succeeded */
+	RUN_RETRY,       /* transient failure: retry after backoff (or retry_after_ms) */
+	RUN_FAIL,        /* permanent failure: dead now, attempts left or not */
+	RUN_DEFER,       /* not run at all (org limit, throttle): back in the queue
+			    after retry_after_ms, the attempt is not counted */
+};
+
+struct run_result {
+	enum run_outcome outcome;
+	int64_t retry_after_ms;    /* RETRY: at least this long; DEFER: this long */
+	int64_t duration_ms;
+	char error[RUN_MAX_ERROR_LEN + 1];
+};
+
+struct backoff {
+	int64_t base_ms;
+	int64_t max_ms;
+};
+
+/* Frees the owned strings of r and zeroes it. */
+void run_clear(struct run *r);
+/* Deep copy: dst receives its own strings (release with run_clear). */
+void run_copy(struct run *dst, const struct run *src);
+
+/* The complete() transition.  Returns the next status (RUN_SUCCEEDED,
+ * RUN_QUEUED for a retry or deferral (with *next_run_at_ms set), or RUN_DEAD).
+ * *attempt_out is the attempts value to record (a deferral gives the
+ * attempt back). */
+enum run_status run_decide(const struct run *r, const struct run_result *res,
+			   const struct backoff *b, int64_t now_ms,
+			   int64_t *next_run_at_ms, int *attempt_out);
+
+/* Backoff before attempt+1 after `attempt` failures: base * 2^(attempt-1),
+ * capped at max, with "equal jitter" (a random point in [d/2, d]). */
+int64_t run_backoff_ms(int attempt, const struct backoff *b);
+
+const char *run_status_name(enum run_status s);
+int run_status_parse(const char *s, enum run_status *out);
+const char *run_source_name(enum run_source s);
+int run_source_parse(const char *s, enum run_source *out);
+
+#endif

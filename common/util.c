@@ -1,0 +1,261 @@
+/* util.c -- see util.h. */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------ */
+/* allocation                                                          */
+/* ------------------------------------------------------------------ */
+
+static void oom(size_t n)
+{
+	fprintf(stderr, "jobrunner: out of memory allocating %zu bytes\n", n);
+	abort();
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom(n);
+	return p;
+}
+
+void *xcalloc(size_t count, size_t size)
+{
+	void *p = calloc(count ? count : 1, size ? size : 1);
+	if (!p)
+		oom(count * size);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom(n);
+	return q;
+}
+
+char *xstrdup(const char *s)
+{
+	return s ? xstrndup(s, strlen(s)) : NULL;
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	char *p = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* time                                                                */
+/* ------------------------------------------------------------------ */
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+int64_t mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+
+void sleep_ms(int64_t ms)
+{
+	if (ms <= 0)
+		return;
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+void iso8601_ms(int64_t ms, char *out, size_t outlen)
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* ------------------------------------------------------------------ */
+/* randomness: xorshift128+ per thread, seeded by getrandom()          */
+/* ------------------------------------------------------------------ */
+
+static __thread uint64_t rng_s[2];
+static __thread int rng_seeded;
+
+uint64_t rand_u64(void)
+{
+	if (!rng_seeded) {
+		if (getrandom(rng_s, sizeof rng_s, 0) != (ssize_t)sizeof rng_s) {
+			rng_s[0] = (uint64_t)wall_ms() ^ (uint64_t)(uintptr_t)&rng_s;
+			rng_s[1] = (uint64_t)mono_ms() * 0x9E3779B97F4A7C15ULL;
+		}
+		rng_s[0] |= 1;
+		rng_seeded = 1;
+	}
+	uint64_t s1 = rng_s[0];
+	const uint64_t s0 = rng_s[1];
+	rng_s[0] = s0;
+	s1 ^= s1 << 23;
+	rng_s[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return rng_s[1] + s0;
+}
+
+void run_id_new(char out[37])
+{
+	uint64_t ts = (uint64_t)wall_ms();
+	uint64_t a = rand_u64(), b = rand_u64();
+	unsigned char u[16];
+	for (int i = 0; i < 6; i++)
+		u[i] = (unsigned char)(ts >> (40 - 8 * i));
+	for (int i = 6; i < 16; i++)
+		u[i] = (unsigned char)((i < 8 ? a : b) >> (8 * (i % 8)));
+	u[6] = (unsigned char)(0x70 | (u[6] & 0x0f));   /* version 7 */
+	u[8] = (unsigned char)(0x80 | (u[8] & 0x3f));   /* variant */
+	static const char hex[] = "0123456789abcdef";
+	char *p = out;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[u[i] >> 4];
+		*p++ = hex[u[i] & 15];
+	}
+	*p = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* strbuf                                                              */
+/* ------------------------------------------------------------------ */
+
+static void sb_grow(struct strbuf *sb, size_t extra)
+{
+	if (sb->len + extra + 1 <= sb->cap)
+		return;
+	size_t cap = sb->cap ? sb->cap : 64;
+	while (cap < sb->len + extra + 1)
+		cap *= 2;
+	sb->buf = xrealloc(sb->buf, cap);
+	sb->cap = cap;
+}
+
+void sb_add(struct strbuf *sb, const char *s, size_t n)
+{
+	sb_grow(sb, n);
+	memcpy(sb->buf + sb->len, s, n);
+	sb->len += n;
+	sb->buf[sb->len] = '\0';
+}
+
+void sb_adds(struct strbuf *sb, const char *s) { sb_add(sb, s, strlen(s)); }
+
+void sb_addf(struct strbuf *sb, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	sb_grow(sb, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	sb->len += (size_t)n;
+}
+
+void sb_reset(struct strbuf *sb)
+{
+	sb->len = 0;
+	if (sb->buf)
+		sb->buf[0] = '\0';
+}
+
+void sb_release(struct strbuf *sb)
+{
+	free(sb->buf);
+	sb->buf = NULL;
+	sb->len = sb->cap = 0;
+}
+
+char *sb_detach(struct strbuf *sb)
+{
+	char *p = sb->buf ? sb->buf : xstrdup("");
+	sb->buf = NULL;
+	sb->len = sb->cap = 0;
+	return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* parsing                                                             */
+/* ------------------------------------------------------------------ */
+
+int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	if (!s || !*s || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int parse_bool(const char *s, int *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+	if (!s)
+		return -1;
+	for (size_t i = 0; i < JR_ARRAY_LEN(yes); i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*out = 1;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned char diff = (unsigned char)(alen != blen);
+	for (size_t i = 0; i < blen; i++)
+		diff |= (unsigned char)((i < alen ? (unsigned char)a[i] : 0) ^ (unsigned char)b[i]);
+	return diff == 0;
+}

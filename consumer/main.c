@@ -1,0 +1,2 @@
+/* placeholder until the consumer lands */
+int main(void) { return 0; }

@@ -1,0 +1,2 @@
+/* placeholder until the producer lands */
+int main(void) { return 0; }
