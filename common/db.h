@@ -22,6 +22,8 @@ struct db {
 	int64_t statement_timeout_ms;
 	int err;                 /* nonzero after a failure: errstr says what */
 	char errstr[256];
+	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
+	int connected_once;
 	uint64_t reconnects;     /* successful reconnects after the first connect */
 };
 
