@@ -171,3 +171,18 @@ int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt)
 	int64_t n;
 	return v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0 ? n : dflt;
 }
+
+void db_array_add(struct strbuf *sb, const char *v)
+{
+	if (!v) {
+		sb_adds(sb, "NULL");
+		return;
+	}
+	sb_add(sb, "\"", 1);
+	for (const char *p = v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			sb_add(sb, "\\", 1);
+		sb_add(sb, p, 1);
+	}
+	sb_add(sb, "\"", 1);
+}
