@@ -29,6 +29,10 @@ static void db_fail(struct db *db, const char *what, const char *detail)
 	snprintf(db->errstr, sizeof db->errstr, "%s: %s", what, clean);
 }
 
+/* Server notices ("relation already exists, skipping") are not errors and
+ * must not reach stderr uncontrolled. */
+static void ignore_notice(void *arg, const char *message) { }
+
 void db_init(struct db *db, const char *url, const char *app_name, int64_t statement_timeout_ms)
 {
 	memset(db, 0, sizeof *db);
@@ -55,6 +59,7 @@ int db_connect(struct db *db)
 		return -1;
 	}
 	db->conn = c;
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
 	char tmo[32];
 	snprintf(tmo, sizeof tmo, "%lld", (long long)db->statement_timeout_ms);
 	const char *p[1] = { tmo };
