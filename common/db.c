@@ -29,6 +29,10 @@ static void db_fail(struct db *db, const char *what, const char *detail)
 	snprintf(db->errstr, sizeof db->errstr, "%s: %s", what, clean);
 }
 
+/* Server notices ("relation already exists, skipping") are not errors and
+ * must not reach stderr uncontrolled. */
+static void ignore_notice(void *arg, const char *message) { }
+
 void db_init(struct db *db, const char *url, const char *app_name, int64_t statement_timeout_ms)
 {
 	memset(db, 0, sizeof *db);
@@ -55,6 +59,7 @@ int db_connect(struct db *db)
 		return -1;
 	}
 	db->conn = c;
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
 	char tmo[32];
 	snprintf(tmo, sizeof tmo, "%lld", (long long)db->statement_timeout_ms);
 	const char *p[1] = { tmo };
@@ -170,4 +175,19 @@ int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt)
 	const char *v = db_get(r, row, col);
 	int64_t n;
 	return v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0 ? n : dflt;
+}
+
+void db_array_add(struct strbuf *sb, const char *v)
+{
+	if (!v) {
+		sb_adds(sb, "NULL");
+		return;
+	}
+	sb_add(sb, "\"", 1);
+	for (const char *p = v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			sb_add(sb, "\\", 1);
+		sb_add(sb, p, 1);
+	}
+	sb_add(sb, "\"", 1);
 }

@@ -55,4 +55,11 @@ const char *db_sqlstate(const struct db *db);
 const char *db_get(const PGresult *r, int row, int col);
 int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt);
 
+/* Appends v to sb as one element of a PostgreSQL array literal ("{a,b}"):
+ * quoted and escaped, or NULL for v == NULL.  Callers write the braces and
+ * commas: sb "{" + db_array_add(...) + "," + ... + "}".  For passing many
+ * rows as $n::text[] to unnest() in one round trip. */
+struct strbuf;
+void db_array_add(struct strbuf *sb, const char *v);
+
 #endif
