@@ -121,29 +121,42 @@ static const char lua_promote[] =
 	"return #due\n";
 
 /* KEYS: runs, events, delayed, dead counter.  ARGV: group, consumer, n,
- * then per run: handle, fence, kind, due, member, nfields, fields...
+ * lowest and highest handle, then per run: handle, fence, kind, due, member,
+ * event (JSON object, '' = none).
  * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead count.
+ * Ownership and fences come from one XPENDING over the batch's id range
+ * (per entry only if that range holds too many of this consumer's entries).
+ * The events of the batch go into one jr:events entry (e = JSON array).
  * Returns one integer per run: 0 recorded, 1 fenced. */
 static const char lua_complete[] =
 	"local g, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-	"local i, out, acks = 4, {}, {}\n"
+	"local lim = n * 4 + 64\n"
+	"local pl = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], lim, me)\n"
+	"local pend = {}\n"
+	"for _, p in ipairs(pl) do pend[p[1]] = p[4] end\n"
+	"local out, acks, evs = {}, {}, {}\n"
 	"for r = 1, n do\n"
-	"  local h, fence, kind = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]\n"
-	"  local due, member, nf = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])\n"
-	"  local f0 = i + 6\n"
-	"  i = f0 + nf\n"
-	"  local p = redis.call('XPENDING', KEYS[1], g, h, h, 1)[1]\n"
-	"  if p and p[2] == me and p[4] == fence then\n"
+	"  local i = 6 + (r - 1) * 6\n"
+	"  local h, kind = ARGV[i], ARGV[i + 2]\n"
+	"  local cnt = pend[h]\n"
+	"  if cnt == nil and #pl == lim then\n"
+	"    local p = redis.call('XPENDING', KEYS[1], g, h, h, 1, me)[1]\n"
+	"    cnt = p and p[4]\n"
+	"  end\n"
+	"  if cnt ~= nil and cnt == tonumber(ARGV[i + 1]) then\n"
 	"    out[r] = 0\n"
 	"    acks[#acks + 1] = h\n"
-	"    if kind == 'd' then redis.call('ZADD', KEYS[3], due, member) end\n"
+	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
 	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
-	"    if nf > 0 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, f0, f0 + nf - 1)) end\n"
+	"    if ARGV[i + 5] ~= '' then evs[#evs + 1] = ARGV[i + 5] end\n"
 	"  else\n"
 	"    out[r] = 1\n"
 	"  end\n"
 	"end\n"
 	"if #acks > 0 then redis.call('XACK', KEYS[1], g, unpack(acks)) end\n"
+	"if #evs > 0 then\n"
+	"  redis.call('XADD', KEYS[2], '*', 'v', '1', 'n', #evs, 'e', '[' .. table.concat(evs, ',') .. ']')\n"
+	"end\n"
 	"return out\n";
 
 /* KEYS: runs.  ARGV: group, consumer, min idle ms, cursor, count, max
@@ -293,7 +306,6 @@ struct rqueue {
 
 	struct rargv av;         /* reused for every command: no per-run allocations */
 	struct strbuf scratch;
-	char consumer_field[128];
 };
 
 static struct rqueue *rq_of(struct queue *q) { return (struct rqueue *)q; }
@@ -530,64 +542,58 @@ struct outcome {
 	const char *error;
 };
 
-static void add_event_fields(struct rqueue *rq, const struct outcome *o, int64_t now)
+/* Appends the event of outcome o as one JSON object (the `e` field of a
+ * jr:events entry; see docs/protocol.md).  The payload was validated as
+ * JSON at claim, so it is embedded as is. */
+static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct outcome *o,
+		       int64_t now)
 {
-	struct rargv *a = &rq->av;
 	const struct run *r = o->r;
-	size_t nf_at = a->n - 1;   /* the nfields placeholder, filled below */
-	size_t before = a->n;
-	rargv_addrefs(a, "id");
-	rargv_addrefs(a, r->id);
-	rargv_addrefs(a, "job");
-	rargv_addrefs(a, r->job ? r->job : "unknown");
+	sb_adds(sb, "{\"id\":");
+	json_quote(sb, r->id);
+	sb_adds(sb, ",\"job\":");
+	json_quote(sb, r->job ? r->job : "unknown");
 	if (r->org_id) {
-		rargv_addrefs(a, "org");
-		rargv_addrefs(a, r->org_id);
+		sb_adds(sb, ",\"org\":");
+		json_quote(sb, r->org_id);
 	}
 	if (r->payload) {
-		rargv_addrefs(a, "payload");
-		rargv_addrefs(a, r->payload);
+		sb_adds(sb, ",\"payload\":");
+		sb_adds(sb, r->payload);
 	}
-	rargv_addrefs(a, "src");
-	rargv_addrefs(a, run_source_name(r->source));
-	rargv_addrefs(a, "status");
-	rargv_addrefs(a, o->status);
-	rargv_addrefs(a, "attempt");
-	rargv_addi64(a, o->attempt);
-	rargv_addrefs(a, "max");
-	rargv_addi64(a, r->max_attempts);
-	rargv_addrefs(a, "enq");
-	rargv_addi64(a, r->enqueued_at_ms);
-	if (r->started_at_ms) {
-		rargv_addrefs(a, "started");
-		rargv_addi64(a, r->started_at_ms);
-	}
-	rargv_addrefs(a, "finished");
-	rargv_addi64(a, now);
-	rargv_addrefs(a, "duration");
-	rargv_addi64(a, o->duration_ms);
-	if (o->kind == 'd') {
-		rargv_addrefs(a, "runat");
-		rargv_addi64(a, o->due_ms);
-	}
+	sb_addf(sb, ",\"src\":\"%s\",\"status\":\"%s\",\"attempt\":%d,\"max\":%d,\"enq\":%lld",
+		run_source_name(r->source), o->status, o->attempt, r->max_attempts,
+		(long long)r->enqueued_at_ms);
+	if (r->started_at_ms)
+		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
+	sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+		(long long)o->duration_ms);
+	if (o->kind == 'd')
+		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
 	if (o->error && *o->error) {
-		size_t len = strnlen(o->error, RUN_MAX_ERROR_LEN);
-		rargv_addrefs(a, "error");
-		rargv_addcopy(a, o->error, len);
+		char err[RUN_MAX_ERROR_LEN + 1];
+		snprintf(err, sizeof err, "%s", o->error);
+		sb_adds(sb, ",\"error\":");
+		json_quote(sb, err);
 	}
 	if (r->idempotency_key) {
-		rargv_addrefs(a, "idem");
-		rargv_addrefs(a, r->idempotency_key);
+		sb_adds(sb, ",\"idem\":");
+		json_quote(sb, r->idempotency_key);
 	}
-	rargv_addrefs(a, "consumer");
-	rargv_addrefs(a, rq->consumer_field);
-	/* the count argument was added as a copy: rewrite it in the arena */
-	char num[24];
-	int len = snprintf(num, sizeof num, "%zu", a->n - before);
-	size_t off = a->off[nf_at];
-	memset(a->arena.buf + off, ' ', 8);
-	memcpy(a->arena.buf + off, num, (size_t)len);
-	a->lens[nf_at] = (size_t)len;
+	sb_adds(sb, ",\"consumer\":");
+	json_quote(sb, rq->q.consumer);
+	sb_adds(sb, "}");
+}
+
+/* Orders two stream ids ("ms-seq") numerically. */
+static int id_cmp(const char *a, const char *b)
+{
+	unsigned long long am = strtoull(a, (char **)&a, 10), bm = strtoull(b, (char **)&b, 10);
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	unsigned long long as = *a == '-' ? strtoull(a + 1, NULL, 10) : 0;
+	unsigned long long bs = *b == '-' ? strtoull(b + 1, NULL, 10) : 0;
+	return as < bs ? -1 : as > bs;
 }
 
 /* Records n outcomes with S_COMPLETE; fenced[i] (may be NULL) set. */
@@ -606,6 +612,15 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 		rargv_addrefs(a, RENTRY_GROUP);
 		rargv_addrefs(a, rq->q.consumer);
 		rargv_addi64(a, (int64_t)k);
+		size_t lo = off, hi = off;
+		for (size_t i = off + 1; i < off + k; i++) {
+			if (id_cmp(o[i].handle, o[lo].handle) < 0)
+				lo = i;
+			if (id_cmp(o[i].handle, o[hi].handle) > 0)
+				hi = i;
+		}
+		rargv_addrefs(a, o[lo].handle);
+		rargv_addrefs(a, o[hi].handle);
 		for (size_t i = off; i < off + k; i++) {
 			rargv_addrefs(a, o[i].handle);
 			rargv_addi64(a, o[i].fence);
@@ -620,10 +635,11 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 				rargv_addrefs(a, "");
 			}
 			if (o[i].kind == 'a' || !o[i].r) {
-				rargv_addrefs(a, "0");
+				rargv_addrefs(a, "");
 			} else {
-				rargv_addcopy(a, "0       ", 8);   /* placeholder, see add_event_fields */
-				add_event_fields(rq, &o[i], now);
+				sb_reset(&rq->scratch);
+				event_json(&rq->scratch, rq, &o[i], now);
+				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
 			}
 		}
 		rargv_finish(a);
@@ -1185,7 +1201,6 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 	rq->q.ops = &redis_ops;
 	rq->q.cfg = cfg;
 	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);
-	snprintf(rq->consumer_field, sizeof rq->consumer_field, "%s", consumer);
 	rq->backoff.base_ms = cfg->job_backoff_base_ms > 0 ? cfg->job_backoff_base_ms : 1000;
 	rq->backoff.max_ms = cfg->job_backoff_max_ms > 0 ? cfg->job_backoff_max_ms : 300000;
 	rq->lease_ms = cfg->job_lease_ms > 0 ? cfg->job_lease_ms : 30000;

@@ -130,21 +130,30 @@ static int text_valid(const char *s, size_t n, size_t max)
 	return 1;
 }
 
-/* Looks up field name in the flat field array: the value reply or NULL. */
-static const redisReply *field(const redisReply *f, const char *name)
+/* The fields of an entry, found in one pass over the flat array. */
+enum { F_V, F_TYPE, F_ID, F_JOB, F_ORG, F_PAYLOAD, F_SRC, F_ATTEMPT, F_MAX, F_ENQ, F_IDEM, F_SLOT,
+       F_COUNT };
+static const char *const field_names[F_COUNT] = { "v", "type", "id", "job", "org", "payload",
+						  "src", "attempt", "max", "enq", "idem", "slot" };
+
+static void find_fields(const redisReply *f, const redisReply *out[F_COUNT])
 {
+	memset(out, 0, sizeof(*out) * F_COUNT);
 	for (size_t i = 0; i + 1 < f->elements; i += 2) {
-		const redisReply *k = f->element[i];
-		if (k->type == REDIS_REPLY_STRING && !strcmp(k->str, name))
-			return f->element[i + 1]->type == REDIS_REPLY_STRING ? f->element[i + 1] : NULL;
+		const redisReply *k = f->element[i], *v = f->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+			continue;
+		for (int j = 0; j < F_COUNT; j++)
+			if (k->str[0] == field_names[j][0] && !strcmp(k->str, field_names[j])) {
+				if (!out[j])
+					out[j] = v;
+				break;
+			}
 	}
-	return NULL;
 }
 
-static int field_i64(const redisReply *f, const char *name, int64_t min, int64_t max,
-		     int64_t dflt, int64_t *out)
+static int field_i64(const redisReply *v, int64_t min, int64_t max, int64_t dflt, int64_t *out)
 {
-	const redisReply *v = field(f, name);
 	if (!v) {
 		*out = dflt;
 		return 0;
@@ -163,31 +172,33 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		snprintf(err, errlen, "malformed entry: fields are not key/value pairs");
 		return -1;
 	}
+	const redisReply *f[F_COUNT];
+	find_fields(fields, f);
 	/* best effort first, so a dead record can name the run */
-	const redisReply *id = field(fields, "id");
+	const redisReply *id = f[F_ID];
 	if (id && id_valid(id->str, id->len))
 		memcpy(r->id, id->str, id->len + 1);
-	const redisReply *job = field(fields, "job");
+	const redisReply *job = f[F_JOB];
 	if (job && text_valid(job->str, job->len, RUN_MAX_JOB_LEN))
 		r->job = xstrndup(job->str, job->len);
 
-	const redisReply *v = field(fields, "v");
+	const redisReply *v = f[F_V];
 	if (!v || strcmp(v->str, RENTRY_VERSION)) {
 		snprintf(err, errlen, "malformed entry: unknown format version %.16s",
 			 v ? v->str : "(missing)");
 		return -1;
 	}
-	const redisReply *type = field(fields, "type");
+	const redisReply *type = f[F_TYPE];
 	int64_t n;
 	if (type && !strcmp(type->str, "tick")) {
-		if (field_i64(fields, "slot", 0, INT64_MAX, -1, &n) || n < 0) {
+		if (field_i64(f[F_SLOT], 0, INT64_MAX, -1, &n) || n < 0) {
 			snprintf(err, errlen, "malformed entry: tick without a valid slot");
 			return -1;
 		}
 		*slot = n;
 		r->is_tick = 1;
 		snprintf(r->id, sizeof r->id, "tick:%lld", (long long)n);
-		if (field_i64(fields, "enq", 0, INT64_MAX, rentry_id_ms(entry_id), &n))
+		if (field_i64(f[F_ENQ], 0, INT64_MAX, rentry_id_ms(entry_id), &n))
 			n = rentry_id_ms(entry_id);
 		r->enqueued_at_ms = n;
 		return 0;
@@ -205,7 +216,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		snprintf(err, errlen, "malformed entry: missing or invalid job");
 		return -1;
 	}
-	const redisReply *org = field(fields, "org");
+	const redisReply *org = f[F_ORG];
 	if (org && org->len) {
 		if (!text_valid(org->str, org->len, RUN_MAX_ORG_LEN)) {
 			snprintf(err, errlen, "malformed entry: invalid org");
@@ -213,7 +224,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		}
 		r->org_id = xstrndup(org->str, org->len);
 	}
-	const redisReply *payload = field(fields, "payload");
+	const redisReply *payload = f[F_PAYLOAD];
 	if (payload && payload->len) {
 		if (!rentry_json_valid(payload->str, payload->len)) {
 			snprintf(err, errlen, "malformed entry: payload is not JSON (or over %d bytes)",
@@ -222,28 +233,28 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		}
 		r->payload = xstrndup(payload->str, payload->len);
 	}
-	const redisReply *src = field(fields, "src");
+	const redisReply *src = f[F_SRC];
 	r->source = RUN_SRC_ADHOC;
 	if (src && run_source_parse(src->str, &r->source)) {
 		snprintf(err, errlen, "malformed entry: invalid src %.32s", src->str);
 		return -1;
 	}
-	if (field_i64(fields, "attempt", 0, RENTRY_MAX_ATTEMPTS, 0, &n)) {
+	if (field_i64(f[F_ATTEMPT], 0, RENTRY_MAX_ATTEMPTS, 0, &n)) {
 		snprintf(err, errlen, "malformed entry: invalid attempt");
 		return -1;
 	}
 	r->attempt = (int)n;
-	if (field_i64(fields, "max", 1, RENTRY_MAX_ATTEMPTS, default_max_attempts, &n)) {
+	if (field_i64(f[F_MAX], 1, RENTRY_MAX_ATTEMPTS, default_max_attempts, &n)) {
 		snprintf(err, errlen, "malformed entry: invalid max");
 		return -1;
 	}
 	r->max_attempts = (int)n;
-	if (field_i64(fields, "enq", 0, INT64_MAX, rentry_id_ms(entry_id), &n)) {
+	if (field_i64(f[F_ENQ], 0, INT64_MAX, rentry_id_ms(entry_id), &n)) {
 		snprintf(err, errlen, "malformed entry: invalid enq");
 		return -1;
 	}
 	r->enqueued_at_ms = n;
-	const redisReply *idem = field(fields, "idem");
+	const redisReply *idem = f[F_IDEM];
 	if (idem && idem->len) {
 		if (!text_valid(idem->str, idem->len, RUN_MAX_IDEM_LEN)) {
 			snprintf(err, errlen, "malformed entry: invalid idem");

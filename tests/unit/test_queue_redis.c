@@ -6,6 +6,7 @@
  * queued entry with 100k runs (prints the numbers).
  */
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -125,7 +126,8 @@ static long long rcmd(const char *fmt, ...)
 	return v;
 }
 
-/* Counts events in jr:events with status st (and optionally error prefix). */
+/* Counts events in jr:events with status st (and optionally error prefix);
+ * the consumer of the last one goes to last_consumer. */
 static int count_events(const char *st, const char *err_prefix, char *last_consumer, size_t lclen)
 {
 	redisContext *c = raw();
@@ -133,20 +135,26 @@ static int count_events(const char *st, const char *err_prefix, char *last_consu
 	int n = 0;
 	for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		redisReply *f = r->element[i]->element[1];
-		const char *status = NULL, *error = "", *consumer = "";
-		for (size_t k = 0; k + 1 < f->elements; k += 2) {
-			if (!strcmp(f->element[k]->str, "status"))
-				status = f->element[k + 1]->str;
-			if (!strcmp(f->element[k]->str, "error"))
-				error = f->element[k + 1]->str;
-			if (!strcmp(f->element[k]->str, "consumer"))
-				consumer = f->element[k + 1]->str;
+		cJSON *arr = NULL;
+		for (size_t k = 0; k + 1 < f->elements; k += 2)
+			if (!strcmp(f->element[k]->str, "e"))
+				arr = cJSON_Parse(f->element[k + 1]->str);
+		CHECK(cJSON_IsArray(arr));
+		cJSON *e;
+		cJSON_ArrayForEach(e, arr) {
+			const char *status = cJSON_GetStringValue(cJSON_GetObjectItem(e, "status"));
+			const char *error = cJSON_GetStringValue(cJSON_GetObjectItem(e, "error"));
+			const char *consumer = cJSON_GetStringValue(cJSON_GetObjectItem(e, "consumer"));
+			if (!error)
+				error = "";
+			if (status && !strcmp(status, st) &&
+			    (!err_prefix || !strncmp(error, err_prefix, strlen(err_prefix)))) {
+				n++;
+				if (last_consumer)
+					snprintf(last_consumer, lclen, "%s", consumer ? consumer : "");
+			}
 		}
-		if (status && !strcmp(status, st) && (!err_prefix || !strncmp(error, err_prefix, strlen(err_prefix)))) {
-			n++;
-			if (last_consumer)
-				snprintf(last_consumer, lclen, "%s", consumer);
-		}
+		cJSON_Delete(arr);
 	}
 	if (r)
 		freeReplyObject(r);
@@ -858,11 +866,13 @@ static void bench(void)
 	struct run_result res[256];
 	memset(res, 0, sizeof res);
 	int fenced[256];
-	int64_t t2 = mono_ms();
+	int64_t t2 = mono_ms(), tclaim = 0;
 	while (done < N) {
 		size_t n = 0;
+		int64_t tc = mono_ms();
 		if (q->ops->claim(q, batch, 256, 100, &n) || n == 0)
 			break;
+		tclaim += mono_ms() - tc;
 		CHECK(q->ops->complete(q, batch, res, n, fenced) == 0);
 		for (size_t i = 0; i < n; i++)
 			run_clear(&batch[i]);
@@ -874,10 +884,20 @@ static void bench(void)
 	       N * 1000.0 / (double)(t1 - t0 ? t1 - t0 : 1));
 	printf("bench: claim+complete %d runs in %lld ms (%.0f/s), batches of 256, one connection\n",
 	       done, (long long)(t3 - t2), done * 1000.0 / (double)(t3 - t2 ? t3 - t2 : 1));
+	printf("bench: of which claim %lld ms, complete %lld ms\n", (long long)tclaim,
+	       (long long)(t3 - t2 - tclaim));
 	printf("bench: memory per queued run: MEMORY USAGE jr:runs %.1f B, dataset delta %.1f B\n",
 	       mem_usage / (double)N, (used1 - used0) / (double)N);
-	printf("bench: jr:events after %d completions: %.1f B/event (MEMORY USAGE)\n", N,
+	printf("bench: jr:events after %d completions: %.1f B/run (MEMORY USAGE)\n", N,
 	       rcmd("MEMORY USAGE jr:events SAMPLES 0") / (double)N);
+	if (getenv("JR_BENCH_STATS")) {
+		redisContext *c = raw();
+		redisReply *r = redisCommand(c, "INFO commandstats");
+		if (r && r->str)
+			printf("%s\n", r->str);
+		freeReplyObject(r);
+		redisFree(c);
+	}
 	q->ops->destroy(q);
 }
 
