@@ -54,6 +54,7 @@
  */
 #include "queue_redis.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,25 +176,24 @@ static const char lua_reclaim[] =
 	"end\n"
 	"return {cur, res}\n";
 
-/* KEYS: runs.  ARGV: group, consumer, count, after id.  This consumer's own
- * pending entries (left by its previous incarnation).  Deleted entries are
- * acknowledged.  Returns {read, last id, {{id, fields, deliveries}...}}. */
+/* KEYS: runs.  ARGV: group, consumer, min idle ms, count.  This consumer
+ * name's entries that were last delivered before this process started (idle
+ * longer than the process has lived): left by its previous incarnation.
+ * XCLAIM re-checks the idle time atomically and counts a delivery.
+ * Returns {found, {{id, fields, deliveries}...}}. */
 static const char lua_own[] =
-	"local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],\n"
-	"                     'STREAMS', KEYS[1], ARGV[4])\n"
-	"local res, last, n = {}, ARGV[4], 0\n"
-	"if r and r[1] then\n"
-	"  for _, e in ipairs(r[1][2]) do\n"
-	"    n = n + 1; last = e[1]\n"
-	"    if e[2] then\n"
-	"      local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
-	"      res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
-	"    else\n"
-	"      redis.call('XACK', KEYS[1], ARGV[1], e[1])\n"
-	"    end\n"
+	"local pl = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[2])\n"
+	"local ids, res = {}, {}\n"
+	"for _, p in ipairs(pl) do ids[#ids + 1] = p[1] end\n"
+	"if #ids == 0 then return {0, res} end\n"
+	"local es = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
+	"for _, e in ipairs(es) do\n"
+	"  if e and e[2] then\n"
+	"    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
+	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
 	"  end\n"
 	"end\n"
-	"return {n, last, res}\n";
+	"return {#ids, res}\n";
 
 /* KEYS: runs.  ARGV: group, consumer, then handle, fence pairs.  Resets the
  * idle time of the entries still owned with the same fence.  Returns how
@@ -285,6 +285,33 @@ static const struct rscript scripts[S_COUNT] = {
 };
 
 /* ------------------------------------------------------------------ */
+/* the process epoch                                                   */
+/* ------------------------------------------------------------------ */
+
+/* An entry of this consumer name whose last delivery is older than this
+ * process (plus a margin for the clocks of two machines) was claimed by a
+ * previous incarnation: claim() takes it back at once instead of waiting
+ * for its lease.  Entries delivered since (to sibling threads sharing the
+ * name) are never taken.  The one piece of process-wide state here. */
+#define OWN_MARGIN_MS 1000
+static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
+static int64_t epoch_mono_ms;
+
+static void epoch_init(void) { __atomic_store_n(&epoch_mono_ms, mono_ms(), __ATOMIC_RELAXED); }
+
+static int64_t epoch_ms(void)
+{
+	pthread_once(&epoch_once, epoch_init);
+	return __atomic_load_n(&epoch_mono_ms, __ATOMIC_RELAXED);
+}
+
+void queue_redis_reset_epoch(void)
+{
+	pthread_once(&epoch_once, epoch_init);
+	epoch_init();
+}
+
+/* ------------------------------------------------------------------ */
 /* the handle                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -299,8 +326,7 @@ struct rqueue {
 	int64_t tick_px;
 	int default_max;
 
-	int own_done;            /* own pending entries of a previous incarnation read */
-	char own_after[48];      /* id after which to read them */
+	int own_done;            /* own entries of a previous incarnation taken back */
 	char reclaim_cursor[48];
 	int64_t next_promote_ms, next_reclaim_ms, next_trim_ms, next_gc_ms;  /* mono */
 
@@ -890,22 +916,20 @@ static int housekeeping(struct rqueue *rq, int64_t now)
 static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got,
 		     struct deadbuf *dead)
 {
-	char count[16];
+	char count[16], idle[24];
 	snprintf(count, sizeof count, "%zu", max - *got);
-	const char *av[] = { "1", RENTRY_RUNS, RENTRY_GROUP, rq->q.consumer, count, rq->own_after };
+	snprintf(idle, sizeof idle, "%lld", (long long)(mono_ms() - epoch_ms() + OWN_MARGIN_MS));
+	const char *av[] = { "1", RENTRY_RUNS, RENTRY_GROUP, rq->q.consumer, idle, count };
 	redisReply *r = rconn_eval(&rq->rc, S_OWN, 6, av, NULL);
 	if (!r)
 		return rq_fail(rq);
 	int rv = 0;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 	    r->element[0]->type == REDIS_REPLY_INTEGER) {
-		long long nread = r->element[0]->integer;
-		if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < sizeof rq->own_after)
-			memcpy(rq->own_after, r->element[1]->str, r->element[1]->len + 1);
-		if ((size_t)nread < max - *got)
+		if ((size_t)r->element[0]->integer < max - *got)
 			rq->own_done = 1;
-		if (r->element[2]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[2], out, max, got, dead);
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)
+			rv = take_entries(rq, r->element[1], out, max, got, dead);
 	} else {
 		rq->own_done = 1;
 	}
@@ -1193,6 +1217,7 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 		snprintf(err, errlen, "consumer name missing or over 127 bytes");
 		return QUEUE_EINVAL;
 	}
+	epoch_ms();
 	struct rqueue *rq = xcalloc(1, sizeof *rq);
 	if (rconn_init(&rq->rc, cfg->redis_url, scripts, S_COUNT, err, errlen)) {
 		free(rq);
@@ -1212,7 +1237,6 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 	rq->max_len = cfg->redis_stream_max_len;
 	rq->tick_px = 2 * (cfg->job_runner_interval_ms > 0 ? cfg->job_runner_interval_ms : 5000);
 	rq->default_max = cfg->job_max_attempts > 0 ? (int)cfg->job_max_attempts : 5;
-	snprintf(rq->own_after, sizeof rq->own_after, "0");
 	snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "0-0");
 	if (ensure_groups(rq)) {
 		snprintf(err, errlen, "%s", rq->q.errstr);

@@ -7,10 +7,12 @@
  * (ops->backend == "redis") and returns 0 or a negative QUEUE_E* code with
  * a message in q->errstr, like the queue_ops.
  *
- * Consumer names: each struct queue is one consumer of the group and must
- * have a name of its own (e.g. CONSUMER_NAME "-" thread index).  The name
- * should be stable across restarts: a restarted consumer first finishes the
- * entries that its previous incarnation had claimed.
+ * Consumer names: the threads of one process may share a name (CONSUMER_NAME)
+ * or use one each.  Names should be stable across restarts: the first claims
+ * of a restarted process take back, at once, the entries that its previous
+ * incarnation had claimed under the same name (last delivered before this
+ * process started), instead of waiting for their leases to expire.  Two
+ * live processes must never share a name.
  */
 #ifndef JOBRUNNER_COMMON_QUEUE_REDIS_H
 #define JOBRUNNER_COMMON_QUEUE_REDIS_H
@@ -43,5 +45,9 @@ int queue_redis_ping(struct queue *q, int64_t *latency_ms);
  * nothing pending (0: the default, max(10 leases, 10 minutes)).
  * *moved and *trimmed (may be NULL) receive what was done. */
 int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *moved, int64_t *trimmed);
+
+/* Starts a new "incarnation" for the restart rule above, as if the process
+ * had just started (tests; a process that re-initialises itself). */
+void queue_redis_reset_epoch(void);
 
 #endif
