@@ -24,6 +24,7 @@
 #include "db.h"
 #include "enqueue.h"
 #include "log.h"
+#include "orglimit.h"
 #include "queue.h"
 #include "registry.h"
 #include "util.h"
@@ -143,6 +144,37 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 /* running one run                                                     */
 /* ------------------------------------------------------------------ */
 
+/* Per-org limits before a run of an org: its throttle window, then a slot
+ * of ORG_CONCURRENCY.  Returns 1 with res set to a deferral when the run
+ * must wait (not an attempt, and not a spin: it comes back after a delay). */
+static int org_gate(struct wthread *t, const struct job_def *job, const struct run *r,
+		    struct run_result *res, int *slot)
+{
+	const struct config *cfg = t->w->cfg;
+	int64_t wait = 0;
+	if (job->org_throttled) {
+		if (orglimit_throttled(&t->db, r->org_id, &wait))
+			wait = 1000;   /* cannot tell: look again soon */
+		if (wait > 0) {
+			res->outcome = RUN_DEFER;
+			res->retry_after_ms = wait;
+			snprintf(res->error, sizeof res->error, "org throttled by the Graph API for %lld ms more",
+				 (long long)wait);
+			return 1;
+		}
+	}
+	if (cfg->org_concurrency <= 0)
+		return 0;
+	if (orglimit_acquire(&t->db, r->org_id, (int)cfg->org_concurrency, slot) || *slot < 0) {
+		res->outcome = RUN_DEFER;
+		res->retry_after_ms = 250 + (int64_t)(rand_u64() % 500);
+		snprintf(res->error, sizeof res->error, "org concurrency limit (%lld) reached",
+			 (long long)cfg->org_concurrency);
+		return 1;
+	}
+	return 0;
+}
+
 static void execute(struct wthread *t, struct run *r, struct run_result *res)
 {
 	memset(res, 0, sizeof *res);
@@ -166,11 +198,18 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		snprintf(res->error, sizeof res->error, "payload is not a JSON object");
 		return;
 	}
+	int slot = -1;
+	if (r->org_id && org_gate(t, job, r, res, &slot)) {
+		cJSON_Delete(payload);
+		return;
+	}
 	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
 			       .http = t->http, .stop = &t->w->aborting };
 	job->run(&ctx, res);
 	t->http = ctx.http;
 	cJSON_Delete(payload);
+	if (slot >= 0)
+		orglimit_release(&t->db, r->org_id, slot);
 	res->duration_ms = mono_ms() - t0;
 }
 
