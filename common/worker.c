@@ -227,7 +227,9 @@ static void log_outcome(const struct run *r, const struct run_result *res, int f
 			return;
 		lvl = LOG_DEBUG, event = "run_succeeded", msg = "run succeeded";
 	} else if (res->outcome == RUN_DEFER) {
-		lvl = LOG_INFO, event = "run_deferred", msg = "run deferred";
+		if (!log_enabled(LOG_DEBUG))
+			return;
+		lvl = LOG_DEBUG, event = "run_deferred", msg = "run deferred";
 	} else if (res->outcome == RUN_RETRY && r->attempt < r->max_attempts) {
 		lvl = LOG_WARN, event = "run_failed", msg = "run failed, will retry";
 	} else {
