@@ -8,7 +8,8 @@
  *      created here.  A request that is already known to fail is answered
  *      at once when no body follows, or when the declared body is too large
  *      (MHD then sends no "100 Continue", reads nothing more and closes the
- *      connection after the answer).  Otherwise the failure is remembered
+ *      connection after the answer; the status is the first failure found,
+ *      in the order 404, 405, 401, 413).  Otherwise the failure is remembered
  *      and the body is dropped as it arrives (step 2), so that a client
  *      whose body is already on the wire reads its answer instead of a
  *      connection reset.
@@ -465,7 +466,8 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 	int kind = body_kind(conn, &declared);
 	if (route_request(st, method) == 0 && (st->route->row->flags & HTTPD_AUTH))
 		check_auth(st);
-	if (!st->fail_status && kind == 1 && declared > srv->max_body)
+	int too_big = kind == 1 && declared > srv->max_body;
+	if (!st->fail_status && too_big)
 		set_fail(st, 413, "payload_too_large", "request body is too large");
 	if (!st->fail_status) {
 		if (kind == 1) {
@@ -475,7 +477,7 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 		return MHD_YES;
 	}
 	/* Answer now when nothing more should be read; else after the body. */
-	if (kind == 0 || st->fail_status == 413)
+	if (kind == 0 || too_big)
 		return queue_fail(st);
 	return MHD_YES;
 }

@@ -517,11 +517,15 @@ static void test_bodies(void)
 	CHECK(r.status == 413);
 	reply_free(&r);
 
-	/* a body too large for an auth route without a token: 401 or 413 are
-	 * both honest; the handler never runs */
+	/* failures are answered before the body is read, in the order 404,
+	 * 405, 401, 413; the handler never runs */
 	struct req_opts ua = { .method = "POST", .body = big, .body_len = 5 * limit };
 	r = req1(port, "/api/integrations/jobs/noop/run", &ua);
 	CHECK(r.status == 401);
+	reply_free(&r);
+	ua.no_expect = 1;
+	r = req1(port, "/nope", &ua);
+	CHECK(r.status == 404);
 	reply_free(&r);
 
 	CHECK(atomic_load(&a.calls) == calls_before);
@@ -572,6 +576,41 @@ static void test_small_limit(void)
 	struct httpd_stats st;
 	httpd_get_stats(srv, &st);
 	CHECK(st.max_body_seen == 100);
+	httpd_stop(srv);
+}
+
+/* A client that keeps sending long after its 413 is cut off. */
+static void test_discard_cap(void)
+{
+	struct httpd_options opt;
+	httpd_options_init(&opt);
+	opt.bind_addr = "127.0.0.1";
+	opt.max_body_bytes = 1000;
+	opt.max_discard_bytes = 10000;
+	opt.threads = 1;
+	struct app a = { 0 };
+	struct httpd *srv = NULL;
+	CHECK(httpd_start(&opt, routes, JR_ARRAY_LEN(routes), &a, &srv, NULL, 0) == 0);
+	int port = httpd_port(srv);
+	/* within limit + discard allowance: answered 413 */
+	struct req_opts ch = { .method = "POST", .chunked_len = 8000 };
+	struct reply r = req1(port, "/echo", &ch);
+	CHECK(r.status == 413);
+	reply_free(&r);
+	/* far past it: the connection is closed, no answer */
+	ch.chunked_len = 4 * 1024 * 1024;
+	r = req1(port, "/echo", &ch);
+	CHECK(r.rc != CURLE_OK);
+	CHECK(r.status != 200 && r.status != 201);
+	reply_free(&r);
+	/* the server is fine afterwards */
+	r = req1(port, "/api/health", NULL);
+	CHECK(r.status == 200);
+	reply_free(&r);
+	struct httpd_stats st;
+	httpd_get_stats(srv, &st);
+	CHECK(st.max_body_seen <= 1000);
+	CHECK(atomic_load(&a.calls) == 1);
 	httpd_stop(srv);
 }
 
@@ -751,6 +790,7 @@ int main(void)
 		{ "auth", test_auth },
 		{ "bodies", test_bodies },
 		{ "small_limit", test_small_limit },
+		{ "discard_cap", test_discard_cap },
 		{ "query_and_headers", test_query_and_headers },
 		{ "handler_answers", test_handler_answers },
 		{ "headers_too_large", test_headers_too_large },
