@@ -5,21 +5,22 @@
  *
  *   1. headers received (*con_cls == NULL): match the route, check the
  *      method, the token and the declared Content-Length.  The state is
- *      created here.  A request that is already known to fail is answered
- *      at once when no body follows, or when the declared body is too large
- *      (MHD then sends no "100 Continue", reads nothing more and closes the
- *      connection after the answer; the status is the first failure found,
- *      in the order 404, 405, 401, 413).  Otherwise the failure is remembered
- *      and the body is dropped as it arrives (step 2), so that a client
- *      whose body is already on the wire reads its answer instead of a
- *      connection reset.
+ *      created here.  The first failure found (in the order 404, 405, 401,
+ *      413) is answered at once when no body follows, or when the client
+ *      waits for "100 Continue" (MHD then sends no 100, reads nothing more
+ *      and closes the connection after the answer), or when the declared
+ *      body is beyond what we would drop.  Otherwise the failure is
+ *      remembered and the body is dropped as it arrives (step 2): a client
+ *      that is already pushing its body would otherwise see a connection
+ *      reset (we close with unread data) instead of the answer.
  *   2. body bytes (*upload_data_size > 0): appended to the state's buffer,
  *      which never grows beyond max_body_bytes.  The first byte past the
  *      limit frees the buffer and turns the request into a 413; MHD cannot
  *      queue an answer while body bytes are being handed over (see
  *      MHD_AccessHandlerCallback), so the rest is read and dropped, up to
  *      max_discard_bytes, past which we return MHD_NO and MHD closes the
- *      connection.  Every chunk is consumed (*upload_data_size = 0).
+ *      connection.  A request that failed in step 1 drops its body under
+ *      the same budget.  Every chunk is consumed (*upload_data_size = 0).
  *   3. request complete (*upload_data_size == 0 again): answer the
  *      remembered failure, or call the handler and queue its response.
  *   4. MHD_OPTION_NOTIFY_COMPLETED: request_done() frees the state and, at
@@ -86,7 +87,8 @@ struct httpd {
 	char *token;                    /* NULL: auth routes always 401 */
 	size_t token_len;
 	size_t max_body;
-	size_t max_discard;
+	size_t drop_budget;             /* body bytes a failed request may send:
+	                                   max_body + max_discard, saturated */
 	int port;
 	_Atomic uint64_t n_requests;
 	_Atomic uint64_t n_too_large;
@@ -476,8 +478,13 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 		}
 		return MHD_YES;
 	}
-	/* Answer now when nothing more should be read; else after the body. */
-	if (kind == 0 || too_big)
+	/* Answer now when no body follows, when the client waits for "100
+	 * Continue" before sending it, or when it is more than we would drop;
+	 * else drop the body and answer after it (see the top of the file). */
+	const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_EXPECT);
+	if (kind == 0 || (expect && strcasestr(expect, "100-continue")) ||
+	    (kind == 1 && declared > srv->drop_budget))
 		return queue_fail(st);
 	return MHD_YES;
 }
@@ -496,7 +503,7 @@ static enum MHD_Result on_body(struct httpd_req_priv *st, const char *data, size
 		st->dropped += n;
 		/* MHD_NO closes the connection: a client that keeps sending
 		 * after it was told no is not read any further. */
-		return st->dropped > srv->max_body + srv->max_discard ? MHD_NO : MHD_YES;
+		return st->dropped > srv->drop_budget ? MHD_NO : MHD_YES;
 	}
 	if (st->len + n > st->cap) {
 		size_t cap = st->cap ? st->cap * 2 : 4096;
@@ -672,7 +679,9 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 		srv->token_len = strlen(srv->token);
 	}
 	srv->max_body = opt->max_body_bytes;
-	srv->max_discard = opt->max_discard_bytes;
+	srv->drop_budget = opt->max_body_bytes + opt->max_discard_bytes;
+	if (srv->drop_budget < opt->max_body_bytes)
+		srv->drop_budget = SIZE_MAX;
 
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
 	struct sockaddr_storage ss;

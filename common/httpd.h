@@ -12,8 +12,34 @@
  *   opt.port = cfg->port;
  *   opt.api_token = cfg->api_token;
  *   opt.max_body_bytes = (size_t)cfg->http_max_body_bytes;
+ *   opt.max_connections = (unsigned)cfg->http_max_connections;
+ *   opt.conn_timeout_ms = cfg->http_timeout_ms;
+ *   char err[256];
+ *   struct httpd *srv;
  *   if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), app, &srv, err, sizeof err) < 0)
  *       ... log err, exit ...
+ *   ...
+ *   httpd_stop(srv);
+ *
+ * A handler reads the request and answers with one helper:
+ *
+ *   static void h_run(struct httpd_request *req, struct httpd_response *resp)
+ *   {
+ *       struct producer *p = req->app;
+ *       const char *job = httpd_param(req, "job");
+ *       cJSON *body = cJSON_ParseWithLength(req->body, req->body_len);
+ *       if (req->body_len && !body)
+ *           return httpd_error(resp, 400, "bad_request", "body is not JSON");
+ *       ...
+ *       httpd_json(resp, 202, answer);          // takes answer over
+ *   }
+ *   static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
+ *   {
+ *       struct strbuf sb = STRBUF_INIT;
+ *       metrics_render(metrics_default(), &sb);
+ *       size_t len = sb.len;
+ *       httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
+ *   }
  *
  * httpd answers these itself, before a handler runs and before any body is
  * read, always as {"error":{"code":"…","message":"…"}}:
@@ -87,10 +113,13 @@ struct httpd_options {
 	int port;                       /* 0: the kernel picks one (see httpd_port) */
 	const char *api_token;          /* copied; NULL or "": HTTPD_AUTH routes always 401 */
 	size_t max_body_bytes;          /* HTTP_MAX_BODY_BYTES; default 1 MiB */
-	/* After a chunked body has passed max_body_bytes, up to this many more
-	 * bytes are read and dropped (never stored) so that the client can be
-	 * told 413 once its upload ends; past it the connection is closed
-	 * without an answer.  Default 8 MiB. */
+	/* A request that fails (413, 401, 404, 405) while its body is already
+	 * on the wire (chunked, or sent without "Expect: 100-continue") has up
+	 * to max_body_bytes + this many body bytes read and dropped (never
+	 * stored), and is answered when the upload ends; past that the
+	 * connection is closed without an answer.  Clients that send
+	 * "Expect: 100-continue" (curl does for bodies over 1 MiB) are answered
+	 * at once and send nothing.  Default 8 MiB. */
 	size_t max_discard_bytes;
 	unsigned max_connections;       /* MHD_OPTION_CONNECTION_LIMIT; default 256 */
 	unsigned per_ip_max_connections;/* 0: no per-IP limit (default: proxies) */

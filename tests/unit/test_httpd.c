@@ -10,8 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
+#include "log.h"
 #include "unit.h"
 #include "util.h"
 
@@ -597,7 +601,17 @@ static void test_discard_cap(void)
 	struct reply r = req1(port, "/echo", &ch);
 	CHECK(r.status == 413);
 	reply_free(&r);
-	/* far past it: the connection is closed, no answer */
+	/* declared far past it and sent without waiting: answered at once (the
+	 * client may see the answer or a reset), the handler never runs */
+	char *body = xmalloc(1024 * 1024);
+	memset(body, 'x', 1024 * 1024);
+	struct req_opts big = { .method = "POST", .body = body, .body_len = 1024 * 1024,
+				.no_expect = 1 };
+	r = req1(port, "/echo", &big);
+	CHECK(r.status == 413 || r.rc != CURLE_OK);
+	reply_free(&r);
+	free(body);
+	/* chunked far past it: the connection is closed, no answer */
 	ch.chunked_len = 4 * 1024 * 1024;
 	r = req1(port, "/echo", &ch);
 	CHECK(r.rc != CURLE_OK);
@@ -715,6 +729,47 @@ static void test_start_errors(void)
 	}
 }
 
+/* At debug level one access line per request, without token or query. */
+static void test_access_log(void)
+{
+	char path[] = "/tmp/test_httpd_logXXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	fflush(stdout);
+	int saved = dup(STDOUT_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	log_init(LOG_FORMAT_JSON, LOG_DEBUG);
+
+	struct app a = { 0 };
+	struct httpd *srv = start("s3cret-token", 0, &a);
+	struct req_opts o = { .method = "POST", .body = "{}", .body_len = 2,
+			      .auth = "Bearer s3cret-token" };
+	struct reply r = req1(httpd_port(srv), "/api/integrations/jobs/noop/run?k=qsecret", &o);
+	CHECK(r.status == 201);
+	reply_free(&r);
+	o.auth = "Bearer wrong-token";
+	r = req1(httpd_port(srv), "/api/integrations/jobs/noop/run", &o);
+	CHECK(r.status == 401);
+	reply_free(&r);
+	httpd_stop(srv);                /* every request_done has run */
+
+	log_init(LOG_FORMAT_JSON, LOG_INFO);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	char buf[4096] = { 0 };
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	close(fd);
+	unlink(path);
+	CHECK(n > 0);
+	CHECK(strstr(buf, "\"event\":\"http_request\"") != NULL);
+	CHECK(strstr(buf, "\"path\":\"/api/integrations/jobs/noop/run\"") != NULL);
+	CHECK(strstr(buf, "\"status\":201") != NULL);
+	CHECK(strstr(buf, "\"status\":401") != NULL);
+	CHECK(strstr(buf, "s3cret") == NULL);
+	CHECK(strstr(buf, "wrong-token") == NULL);
+	CHECK(strstr(buf, "qsecret") == NULL);
+}
+
 /* ------------------------------------------------------------------ */
 /* concurrency                                                         */
 /* ------------------------------------------------------------------ */
@@ -795,6 +850,7 @@ int main(void)
 		{ "handler_answers", test_handler_answers },
 		{ "headers_too_large", test_headers_too_large },
 		{ "start_errors", test_start_errors },
+		{ "access_log", test_access_log },
 		{ "concurrent", test_concurrent },
 	};
 	int rc = unit_run(tests, JR_ARRAY_LEN(tests));
