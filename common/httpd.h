@@ -28,8 +28,10 @@
  *       struct producer *p = req->app;
  *       const char *job = httpd_param(req, "job");
  *       cJSON *body = cJSON_ParseWithLength(req->body, req->body_len);
- *       if (req->body_len && !body)
- *           return httpd_error(resp, 400, "bad_request", "body is not JSON");
+ *       if (req->body_len && !body) {
+ *           httpd_error(resp, 400, "bad_request", "body is not JSON");
+ *           return;
+ *       }
  *       ...
  *       httpd_json(resp, 202, answer);          // takes answer over
  *   }
