@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "jrmetrics.h"
 #include "registry.h"
 #include "util.h"
 
@@ -94,6 +95,7 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 			if (rc == QUEUE_OK) {
 				if (backend)
 					*backend = "redis";
+				jrm_enqueued(runs[0].job, n);
 				return 0;
 			}
 			snprintf(err, errlen, "%s", e->redis->errstr);
@@ -105,8 +107,10 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 		}
 		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
 	}
-	if (e->cfg->redis_url)
+	if (e->cfg->redis_url) {
 		e->redis_failovers++;
+		jrm_enqueue_fallback();
+	}
 	int rc = try_open(e, 0);
 	if (rc == 0) {
 		rc = e->pg->ops->enqueue(e->pg, runs, n);
@@ -121,8 +125,11 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 		snprintf(err, errlen, "no queue is reachable (PostgreSQL down%s)",
 			 e->cfg->redis_url ? ", Redis down" : "");
 	}
-	if (rc == 0 && backend)
-		*backend = "postgres";
+	if (rc == 0) {
+		if (backend)
+			*backend = "postgres";
+		jrm_enqueued(runs[0].job, n);
+	}
 	return rc;
 }
 

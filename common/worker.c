@@ -23,6 +23,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
+#include "jrmetrics.h"
 #include "log.h"
 #include "orglimit.h"
 #include "queue.h"
@@ -133,6 +134,7 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 	}
 	if (rep.ran) {
 		COUNT(t->w, cycles, 1);
+		jrm_cycle(rep.duration_ms, wall_ms());
 		log_cycle(&rep, trigger);
 	} else {
 		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "cycle lock held elsewhere");
@@ -198,6 +200,7 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		snprintf(res->error, sizeof res->error, "payload is not a JSON object");
 		return;
 	}
+	jrm_started(r->job, r->enqueued_at_ms ? wall_ms() - r->enqueued_at_ms : -1);
 	int slot = -1;
 	if (r->org_id && org_gate(t, job, r, res, &slot)) {
 		cJSON_Delete(payload);
@@ -245,25 +248,26 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 {
 	if (r->is_tick)
 		return;
+	enum jrm_outcome o;
 	if (fenced) {
 		COUNT(w, fenced, 1);
-		return;
-	}
-	switch (res->outcome) {
-	case RUN_OK: COUNT(w, succeeded, 1); break;
-	case RUN_DEFER: COUNT(w, deferred, 1); break;
-	case RUN_RETRY:
-		if (r->attempt < r->max_attempts) {
-			COUNT(w, retried, 1);
-			COUNT(w, runs_failed_total, 1);
-			break;
-		}
-		__attribute__((fallthrough));   /* attempts exhausted */
-	case RUN_FAIL:
+		o = JRM_FENCED;
+	} else if (res->outcome == RUN_OK) {
+		COUNT(w, succeeded, 1);
+		o = JRM_SUCCEEDED;
+	} else if (res->outcome == RUN_DEFER) {
+		COUNT(w, deferred, 1);
+		o = JRM_DEFERRED;
+	} else if (res->outcome == RUN_RETRY && r->attempt < r->max_attempts) {
+		COUNT(w, retried, 1);
+		COUNT(w, runs_failed_total, 1);
+		o = JRM_FAILED;
+	} else {
 		COUNT(w, dead, 1);
 		COUNT(w, runs_failed_total, 1);
-		break;
+		o = JRM_DEAD;
 	}
+	jrm_finished(r->job, o, res->duration_ms);
 }
 
 /* ------------------------------------------------------------------ */
