@@ -133,6 +133,35 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 	return rc;
 }
 
+struct queue *enqueuer_redis(struct enqueuer *e)
+{
+	if (!e->cfg->redis_url || mono_ms() < e->redis_retry_at_ms)
+		return NULL;
+	if (try_open(e, 1)) {
+		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+		return NULL;
+	}
+	return e->redis;
+}
+
+struct queue *enqueuer_pg(struct enqueuer *e)
+{
+	return try_open(e, 0) ? NULL : e->pg;
+}
+
+void enqueuer_drop(struct enqueuer *e, struct queue *q)
+{
+	if (q && q == e->redis) {
+		e->redis = NULL;
+		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+	} else if (q && q == e->pg) {
+		e->pg = NULL;
+	} else {
+		return;
+	}
+	q->ops->destroy(q);
+}
+
 int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen)
 {
 	return enqueuer_submit(arg, runs, n, NULL, err, errlen) == 0 ? 0 : -1;
