@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jrmetrics.h"
 #include "util.h"
 
 static void db_fail(struct db *db, const char *what, const char *detail)
@@ -72,8 +73,10 @@ int db_connect(struct db *db)
 		db_close(db);
 		return -1;
 	}
-	if (db->connected_once)
+	if (db->connected_once) {
 		db->reconnects++;
+		jrm_reconnect("postgres");
+	}
 	db->connected_once = 1;
 	db->err = 0;
 	db->errstr[0] = '\0';
