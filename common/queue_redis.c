@@ -568,6 +568,21 @@ struct outcome {
 	const char *error;
 };
 
+/* json_quote() with a fast path for the usual strings that need no escape. */
+static void quote(struct strbuf *sb, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p >= 0x20 && *p != '"' && *p != '\\')
+		p++;
+	if (*p) {
+		json_quote(sb, s);
+		return;
+	}
+	sb_add(sb, "\"", 1);
+	sb_add(sb, s, (size_t)(p - (const unsigned char *)s));
+	sb_add(sb, "\"", 1);
+}
+
 /* Appends the event of outcome o as one JSON object (the `e` field of a
  * jr:events entry; see docs/protocol.md).  The payload was validated as
  * JSON at claim, so it is embedded as is. */
@@ -576,12 +591,12 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 {
 	const struct run *r = o->r;
 	sb_adds(sb, "{\"id\":");
-	json_quote(sb, r->id);
+	quote(sb, r->id);
 	sb_adds(sb, ",\"job\":");
-	json_quote(sb, r->job ? r->job : "unknown");
+	quote(sb, r->job ? r->job : "unknown");
 	if (r->org_id) {
 		sb_adds(sb, ",\"org\":");
-		json_quote(sb, r->org_id);
+		quote(sb, r->org_id);
 	}
 	if (r->payload) {
 		sb_adds(sb, ",\"payload\":");
@@ -600,14 +615,14 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 		char err[RUN_MAX_ERROR_LEN + 1];
 		snprintf(err, sizeof err, "%s", o->error);
 		sb_adds(sb, ",\"error\":");
-		json_quote(sb, err);
+		quote(sb, err);
 	}
 	if (r->idempotency_key) {
 		sb_adds(sb, ",\"idem\":");
-		json_quote(sb, r->idempotency_key);
+		quote(sb, r->idempotency_key);
 	}
 	sb_adds(sb, ",\"consumer\":");
-	json_quote(sb, rq->q.consumer);
+	quote(sb, rq->q.consumer);
 	sb_adds(sb, "}");
 }
 

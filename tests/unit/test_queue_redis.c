@@ -623,6 +623,35 @@ static void test_trim_respects_history_group(void)
 	q->ops->destroy(q);
 }
 
+static void test_consumer_gc(void)
+{
+	fresh();
+	struct config cfg = base_cfg();
+	struct queue *q = open_q(&cfg, "gc-runner");
+	if (!q)
+		return;
+	CHECK(enqueue_n(q, 1, NULL) == 0);
+	/* "busy" holds a run; "ghost" and "gc-runner" hold nothing */
+	rcmd("XREADGROUP GROUP jr:workers busy COUNT 1 STREAMS jr:runs >");
+	rcmd("XREADGROUP GROUP jr:workers ghost COUNT 1 STREAMS jr:runs >");
+	struct run r[1];
+	size_t n = 0;
+	CHECK(q->ops->claim(q, r, 1, 0, &n) == 0);
+	CHECK(n == 0);
+	usleep(20000);
+	CHECK(queue_redis_maintain(q, 10, NULL, NULL) == 0);
+	struct queue_stats st;
+	CHECK(q->ops->stats(q, &st) == 0);
+	CHECK(st.nconsumers == 1);
+	if (st.nconsumers == 1) {
+		CHECK(strcmp(st.consumers[0].name, "busy") == 0);
+		CHECK(st.consumers[0].pending == 1);
+	}
+	CHECK(st.running == 1 && st.queued == 0);
+	queue_stats_free(&st);
+	q->ops->destroy(q);
+}
+
 static void test_idempotency_key(void)
 {
 	fresh();
@@ -931,6 +960,7 @@ int main(void)
 		{ "tick_dedupe", test_tick_dedupe },
 		{ "trim_keeps_pending", test_trim_keeps_pending },
 		{ "trim_respects_history_group", test_trim_respects_history_group },
+		{ "consumer_gc", test_consumer_gc },
 		{ "idempotency_key", test_idempotency_key },
 		{ "restart_reads_own_pending_first", test_restart_reads_own_pending_first },
 		{ "delayed_enqueue", test_delayed_enqueue },
