@@ -57,3 +57,22 @@ def test_enqueue_and_drain_through_redis(redis_server, db_url, spawn):
     else:
         assert r.zcard("jr:delayed") == 1
     assert r.xpending("jr:runs", "jr:workers")["pending"] == 0
+
+
+def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
+    r = redis_server.client()
+    p = spawn("producer", ["--migrate-only"], env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    procs = []
+    for i in range(3):
+        procs.append(spawn("producer", [], name="producer-%d" % i,
+                           env=_env(redis_server, db_url, PORT=harness.free_port(),
+                                    JOB_RUNNER_INTERVAL_MS=200, API_TOKEN="t" * 32)))
+    harness.wait_until(lambda: r.exists("jr:runs") and r.xlen("jr:runs") >= 8, timeout=15,
+                       msg="8 ticks in jr:runs")
+    for p in procs:
+        p.terminate()
+    slots = [int(f["slot"]) for _id, f in r.xrange("jr:runs") if f.get("type") == "tick"]
+    assert len(slots) >= 8
+    assert len(slots) == len(set(slots)), slots         # never two ticks for one slot
+    assert max(slots) - min(slots) + 1 - len(slots) <= 2, slots   # and (almost) none missed
