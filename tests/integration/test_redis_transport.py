@@ -22,7 +22,7 @@ def _events(r):
     return out
 
 
-def test_enqueue_and_drain_through_redis(redis_server, db_url, spawn):
+def test_enqueue_and_drain_through_redis(redis_server, db, db_url, spawn):
     r = redis_server.client()
     # the producer's enqueue path writes to the stream
     p = spawn("producer", ["--migrate-only"], env=_env(redis_server, db_url))
@@ -57,6 +57,13 @@ def test_enqueue_and_drain_through_redis(redis_server, db_url, spawn):
     else:
         assert r.zcard("jr:delayed") == 1
     assert r.xpending("jr:runs", "jr:workers")["pending"] == 0
+    # the history writer of the consumer recorded the final states before exit
+    for i in ids:
+        assert db.query("SELECT status, attempts, transport, payload->>'x', consumer IS NOT NULL"
+                        " FROM job_runs WHERE id = %s", (i,)) == [("succeeded", 1, "redis", "1", True)]
+    assert db.scalar("SELECT count(*) FROM job_runs WHERE status = 'dead'"
+                     " AND error LIKE 'malformed entry:%%'") == 1
+    assert db.scalar("SELECT status FROM job_runs WHERE id = 'ext-1'") in ("failed", "succeeded")
 
 
 def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
