@@ -9,8 +9,9 @@
  *                  runs enqueued with run_at): score = due ms, member =
  *                  the entry's fields as a JSON object.
  *   jr:events      stream of finished attempts (succeeded, failed, dead,
- *                  deferred), read by the history writer (group jr:history)
- *                  and written to job_runs in batches.
+ *                  deferred): one entry per completed batch, v=1 n=<count>
+ *                  e=<JSON array of events>; read by the history writer
+ *                  (history.c, group jr:history) and written to job_runs.
  *   jr:tick:<slot> dedupe key of one tick slot (SET NX PX).
  *   jr:idem:<job>:<key>  first run id of an idempotency key (24 h).
  *
@@ -41,6 +42,10 @@
  *   except above REDIS_STREAM_MAX_LEN (hard cap: history loses entries
  *   before work is lost).
  * - A malformed entry is acknowledged with a dead event and never returned.
+ * - Restart: entries of this consumer name last delivered before this
+ *   process started belong to its previous incarnation and are taken back
+ *   at once (S_OWN); entries delivered since (sibling threads may share the
+ *   name) are never touched before their lease expires.
  *
  * Speed: claims read COUNT max entries in one XREADGROUP; all outcomes of
  * a batch go in one EVALSHA; enqueues are pipelined XADDs.  Housekeeping
@@ -49,8 +54,10 @@
  *
  * Rejected: a Lua script for the whole claim (XREADGROUP cannot block in a
  * script, and polling costs latency or CPU); XADD MAXLEN ~ (drops entries
- * that are still pending); one consumer name per process (a restarted
- * thread would re-read entries that its siblings are still running).
+ * that are still pending); re-reading "own pending" with XREADGROUP id 0
+ * (with a name shared by threads it would re-deliver, and re-count, the
+ * entries that siblings are running); one jr:events entry per run (one
+ * XADD per batch is ~2x faster and the writer reads batches anyway).
  */
 #include "queue_redis.h"
 
