@@ -83,3 +83,26 @@ def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
     assert len(slots) >= 8
     assert len(slots) == len(set(slots)), slots         # never two ticks for one slot
     assert max(slots) - min(slots) + 1 - len(slots) <= 2, slots   # and (almost) none missed
+
+
+def test_killed_consumer_run_is_reclaimed_once(redis_server, db, db_url, spawn):
+    r = redis_server.client()
+    env = _env(redis_server, db_url, JOB_LEASE_MS=1000, WORKER_HTTP_PORT=0,
+               JOB_RUNNER_INTERVAL_MS=3600000)
+    p = spawn("producer", ["--migrate-only"], env=env)
+    assert p.wait(30) == 0
+    a = spawn("consumer", [], name="consumer-a", env=dict(env, CONSUMER_NAME="a"))
+    a.wait_for_log("Starting job runner", timeout=15)
+    p = spawn("producer", ["enqueue", "noop", "--payload", '{"sleepMs":4000}'], env=env)
+    assert p.wait(30) == 0
+    run_id = [l.strip() for l in p.lines() if len(l.strip()) == 36][0]
+    harness.wait_until(lambda: r.xpending("jr:runs", "jr:workers")["pending"] == 1, timeout=10,
+                       msg="consumer a claims the run")
+    a.kill9()
+    b = spawn("consumer", [], name="consumer-b", env=dict(env, CONSUMER_NAME="b"))
+    harness.wait_until(lambda: db.scalar("SELECT status FROM job_runs WHERE id = %s", (run_id,))
+                       == "succeeded", timeout=30, msg="the run succeeds on consumer b")
+    assert db.query("SELECT attempts, consumer FROM job_runs WHERE id = %s", (run_id,)) == [(2, "b")]
+    succeeded = [e for e in _events(r) if e["id"] == run_id and e["status"] == "succeeded"]
+    assert len(succeeded) == 1
+    b.terminate()
