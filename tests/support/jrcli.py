@@ -91,7 +91,8 @@ def enqueue(bins, db_url, job, org=None, payload=None, count=None, key=None, **e
 def runs(db, ids):
     """{id: row dict} of the job_runs rows with these ids."""
     cols = ("id", "job", "org_id", "source", "status", "attempts", "max_attempts",
-            "consumer", "error", "started_at", "finished_at", "lease_until", "run_at")
+            "consumer", "error", "started_at", "finished_at", "lease_until", "run_at",
+            "duration_ms", "payload")
     rows = db.query("SELECT %s FROM job_runs WHERE id = ANY(%%s)" % ", ".join(cols),
                     (list(ids),))
     return {r[0]: dict(zip(cols, r)) for r in rows}
