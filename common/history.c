@@ -624,8 +624,9 @@ static void *history_main(void *arg)
 		if (stopping && mono_ms() >= __atomic_load_n(&t->stop_deadline_ms, __ATOMIC_RELAXED))
 			break;
 		size_t written = 0;
+		struct history_counts before, c;
+		history_get_counts(t->h, &before);
 		int rv = history_step(t->h, stopping ? 0 : 1000, &written);
-		struct history_counts c;
 		history_get_counts(t->h, &c);
 		if (c.dropped > dropped_logged) {
 			LOGF(LOG_ERROR, "history_rows_dropped", "PostgreSQL refused history rows",
@@ -635,8 +636,8 @@ static void *history_main(void *arg)
 		}
 		if (rv == 0) {
 			backoff_ms = 200;
-			if (stopping && written == 0)
-				break;   /* caught up */
+			if (stopping && c.entries == before.entries)
+				break;   /* caught up: nothing left to read */
 			continue;
 		}
 		if (mono_ms() >= next_log_ms) {
