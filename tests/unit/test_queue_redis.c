@@ -361,7 +361,7 @@ static void test_extend_keeps_lease(void)
 {
 	fresh();
 	struct config cfg = base_cfg();
-	cfg.job_lease_ms = 200;
+	cfg.job_lease_ms = 500;   /* extends every ~50 ms: a tenfold margin */
 	struct queue *a = open_q(&cfg, "long"), *b = open_q(&cfg, "thief");
 	if (!a || !b)
 		return;
@@ -369,7 +369,7 @@ static void test_extend_keeps_lease(void)
 	struct run ra[2], rb[2];
 	size_t na = claim_wait(a, ra, 2, 2000);
 	CHECK(na == 1);
-	int64_t end = mono_ms() + 800;   /* four leases */
+	int64_t end = mono_ms() + 1500;   /* three leases */
 	size_t stolen = 0;
 	while (mono_ms() < end) {
 		CHECK(a->ops->extend(a, ra, na) == 0);
