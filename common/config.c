@@ -374,6 +374,7 @@ void config_usage(FILE *f, enum config_role role)
 	if (role == ROLE_PRODUCER)
 		fprintf(f, "usage: producer [OPTIONS]                       serve the HTTP API and enqueue ticks\n"
 			   "       producer [OPTIONS] enqueue JOB [--org ID] [--payload JSON] [--count N]\n"
+			   "                                 [--idempotency-key K]\n"
 			   "       producer [OPTIONS] --migrate-only\n");
 	else
 		fprintf(f, "usage: consumer [OPTIONS]                       claim and run work\n"

@@ -93,8 +93,9 @@ class Binary:
         for m in re.finditer(r"^\s+--([a-z0-9-]+)(=(\S+))?", self.help, re.M):
             self.flags[m.group(1)] = m.group(3) not in (None, "BOOL")
         self.subcommands = {}
-        for m in re.finditer(r"^\s*(?:usage:)?\s*%s \[OPTIONS\] ([a-z]+)\b(.*)$" % self.name,
-                             self.help, re.M):
+        # "producer [OPTIONS] enqueue JOB [--org ID] ..." and its continuation lines
+        usage = self.help.split("\n\n", 1)[0]
+        for m in re.finditer(r"%s \[OPTIONS\] ([a-z]+)\b(.*(?:\n {20,}\S.*)*)" % self.name, usage):
             self.subcommands[m.group(1)] = set(re.findall(r"--([a-z0-9-]+)", m.group(2)))
 
     def default(self, var):
@@ -630,14 +631,15 @@ def _in_code(text, pos):
     return text.count("```", 0, pos) % 2 == 1
 
 
-_PATH = re.compile(r"(?<![\w.])(/api/[A-Za-z0-9_/{}<>.:-]*[A-Za-z0-9_}>]|/health(?:/ready)?\b)")
+_PATH = re.compile(r"(?<![\w.])(/api/[A-Za-z0-9_/{}<>.:$-]*[A-Za-z0-9_}>]|/health(?:/ready)?\b)")
 
 
 def _documented_paths():
     paths = set()
     for rel in GUIDES:
         for m in _PATH.finditer(_guide_text(rel)):
-            p = re.sub(r"\{[^}]*\}|<[^>]*>", "00000000-0000-0000-0000-000000000000", m.group(1))
+            p = re.sub(r"\{[^}]*\}|<[^>]*>|\$\w+", "00000000-0000-0000-0000-000000000000",
+                       m.group(1))
             paths.add(p)
     return paths
 
@@ -680,3 +682,11 @@ def test_health_paths_answer(bins, db_url, spawn):
     assert harness.http("GET", api_base + "/metrics")[0] == 200
     api.signal(15)
     worker.signal(15)
+
+
+@pytest.mark.parametrize("guide", ["docs/operations.md", "docs/es/operations.md"])
+def test_guide_covers_every_variable(known, guide):
+    text = _guide_text(guide)
+    missing = sorted(v for v in known["producer"].variables | known["consumer"].variables
+                     if not re.search(r"`%s`" % v, text))
+    assert not missing, "%s does not describe: %s" % (guide, missing)
