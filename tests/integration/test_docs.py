@@ -631,7 +631,7 @@ def _in_code(text, pos):
     return text.count("```", 0, pos) % 2 == 1
 
 
-_PATH = re.compile(r"(?<![\w.])(/api/[A-Za-z0-9_/{}<>.:$-]*[A-Za-z0-9_}>]|/health(?:/ready)?\b)")
+_PATH = re.compile(r"(?<![A-Za-z_.])(/api/[A-Za-z0-9_/{}<>.:$-]*[A-Za-z0-9_}>]|/health(?:/ready)?\b)")
 
 
 def _documented_paths():
