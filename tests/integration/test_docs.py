@@ -690,3 +690,85 @@ def test_guide_covers_every_variable(known, guide):
     missing = sorted(v for v in known["producer"].variables | known["consumer"].variables
                      if not re.search(r"`%s`" % v, text))
     assert not missing, "%s does not describe: %s" % (guide, missing)
+
+
+def _section(text, heading):
+    """The text of the section under `heading` (up to the next heading of
+    the same or a higher level)."""
+    m = re.search(r"^(#+) %s\s*$" % re.escape(heading), text, re.M)
+    assert m, "no section %r" % heading
+    level = len(m.group(1))
+    end = re.compile(r"^#{1,%d} " % level, re.M)
+    pos = m.end()
+    while True:
+        n = end.search(text, pos)
+        if n is None or not _in_code(text, n.start()):
+            return text[m.end():n.start() if n else len(text)]
+        pos = n.end()
+
+
+def _sql_blocks(text):
+    return re.findall(r"```sql\n(.*?)```", text, re.S)
+
+
+def _statements(block):
+    body = "\n".join(l for l in block.splitlines() if not l.strip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+@pytest.mark.parametrize("guide,heading", [("docs/operations.md", "Stuck lock"),
+                                           ("docs/es/operations.md", "Lock stuck")])
+def test_stuck_lock_runbook(known, db, db_url, spawn, guide, heading):
+    """The runbook, step by step, with its own SQL, against a real consumer:
+    an orphaned session holds the cycle lock; the seed's commands run from
+    another session do not free it; the holder query finds it; terminating
+    it lets cycles run again."""
+    blocks = _sql_blocks(_section(_guide_text(guide), heading))
+    assert len(blocks) == 3, "%s: the runbook's three SQL blocks" % guide
+    holder_sql, holder_row_sql = _statements(blocks[0])
+    terminate_sql, delete_sql = _statements(blocks[1])
+    assert _statements(blocks[2]) == ["SELECT pg_advisory_unlock_all()",
+                                      "DELETE FROM job_runner_lock"], "the seed's recovery"
+
+    worker = spawn("consumer", env={"DATABASE_URL": db_url, "WORKER_HTTP_PORT": "0",
+                                    "JOB_RUNNER_INTERVAL_MS": "200", "LOG_LEVEL": "debug",
+                                    "CONSUMER_NAME": "runbook-worker"})
+    worker.wait_for_log({"event": "job_runner_cycle_complete"}, timeout=30)
+
+    # The orphan: a session that holds the lock and wrote the row, as a
+    # consumer whose host vanished would leave them.
+    orphan = db.connect()
+    cur = orphan.cursor()
+    lock_key = int(known["consumer"].default("JOB_RUNNER_LOCK_KEY"))
+    cur.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+    cur.execute("SELECT pg_backend_pid()")
+    orphan_pid = cur.fetchone()[0]
+    cur.execute("INSERT INTO job_runner_lock (id, holder, backend_pid, acquired_at, heartbeat_at)"
+                " VALUES ('job_runner', 'vanished-worker', pg_backend_pid(), now(), now())"
+                " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder,"
+                " backend_pid = excluded.backend_pid")
+    try:
+        mark = worker.mark()
+        worker.wait_for_log({"event": "job_runner_cycle_skipped"}, timeout=10, after=mark)
+
+        # Step 1: the holder query finds the orphan's session.
+        rows = db.query(holder_sql)
+        assert [r[0] for r in rows] == [orphan_pid], rows
+        row = db.query(holder_row_sql)
+        assert [(r[0], r[1]) for r in row] == [("vanished-worker", orphan_pid)], row
+
+        # Step 6 (the seed's recovery) from another session: safe, frees nothing.
+        db.query(blocks[2])
+        mark = worker.mark()
+        worker.wait_for_log({"event": "job_runner_cycle_skipped"}, timeout=10, after=mark)
+        assert not any('"job_runner_cycle_complete"' in l for l in worker.lines()[mark:])
+
+        # Step 5: end that session; the next cycle runs.
+        mark = worker.mark()
+        assert "<pid" in terminate_sql
+        db.query(re.sub(r"<pid[^>]*>", str(orphan_pid), terminate_sql))
+        db.execute(delete_sql)
+        worker.wait_for_log({"event": "job_runner_cycle_complete"}, timeout=10, after=mark)
+        assert orphan_pid not in [r[0] for r in db.query(holder_sql)]
+    finally:
+        orphan.close()
