@@ -13,7 +13,10 @@ against what the binaries themselves say:
   the worker's termination grace period outlasts WORKER_SHUTDOWN_TIMEOUT_MS,
   and consumers in Kubernetes are named after their pod;
 - the commands, variables and HTTP paths written in the guides exist
-  (the paths against a running producer and consumer).
+  (the paths against a running producer and consumer), and both operations
+  guides describe every variable and have the same sections;
+- the stuck-lock runbook works, step by step, with the guides' own SQL,
+  against a real consumer and an orphaned session holding the cycle lock.
 
 `docker compose config` and `kubectl kustomize` are run when those clients
 are installed (they parse offline); otherwise those two checks are skipped
