@@ -28,7 +28,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 import yaml
