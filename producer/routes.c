@@ -83,6 +83,20 @@ static void give_back(struct producer_api *api, struct api_conn *c)
 	pthread_mutex_unlock(&api->mu);
 }
 
+/* db_query() on a pooled connection.  A pooled connection that died while
+ * it sat idle (PostgreSQL restarted, a proxy dropped it) fails its next
+ * query at once; db_query() then drops it, and one new attempt on a fresh
+ * connection answers for it, so the first request after an outage does
+ * not see a 503 for a dependency that is back.  A failure that is not a
+ * lost connection (the connection is still there) is not retried. */
+static PGresult *api_query(struct api_conn *c, const char *sql, int n, const char *const *params)
+{
+	PGresult *r = db_query(&c->db, sql, n, params);
+	if (!r && !c->db.conn)
+		r = db_query(&c->db, sql, n, params);
+	return r;
+}
+
 /* ------------------------------------------------------------------ */
 /* JSON helpers                                                        */
 /* ------------------------------------------------------------------ */
@@ -228,7 +242,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	struct producer_api *api = req->app;
 	const struct config *cfg = api->cfg;
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db,
+	PGresult *r = api_query(c,
 		"select id, " ISO("\"lastRunAt\"") ", \"lastRunDurationMs\", \"lastStatus\","
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
@@ -238,7 +252,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	}
 	struct queue_stats qs;
 	const char *backend;
-	int have_q = queue_counts(c, cfg, &qs, &backend) == 0;
+	int have_q = queue_counts(c, cfg, &qs, &backend) == 0 ||
+		     queue_counts(c, cfg, &qs, &backend) == 0;   /* once more on a fresh connection */
 	give_back(api, c);
 
 	cJSON *o = cJSON_CreateObject();
@@ -346,6 +361,8 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 	const char *backend = NULL;
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
+		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	give_back(api, c);
 	if (rc == 0) {
 		cJSON *o = cJSON_CreateObject();
@@ -424,7 +441,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	}
 	const char *p[1] = { id };
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
 	give_back(api, c);
 	if (!r) {
 		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
@@ -450,7 +467,7 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	const char *p[1] = { l };
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
 	if (!r) {
@@ -479,7 +496,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	struct api_conn *c = borrow(api);
 	struct queue *rq = enqueuer_redis(&c->enq);
 	const char *p[2] = { id, rq ? "redis" : "pg" };
-	PGresult *r = db_query(&c->db,
+	PGresult *r = api_query(c,
 		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
 		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
 		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"

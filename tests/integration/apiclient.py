@@ -260,7 +260,9 @@ class System:
         base.update(env or {})
         self.base_env = base
         port = harness.free_port()
-        penv = dict(base, PORT=port, API_TOKEN=token)
+        penv = dict(base, PORT=port)
+        if token is not None:          # None: API_TOKEN unset
+            penv["API_TOKEN"] = token
         penv.update(producer_env or {})
         self.producer = self._spawn("producer", penv, "%s-producer" % tag)
         self.api = Api(port, token)
