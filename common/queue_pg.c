@@ -285,6 +285,8 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
+		if (q->stop && *q->stop)
+			return QUEUE_OK;   /* shutting down: claim nothing more */
 		PGresult *res = db_query(&p->db, claim_sql, 3, params);
 		if (!res)
 			return pgq_code(p);
