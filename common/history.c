@@ -92,13 +92,27 @@ static void rows_reset(struct rows *rs)
 	rs->n = 0;
 }
 
-static int status_rank(const char *s)
+/* The order of a run's states, as both this file and the upsert's WHERE
+ * compute it: (effective attempts, started_at, rank), where
+ *   queued, never started (enqueued, retry waiting)   rank 0
+ *   running (a claim at started_at)                   rank 1
+ *   queued after a start (deferred: the attempt was   rank 2, attempts + 1
+ *     given back, so it ranks with the claim it ends)
+ *   succeeded, failed (will retry), dead              rank 3
+ * A later claim of the same attempt number (after a deferral, or by
+ * another consumer) has a later started_at, so it is newer. */
+static int row_rank(const struct hrow *r)
 {
-	if (!strcmp(s, "queued"))
-		return 0;
-	if (!strcmp(s, "running"))
+	if (!strcmp(r->status, "queued"))
+		return r->started < 0 ? 0 : 2;
+	if (!strcmp(r->status, "running"))
 		return 1;
-	return 2;
+	return 3;
+}
+
+static int row_eff_attempts(const struct hrow *r)
+{
+	return r->attempts + (row_rank(r) == 2);
 }
 
 static int row_cmp(const void *pa, const void *pb)
@@ -107,9 +121,12 @@ static int row_cmp(const void *pa, const void *pb)
 	int c = strcmp(a->id, b->id);
 	if (c)
 		return c;
-	if (a->attempts != b->attempts)
-		return a->attempts < b->attempts ? -1 : 1;
-	return status_rank(a->status) - status_rank(b->status);
+	if (row_eff_attempts(a) != row_eff_attempts(b))
+		return row_eff_attempts(a) < row_eff_attempts(b) ? -1 : 1;
+	int64_t sa = a->started < 0 ? 0 : a->started, sb_ = b->started < 0 ? 0 : b->started;
+	if (sa != sb_)
+		return sa < sb_ ? -1 : 1;
+	return row_rank(a) - row_rank(b);
 }
 
 /* Keeps the newest row per id (sorted by id, then age). */
@@ -257,8 +274,16 @@ static const char upsert_sql[] =
 	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer),"
 	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key),"
 	" updated_at = now()"
-	" where (excluded.attempts, case excluded.status when 'queued' then 0 when 'running' then 1 else 2 end)"
-	" >= (j.attempts, case j.status when 'queued' then 0 when 'running' then 1 else 2 end)";
+	/* the order of states: see row_cmp() */
+	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int,"
+	"        coalesce(excluded.started_at, '-infinity'),"
+	"        case when excluded.status = 'queued' then"
+	"             case when excluded.started_at is null then 0 else 2 end"
+	"             when excluded.status = 'running' then 1 else 3 end)"
+	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int,"
+	"     coalesce(j.started_at, '-infinity'),"
+	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end"
+	"          when j.status = 'running' then 1 else 3 end)";
 
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };

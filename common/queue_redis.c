@@ -99,13 +99,31 @@ static const char lua_enq_idem[] =
 	"else redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end\n"
 	"return {1, ARGV[1]}\n";
 
-/* KEYS: tick key, runs.  ARGV: px, slot, enq.  1 if this call added it. */
+/* KEYS: tick key, runs, last tick key.  ARGV: px, slot, enq, group.
+ * 1 if this call added the slot's tick; 0 if another caller had the slot;
+ * 2 if the slot was ours but the previous tick is still undelivered (it
+ * will run a cycle that catches up: ticks never pile up while no consumer
+ * runs, and "queued" counts at most one of them). */
 static const char lua_tick[] =
-	"if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
-	"  redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'tick', 'slot', ARGV[2], 'enq', ARGV[3])\n"
-	"  return 1\n"
+	"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
+	"local last = redis.call('GET', KEYS[3])\n"
+	"if last and redis.call('EXISTS', KEYS[2]) == 1 then\n"
+	"  local delivered = '0-0'\n"
+	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do\n"
+	"    local name, id\n"
+	"    for k = 1, #g, 2 do\n"
+	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
+	"    end\n"
+	"    if name == ARGV[4] then delivered = id end\n"
+	"  end\n"
+	"  local a1, b1 = string.match(last, '^(%d+)-(%d+)$')\n"
+	"  local a2, b2 = string.match(delivered, '^(%d+)-(%d+)$')\n"
+	"  a1, b1, a2, b2 = tonumber(a1), tonumber(b1), tonumber(a2), tonumber(b2)\n"
+	"  if a1 > a2 or (a1 == a2 and b1 > b2) then return 2 end\n"
 	"end\n"
-	"return 0\n";
+	"local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'tick', 'slot', ARGV[2], 'enq', ARGV[3])\n"
+	"redis.call('SET', KEYS[3], id)\n"
+	"return 1\n";
 
 /* KEYS: delayed, runs.  ARGV: now ms, limit.  Moves due members into the
  * stream; a member that is not a JSON object becomes an entry without an id
@@ -567,7 +585,7 @@ struct outcome {
 	const struct run *r;     /* fields for the event; NULL for ack only */
 	const char *handle;
 	int64_t fence;
-	char kind;               /* a, e, d, x */
+	char kind;               /* a, e, d, x (S_COMPLETE); r: running event only */
 	const char *status;
 	int attempt;
 	int64_t due_ms;          /* d: when to run again */
@@ -614,8 +632,9 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 		(long long)r->enqueued_at_ms);
 	if (r->started_at_ms)
 		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
-	sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
-		(long long)o->duration_ms);
+	if (o->kind != 'r')   /* running: not finished yet */
+		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+			(long long)o->duration_ms);
 	if (o->kind == 'd')
 		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
 	if (o->error && *o->error) {
@@ -1017,6 +1036,38 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	return rv ? rq->q.err : 0;
 }
 
+/* Appends one jr:events entry with a `running` event per claimed run, so
+ * that job_runs shows the run as running while it runs.  Best effort: a
+ * failure here loses only that intermediate state (the outcome is written
+ * by complete()), so it does not fail the claim. */
+static void announce_started(struct rqueue *rq, const struct run *runs, size_t n)
+{
+	struct strbuf *sb = &rq->scratch;
+	size_t count = 0;
+	char num[24];
+	sb_reset(sb);
+	sb_add(sb, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (runs[i].is_tick)
+			continue;
+		struct outcome o = { .r = &runs[i], .kind = 'r', .status = "running",
+				     .attempt = runs[i].attempt };
+		if (count++)
+			sb_add(sb, ",", 1);
+		event_json(sb, rq, &o, 0);
+	}
+	sb_add(sb, "]", 1);
+	if (!count)
+		return;
+	snprintf(num, sizeof num, "%zu", count);
+	const char *av[] = { "XADD", RENTRY_EVENTS, "*", "v", RENTRY_VERSION, "n", num, "e", sb->buf };
+	size_t lens[] = { 4, strlen(RENTRY_EVENTS), 1, 1, strlen(RENTRY_VERSION), 1, strlen(num), 1,
+			  sb->len };
+	redisReply *r = rconn_cmd(&rq->rc, 9, av, lens);
+	if (r)
+		freeReplyObject(r);
+}
+
 static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_ms, size_t *n)
 {
 	struct rqueue *rq = rq_of(q);
@@ -1063,6 +1114,8 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 	int drv = flush_dead(rq, &dead);
 	if (!rv)
 		rv = drv;
+	if (!rv && got)
+		announce_started(rq, out, got);
 	if (rv) {
 		/* the runs already claimed stay pending and will be reclaimed */
 		for (size_t i = 0; i < got; i++)
@@ -1135,19 +1188,21 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	const char *c2[] = { "ZCARD", RENTRY_DELAYED };
 	const char *c3[] = { "GET", RENTRY_DEAD_COUNT };
 	const char *c4[] = { "XINFO", "CONSUMERS", RENTRY_RUNS, RENTRY_GROUP };
+	const char *c5[] = { "GET", RENTRY_TICK_LAST };
 	if (rconn_append(&rq->rc, 3, c1, NULL) || rconn_append(&rq->rc, 2, c2, NULL) ||
-	    rconn_append(&rq->rc, 2, c3, NULL) || rconn_append(&rq->rc, 4, c4, NULL))
+	    rconn_append(&rq->rc, 2, c3, NULL) || rconn_append(&rq->rc, 4, c4, NULL) ||
+	    rconn_append(&rq->rc, 2, c5, NULL))
 		return rq_fail(rq);
-	redisReply *r[4] = { 0 };
+	redisReply *r[5] = { 0 };
 	int rv = 0;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		r[i] = rconn_get(&rq->rc);
 		if (!r[i]) {
 			rv = rq_fail(rq);
 			goto out;
 		}
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (r[i]->type == REDIS_REPLY_ERROR) {
 			rconn_reply_error(&rq->rc, r[i]);
 			check_nogroup(rq);
@@ -1161,9 +1216,12 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 			continue;
 		out->running = kv_int(g, "pending", 0);
 		out->queued = kv_int(g, "lag", -1);
+		/* runs only: the one tick that may wait for delivery is not a run */
+		const redisReply *last = kv(g, "last-delivered-id");
+		int tick_waiting = r[4]->type == REDIS_REPLY_STRING && last &&
+				   last->type == REDIS_REPLY_STRING && id_cmp(r[4]->str, last->str) > 0;
 		if (out->queued < 0) {
 			/* lag unknown after deletions: count what is after last-delivered */
-			const redisReply *last = kv(g, "last-delivered-id");
 			out->queued = 0;
 			if (last && last->type == REDIS_REPLY_STRING) {
 				char from[64];
@@ -1176,6 +1234,8 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 					freeReplyObject(x);
 			}
 		}
+		if (tick_waiting && out->queued > 0)
+			out->queued--;
 	}
 	out->delayed = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : 0;
 	if (r[2]->type == REDIS_REPLY_STRING)
@@ -1196,7 +1256,7 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	}
 	rv = rq_ok(rq);
 out:
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (r[i])
 			freeReplyObject(r[i]);
 	return rv;
@@ -1286,8 +1346,8 @@ int queue_redis_tick(struct queue *q, int64_t slot, int *added)
 	snprintf(px, sizeof px, "%lld", (long long)rq->tick_px);
 	snprintf(slots, sizeof slots, "%lld", (long long)slot);
 	snprintf(enq, sizeof enq, "%lld", (long long)wall_ms());
-	const char *av[] = { "2", key, RENTRY_RUNS, px, slots, enq };
-	redisReply *r = rconn_eval(&rq->rc, S_TICK, 6, av, NULL);
+	const char *av[] = { "3", key, RENTRY_RUNS, RENTRY_TICK_LAST, px, slots, enq, RENTRY_GROUP };
+	redisReply *r = rconn_eval(&rq->rc, S_TICK, 8, av, NULL);
 	if (!r)
 		return rq_fail(rq);
 	*added = r->type == REDIS_REPLY_INTEGER && r->integer == 1;

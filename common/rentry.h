@@ -30,6 +30,7 @@
 #define RENTRY_GROUP RENTRY_PREFIX "workers"      /* consumers' group on RENTRY_RUNS */
 #define RENTRY_HISTORY_GROUP RENTRY_PREFIX "history"  /* on RENTRY_RUNS and RENTRY_EVENTS */
 #define RENTRY_TICK_KEY RENTRY_PREFIX "tick:"     /* + slot */
+#define RENTRY_TICK_LAST RENTRY_PREFIX "tick:last"  /* stream id of the newest tick */
 #define RENTRY_IDEM_KEY RENTRY_PREFIX "idem:"     /* + job ":" key */
 #define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
 

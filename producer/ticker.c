@@ -12,12 +12,18 @@
  * outage is logged once when it starts and once when it ends.  On the first
  * connection the thread checks maxmemory-policy and warns loudly unless it
  * is noeviction (an evicting Redis can silently lose queued runs).
+ *
+ * The ticker also runs the producer's history writer (history.h): in Redis
+ * mode the queued row of a run reaches job_runs through it even while no
+ * consumer runs (GET /runs/{id} reads job_runs).  It shares the work with
+ * the consumers' writers through the jr:history consumer group.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "config.h"
+#include "history.h"
 #include "log.h"
 #include "producer.h"
 #include "queue.h"
@@ -27,6 +33,7 @@
 struct ticker {
 	pthread_t tid;
 	const struct config *cfg;
+	struct history_thread *history;
 	int stop;   /* atomic */
 };
 
@@ -116,6 +123,10 @@ struct ticker *ticker_start(const struct config *cfg)
 		free(t);
 		return NULL;
 	}
+	char err[256];
+	if (cfg->database_url && history_thread_start(cfg, cfg->consumer_name ? cfg->consumer_name : "producer",
+						      &t->history, err, sizeof err))
+		LOGF(LOG_ERROR, "history_failed", "cannot start the history writer", LF_S("error", err));
 	return t;
 }
 
@@ -125,5 +136,6 @@ void ticker_stop(struct ticker *t)
 		return;
 	__atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t->tid, NULL);
+	history_thread_stop(t->history, 2000);
 	free(t);
 }

@@ -44,7 +44,9 @@ def test_enqueue_and_drain_through_redis(redis_server, db, db_url, spawn):
     ev = _events(r)
     by_id = {}
     for e in ev:
-        by_id.setdefault(e["id"], []).append(e["status"])
+        if e["status"] != "running":
+            by_id.setdefault(e["id"], []).append(e["status"])
+    assert sum(e["status"] == "running" for e in ev) >= 4
     for i in ids:
         assert by_id.get(i) == ["succeeded"], (i, by_id.get(i))
     dead = [e for e in ev if e["status"] == "dead"]
@@ -75,35 +77,22 @@ def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
         procs.append(spawn("producer", [], name="producer-%d" % i,
                            env=_env(redis_server, db_url, PORT=harness.free_port(),
                                     JOB_RUNNER_INTERVAL_MS=200, API_TOKEN="t" * 32)))
-    harness.wait_until(lambda: r.exists("jr:runs") and r.xlen("jr:runs") >= 8, timeout=15,
-                       msg="8 ticks in jr:runs")
+    # play the consumer: take each tick as it comes (an undelivered tick
+    # holds back the next ones)
+    slots = []
+
+    def take():
+        got = r.xreadgroup("jr:workers", "tester", {"jr:runs": ">"}, count=10, block=100) \
+            if r.exists("jr:runs") else []
+        for _stream, entries in got or []:
+            for eid, f in entries:
+                assert f.get("type") == "tick"
+                slots.append(int(f["slot"]))
+                r.xack("jr:runs", "jr:workers", eid)
+        return len(slots) >= 8
+    harness.wait_until(take, timeout=20, interval=0.01, msg="8 ticks")
     for p in procs:
         p.terminate()
-    slots = [int(f["slot"]) for _id, f in r.xrange("jr:runs") if f.get("type") == "tick"]
-    assert len(slots) >= 8
     assert len(slots) == len(set(slots)), slots         # never two ticks for one slot
-    # slots are consecutive unless all three producers were starved at once
+    # one per slot unless all three producers were starved at once
     assert max(slots) - min(slots) + 1 <= 2 * len(slots), slots
-
-
-def test_killed_consumer_run_is_reclaimed_once(redis_server, db, db_url, spawn):
-    r = redis_server.client()
-    env = _env(redis_server, db_url, JOB_LEASE_MS=1000, WORKER_HTTP_PORT=0,
-               JOB_RUNNER_INTERVAL_MS=3600000)
-    p = spawn("producer", ["--migrate-only"], env=env)
-    assert p.wait(30) == 0
-    a = spawn("consumer", [], name="consumer-a", env=dict(env, CONSUMER_NAME="a"))
-    a.wait_for_log("Starting job runner", timeout=15)
-    p = spawn("producer", ["enqueue", "noop", "--payload", '{"sleepMs":4000}'], env=env)
-    assert p.wait(30) == 0
-    run_id = [l.strip() for l in p.lines() if len(l.strip()) == 36][0]
-    harness.wait_until(lambda: r.xpending("jr:runs", "jr:workers")["pending"] == 1, timeout=10,
-                       msg="consumer a claims the run")
-    a.kill9()
-    b = spawn("consumer", [], name="consumer-b", env=dict(env, CONSUMER_NAME="b"))
-    harness.wait_until(lambda: db.scalar("SELECT status FROM job_runs WHERE id = %s", (run_id,))
-                       == "succeeded", timeout=30, msg="the run succeeds on consumer b")
-    assert db.query("SELECT attempts, consumer FROM job_runs WHERE id = %s", (run_id,)) == [(2, "b")]
-    succeeded = [e for e in _events(r) if e["id"] == run_id and e["status"] == "succeeded"]
-    assert len(succeeded) == 1
-    b.terminate()

@@ -521,6 +521,14 @@ static void test_tick_dedupe(void)
 	CHECK(added == 1);
 	CHECK(rcmd("XLEN jr:runs") == 1);
 	CHECK(queue_redis_slot(10000, 5000) == 2);
+	/* while that tick waits for a consumer, later slots add none */
+	CHECK(queue_redis_tick(q[1], 4243, &added) == 0);
+	CHECK(added == 0);
+	CHECK(rcmd("XLEN jr:runs") == 1);
+	struct queue_stats st;
+	CHECK(q[0]->ops->stats(q[0], &st) == 0);
+	CHECK(st.queued == 0);   /* a tick is not a queued run */
+	queue_stats_free(&st);
 	struct run r[2];
 	size_t n = claim_wait(q[0], r, 2, 2000);
 	CHECK(n == 1);
@@ -532,6 +540,10 @@ static void test_tick_dedupe(void)
 	}
 	CHECK(rcmd("XPENDING jr:runs jr:workers - + 10") == 0);
 	CHECK(rcmd("XLEN jr:events") == 0);
+	/* delivered: the next slot ticks again */
+	CHECK(queue_redis_tick(q[2], 4244, &added) == 0);
+	CHECK(added == 1);
+	CHECK(rcmd("XLEN jr:runs") == 2);
 	for (int i = 0; i < 3; i++)
 		q[i]->ops->destroy(q[i]);
 }
