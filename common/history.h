@@ -7,11 +7,13 @@
  *              (-> succeeded / failed with run_at / dead / queued (deferred))
  * and upserts job_runs rows (transport 'redis') in one statement per batch,
  * then acknowledges the entries.  A row only moves forward: an update is
- * applied when (attempts, rank(status)) is not older than the stored one,
- * with queued < running < succeeded = failed = dead, so batches may arrive
- * in any order and from any number of writers.
+ * applied when its state is not older than the stored one (the order is
+ * defined at row_cmp() in history.c), so batches may arrive in any order and
+ * from any number of writers.
  *
- * Many consumers run a history writer at once: the consumer group shares
+ *   jr:events also carries a `running` event per claimed run.
+ *
+ * Every consumer and producer runs a history writer: the consumer group shares
  * the work, a writer that died has its entries reclaimed after
  * HISTORY_RECLAIM_IDLE_MS, and the upsert is idempotent.
  */
