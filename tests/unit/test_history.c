@@ -422,6 +422,63 @@ static void test_refused_idempotency_key(void)
 	q->ops->destroy(q);
 }
 
+static const char *status_of(const char *id, char *buf, size_t len)
+{
+	struct db db;
+	db_init(&db, pg_url, "test", 10000);
+	const char *p[1] = { id };
+	PGresult *r = db_query(&db, "select status || '/' || attempts from job_runs where id = $1", 1, p);
+	snprintf(buf, len, "%s", r && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "none");
+	PQclear(r);
+	db_release(&db);
+	return buf;
+}
+
+static void test_running_deferred_running_succeeded(void)
+{
+	reset();
+	struct queue *q = NULL;
+	struct history *h = NULL;
+	char err[256], st[64];
+	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
+	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
+	if (!q || !h)
+		return;
+	size_t w;
+	CHECK(history_step(h, 0, &w) == 0);
+	struct run r;
+	memset(&r, 0, sizeof r);
+	r.job = xstrdup("noop");
+	CHECK(q->ops->enqueue(q, &r, 1) == 0);
+	char id[RUN_ID_LEN + 1];
+	memcpy(id, r.id, sizeof id);
+	run_clear(&r);
+	drain(h);
+	CHECK(strcmp(status_of(id, st, sizeof st), "queued/0") == 0);
+	size_t n = 0;
+	CHECK(q->ops->claim(q, &r, 1, 500, &n) == 0 && n == 1);
+	drain(h);
+	CHECK(strcmp(status_of(id, st, sizeof st), "running/1") == 0);
+	struct run_result res = { .outcome = RUN_DEFER, .retry_after_ms = 30 };
+	CHECK(q->ops->complete(q, &r, &res, 1, NULL) == 0);
+	run_clear(&r);
+	drain(h);
+	CHECK(strcmp(status_of(id, st, sizeof st), "queued/0") == 0);
+	n = 0;
+	for (int i = 0; i < 20 && n == 0; i++)
+		CHECK(q->ops->claim(q, &r, 1, 200, &n) == 0);
+	CHECK(n == 1);
+	drain(h);
+	CHECK(strcmp(status_of(id, st, sizeof st), "running/1") == 0);
+	res.outcome = RUN_OK;
+	CHECK(q->ops->complete(q, &r, &res, 1, NULL) == 0);
+	run_clear(&r);
+	drain(h);
+	CHECK(strcmp(status_of(id, st, sizeof st), "succeeded/1") == 0);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
 static void test_thread(void)
 {
 	reset();
@@ -452,6 +509,7 @@ int main(void)
 		{ "two_writers_share_the_work", test_two_writers_share_the_work },
 		{ "postgres_connection_lost", test_postgres_connection_lost },
 		{ "refused_idempotency_key", test_refused_idempotency_key },
+		{ "running_deferred_running_succeeded", test_running_deferred_running_succeeded },
 		{ "thread", test_thread },
 	};
 	int rv = unit_run(tests, JR_ARRAY_LEN(tests));
