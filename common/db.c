@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jrmetrics.h"
 #include "util.h"
 
 static void db_fail(struct db *db, const char *what, const char *detail)
@@ -60,10 +61,16 @@ int db_connect(struct db *db)
 	}
 	db->conn = c;
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
+	/* statement_timeout per session; server-side TCP keepalives so that
+	 * the server notices a vanished client (and frees its advisory locks)
+	 * in about a minute instead of the kernel's two hours */
 	char tmo[32];
 	snprintf(tmo, sizeof tmo, "%lld", (long long)db->statement_timeout_ms);
 	const char *p[1] = { tmo };
-	PGresult *r = PQexecParams(c, "select set_config('statement_timeout', $1, false)",
+	PGresult *r = PQexecParams(c, "select set_config('statement_timeout', $1, false),"
+				   " set_config('tcp_keepalives_idle', '30', false),"
+				   " set_config('tcp_keepalives_interval', '10', false),"
+				   " set_config('tcp_keepalives_count', '3', false)",
 				   1, NULL, p, NULL, NULL, 0);
 	int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 	PQclear(r);
@@ -72,8 +79,10 @@ int db_connect(struct db *db)
 		db_close(db);
 		return -1;
 	}
-	if (db->connected_once)
+	if (db->connected_once) {
 		db->reconnects++;
+		jrm_reconnect("postgres");
+	}
 	db->connected_once = 1;
 	db->err = 0;
 	db->errstr[0] = '\0';

@@ -324,11 +324,6 @@ def test_sigterm_past_the_shutdown_timeout_gives_the_run_back(bins, migrated, sp
     b.kill9()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after SIGTERM, idle run threads stay in the "
-                   "PostgreSQL claim loop (pgq_claim re-claims every 200 ms up to "
-                   "WORKER_BLOCK_MS, and NOTIFY wakes it) and still claim new runs, then hand "
-                   "them back with run_deferred 'consumer shutting down'; SPEC: SIGTERM stops "
-                   "claiming")
 def test_after_sigterm_no_new_run_is_claimed(bins, migrated, spawn, db_url):
     db = migrated
     a = start(spawn, db_url, "A", WORKER_CONCURRENCY=4)
