@@ -167,10 +167,17 @@ def state(db, id_):
 
 # ---- the cycle lock ------------------------------------------------------------------
 
-def test_two_consumers_never_run_cycles_at_once(probe, spawn, db_url):
+@pytest.mark.parametrize("first", ["consumer", "monolith"])
+def test_two_consumers_never_run_cycles_at_once(probe, spawn, db_url, first):
+    """Two consumers; or a producer in monolith mode (the migration period's
+    shape: the old API process still runs jobs) beside a consumer."""
     db = probe
-    slow(db, 80)   # every cycle holds the lock >= 80 ms: both consumers contend
-    a = spawn("consumer", env=consumer_env(db_url, "A"), name="A")
+    slow(db, 80)   # every cycle holds the lock >= 80 ms: both contend
+    if first == "monolith":
+        a = spawn("producer", env=consumer_env(db_url, "A", JOB_RUNNER_ENABLED="true",
+                                               PORT=harness.free_port()), name="A")
+    else:
+        a = spawn("consumer", env=consumer_env(db_url, "A"), name="A")
     b = spawn("consumer", env=consumer_env(db_url, "B"), name="B")
 
     def enough():
