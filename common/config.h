@@ -30,7 +30,7 @@ struct config {
 
 	/* seed */
 	char *node_env;
-	int port;
+	int64_t port;
 	char *database_url;
 	int worker_mode;                 /* -1 unset, 0, 1 */
 	int job_runner_enabled;          /* resolved against the role's default */

@@ -22,6 +22,8 @@ struct db {
 	int64_t statement_timeout_ms;
 	int err;                 /* nonzero after a failure: errstr says what */
 	char errstr[256];
+	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
+	int connected_once;
 	uint64_t reconnects;     /* successful reconnects after the first connect */
 };
 
@@ -52,5 +54,12 @@ const char *db_sqlstate(const struct db *db);
 /* Helpers for reading results: value or NULL for SQL NULL. */
 const char *db_get(const PGresult *r, int row, int col);
 int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt);
+
+/* Appends v to sb as one element of a PostgreSQL array literal ("{a,b}"):
+ * quoted and escaped, or NULL for v == NULL.  Callers write the braces and
+ * commas: sb "{" + db_array_add(...) + "," + ... + "}".  For passing many
+ * rows as $n::text[] to unnest() in one round trip. */
+struct strbuf;
+void db_array_add(struct strbuf *sb, const char *v);
 
 #endif

@@ -79,8 +79,9 @@ void run_clear(struct run *r);
 /* Deep copy: dst receives its own strings (release with run_clear). */
 void run_copy(struct run *dst, const struct run *src);
 
-/* The complete() transition.  Returns the next status (RUN_SUCCEEDED,
- * RUN_QUEUED for a retry or deferral (with *next_run_at_ms set), or RUN_DEAD).
+/* The complete() transition.  Returns the next status: RUN_SUCCEEDED;
+ * RUN_FAILED for a retry (attempts left: due again at *next_run_at_ms);
+ * RUN_QUEUED for a deferral (due again at *next_run_at_ms); RUN_DEAD.
  * *attempt_out is the attempts value to record (a deferral gives the
  * attempt back). */
 enum run_status run_decide(const struct run *r, const struct run_result *res,

@@ -1,0 +1,463 @@
+/* config.c -- the configuration table and its one parser.
+ *
+ * Each row names a setting once: variable, flag, type, bounds, default,
+ * help text and the struct config field it fills.  config_load() walks the
+ * table twice (environment, then flags: a flag wins over its variable);
+ * config_usage() and config_reference() print from it, so --help and
+ * docs/configuration.md cannot drift from the parser.
+ *
+ * An empty variable counts as unset (compose files often write VAR: "").
+ * Anything else that does not parse stops start-up: there is no silent
+ * default for a value that was given.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL };
+
+struct crow {
+	const char *env;        /* NULL: flag only */
+	const char *flag;       /* without "--" */
+	enum ctype type;
+	size_t off;
+	const char *dflt;       /* as text, NULL: unset */
+	int64_t min, max;       /* T_INT */
+	const char *help;
+};
+
+#define F(field) offsetof(struct config, field)
+#define DAY_MS 86400000LL
+#define I64MAX INT64_MAX
+
+static const struct crow rows[] = {
+	/* ---- from the seed guide ---- */
+	{ "NODE_ENV", "node-env", T_STR, F(node_env), "development", 0, 0,
+	  "Environment name (development, production); informational." },
+	{ "PORT", "port", T_INT, F(port), "4000", 1, 65535,
+	  "Producer: HTTP API port." },
+	{ "DATABASE_URL", "database-url", T_SECRET, F(database_url), NULL, 0, 0,
+	  "PostgreSQL connection URL (required). The system of record." },
+	{ "WORKER_MODE", "worker-mode", T_MODE, F(worker_mode), NULL, 0, 0,
+	  "0 for the API (producer), 1 for the worker (consumer); unset: the binary's role." },
+	{ "JOB_RUNNER_ENABLED", "job-runner-enabled", T_BOOL, F(job_runner_enabled), NULL, 0, 0,
+	  "Claim and run work. Default: false in the producer, true in the consumer." },
+	{ "JOB_RUNNER_INTERVAL_MS", "interval-ms", T_INT, F(job_runner_interval_ms), "5000", 100, DAY_MS,
+	  "Tick interval: how often a cycle looks for due jobs." },
+	{ "NO_REPLY_SCAN_ENABLED", "no-reply-scan-enabled", T_BOOL, F(no_reply_scan_enabled), "true", 0, 0,
+	  "Run no_reply_scan in cycles." },
+	{ "NO_REPLY_SCAN_INTERVAL_MS", "no-reply-scan-interval-ms", T_INT, F(no_reply_scan_interval_ms), "300000", 0, 365 * DAY_MS,
+	  "Minimum time between two cycle runs of no_reply_scan." },
+	{ "META_SPEND_ENABLED", "meta-spend-enabled", T_BOOL, F(meta_spend_enabled), "true", 0, 0,
+	  "Run meta_spend in cycles." },
+	{ "META_TOKEN_REFRESH_ENABLED", "meta-token-refresh-enabled", T_BOOL, F(meta_token_refresh_enabled), "true", 0, 0,
+	  "Run meta_token_refresh in cycles." },
+	{ "WORKER_RUN_ONCE", "drain-once", T_BOOL, F(worker_run_once), "false", 0, 0,
+	  "Consumer: process everything due now (one cycle included), then exit." },
+
+	/* ---- queue and workers ---- */
+	{ "REDIS_URL", "redis-url", T_URL, F(redis_url), NULL, 0, 0,
+	  "redis://[:password@]host:port[/db]. Unset: Redis-less mode (PostgreSQL carries the queue)." },
+	{ "CONSUMER_NAME", "consumer-name", T_STR, F(consumer_name), NULL, 0, 0,
+	  "This consumer's name in the group (default host-pid; stable names are recommended)." },
+	{ "WORKER_CONCURRENCY", "concurrency", T_INT, F(worker_concurrency), "4", 1, 256,
+	  "Runs in flight per consumer (worker threads)." },
+	{ "WORKER_HTTP_PORT", "http-port", T_INT, F(worker_http_port), "9090", 0, 65535,
+	  "Consumer: health and metrics port; 0 turns it off." },
+	{ "WORKER_SHUTDOWN_TIMEOUT_MS", "shutdown-timeout-ms", T_INT, F(worker_shutdown_timeout_ms), "25000", 0, 3600000,
+	  "On SIGTERM/SIGINT: how long runs in hand may take to finish." },
+	{ "REDIS_FALLBACK_AFTER_MS", "redis-fallback-after-ms", T_INT, F(redis_fallback_after_ms), "15000", 0, DAY_MS,
+	  "How long Redis may be unreachable before consumers run cycles on their own timer." },
+	{ "ORG_CONCURRENCY", "org-concurrency", T_INT, F(org_concurrency), "0", 0, 100000,
+	  "Runs of one org in flight at once, across all consumers; 0 = unlimited." },
+	{ "API_TOKEN", "api-token", T_SECRET, F(api_token), NULL, 0, 0,
+	  "Bearer token of the authenticated API endpoints. Unset: they answer 401." },
+	{ "JOB_MAX_ATTEMPTS", "max-attempts", T_INT, F(job_max_attempts), "5", 1, 1000,
+	  "Attempts before a run is dead." },
+	{ "JOB_BACKOFF_BASE_MS", "backoff-base-ms", T_INT, F(job_backoff_base_ms), "1000", 1, DAY_MS,
+	  "First retry delay, doubled per attempt, with jitter." },
+	{ "JOB_BACKOFF_MAX_MS", "backoff-max-ms", T_INT, F(job_backoff_max_ms), "300000", 1, 30 * DAY_MS,
+	  "Longest retry delay." },
+	{ "JOB_LEASE_MS", "lease-ms", T_INT, F(job_lease_ms), "30000", 100, DAY_MS,
+	  "A run whose consumer has been silent this long is given to another." },
+	{ "JOB_HISTORY_RETENTION_MS", "history-retention-ms", T_INT, F(job_history_retention_ms), "604800000", 0, 3650 * DAY_MS,
+	  "Finished runs older than this are pruned from job_runs; 0 keeps them forever." },
+	{ "REDIS_STREAM_MAX_LEN", "stream-max-len", T_INT, F(redis_stream_max_len), "1000000", 1000, 1000000000,
+	  "Entries kept in the run stream once processed (pending entries are never trimmed)." },
+	{ "HTTP_MAX_BODY_BYTES", "http-max-body-bytes", T_INT, F(http_max_body_bytes), "1048576", 1024, 64LL << 20,
+	  "Largest request body accepted (413 beyond)." },
+	{ "HTTP_MAX_CONNECTIONS", "http-max-connections", T_INT, F(http_max_connections), "512", 1, 100000,
+	  "Concurrent HTTP connections accepted." },
+	{ "HTTP_TIMEOUT_MS", "http-timeout-ms", T_INT, F(http_timeout_ms), "30000", 1000, 3600000,
+	  "Idle time after which an HTTP connection is closed." },
+
+	/* ---- jobs ---- */
+	{ "META_SPEND_INTERVAL_MS", "meta-spend-interval-ms", T_INT, F(meta_spend_interval_ms), "3600000", 0, 365 * DAY_MS,
+	  "Minimum time between two cycle runs of meta_spend." },
+	{ "META_TOKEN_REFRESH_INTERVAL_MS", "meta-token-refresh-interval-ms", T_INT, F(meta_token_refresh_interval_ms), "86400000", 0, 365 * DAY_MS,
+	  "Minimum time between two cycle runs of meta_token_refresh." },
+	{ "META_GRAPH_URL", "meta-graph-url", T_URL, F(meta_graph_url), "https://graph.facebook.com/v21.0", 0, 0,
+	  "Base URL of the Meta Graph API." },
+	{ "META_APP_ID", "meta-app-id", T_STR, F(meta_app_id), NULL, 0, 0,
+	  "Meta app id (token exchange)." },
+	{ "META_APP_SECRET", "meta-app-secret", T_SECRET, F(meta_app_secret), NULL, 0, 0,
+	  "Meta app secret (token exchange, appsecret_proof)." },
+	{ "META_SPEND_LOOKBACK_DAYS", "meta-spend-lookback-days", T_INT, F(meta_spend_lookback_days), "3", 1, 90,
+	  "Days of daily spend fetched per sync." },
+	{ "META_TOKEN_REFRESH_WINDOW_MS", "meta-token-refresh-window-ms", T_INT, F(meta_token_refresh_window_ms), "604800000", 0, 365 * DAY_MS,
+	  "Tokens expiring within this window are exchanged." },
+	{ "META_HTTP_TIMEOUT_MS", "meta-http-timeout-ms", T_INT, F(meta_http_timeout_ms), "30000", 100, 600000,
+	  "Total timeout of one Graph API request." },
+	{ "NO_REPLY_THRESHOLD_MS", "no-reply-threshold-ms", T_INT, F(no_reply_threshold_ms), "86400000", 0, 365 * DAY_MS,
+	  "A conversation awaits a reply once its last inbound message is this old." },
+
+	/* ---- operations ---- */
+	{ "LOG_LEVEL", "log-level", T_LEVEL, F(log_level), "info", 0, 0,
+	  "debug, info, warn or error." },
+	{ "LOG_FORMAT", "log-format", T_FORMAT, F(log_format), "json", 0, 0,
+	  "json (one object per line) or text." },
+	{ "STARTUP_TIMEOUT_MS", "startup-timeout-ms", T_INT, F(startup_timeout_ms), "30000", 0, 3600000,
+	  "How long start-up waits for PostgreSQL (and Redis) before exit 3." },
+	{ "JOB_RUNNER_LOCK_KEY", "lock-key", T_INT, F(job_runner_lock_key), "1785684594", INT64_MIN, I64MAX,
+	  "The cycle's advisory-lock key (pg_try_advisory_lock(bigint)); must match the legacy monolith's." },
+
+	/* ---- flags without a variable ---- */
+	{ NULL, "migrate-only", T_BOOL, F(migrate_only), "false", 0, 0,
+	  "Apply database migrations and exit." },
+};
+
+/* ------------------------------------------------------------------ */
+/* setting one value                                                   */
+/* ------------------------------------------------------------------ */
+
+static void set_str(struct config *cfg, size_t off, const char *v)
+{
+	char **p = (char **)((char *)cfg + off);
+	free(*p);
+	*p = xstrdup(v);
+}
+
+/* Parses v into the row's field: 0, or -1 with a message naming `who`. */
+static int set_value(struct config *cfg, const struct crow *r, const char *who, const char *v,
+		     char *err, size_t errlen)
+{
+	char *base = (char *)cfg;
+	int b;
+	int64_t n;
+	switch (r->type) {
+	case T_STR:
+	case T_SECRET:
+		if (strlen(v) > 4096) {
+			snprintf(err, errlen, "%s is too long (over 4096 bytes)", who);
+			return -1;
+		}
+		set_str(cfg, r->off, v);
+		return 0;
+	case T_URL:
+		if (strncmp(v, "redis://", 8) && strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+			snprintf(err, errlen, "invalid %s=%s: expected a URL (redis://, http:// or https://)", who, v);
+			return -1;
+		}
+		if (r->off == F(redis_url) && strncmp(v, "redis://", 8)) {
+			snprintf(err, errlen, "invalid %s: expected redis://[:password@]host:port[/db]", who);
+			return -1;
+		}
+		if (r->off == F(meta_graph_url) && !strncmp(v, "redis://", 8)) {
+			snprintf(err, errlen, "invalid %s=%s: expected http:// or https://", who, v);
+			return -1;
+		}
+		set_str(cfg, r->off, v);
+		return 0;
+	case T_INT:
+		if (parse_i64(v, r->min, r->max, &n)) {
+			snprintf(err, errlen, "invalid %s=%s: expected a whole number from %lld to %lld",
+				 who, v, (long long)r->min, (long long)r->max);
+			return -1;
+		}
+		*(int64_t *)(base + r->off) = n;
+		return 0;
+	case T_BOOL:
+		if (parse_bool(v, &b)) {
+			snprintf(err, errlen, "invalid %s=%s: expected 1/0/true/false/yes/no/on/off", who, v);
+			return -1;
+		}
+		*(int *)(base + r->off) = b;
+		return 0;
+	case T_MODE:
+		if (parse_bool(v, &b)) {
+			snprintf(err, errlen, "invalid %s=%s: expected 0 (API) or 1 (worker)", who, v);
+			return -1;
+		}
+		*(int *)(base + r->off) = b;
+		return 0;
+	case T_LEVEL:
+		if (log_parse_level(v, &b)) {
+			snprintf(err, errlen, "invalid %s=%s: expected debug, info, warn or error", who, v);
+			return -1;
+		}
+		*(int *)(base + r->off) = b;
+		return 0;
+	case T_FORMAT:
+		if (log_parse_format(v, &b)) {
+			snprintf(err, errlen, "invalid %s=%s: expected json or text", who, v);
+			return -1;
+		}
+		*(int *)(base + r->off) = b;
+		return 0;
+	}
+	return -1;
+}
+
+static const struct crow *find_flag(const char *name, size_t len)
+{
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++)
+		if (strlen(rows[i].flag) == len && !strncmp(rows[i].flag, name, len))
+			return &rows[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                 */
+/* ------------------------------------------------------------------ */
+
+int config_load(struct config *cfg, enum config_role role, int argc, char **argv,
+		char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->role = role;
+	cfg->worker_mode = -1;
+	cfg->job_runner_enabled = -1;
+	err[0] = '\0';
+
+	/* defaults */
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++)
+		if (rows[i].dflt && set_value(cfg, &rows[i], rows[i].flag, rows[i].dflt, err, errlen))
+			return CONFIG_ERR;   /* a bad default is a bug; the message says which */
+
+	/* environment */
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++) {
+		const char *v = rows[i].env ? getenv(rows[i].env) : NULL;
+		if (v && *v && set_value(cfg, &rows[i], rows[i].env, v, err, errlen))
+			return CONFIG_ERR;
+	}
+
+	/* flags, up to the first positional argument */
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (strncmp(a, "--", 2))
+			break;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			config_usage(stdout, role);
+			return CONFIG_HELP;
+		}
+		if (!strcmp(a, "--print-config-reference")) {
+			config_reference(stdout);
+			return CONFIG_HELP;
+		}
+		const char *name = a + 2;
+		const char *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const struct crow *r = find_flag(name, len);
+		if (!r) {
+			snprintf(err, errlen, "unknown option --%.*s (see --help)", (int)(len > 64 ? 64 : len), name);
+			return CONFIG_ERR;
+		}
+		const char *v = eq ? eq + 1 : NULL;
+		if (!v && r->type == T_BOOL) {
+			v = "true";
+		} else if (!v) {
+			if (i + 1 >= argc) {
+				snprintf(err, errlen, "option --%s needs a value", r->flag);
+				return CONFIG_ERR;
+			}
+			v = argv[++i];
+		}
+		char who[80];
+		snprintf(who, sizeof who, "--%s", r->flag);
+		if (set_value(cfg, r, who, v, err, errlen))
+			return CONFIG_ERR;
+	}
+	cfg->nargs = argc - i;
+	cfg->args = argv + i;
+
+	/* roles (SPEC §3) */
+	if (role == ROLE_PRODUCER && cfg->worker_mode == 1) {
+		snprintf(err, errlen, "WORKER_MODE=1 is the worker's mode: run the `consumer` binary "
+			 "(the producer is the API, WORKER_MODE=0 or unset)");
+		return CONFIG_ERR;
+	}
+	if (role == ROLE_CONSUMER && cfg->worker_mode == 0) {
+		snprintf(err, errlen, "WORKER_MODE=0 is the API's mode: run the `producer` binary "
+			 "(the consumer is the worker, WORKER_MODE=1 or unset)");
+		return CONFIG_ERR;
+	}
+	if (cfg->job_runner_enabled < 0)
+		cfg->job_runner_enabled = role == ROLE_CONSUMER;
+	cfg->drain_once = cfg->worker_run_once;
+	if (cfg->job_backoff_max_ms < cfg->job_backoff_base_ms) {
+		snprintf(err, errlen, "invalid JOB_BACKOFF_MAX_MS=%lld: less than JOB_BACKOFF_BASE_MS=%lld",
+			 (long long)cfg->job_backoff_max_ms, (long long)cfg->job_backoff_base_ms);
+		return CONFIG_ERR;
+	}
+	if (cfg->consumer_name) {
+		for (const char *p = cfg->consumer_name; *p; p++)
+			if (!isalnum((unsigned char)*p) && !strchr("._:-@", *p)) {
+				snprintf(err, errlen, "invalid CONSUMER_NAME=%s: use letters, digits and . _ : - @", cfg->consumer_name);
+				return CONFIG_ERR;
+			}
+		if (strlen(cfg->consumer_name) > 100) {
+			snprintf(err, errlen, "invalid CONSUMER_NAME: longer than 100 characters");
+			return CONFIG_ERR;
+		}
+	} else {
+		char host[64] = "host";
+		gethostname(host, sizeof host - 1);
+		host[sizeof host - 1] = '\0';
+		cfg->consumer_name = xasprintf("%s-%d", host, (int)getpid());
+	}
+	if (!cfg->database_url) {
+		snprintf(err, errlen, "DATABASE_URL is required (postgresql://user:password@host:port/db)");
+		return CONFIG_ERR;
+	}
+	return CONFIG_OK;
+}
+
+void config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++) {
+		if (rows[i].type == T_STR || rows[i].type == T_SECRET || rows[i].type == T_URL) {
+			char **p = (char **)((char *)cfg + rows[i].off);
+			free(*p);
+			*p = NULL;
+		}
+	}
+	free(cfg->consumer_name);
+	cfg->consumer_name = NULL;
+}
+
+static const char *type_hint(const struct crow *r)
+{
+	switch (r->type) {
+	case T_INT: return "N";
+	case T_BOOL: return "BOOL";
+	case T_MODE: return "0|1";
+	case T_LEVEL: return "LEVEL";
+	case T_FORMAT: return "json|text";
+	case T_URL: return "URL";
+	default: return "TEXT";
+	}
+}
+
+static const char *shown_default(const struct crow *r, enum config_role role)
+{
+	if (r->off == F(job_runner_enabled))
+		return role == ROLE_CONSUMER ? "true" : "false";
+	if (r->off == F(consumer_name))
+		return "<host>-<pid>";
+	return r->dflt;
+}
+
+void config_usage(FILE *f, enum config_role role)
+{
+	if (role == ROLE_PRODUCER)
+		fprintf(f, "usage: producer [OPTIONS]                       serve the HTTP API and enqueue ticks\n"
+			   "       producer [OPTIONS] enqueue JOB [--org ID] [--payload JSON] [--count N]\n"
+			   "       producer [OPTIONS] --migrate-only\n");
+	else
+		fprintf(f, "usage: consumer [OPTIONS]                       claim and run work\n"
+			   "       consumer [OPTIONS] --drain-once          run everything due now, then exit\n"
+			   "       consumer [OPTIONS] --migrate-only\n");
+	fprintf(f, "\nEvery option can also be set by its environment variable; the option wins.\n"
+		   "Exit codes: 0 ok, 1 a --drain-once run failed, 2 bad configuration or usage,\n"
+		   "3 a dependency was unreachable at start-up.\n\nOptions:\n");
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++) {
+		const struct crow *r = &rows[i];
+		char left[96];
+		snprintf(left, sizeof left, "--%s=%s", r->flag, type_hint(r));
+		fprintf(f, "  %-40s %s\n", left, r->help);
+		const char *d = shown_default(r, role);
+		if (r->env)
+			fprintf(f, "  %-40s   env %s, default %s\n", "", r->env, d ? d : "unset");
+		else
+			fprintf(f, "  %-40s   default %s\n", "", d ? d : "unset");
+	}
+	fprintf(f, "  %-40s %s\n", "--help", "Print this help and exit.");
+}
+
+void config_reference(FILE *f)
+{
+	fprintf(f, "# Configuration reference\n\n"
+		   "Generated from the configuration table in `common/config.c` by "
+		   "`producer --print-config-reference`; do not edit by hand.\n"
+		   "Each variable can also be given as the option of the same meaning "
+		   "(the option wins). An empty variable counts as unset. Invalid values stop "
+		   "start-up with exit code 2 and a message naming the variable.\n\n"
+		   "| variable | option | type | default | range | meaning |\n"
+		   "|---|---|---|---|---|---|\n");
+	for (size_t i = 0; i < JR_ARRAY_LEN(rows); i++) {
+		const struct crow *r = &rows[i];
+		char range[64] = "";
+		if (r->type == T_INT)
+			snprintf(range, sizeof range, "%lld – %lld", (long long)r->min, (long long)r->max);
+		const char *d = r->off == F(job_runner_enabled) ? "false (producer), true (consumer)"
+							  : shown_default(r, ROLE_CONSUMER);
+		fprintf(f, "| %s%s%s | `--%s` | %s | %s%s%s | %s | %s |\n",
+			r->env ? "`" : "", r->env ? r->env : "—", r->env ? "`" : "",
+			r->flag, type_hint(r), d ? "`" : "", d ? d : "unset", d ? "`" : "",
+			range, r->help);
+	}
+}
+
+void config_redact_url(const char *url, char *out, size_t outlen)
+{
+	if (!url) {
+		snprintf(out, outlen, "(unset)");
+		return;
+	}
+	const char *scheme = strstr(url, "://");
+	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+	if (!at || !colon || colon > at) {
+		const char *q = strchr(url, '?');
+		snprintf(out, outlen, "%.*s", q ? (int)(q - url) : (int)strlen(url), url);
+		return;
+	}
+	snprintf(out, outlen, "%.*s:***%.*s", (int)(colon - url), url,
+		 (int)strcspn(at, "?"), at);
+}
+
+/* Registers the password of a URL (user:password@) with the logger. */
+static void register_url_password(const char *url)
+{
+	if (!url)
+		return;
+	const char *scheme = strstr(url, "://");
+	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+	if (at && colon && colon < at) {
+		char *pw = xstrndup(colon + 1, (size_t)(at - colon - 1));
+		if (strlen(pw) >= 4)
+			log_add_secret(pw);
+		free(pw);
+	}
+}
+
+void config_register_secrets(const struct config *cfg)
+{
+	log_add_secret(cfg->api_token);
+	log_add_secret(cfg->meta_app_secret);
+	register_url_password(cfg->database_url);
+	register_url_password(cfg->redis_url);
+}

@@ -1,0 +1,493 @@
+/* queue_pg.c -- the PostgreSQL transport: job_runs is the queue.
+ *
+ * Claim:    one UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
+ *           takes due runs (status queued/failed, run_at <= now()) and runs
+ *           whose lease expired (their consumer went silent), sets them
+ *           running with a lease, and bumps attempts.  SKIP LOCKED lets any
+ *           number of consumers claim at once without waiting on each other.
+ * Fence:    the attempts value returned by the claim.  complete() and
+ *           extend() match on (id, attempts, consumer, status='running'), so a
+ *           consumer whose lease passed to another cannot write over the
+ *           newer attempt: its UPDATE matches no row and it is told "fenced".
+ * Wake-up:  enqueue sends NOTIFY jobrunner_runs; an idle claim waits on
+ *           the connection's socket for it, up to block_ms.  The wait is
+ *           also the safety net poll: a notification lost (or a retry
+ *           becoming due) is picked up by the next claim.
+ * Batches:  arrays of values through unnest(), one round trip per batch.
+ *
+ * Rejected: a separate queue table apart from job_runs (two writes per
+ * state change, and the record is the queue in the seed's world anyway);
+ * advisory locks per run (they leak on poolers and cost a round trip each).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "db.h"
+#include "queue.h"
+#include "util.h"
+
+struct pgq {
+	struct queue q;      /* first: struct queue * <-> struct pgq * */
+	struct db db;
+	int listening;
+	int64_t last_dead_sweep_ms;
+};
+
+#define NOTIFY_CHANNEL "jobrunner_runs"
+
+static void pgq_fail(struct pgq *p)
+{
+	p->q.err = 1;
+	snprintf(p->q.errstr, sizeof p->q.errstr, "postgres: %s", p->db.errstr);
+}
+
+static int pgq_code(struct pgq *p)
+{
+	pgq_fail(p);
+	if (!p->db.conn)
+		p->listening = 0;
+	return p->db.conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+}
+
+/* ------------------------------------------------------------------ */
+/* enqueue                                                             */
+/* ------------------------------------------------------------------ */
+
+static const char enqueue_sql[] =
+	"with v as ("
+	"  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+	"                       $6::int[], $7::bigint[], $8::text[], $9::bigint[])"
+	"    as t(id, job, org_id, payload, source, max_attempts, run_at_ms, idem, enq_ms)"
+	"), ins as ("
+	"  insert into job_runs (id, job, org_id, payload, source, status, max_attempts,"
+	"                        run_at, enqueued_at, idempotency_key, transport)"
+	"  select id, job, org_id, coalesce(payload, '{}')::jsonb, source, 'queued', max_attempts,"
+	"         greatest(to_timestamp(run_at_ms / 1000.0), now()),"
+	"         to_timestamp(enq_ms / 1000.0), idem, 'pg' from v"
+	"  on conflict (job, idempotency_key) where idempotency_key is not null do nothing"
+	"  returning id"
+	"), n as (select pg_notify('" NOTIFY_CHANNEL "', '') where exists (select 1 from ins))"
+	/* rows inserted by ins are not visible to this scan (same snapshot), so
+	 * j finds only runs that held the key before: those ids are returned.
+	 * n is referenced so that the NOTIFY is evaluated. */
+	" select v.id, coalesce(j.id, v.id), (select count(*) from n) from v"
+	"   left join job_runs j on v.idem is not null and j.job = v.job"
+	"                       and j.idempotency_key = v.idem and j.id <> v.id";
+
+static void arr_open(struct strbuf *sb) { sb_reset(sb); sb_add(sb, "{", 1); }
+static void arr_next(struct strbuf *sb, const char *v, size_t i)
+{
+	if (i)
+		sb_add(sb, ",", 1);
+	db_array_add(sb, v);
+}
+
+/* If an earlier run of the batch has the same job and idempotency key,
+ * copies its id into runs[i] and returns 1. */
+static int dup_in_batch(struct run *runs, size_t i)
+{
+	for (size_t k = 0; k < i; k++)
+		if (runs[k].idempotency_key && !strcmp(runs[k].idempotency_key, runs[i].idempotency_key) &&
+		    !strcmp(runs[k].job, runs[i].job)) {
+			memcpy(runs[i].id, runs[k].id, sizeof runs[i].id);
+			return 1;
+		}
+	return 0;
+}
+
+static int pgq_enqueue(struct queue *q, struct run *runs, size_t n)
+{
+	struct pgq *p = (struct pgq *)q;
+	enum { NCOL = 9 };
+	struct strbuf col[NCOL] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
+				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	int rc = QUEUE_OK;
+	if (n == 0)
+		return 0;
+	for (int c = 0; c < NCOL; c++)
+		arr_open(&col[c]);
+	int64_t now = wall_ms();
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct run *r = &runs[i];
+		char num[3][24];
+		if (r->idempotency_key && dup_in_batch(runs, i))
+			continue;   /* same key earlier in this batch: shares its id */
+		if (!r->id[0])
+			run_id_new(r->id);
+		if (!r->enqueued_at_ms)
+			r->enqueued_at_ms = now;
+		if (r->max_attempts <= 0)
+			r->max_attempts = (int)q->cfg->job_max_attempts;
+		snprintf(num[0], sizeof num[0], "%d", r->max_attempts);
+		snprintf(num[1], sizeof num[1], "%lld", (long long)(r->run_at_ms ? r->run_at_ms : now));
+		snprintf(num[2], sizeof num[2], "%lld", (long long)r->enqueued_at_ms);
+		arr_next(&col[0], r->id, m);
+		arr_next(&col[1], r->job, m);
+		arr_next(&col[2], r->org_id, m);
+		arr_next(&col[3], r->payload, m);
+		arr_next(&col[4], run_source_name(r->source), m);
+		arr_next(&col[5], num[0], m);
+		arr_next(&col[6], num[1], m);
+		arr_next(&col[7], r->idempotency_key, m);
+		arr_next(&col[8], num[2], m);
+		m++;
+	}
+	const char *params[NCOL];
+	for (int c = 0; c < NCOL; c++) {
+		sb_add(&col[c], "}", 1);
+		params[c] = col[c].buf;
+	}
+	PGresult *res = db_query(&p->db, enqueue_sql, NCOL, params);
+	if (!res) {
+		rc = pgq_code(p);
+		goto out;
+	}
+	/* rows come back as (our id, the id that holds the run): they differ
+	 * where an idempotency key was already used */
+	for (int row = 0; row < PQntuples(res); row++) {
+		const char *mine = db_get(res, row, 0), *held = db_get(res, row, 1);
+		if (!mine || !held || !strcmp(mine, held))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(runs[i].id, mine)) {
+				snprintf(runs[i].id, sizeof runs[i].id, "%s", held);
+				break;
+			}
+	}
+	PQclear(res);
+	for (size_t i = 0; i < n; i++)
+		if (runs[i].idempotency_key)
+			dup_in_batch(runs, i);   /* copy the (possibly replaced) first id */
+out:
+	for (int c = 0; c < NCOL; c++)
+		sb_release(&col[c]);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* claim                                                               */
+/* ------------------------------------------------------------------ */
+
+static const char claim_sql[] =
+	"update job_runs j set status = 'running', attempts = j.attempts + 1,"
+	"       started_at = now(), finished_at = null, consumer = $2,"
+	"       lease_until = now() + make_interval(secs => $3::bigint / 1000.0),"
+	"       updated_at = now()"
+	"  from (select id from job_runs"
+	"         where transport = 'pg' and ((status in ('queued','failed') and run_at <= now())"
+	"            or (status = 'running' and lease_until < now() and attempts < max_attempts))"
+	"         order by run_at limit $1::int for update skip locked) c"
+	" where j.id = c.id"
+	" returning j.id, j.job, j.org_id, j.payload::text, j.source, j.attempts, j.max_attempts,"
+	"   (extract(epoch from j.enqueued_at) * 1000)::bigint, j.idempotency_key,"
+	"   (extract(epoch from j.started_at) * 1000)::bigint";
+
+/* A run whose consumer went silent on its last attempt has no attempt left
+ * to give to another consumer: it is dead. */
+static const char dead_sweep_sql[] =
+	"update job_runs set status = 'dead', finished_at = now(), lease_until = null,"
+	"       error = 'lease expired on the last attempt (consumer ' || coalesce(consumer, '?') || ' went silent)',"
+	"       updated_at = now()"
+	" where id in (select id from job_runs where transport = 'pg' and status = 'running'"
+	"               and lease_until < now() and attempts >= max_attempts"
+	"               limit 1000 for update skip locked)";
+
+static int pgq_listen(struct pgq *p)
+{
+	if (p->listening && p->db.conn)
+		return 0;
+	if (db_exec(&p->db, "listen " NOTIFY_CHANNEL, 0, NULL))
+		return -1;
+	p->listening = 1;
+	return 0;
+}
+
+/* Waits up to ms for a notification on the connection; drains them. */
+static void pgq_wait(struct pgq *p, int64_t ms)
+{
+	if (!p->db.conn || ms <= 0)
+		return;
+	int fd = PQsocket(p->db.conn);
+	struct pollfd pfd = { fd, POLLIN, 0 };
+	int64_t end = mono_ms() + ms;
+	for (;;) {
+		int64_t left = end - mono_ms();
+		if (left <= 0)
+			return;
+		int r = poll(&pfd, 1, (int)(left > 200 ? 200 : left));
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r > 0) {
+			if (!PQconsumeInput(p->db.conn)) {
+				db_close(&p->db);
+				p->listening = 0;
+				return;
+			}
+			int got = 0;
+			PGnotify *nt;
+			while ((nt = PQnotifies(p->db.conn)) != NULL) {
+				PQfreemem(nt);
+				got = 1;
+			}
+			if (got)
+				return;
+		}
+		/* wake at least every 200 ms to let stop flags be seen by callers */
+		if (r == 0 && left > 200)
+			return;
+	}
+}
+
+static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block_ms, size_t *n)
+{
+	struct pgq *p = (struct pgq *)q;
+	char lim[16], lease[24];
+	snprintf(lim, sizeof lim, "%zu", max);
+	snprintf(lease, sizeof lease, "%lld", (long long)q->cfg->job_lease_ms);
+	const char *params[3] = { lim, q->consumer, lease };
+	*n = 0;
+	if (block_ms > 0 && pgq_listen(p))
+		return pgq_code(p);
+	int64_t now = mono_ms();
+	if (now - p->last_dead_sweep_ms > 1000) {
+		p->last_dead_sweep_ms = now;
+		if (db_exec(&p->db, dead_sweep_sql, 0, NULL))
+			return pgq_code(p);
+	}
+	int64_t deadline = now + block_ms;
+	for (;;) {
+		PGresult *res = db_query(&p->db, claim_sql, 3, params);
+		if (!res)
+			return pgq_code(p);
+		int rows = PQntuples(res);
+		for (int i = 0; i < rows && (size_t)i < max; i++) {
+			struct run *r = &out[i];
+			memset(r, 0, sizeof *r);
+			snprintf(r->id, sizeof r->id, "%s", db_get(res, i, 0));
+			r->job = xstrdup(db_get(res, i, 1));
+			r->org_id = xstrdup(db_get(res, i, 2));
+			r->payload = xstrdup(db_get(res, i, 3));
+			if (run_source_parse(db_get(res, i, 4), &r->source))
+				r->source = RUN_SRC_ADHOC;
+			r->attempt = (int)db_get_i64(res, i, 5, 1);
+			r->max_attempts = (int)db_get_i64(res, i, 6, 1);
+			r->enqueued_at_ms = db_get_i64(res, i, 7, 0);
+			r->idempotency_key = xstrdup(db_get(res, i, 8));
+			r->started_at_ms = db_get_i64(res, i, 9, wall_ms());
+			r->fence = r->attempt;
+		}
+		PQclear(res);
+		*n = (size_t)rows;
+		if (rows > 0 || block_ms <= 0)
+			return QUEUE_OK;
+		int64_t left = deadline - mono_ms();
+		if (left <= 0)
+			return QUEUE_OK;
+		pgq_wait(p, left);
+		if (mono_ms() >= deadline)
+			return QUEUE_OK;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* complete and extend                                                 */
+/* ------------------------------------------------------------------ */
+
+static const char complete_sql[] =
+	"update job_runs j set status = u.status, attempts = u.attempts,"
+	"       run_at = case when u.next_ms > 0 then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
+	"       finished_at = case when u.status = 'queued' then null else now() end,"
+	"       started_at = case when u.status = 'queued' then null else j.started_at end,"
+	"       duration_ms = u.duration_ms, error = u.error, lease_until = null, updated_at = now()"
+	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[])"
+	"       as u(id, fence, status, attempts, next_ms, duration_ms, error)"
+	" where j.id = u.id and j.status = 'running' and j.attempts = u.fence and j.consumer = $8"
+	" returning j.id";
+
+static int pgq_complete(struct queue *q, struct run *runs, const struct run_result *res,
+			size_t n, int *fenced)
+{
+	struct pgq *p = (struct pgq *)q;
+	enum { NCOL = 7 };
+	struct strbuf col[NCOL] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
+				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	struct backoff b = { q->cfg->job_backoff_base_ms, q->cfg->job_backoff_max_ms };
+	int rc = QUEUE_OK;
+	int64_t now = wall_ms();
+	size_t m = 0;
+	for (int c = 0; c < NCOL; c++)
+		arr_open(&col[c]);
+	for (size_t i = 0; i < n; i++) {
+		fenced[i] = 0;
+		if (runs[i].is_tick)
+			continue;
+		int64_t next;
+		int attempts;
+		enum run_status st = run_decide(&runs[i], &res[i], &b, now, &next, &attempts);
+		char fence[24], att[16], nx[24], dur[24];
+		snprintf(fence, sizeof fence, "%lld", (long long)runs[i].fence);
+		snprintf(att, sizeof att, "%d", attempts);
+		snprintf(nx, sizeof nx, "%lld", (long long)next);
+		snprintf(dur, sizeof dur, "%lld", (long long)(res[i].duration_ms > INT32_MAX ? INT32_MAX : res[i].duration_ms));
+		arr_next(&col[0], runs[i].id, m);
+		arr_next(&col[1], fence, m);
+		arr_next(&col[2], run_status_name(st), m);
+		arr_next(&col[3], att, m);
+		arr_next(&col[4], nx, m);
+		arr_next(&col[5], dur, m);
+		arr_next(&col[6], res[i].outcome == RUN_OK ? NULL : res[i].error, m);
+		m++;
+	}
+	if (m == 0)
+		goto out;
+	const char *params[NCOL + 1];
+	for (int c = 0; c < NCOL; c++) {
+		sb_add(&col[c], "}", 1);
+		params[c] = col[c].buf;
+	}
+	params[NCOL] = q->consumer;
+	PGresult *r = db_query(&p->db, complete_sql, NCOL + 1, params);
+	if (!r) {
+		rc = pgq_code(p);
+		goto out;
+	}
+	/* whatever did not come back was fenced */
+	for (size_t i = 0; i < n; i++) {
+		if (runs[i].is_tick)
+			continue;
+		int found = 0;
+		for (int row = 0; row < PQntuples(r) && !found; row++)
+			found = !strcmp(PQgetvalue(r, row, 0), runs[i].id);
+		fenced[i] = !found;
+	}
+	if (PQntuples(r) > 0)
+		db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
+	PQclear(r);
+out:
+	for (int c = 0; c < NCOL; c++)
+		sb_release(&col[c]);
+	return rc;
+}
+
+static int pgq_extend(struct queue *q, const struct run *runs, size_t n)
+{
+	struct pgq *p = (struct pgq *)q;
+	struct strbuf ids = STRBUF_INIT, fences = STRBUF_INIT;
+	arr_open(&ids);
+	arr_open(&fences);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (runs[i].is_tick)
+			continue;
+		char f[24];
+		snprintf(f, sizeof f, "%lld", (long long)runs[i].fence);
+		arr_next(&ids, runs[i].id, m);
+		arr_next(&fences, f, m);
+		m++;
+	}
+	sb_add(&ids, "}", 1);
+	sb_add(&fences, "}", 1);
+	char lease[24];
+	snprintf(lease, sizeof lease, "%lld", (long long)q->cfg->job_lease_ms);
+	const char *params[4] = { ids.buf, fences.buf, q->consumer, lease };
+	int rc = QUEUE_OK;
+	if (m && db_exec(&p->db,
+			 "update job_runs j set lease_until = now() + make_interval(secs => $4::bigint / 1000.0)"
+			 "  from unnest($1::text[], $2::int[]) as u(id, fence)"
+			 " where j.id = u.id and j.attempts = u.fence and j.status = 'running'"
+			 "   and j.consumer = $3", 4, params))
+		rc = pgq_code(p);
+	sb_release(&ids);
+	sb_release(&fences);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* stats and lifecycle                                                 */
+/* ------------------------------------------------------------------ */
+
+static int pgq_stats(struct queue *q, struct queue_stats *out)
+{
+	struct pgq *p = (struct pgq *)q;
+	memset(out, 0, sizeof *out);
+	PGresult *r = db_query(&p->db,
+		"select count(*) filter (where status in ('queued','failed') and run_at <= now()),"
+		"       count(*) filter (where status = 'running'),"
+		"       count(*) filter (where status in ('queued','failed') and run_at > now()),"
+		"       count(*) filter (where status = 'dead')"
+		"  from job_runs where status in ('queued','failed','running','dead')"
+		"   and (transport = 'pg' or status = 'dead')", 0, NULL);
+	if (!r)
+		return pgq_code(p);
+	out->queued = db_get_i64(r, 0, 0, 0);
+	out->running = db_get_i64(r, 0, 1, 0);
+	out->delayed = db_get_i64(r, 0, 2, 0);
+	out->dead = db_get_i64(r, 0, 3, 0);
+	PQclear(r);
+	r = db_query(&p->db,
+		"select consumer, count(*),"
+		"       (extract(epoch from now() - max(updated_at)) * 1000)::bigint"
+		"  from job_runs where status = 'running' and transport = 'pg' and consumer is not null"
+		" group by consumer order by consumer limit 1000", 0, NULL);
+	if (!r)
+		return pgq_code(p);
+	int rows = PQntuples(r);
+	out->consumers = xcalloc((size_t)rows, sizeof *out->consumers);
+	for (int i = 0; i < rows; i++) {
+		snprintf(out->consumers[i].name, sizeof out->consumers[i].name, "%s", db_get(r, i, 0));
+		out->consumers[i].pending = db_get_i64(r, i, 1, 0);
+		out->consumers[i].idle_ms = db_get_i64(r, i, 2, 0);
+	}
+	out->nconsumers = (size_t)rows;
+	PQclear(r);
+	return QUEUE_OK;
+}
+
+static void pgq_destroy(struct queue *q)
+{
+	struct pgq *p = (struct pgq *)q;
+	if (!p)
+		return;
+	db_release(&p->db);
+	free(p);
+}
+
+static const struct queue_ops pg_ops = {
+	.backend = "postgres",
+	.enqueue = pgq_enqueue,
+	.claim = pgq_claim,
+	.complete = pgq_complete,
+	.extend = pgq_extend,
+	.stats = pgq_stats,
+	.destroy = pgq_destroy,
+};
+
+int queue_pg_open(const struct config *cfg, const char *consumer, struct queue **out,
+		  char *err, size_t errlen)
+{
+	struct pgq *p = xcalloc(1, sizeof *p);
+	p->q.ops = &pg_ops;
+	p->q.cfg = cfg;
+	snprintf(p->q.consumer, sizeof p->q.consumer, "%s", consumer ? consumer : "");
+	db_init(&p->db, cfg->database_url, "jobrunner-queue", 30000);
+	if (db_connect(&p->db)) {
+		snprintf(err, errlen, "postgres: %s", p->db.errstr);
+		pgq_destroy(&p->q);
+		*out = NULL;
+		return QUEUE_EDOWN;
+	}
+	*out = &p->q;
+	return QUEUE_OK;
+}
+
+void queue_stats_free(struct queue_stats *s)
+{
+	free(s->consumers);
+	s->consumers = NULL;
+	s->nconsumers = 0;
+}

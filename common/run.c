@@ -1,0 +1,96 @@
+/* run.c -- the run record and the complete() transition (see run.h). */
+#include "run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead" };
+static const char *const source_names[] = { "adhoc", "cycle", "fanout", "retry" };
+
+void run_clear(struct run *r)
+{
+	free(r->job);
+	free(r->org_id);
+	free(r->payload);
+	free(r->idempotency_key);
+	memset(r, 0, sizeof *r);
+}
+
+void run_copy(struct run *dst, const struct run *src)
+{
+	*dst = *src;
+	dst->job = xstrdup(src->job);
+	dst->org_id = xstrdup(src->org_id);
+	dst->payload = xstrdup(src->payload);
+	dst->idempotency_key = xstrdup(src->idempotency_key);
+}
+
+int64_t run_backoff_ms(int attempt, const struct backoff *b)
+{
+	int64_t d = b->base_ms;
+	for (int i = 1; i < attempt && d < b->max_ms; i++)
+		d *= 2;
+	if (d > b->max_ms)
+		d = b->max_ms;
+	int64_t half = d / 2;
+	return half + (int64_t)(rand_u64() % (uint64_t)(d - half + 1));
+}
+
+enum run_status run_decide(const struct run *r, const struct run_result *res,
+			   const struct backoff *b, int64_t now, int64_t *next_run_at_ms,
+			   int *attempt_out)
+{
+	*attempt_out = r->attempt;
+	*next_run_at_ms = 0;
+	switch (res->outcome) {
+	case RUN_OK:
+		return RUN_SUCCEEDED;
+	case RUN_DEFER:
+		*attempt_out = r->attempt > 0 ? r->attempt - 1 : 0;
+		*next_run_at_ms = now + (res->retry_after_ms > 0 ? res->retry_after_ms : 1000);
+		return RUN_QUEUED;
+	case RUN_RETRY:
+		if (r->attempt >= r->max_attempts)
+			return RUN_DEAD;
+		int64_t d = run_backoff_ms(r->attempt, b);
+		if (res->retry_after_ms > d)
+			d = res->retry_after_ms;
+		*next_run_at_ms = now + d;
+		return RUN_FAILED;
+	case RUN_FAIL:
+	default:
+		return RUN_DEAD;
+	}
+}
+
+const char *run_status_name(enum run_status s)
+{
+	return (unsigned)s < JR_ARRAY_LEN(status_names) ? status_names[s] : "unknown";
+}
+
+int run_status_parse(const char *s, enum run_status *out)
+{
+	for (size_t i = 0; s && i < JR_ARRAY_LEN(status_names); i++)
+		if (!strcmp(s, status_names[i])) {
+			*out = (enum run_status)i;
+			return 0;
+		}
+	return -1;
+}
+
+const char *run_source_name(enum run_source s)
+{
+	return (unsigned)s < JR_ARRAY_LEN(source_names) ? source_names[s] : "adhoc";
+}
+
+int run_source_parse(const char *s, enum run_source *out)
+{
+	for (size_t i = 0; s && i < JR_ARRAY_LEN(source_names); i++)
+		if (!strcmp(s, source_names[i])) {
+			*out = (enum run_source)i;
+			return 0;
+		}
+	return -1;
+}
