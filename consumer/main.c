@@ -1,2 +1,113 @@
-/* placeholder until the consumer lands */
-int main(void) { return 0; }
+/* consumer -- the worker process: claims and runs work (SPEC §3).
+ *
+ *   consumer                 claim and run until SIGTERM/SIGINT
+ *   consumer --drain-once    everything due now (one cycle included), then exit
+ *   consumer --migrate-only  apply migrations and exit
+ *
+ * With JOB_RUNNER_ENABLED=false it claims nothing and only serves its
+ * health and metrics port (debugging).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+static int shutdown_worker(struct config *cfg, struct worker *w, int sig)
+{
+	LOGF(LOG_INFO, "shutdown", "signal received: finishing runs in hand",
+	     LF_S("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
+	     LF_I("timeoutMs", cfg->worker_shutdown_timeout_ms));
+	worker_stop(w);
+	struct worker_counts c;
+	if (worker_join(w, cfg->worker_shutdown_timeout_ms, &c)) {
+		worker_abort(w);
+		if (worker_join(w, 2000, &c)) {
+			LOGF(LOG_WARN, "shutdown_timeout", "runs still in hand at the shutdown deadline; "
+			     "they will be retried after their lease", LF_I("timeoutMs", cfg->worker_shutdown_timeout_ms));
+			_exit(EXIT_OK);   /* threads still hold the configuration: do not free it */
+		}
+	}
+	LOGF(LOG_INFO, "stopped", "consumer stopped", LF_I("succeeded", (int64_t)c.succeeded),
+	     LF_I("retried", (int64_t)c.retried), LF_I("dead", (int64_t)c.dead));
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct db db;
+	sigset_t sigs;
+	int rc = app_init(&cfg, ROLE_CONSUMER, argc, argv);
+	if (rc >= 0)
+		goto out_cfg;
+	if (cfg.nargs > 0) {
+		fprintf(stderr, "consumer: unexpected argument '%s' (see --help)\n", cfg.args[0]);
+		rc = EXIT_USAGE;
+		goto out_cfg;
+	}
+	app_signals_block(&sigs);
+	rc = app_database(&cfg, &db, "jobrunner-consumer");
+	if (rc >= 0)
+		goto out_db;
+	if (cfg.migrate_only) {
+		rc = EXIT_OK;
+		goto out_db;
+	}
+	db_close(&db);   /* the worker threads open their own */
+
+	if (!cfg.job_runner_enabled) {
+		LOGF(LOG_WARN, "job_runner_disabled", "JOB_RUNNER_ENABLED=false: this consumer claims nothing",
+		     LF_S("consumer", cfg.consumer_name));
+		while (!app_signals_wait(&sigs, 1000))
+			;
+		rc = EXIT_OK;
+		goto out_db;
+	}
+
+	LOGF(LOG_INFO, "job_runner_started", "Starting job runner in WORKER mode",
+	     LF_S("consumer", cfg.consumer_name), LF_I("concurrency", cfg.worker_concurrency),
+	     LF_S("queueBackend", cfg.redis_url ? "redis" : "postgres"),
+	     LF_I("intervalMs", cfg.job_runner_interval_ms), LF_S("drainOnce", cfg.drain_once ? "true" : "false"));
+
+	struct worker *w;
+	char err[256];
+	if (worker_start(&cfg, cfg.drain_once, &w, err, sizeof err)) {
+		LOGF(LOG_ERROR, "startup_failed", "cannot start the worker", LF_S("error", err));
+		worker_join(w, -1, NULL);
+		rc = EXIT_UNREACHABLE;
+		goto out_db;
+	}
+	if (cfg.drain_once) {
+		struct worker_counts c;
+		for (;;) {
+			if (worker_join(w, 200, &c) == 0)
+				break;
+			int sig = app_signals_wait(&sigs, 0);
+			if (sig) {
+				rc = shutdown_worker(&cfg, w, sig);
+				goto out_db;
+			}
+		}
+		LOGF(LOG_INFO, "drain_complete", "drain-once finished", LF_I("claimed", (int64_t)c.claimed),
+		     LF_I("succeeded", (int64_t)c.succeeded), LF_I("retried", (int64_t)c.retried),
+		     LF_I("dead", (int64_t)c.dead), LF_I("cycles", (int64_t)c.cycles));
+		rc = c.runs_failed_total ? EXIT_RUN_FAILED : EXIT_OK;
+		goto out_db;
+	}
+	int sig;
+	while (!(sig = app_signals_wait(&sigs, 1000)))
+		;
+	rc = shutdown_worker(&cfg, w, sig);
+out_db:
+	db_release(&db);
+out_cfg:
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,66 @@
+/* app.c -- see app.h. */
+#include "app.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+#include "util.h"
+
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
+{
+	char err[512];
+	const char *prog = role == ROLE_PRODUCER ? "producer" : "consumer";
+	int rc = config_load(cfg, role, argc, argv, err, sizeof err);
+	if (rc == CONFIG_HELP)
+		return EXIT_OK;
+	if (rc != CONFIG_OK) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return EXIT_USAGE;
+	}
+	log_init((enum log_format)cfg->log_format, (enum log_level)cfg->log_level);
+	config_register_secrets(cfg);
+	return -1;
+}
+
+int app_database(const struct config *cfg, struct db *db, const char *app_name)
+{
+	char where[256];
+	config_redact_url(cfg->database_url, where, sizeof where);
+	db_init(db, cfg->database_url, app_name, 60000);
+	if (db_connect_retry(db, cfg->startup_timeout_ms, NULL)) {
+		LOGF(LOG_ERROR, "startup_failed", "PostgreSQL is unreachable",
+		     LF_S("database", where), LF_S("error", db->errstr),
+		     LF_I("startupTimeoutMs", cfg->startup_timeout_ms));
+		return EXIT_UNREACHABLE;
+	}
+	char err[512];
+	int applied = 0;
+	if (migrate_apply(db, &applied, err, sizeof err)) {
+		LOGF(LOG_ERROR, "startup_failed", "database migrations failed", LF_S("error", err));
+		return EXIT_UNREACHABLE;
+	}
+	if (applied)
+		LOGF(LOG_INFO, "migrations_applied", "database migrations applied", LF_I("count", applied));
+	return -1;
+}
+
+void app_signals_block(sigset_t *set)
+{
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+int app_signals_wait(const sigset_t *set, int64_t timeout_ms)
+{
+	struct timespec ts = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000000L };
+	int sig = sigtimedwait(set, NULL, &ts);
+	return sig > 0 ? sig : 0;
+}

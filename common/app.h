@@ -1,0 +1,29 @@
+/* app.h -- start-up steps both binaries share: configuration (exit 2 on
+ * bad values), logging, PostgreSQL within STARTUP_TIMEOUT_MS (exit 3),
+ * migrations, and signal handling.  These functions sit at the top of the
+ * call stack, so they log and choose exit codes themselves. */
+#ifndef JOBRUNNER_COMMON_APP_H
+#define JOBRUNNER_COMMON_APP_H
+
+#include <signal.h>
+
+#include "config.h"
+
+struct db;
+
+/* Loads the configuration and sets up logging.  Returns -1 to continue,
+ * or an exit code (EXIT_OK after --help, EXIT_USAGE on bad configuration:
+ * the message, naming the variable, is already printed on stderr). */
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv);
+
+/* Connects db within STARTUP_TIMEOUT_MS and applies migrations.  Returns -1
+ * to continue, or EXIT_UNREACHABLE (logged). */
+int app_database(const struct config *cfg, struct db *db, const char *app_name);
+
+/* Blocks SIGINT/SIGTERM (call before starting threads, so that every
+ * thread inherits the mask) and ignores SIGPIPE. */
+void app_signals_block(sigset_t *set);
+/* Waits up to timeout_ms for SIGINT/SIGTERM: the signal number or 0. */
+int app_signals_wait(const sigset_t *set, int64_t timeout_ms);
+
+#endif

@@ -1,0 +1,132 @@
+/* enqueue.c -- see enqueue.h. */
+#include "enqueue.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "registry.h"
+#include "util.h"
+
+void enqueuer_init(struct enqueuer *e, const struct config *cfg, const char *name)
+{
+	memset(e, 0, sizeof *e);
+	e->cfg = cfg;
+	snprintf(e->name, sizeof e->name, "%s", name ? name : "producer");
+}
+
+void enqueuer_release(struct enqueuer *e)
+{
+	if (e->redis)
+		e->redis->ops->destroy(e->redis);
+	if (e->pg)
+		e->pg->ops->destroy(e->pg);
+	e->redis = e->pg = NULL;
+}
+
+int enqueue_validate(const struct run *r, int *not_found, char *err, size_t errlen)
+{
+	*not_found = 0;
+	if (!r->job || !registry_find(r->job)) {
+		*not_found = 1;
+		snprintf(err, errlen, "unknown job '%.64s'", r->job ? r->job : "");
+		return -1;
+	}
+	if (r->org_id && (!*r->org_id || strlen(r->org_id) > RUN_MAX_ORG_LEN)) {
+		snprintf(err, errlen, "orgId must be 1 to %d characters", RUN_MAX_ORG_LEN);
+		return -1;
+	}
+	if (r->idempotency_key && (!*r->idempotency_key || strlen(r->idempotency_key) > RUN_MAX_IDEM_LEN)) {
+		snprintf(err, errlen, "idempotencyKey must be 1 to %d characters", RUN_MAX_IDEM_LEN);
+		return -1;
+	}
+	if (r->payload) {
+		size_t len = strlen(r->payload);
+		if (len > ENQ_MAX_PAYLOAD_BYTES) {
+			snprintf(err, errlen, "payload is larger than %d bytes", ENQ_MAX_PAYLOAD_BYTES);
+			return -1;
+		}
+		cJSON *j = cJSON_ParseWithLength(r->payload, len);
+		int ok = cJSON_IsObject(j);
+		cJSON_Delete(j);
+		if (!ok) {
+			snprintf(err, errlen, "payload must be a JSON object");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int try_open(struct enqueuer *e, int redis)
+{
+	char err[256];
+	struct queue **slot = redis ? &e->redis : &e->pg;
+	if (*slot)
+		return 0;
+	int rc = redis ? queue_redis_open(e->cfg, e->name, slot, err, sizeof err)
+		       : queue_pg_open(e->cfg, e->name, slot, err, sizeof err);
+	return rc;
+}
+
+int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char **backend,
+		    char *err, size_t errlen)
+{
+	if (n > ENQ_MAX_BATCH) {
+		snprintf(err, errlen, "at most %d runs per request", ENQ_MAX_BATCH);
+		return QUEUE_EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int nf;
+		char why[200];
+		if (enqueue_validate(&runs[i], &nf, why, sizeof why)) {
+			if (n > 1)
+				snprintf(err, errlen, "run %zu: %s", i, why);
+			else
+				snprintf(err, errlen, "%s", why);
+			return QUEUE_EINVAL;
+		}
+	}
+	if (e->cfg->redis_url && mono_ms() >= e->redis_retry_at_ms) {
+		if (try_open(e, 1) == 0) {
+			int rc = e->redis->ops->enqueue(e->redis, runs, n);
+			if (rc == QUEUE_OK) {
+				if (backend)
+					*backend = "redis";
+				return 0;
+			}
+			snprintf(err, errlen, "%s", e->redis->errstr);
+			if (rc != QUEUE_EDOWN)
+				return rc;
+			/* a dead connection is replaced, never reused */
+			e->redis->ops->destroy(e->redis);
+			e->redis = NULL;
+		}
+		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+	}
+	if (e->cfg->redis_url)
+		e->redis_failovers++;
+	int rc = try_open(e, 0);
+	if (rc == 0) {
+		rc = e->pg->ops->enqueue(e->pg, runs, n);
+		if (rc != QUEUE_OK) {
+			snprintf(err, errlen, "%s", e->pg->errstr);
+			if (rc == QUEUE_EDOWN) {
+				e->pg->ops->destroy(e->pg);
+				e->pg = NULL;
+			}
+		}
+	} else {
+		snprintf(err, errlen, "no queue is reachable (PostgreSQL down%s)",
+			 e->cfg->redis_url ? ", Redis down" : "");
+	}
+	if (rc == 0 && backend)
+		*backend = "postgres";
+	return rc;
+}
+
+int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen)
+{
+	return enqueuer_submit(arg, runs, n, NULL, err, errlen) == 0 ? 0 : -1;
+}

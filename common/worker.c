@@ -1,0 +1,557 @@
+/* worker.c -- see worker.h for the threads and their jobs.
+ *
+ * Transport choice per claim (run threads):
+ *   Redis-less mode          PostgreSQL queue only, blocking on NOTIFY.
+ *   Redis mode, Redis up     Redis stream, blocking XREADGROUP; thread 0 also
+ *                            polls the PostgreSQL queue once a second for
+ *                            runs accepted there while Redis was down.
+ *   Redis mode, Redis down   PostgreSQL queue, blocking; Redis retried every
+ *                            second.  After REDIS_FALLBACK_AFTER_MS the cycle
+ *                            timer runs cycles itself (ticks cannot arrive).
+ * A run is completed on the transport it was claimed from.
+ */
+#include "worker.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "cycle.h"
+#include "db.h"
+#include "enqueue.h"
+#include "log.h"
+#include "queue.h"
+#include "registry.h"
+#include "util.h"
+
+enum transport { T_NONE = 0, T_REDIS, T_PG };
+
+#define PG_POLL_MS 1000
+#define REDIS_RETRY_MS 1000
+
+/* What the heartbeat needs to extend a lease: copies, no owned strings. */
+struct hand {
+	pthread_mutex_t mu;
+	enum transport from;
+	size_t n;
+	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
+};
+
+struct wthread {
+	struct worker *w;
+	int idx;
+	pthread_t tid;
+	struct queue *rq, *pq;
+	int64_t redis_retry_at_ms, pg_poll_at_ms;
+	struct db db;                  /* for jobs and cycles */
+	void *http;
+	struct enqueuer enq;           /* for fan-out from cycles */
+	size_t batch;
+	struct hand hand;
+};
+
+struct worker {
+	const struct config *cfg;
+	int drain;
+	volatile int stopping;
+	volatile int aborting;
+	int nthreads;
+	struct wthread *threads;
+	pthread_t hb_tid, timer_tid;
+	int hb_started, timer_started;
+	pthread_mutex_t mu;
+	pthread_cond_t done_cv;
+	int running;                   /* threads not yet finished */
+	int64_t redis_down_since_ms;   /* mono ms, 0 while up (atomic) */
+	struct worker_counts counts;   /* atomic adds */
+};
+
+#define COUNT(w, field, n) __atomic_add_fetch(&(w)->counts.field, (n), __ATOMIC_RELAXED)
+
+/* ------------------------------------------------------------------ */
+/* Redis health, as the run threads see it                             */
+/* ------------------------------------------------------------------ */
+
+static void redis_mark(struct worker *w, int up)
+{
+	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	if (up && since) {
+		__atomic_store_n(&w->redis_down_since_ms, 0, __ATOMIC_RELAXED);
+		log_msg(LOG_INFO, "redis_recovered", "Redis is reachable again: back to Redis mode");
+	} else if (!up && !since) {
+		int64_t zero = 0;
+		if (__atomic_compare_exchange_n(&w->redis_down_since_ms, &zero, mono_ms(), 0,
+						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			log_msg(LOG_WARN, "redis_unreachable",
+				"Redis is unreachable: draining the PostgreSQL queue; cycles fall back to "
+				"the local timer after %lld ms", (long long)w->cfg->redis_fallback_after_ms);
+	}
+}
+
+int worker_redis_ok(const struct worker *w)
+{
+	return !w->cfg->redis_url || __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED) == 0;
+}
+
+static int in_fallback(struct worker *w)
+{
+	if (!w->cfg->redis_url)
+		return 1;
+	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	return since && mono_ms() - since >= w->cfg->redis_fallback_after_ms;
+}
+
+/* ------------------------------------------------------------------ */
+/* cycles                                                              */
+/* ------------------------------------------------------------------ */
+
+static void log_cycle(const struct cycle_report *rep, const char *trigger)
+{
+	LOGF(LOG_INFO, "job_runner_cycle_complete", "job runner cycle complete",
+	     LF_I("durationMs", rep->duration_ms), LF_S("ran", rep->summary[0] ? rep->summary : "nothing due"),
+	     LF_I("jobsRun", rep->jobs_run), LF_I("jobsFailed", rep->jobs_failed),
+	     LF_I("runsEnqueued", rep->runs_enqueued), LF_I("pruned", rep->pruned),
+	     LF_S("trigger", trigger));
+}
+
+/* Runs one cycle on t's connections; 0, or -1 on a database failure (logged). */
+static int thread_cycle(struct wthread *t, const char *trigger)
+{
+	struct cycle_env env = { .cfg = t->w->cfg, .db = &t->db, .holder = t->w->cfg->consumer_name,
+				 .enqueue = enqueuer_cycle_fn, .enqueue_arg = &t->enq, .http = &t->http,
+				 .stop = &t->w->aborting };
+	struct cycle_report rep;
+	if (cycle_run(&env, &rep)) {
+		LOGF(LOG_ERROR, "job_runner_cycle_failed", "cycle failed",
+		     LF_S("error", t->db.errstr), LF_S("trigger", trigger));
+		return -1;
+	}
+	if (rep.ran) {
+		COUNT(t->w, cycles, 1);
+		log_cycle(&rep, trigger);
+	} else {
+		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "cycle lock held elsewhere");
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* running one run                                                     */
+/* ------------------------------------------------------------------ */
+
+static void execute(struct wthread *t, struct run *r, struct run_result *res)
+{
+	memset(res, 0, sizeof *res);
+	int64_t t0 = mono_ms();
+	if (r->is_tick) {
+		thread_cycle(t, "tick");
+		res->outcome = RUN_OK;
+		return;
+	}
+	const struct job_def *job = registry_find(r->job);
+	if (!job) {
+		res->outcome = RUN_FAIL;
+		snprintf(res->error, sizeof res->error, "unknown job '%.64s'", r->job ? r->job : "");
+		return;
+	}
+	cJSON *payload = r->payload ? cJSON_ParseWithLength(r->payload, strlen(r->payload))
+				    : cJSON_CreateObject();
+	if (!cJSON_IsObject(payload)) {
+		cJSON_Delete(payload);
+		res->outcome = RUN_FAIL;
+		snprintf(res->error, sizeof res->error, "payload is not a JSON object");
+		return;
+	}
+	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
+			       .http = t->http, .stop = &t->w->aborting };
+	job->run(&ctx, res);
+	t->http = ctx.http;
+	cJSON_Delete(payload);
+	res->duration_ms = mono_ms() - t0;
+}
+
+static void log_outcome(const struct run *r, const struct run_result *res, int fenced,
+			const struct config *cfg)
+{
+	if (r->is_tick)
+		return;
+	const char *event, *msg;
+	enum log_level lvl;
+	if (fenced) {
+		lvl = LOG_WARN, event = "run_fenced", msg = "result discarded: the lease passed to another consumer";
+	} else if (res->outcome == RUN_OK) {
+		if (!log_enabled(LOG_DEBUG))
+			return;
+		lvl = LOG_DEBUG, event = "run_succeeded", msg = "run succeeded";
+	} else if (res->outcome == RUN_DEFER) {
+		lvl = LOG_INFO, event = "run_deferred", msg = "run deferred";
+	} else if (res->outcome == RUN_RETRY && r->attempt < r->max_attempts) {
+		lvl = LOG_WARN, event = "run_failed", msg = "run failed, will retry";
+	} else {
+		lvl = LOG_ERROR, event = "run_dead", msg = "run is dead";
+	}
+	LOGF(lvl, event, msg, LF_S("runId", r->id), LF_S("job", r->job), LF_S("orgId", r->org_id),
+	     LF_I("attempt", r->attempt), LF_I("maxAttempts", r->max_attempts),
+	     LF_I("durationMs", res->duration_ms), LF_S("error", res->outcome == RUN_OK ? NULL : res->error),
+	     LF_S("consumer", cfg->consumer_name));
+}
+
+static void count_outcome(struct worker *w, const struct run *r, const struct run_result *res, int fenced)
+{
+	if (r->is_tick)
+		return;
+	if (fenced) {
+		COUNT(w, fenced, 1);
+		return;
+	}
+	switch (res->outcome) {
+	case RUN_OK: COUNT(w, succeeded, 1); break;
+	case RUN_DEFER: COUNT(w, deferred, 1); break;
+	case RUN_RETRY:
+		if (r->attempt < r->max_attempts) {
+			COUNT(w, retried, 1);
+			COUNT(w, runs_failed_total, 1);
+			break;
+		}
+		__attribute__((fallthrough));   /* attempts exhausted */
+	case RUN_FAIL:
+		COUNT(w, dead, 1);
+		COUNT(w, runs_failed_total, 1);
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* run threads                                                         */
+/* ------------------------------------------------------------------ */
+
+static void hand_set(struct wthread *t, enum transport from, const struct run *runs, size_t n)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	t->hand.from = from;
+	t->hand.n = n;
+	for (size_t i = 0; i < n; i++) {
+		struct run *h = &t->hand.runs[i];
+		memset(h, 0, sizeof *h);
+		memcpy(h->id, runs[i].id, sizeof h->id);
+		memcpy(h->handle, runs[i].handle, sizeof h->handle);
+		h->fence = runs[i].fence;
+		h->is_tick = runs[i].is_tick;
+	}
+	pthread_mutex_unlock(&t->hand.mu);
+}
+
+/* Drops the handle of a transport whose connection failed. */
+static void drop(struct queue **q)
+{
+	if (*q)
+		(*q)->ops->destroy(*q);
+	*q = NULL;
+}
+
+static int open_q(struct wthread *t, enum transport which)
+{
+	char err[256];
+	struct queue **slot = which == T_REDIS ? &t->rq : &t->pq;
+	if (*slot)
+		return 0;
+	int rc = which == T_REDIS
+		 ? queue_redis_open(t->w->cfg, t->w->cfg->consumer_name, slot, err, sizeof err)
+		 : queue_pg_open(t->w->cfg, t->w->cfg->consumer_name, slot, err, sizeof err);
+	if (rc && t->idx == 0)
+		log_msg(LOG_DEBUG, "queue_open_failed", "%s", err);
+	return rc;
+}
+
+/* Claims a batch into runs; returns the transport it came from (T_NONE: nothing). */
+static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
+{
+	struct worker *w = t->w;
+	int64_t block = w->drain ? 0 : WORKER_BLOCK_MS;
+	*n = 0;
+	int redis_up = 0;
+	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
+		if (open_q(t, T_REDIS) == 0) {
+			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
+			if (rc == QUEUE_EDOWN) {
+				drop(&t->rq);
+			} else if (rc == QUEUE_OK) {
+				redis_up = 1;
+				redis_mark(w, 1);
+				if (*n)
+					return T_REDIS;
+			} else {
+				LOGF(LOG_ERROR, "claim_failed", "claim from Redis failed", LF_S("error", t->rq->errstr));
+				redis_up = 1;   /* it answered: not an outage */
+			}
+		}
+		if (!redis_up) {
+			redis_mark(w, 0);
+			t->redis_retry_at_ms = mono_ms() + REDIS_RETRY_MS;
+		}
+	}
+	/* the PostgreSQL queue: always in Redis-less mode and while Redis is
+	 * down; otherwise thread 0 looks once a second, and drain looks always */
+	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain ||
+		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
+	if (!pg_turn)
+		return T_NONE;
+	t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
+	if (open_q(t, T_PG)) {
+		if (!redis_up && !w->drain)
+			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		return T_NONE;
+	}
+	int rc = t->pq->ops->claim(t->pq, runs, t->batch, redis_up ? 0 : block, n);
+	if (rc != QUEUE_OK) {
+		LOGF(LOG_ERROR, "claim_failed", "claim from PostgreSQL failed", LF_S("error", t->pq->errstr));
+		if (rc == QUEUE_EDOWN)
+			drop(&t->pq);
+		sleep_ms(200);
+		return T_NONE;
+	}
+	return *n ? T_PG : T_NONE;
+}
+
+static void run_batch(struct wthread *t, enum transport from, struct run *runs, size_t n)
+{
+	struct worker *w = t->w;
+	struct run_result res[WORKER_MAX_BATCH];
+	int fenced[WORKER_MAX_BATCH];
+	int64_t t0 = mono_ms();
+	COUNT(w, claimed, n);
+	hand_set(t, from, runs, n);
+	for (size_t i = 0; i < n; i++) {
+		if (w->stopping && !runs[i].is_tick) {
+			/* not started: give it back without counting an attempt */
+			memset(&res[i], 0, sizeof res[i]);
+			res[i].outcome = RUN_DEFER;
+			res[i].retry_after_ms = 1;
+			snprintf(res[i].error, sizeof res[i].error, "consumer shutting down");
+			continue;
+		}
+		execute(t, &runs[i], &res[i]);
+	}
+	struct queue *q = from == T_REDIS ? t->rq : t->pq;
+	int rc = q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
+	if (rc != QUEUE_OK) {
+		/* the results are lost with the connection; the runs' leases
+		 * expire and they run again elsewhere (at least once) */
+		LOGF(LOG_ERROR, "complete_failed", "could not record results; the runs will be retried after their lease",
+		     LF_S("backend", from == T_REDIS ? "redis" : "postgres"), LF_I("runs", (int64_t)n),
+		     LF_S("error", q ? q->errstr : "no connection"));
+		if (rc == QUEUE_EDOWN)
+			drop(from == T_REDIS ? &t->rq : &t->pq);
+		memset(fenced, 0, sizeof fenced);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rc == QUEUE_OK) {
+			count_outcome(w, &runs[i], &res[i], fenced[i]);
+			log_outcome(&runs[i], &res[i], fenced[i], w->cfg);
+		}
+		run_clear(&runs[i]);
+	}
+	hand_set(t, T_NONE, NULL, 0);
+	/* adapt the batch to the run time */
+	int64_t per_run_ms = (mono_ms() - t0) / (int64_t)n;
+	if (per_run_ms < 5 && t->batch < WORKER_MAX_BATCH)
+		t->batch *= 2;
+	else if (per_run_ms > 50 && t->batch > 1)
+		t->batch /= 2;
+}
+
+static void thread_done(struct worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->running--;
+	pthread_cond_broadcast(&w->done_cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void *run_thread(void *arg)
+{
+	struct wthread *t = arg;
+	struct worker *w = t->w;
+	struct run runs[WORKER_MAX_BATCH];
+	while (!w->stopping) {
+		size_t n = 0;
+		enum transport from = claim(t, runs, &n);
+		if (from == T_NONE) {
+			if (w->drain)
+				break;
+			continue;
+		}
+		run_batch(t, from, runs, n);
+	}
+	thread_done(w);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* heartbeat and cycle timer                                           */
+/* ------------------------------------------------------------------ */
+
+static void *heartbeat_thread(void *arg)
+{
+	struct worker *w = arg;
+	struct queue *rq = NULL, *pq = NULL;
+	struct run *copy = xcalloc(WORKER_MAX_BATCH, sizeof *copy);
+	int64_t every = w->cfg->job_lease_ms / 3;
+	if (every < 50)
+		every = 50;
+	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
+		for (int64_t slept = 0; slept < every && __atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0; slept += 50)
+			sleep_ms(50);
+		for (int i = 0; i < w->nthreads; i++) {
+			struct wthread *t = &w->threads[i];
+			pthread_mutex_lock(&t->hand.mu);
+			enum transport from = t->hand.from;
+			size_t n = t->hand.n;
+			memcpy(copy, t->hand.runs, n * sizeof *copy);
+			pthread_mutex_unlock(&t->hand.mu);
+			if (!n || from == T_NONE)
+				continue;
+			char err[256];
+			struct queue **q = from == T_REDIS ? &rq : &pq;
+			if (!*q && (from == T_REDIS ? queue_redis_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err)
+						    : queue_pg_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err)))
+				continue;
+			if ((*q)->ops->extend(*q, copy, n) == QUEUE_EDOWN)
+				drop(q);
+		}
+	}
+	drop(&rq);
+	drop(&pq);
+	free(copy);
+	return NULL;
+}
+
+static void *timer_thread(void *arg)
+{
+	struct worker *w = arg;
+	struct wthread t;
+	memset(&t, 0, sizeof t);
+	t.w = w;
+	t.idx = -1;
+	db_init(&t.db, w->cfg->database_url, "jobrunner-cycle", 0);
+	enqueuer_init(&t.enq, w->cfg, w->cfg->consumer_name);
+	int64_t next = mono_ms();
+	while (!w->stopping) {
+		if (mono_ms() < next) {
+			sleep_ms(50);
+			continue;
+		}
+		next = mono_ms() + w->cfg->job_runner_interval_ms;
+		if (in_fallback(w))
+			thread_cycle(&t, w->cfg->redis_url ? "fallback-timer" : "timer");
+	}
+	enqueuer_release(&t.enq);
+	db_release(&t.db);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                 */
+/* ------------------------------------------------------------------ */
+
+int worker_start(const struct config *cfg, int drain, struct worker **out, char *err, size_t errlen)
+{
+	struct worker *w = xcalloc(1, sizeof *w);
+	w->cfg = cfg;
+	w->drain = drain;
+	w->nthreads = (int)cfg->worker_concurrency;
+	w->threads = xcalloc((size_t)w->nthreads, sizeof *w->threads);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->done_cv, NULL);
+	for (int i = 0; i < w->nthreads; i++) {
+		struct wthread *t = &w->threads[i];
+		t->w = w;
+		t->idx = i;
+		t->batch = 1;
+		pthread_mutex_init(&t->hand.mu, NULL);
+		db_init(&t->db, cfg->database_url, "jobrunner-worker", 0);
+		enqueuer_init(&t->enq, cfg, cfg->consumer_name);
+	}
+	if (drain) {
+		/* one cycle first, so that what it fans out is drained too */
+		thread_cycle(&w->threads[0], "drain");
+	}
+	w->running = w->nthreads;
+	for (int i = 0; i < w->nthreads; i++) {
+		if (pthread_create(&w->threads[i].tid, NULL, run_thread, &w->threads[i])) {
+			snprintf(err, errlen, "cannot start worker threads");
+			w->stopping = 1;
+			w->running -= w->nthreads - i;
+			break;
+		}
+	}
+	w->hb_started = pthread_create(&w->hb_tid, NULL, heartbeat_thread, w) == 0;
+	if (!drain)
+		w->timer_started = pthread_create(&w->timer_tid, NULL, timer_thread, w) == 0;
+	*out = w;
+	return w->stopping ? -1 : 0;
+}
+
+void worker_stop(struct worker *w) { w->stopping = 1; }
+
+void worker_abort(struct worker *w)
+{
+	w->stopping = 1;
+	w->aborting = 1;
+}
+
+void worker_get_counts(const struct worker *w, struct worker_counts *out)
+{
+	const uint64_t *src = (const uint64_t *)&w->counts;
+	uint64_t *dst = (uint64_t *)out;
+	for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *counts)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+	pthread_mutex_lock(&w->mu);
+	while (w->running > 0) {
+		if (timeout_ms >= 0 && mono_ms() >= deadline)
+			break;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&w->done_cv, &w->mu, &ts);
+	}
+	int left = w->running;
+	pthread_mutex_unlock(&w->mu);
+	if (counts)
+		worker_get_counts(w, counts);
+	if (left > 0)
+		return -1;   /* threads still busy: leave them, the process exits */
+	w->stopping = 1;
+	for (int i = 0; i < w->nthreads; i++)
+		pthread_join(w->threads[i].tid, NULL);
+	if (w->hb_started)
+		pthread_join(w->hb_tid, NULL);
+	if (w->timer_started)
+		pthread_join(w->timer_tid, NULL);
+	for (int i = 0; i < w->nthreads; i++) {
+		struct wthread *t = &w->threads[i];
+		drop(&t->rq);
+		drop(&t->pq);
+		db_release(&t->db);
+		enqueuer_release(&t->enq);
+		pthread_mutex_destroy(&t->hand.mu);
+	}
+	free(w->threads);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->done_cv);
+	free(w);
+	return 0;
+}

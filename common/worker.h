@@ -1,0 +1,55 @@
+/* worker.h -- the consumer's engine: worker threads that claim, run and
+ * complete runs; the lease heartbeat; cycles (on ticks, or on a timer in
+ * Redis-less and fallback mode).
+ *
+ * Threads of one worker:
+ *   run threads (WORKER_CONCURRENCY)  claim a batch → run each → complete the batch
+ *   heartbeat                         extends the leases of runs in hand
+ *   cycle timer                       Redis-less mode, or Redis down for
+ *                                     REDIS_FALLBACK_AFTER_MS: a cycle per interval
+ * Each thread owns its connections (a queue handle per transport, a
+ * PostgreSQL connection for the jobs, an HTTP client); nothing is shared
+ * but the in-hand table (for the heartbeat) and atomic counters.
+ *
+ * Batches adapt: a thread claims one run at first and doubles its batch
+ * while runs are quick (no-ops flow in batches of up to WORKER_MAX_BATCH,
+ * one round trip each way per batch), halving it when runs are slow, so a
+ * slow run never holds queued runs hostage behind it.
+ *
+ * Shutdown: worker_stop() stops claiming; runs in hand finish; runs claimed
+ * but not started are given back (deferred without counting an attempt).
+ * worker_abort() additionally tells jobs to give up (the deadline passed).
+ */
+#ifndef JOBRUNNER_COMMON_WORKER_H
+#define JOBRUNNER_COMMON_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct worker;
+
+#define WORKER_MAX_BATCH 128
+#define WORKER_BLOCK_MS 1000
+
+struct worker_counts {
+	uint64_t claimed, succeeded, retried, dead, deferred, fenced, cycles, reclaimed;
+	uint64_t runs_failed_total;   /* retried + dead: for --drain-once's exit code */
+};
+
+/* Starts the threads.  drain: claim without blocking and let each thread
+ * end once nothing is due (--drain-once); one cycle is run first.
+ * 0, or -1 with a message in err.  *out is released by worker_join(). */
+int worker_start(const struct config *cfg, int drain, struct worker **out, char *err, size_t errlen);
+void worker_stop(struct worker *w);
+void worker_abort(struct worker *w);
+/* Waits for the threads up to timeout_ms (<0: forever).  Returns 0 when
+ * all ended, -1 on timeout (threads are left running: the process is
+ * about to exit).  counts (may be NULL) receives the totals. */
+int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *counts);
+/* Live counters (for metrics and health). */
+void worker_get_counts(const struct worker *w, struct worker_counts *out);
+/* 1 while the worker believes Redis is reachable (or is in Redis-less mode). */
+int worker_redis_ok(const struct worker *w);
+
+#endif
