@@ -1,0 +1,41 @@
+#!/bin/sh
+# deps.sh -- install the Debian 12 packages jobrunner needs to build, run and test.
+#
+# Checks the packages with dpkg-query, so on a complete machine it does nothing,
+# prints nothing and exits 0 quickly.  If something is missing: as root, runs
+# `apt-get update` then `apt-get install -y --no-install-recommends ...` for just
+# the missing packages; not as root, prints that command and exits 1.
+#
+# postgresql-15 may create and start a "main" cluster through its service on
+# install; nothing relies on it (the tests start their own servers on free
+# ports), and it does no harm.
+set -eu
+
+BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev"
+SERVERS="redis-server postgresql-15"
+TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml curl procps"
+
+# One dpkg-query for all: "name status" per known package (unknown ones are
+# reported on stderr and left out).
+# shellcheck disable=SC2086
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' $BUILD $SERVERS $TESTS 2>/dev/null |
+	awk '/ ok installed$/ { print $1 }' || true)
+missing=""
+for pkg in $BUILD $SERVERS $TESTS; do
+	echo "$installed" | grep -qxF "$pkg" || missing="$missing $pkg"
+done
+[ -z "$missing" ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends$missing"
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps.sh: missing packages:$missing" >&2
+	echo "run as root:  apt-get update && $cmd" >&2
+	exit 1
+fi
+
+echo "deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# $cmd is word-split on purpose: package names contain no spaces.
+# shellcheck disable=SC2086
+$cmd
