@@ -23,6 +23,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
+#include "graph.h"
 #include "log.h"
 #include "queue.h"
 #include "registry.h"
@@ -451,6 +452,7 @@ static void *timer_thread(void *arg)
 	}
 	enqueuer_release(&t.enq);
 	db_release(&t.db);
+	graph_client_free(t.http);
 	return NULL;
 }
 
@@ -547,6 +549,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		drop(&t->pq);
 		db_release(&t->db);
 		enqueuer_release(&t->enq);
+		graph_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
 	}
 	free(w->threads);
