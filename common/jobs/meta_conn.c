@@ -40,11 +40,13 @@ void meta_conn_tally(struct meta_tally *t, const char *org_id, enum graph_kind k
 		t->permanent++;
 		break;
 	}
-	if (!t->first_error[0])
-		snprintf(t->first_error, sizeof t->first_error, "org %s: %s", org_id, message);
+	if (!t->first_error[0]) {
+		snprintf(t->first_org, sizeof t->first_org, "%s", org_id);
+		snprintf(t->first_error, sizeof t->first_error, "%s", message ? message : "failed");
+	}
 }
 
-void meta_conn_tally_finish(const struct meta_tally *t, struct run_result *out)
+void meta_conn_tally_finish(const struct meta_tally *t, int named_org, struct run_result *out)
 {
 	int failed = t->auth + t->throttled + t->transient + t->permanent;
 	out->retry_after_ms = 0;
@@ -59,9 +61,11 @@ void meta_conn_tally_finish(const struct meta_tally *t, struct run_result *out)
 	} else {
 		out->outcome = RUN_FAIL;
 	}
-	if (t->orgs == 1)
+	if (named_org)
 		snprintf(out->error, sizeof out->error, "%s", t->first_error);
+	else if (t->orgs == 1)
+		snprintf(out->error, sizeof out->error, "org %s: %s", t->first_org, t->first_error);
 	else
-		snprintf(out->error, sizeof out->error, "%d of %d orgs failed; first: %s", failed,
-			 t->orgs, t->first_error);
+		snprintf(out->error, sizeof out->error, "%d of %d orgs failed; first: org %s: %s",
+			 failed, t->orgs, t->first_org, t->first_error);
 }

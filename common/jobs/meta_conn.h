@@ -28,13 +28,16 @@ int meta_conn_mark_reauth(struct db *db, const char *org_id, const char *access_
 struct meta_tally {
 	int orgs, ok, skipped, auth, throttled, transient, permanent;
 	int64_t retry_after_ms;                 /* max over throttled orgs */
+	char first_org[RUN_MAX_ORG_LEN + 1];
 	char first_error[RUN_MAX_ERROR_LEN + 1];
 };
 
 /* Counts one org's outcome; message (no secrets) is kept for the first failure. */
 void meta_conn_tally(struct meta_tally *t, const char *org_id, enum graph_kind kind,
 		     int64_t retry_after_ms, const char *message);
-/* The run's result from the tally (see above). */
-void meta_conn_tally_finish(const struct meta_tally *t, struct run_result *out);
+/* The run's result from the tally (see above).  The error names the failed
+ * org unless the run was for that one org (named_org: the worker's log
+ * line carries it already). */
+void meta_conn_tally_finish(const struct meta_tally *t, int named_org, struct run_result *out);
 
 #endif

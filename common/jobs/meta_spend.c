@@ -270,7 +270,7 @@ static void meta_spend_run(struct job_ctx *ctx, struct run_result *out)
 	}
 	PQclear(r);
 
-	meta_conn_tally_finish(&t, out);
+	meta_conn_tally_finish(&t, org != NULL, out);
 	if (i < n && out->outcome == RUN_OK) {
 		out->outcome = RUN_RETRY;
 		snprintf(out->error, sizeof out->error, "stopped by shutdown after %d of %d orgs", i, n);

@@ -145,7 +145,7 @@ static void meta_token_refresh_run(struct job_ctx *ctx, struct run_result *out)
 		refresh_org(ctx, db_get(r, i, 0), db_get(r, i, 1), &t, &refreshed);
 	PQclear(r);
 
-	meta_conn_tally_finish(&t, out);
+	meta_conn_tally_finish(&t, org != NULL, out);
 	if (i < n && out->outcome == RUN_OK) {
 		out->outcome = RUN_RETRY;
 		snprintf(out->error, sizeof out->error, "stopped by shutdown after %d of %d tokens", i, n);
