@@ -577,7 +577,8 @@ int graph_get(struct graph_client *c, const char *path, const struct graph_param
 	struct strbuf url = STRBUF_INIT;
 	sb_addf(&url, "%s%s", c->base_url, path);
 	for (size_t i = 0; i < nparams; i++)
-		add_param(c, &url, params[i].name, params[i].value);
+		if (params[i].value)          /* a NULL value leaves the parameter out */
+			add_param(c, &url, params[i].name, params[i].value);
 	if (c->app_secret && access_token)
 		add_proof(c, &url, access_token);
 

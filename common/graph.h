@@ -68,7 +68,8 @@ struct graph_result {
 				      owned, released by graph_result_clear() */
 };
 
-/* A query parameter; secret values are also scrubbed from messages. */
+/* A query parameter (left out when value is NULL); secret values are also
+ * scrubbed from messages. */
 struct graph_param {
 	const char *name;
 	const char *value;
