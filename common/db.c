@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jrmetrics.h"
 #include "util.h"
 
 static void db_fail(struct db *db, const char *what, const char *detail)
@@ -28,6 +29,10 @@ static void db_fail(struct db *db, const char *what, const char *detail)
 		clean[--n] = '\0';
 	snprintf(db->errstr, sizeof db->errstr, "%s: %s", what, clean);
 }
+
+/* Server notices ("relation already exists, skipping") are not errors and
+ * must not reach stderr uncontrolled. */
+static void ignore_notice(void *arg, const char *message) { }
 
 void db_init(struct db *db, const char *url, const char *app_name, int64_t statement_timeout_ms)
 {
@@ -55,6 +60,7 @@ int db_connect(struct db *db)
 		return -1;
 	}
 	db->conn = c;
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
 	char tmo[32];
 	snprintf(tmo, sizeof tmo, "%lld", (long long)db->statement_timeout_ms);
 	const char *p[1] = { tmo };
@@ -67,8 +73,10 @@ int db_connect(struct db *db)
 		db_close(db);
 		return -1;
 	}
-	if (db->connected_once)
+	if (db->connected_once) {
 		db->reconnects++;
+		jrm_reconnect("postgres");
+	}
 	db->connected_once = 1;
 	db->err = 0;
 	db->errstr[0] = '\0';

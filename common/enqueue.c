@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "jrmetrics.h"
 #include "registry.h"
 #include "util.h"
 
@@ -94,6 +95,7 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 			if (rc == QUEUE_OK) {
 				if (backend)
 					*backend = "redis";
+				jrm_enqueued(runs[0].job, n);
 				return 0;
 			}
 			snprintf(err, errlen, "%s", e->redis->errstr);
@@ -105,8 +107,10 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 		}
 		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
 	}
-	if (e->cfg->redis_url)
+	if (e->cfg->redis_url) {
 		e->redis_failovers++;
+		jrm_enqueue_fallback();
+	}
 	int rc = try_open(e, 0);
 	if (rc == 0) {
 		rc = e->pg->ops->enqueue(e->pg, runs, n);
@@ -121,9 +125,41 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 		snprintf(err, errlen, "no queue is reachable (PostgreSQL down%s)",
 			 e->cfg->redis_url ? ", Redis down" : "");
 	}
-	if (rc == 0 && backend)
-		*backend = "postgres";
+	if (rc == 0) {
+		if (backend)
+			*backend = "postgres";
+		jrm_enqueued(runs[0].job, n);
+	}
 	return rc;
+}
+
+struct queue *enqueuer_redis(struct enqueuer *e)
+{
+	if (!e->cfg->redis_url || mono_ms() < e->redis_retry_at_ms)
+		return NULL;
+	if (try_open(e, 1)) {
+		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+		return NULL;
+	}
+	return e->redis;
+}
+
+struct queue *enqueuer_pg(struct enqueuer *e)
+{
+	return try_open(e, 0) ? NULL : e->pg;
+}
+
+void enqueuer_drop(struct enqueuer *e, struct queue *q)
+{
+	if (q && q == e->redis) {
+		e->redis = NULL;
+		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+	} else if (q && q == e->pg) {
+		e->pg = NULL;
+	} else {
+		return;
+	}
+	q->ops->destroy(q);
 }
 
 int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen)

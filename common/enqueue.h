@@ -45,6 +45,13 @@ int enqueue_validate(const struct run *r, int *not_found, char *err, size_t errl
 int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char **backend,
 		    char *err, size_t errlen);
 
+/* The enqueuer's queue handles, opened on first use: NULL when the
+ * transport is not configured (Redis-less mode) or unreachable.  Owned by e. */
+struct queue *enqueuer_redis(struct enqueuer *e);
+struct queue *enqueuer_pg(struct enqueuer *e);
+/* Drops a handle after a connection failure (it is reopened on next use). */
+void enqueuer_drop(struct enqueuer *e, struct queue *q);
+
 /* A cycle_enqueue_fn (cycle.h) over an enqueuer passed as arg. */
 int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen);
 

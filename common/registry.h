@@ -50,6 +50,7 @@ struct job_def {
 	job_plan_fn plan;                                   /* NULL: runs inline in the cycle */
 	int (*enabled)(const struct config *cfg);           /* NULL: always (for the cycle) */
 	int64_t (*interval_ms)(const struct config *cfg);   /* NULL: not periodic (ad hoc only) */
+	int org_throttled;   /* 1: the org's runs wait out its org_throttle window (orglimit.h) */
 };
 
 const struct job_def *registry_find(const char *name);

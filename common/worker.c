@@ -24,7 +24,9 @@
 #include "db.h"
 #include "enqueue.h"
 #include "graph.h"
+#include "jrmetrics.h"
 #include "log.h"
+#include "orglimit.h"
 #include "queue.h"
 #include "registry.h"
 #include "util.h"
@@ -133,6 +135,7 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 	}
 	if (rep.ran) {
 		COUNT(t->w, cycles, 1);
+		jrm_cycle(rep.duration_ms, wall_ms());
 		log_cycle(&rep, trigger);
 	} else {
 		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "cycle lock held elsewhere");
@@ -143,6 +146,37 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 /* ------------------------------------------------------------------ */
 /* running one run                                                     */
 /* ------------------------------------------------------------------ */
+
+/* Per-org limits before a run of an org: its throttle window, then a slot
+ * of ORG_CONCURRENCY.  Returns 1 with res set to a deferral when the run
+ * must wait (not an attempt, and not a spin: it comes back after a delay). */
+static int org_gate(struct wthread *t, const struct job_def *job, const struct run *r,
+		    struct run_result *res, int *slot)
+{
+	const struct config *cfg = t->w->cfg;
+	int64_t wait = 0;
+	if (job->org_throttled) {
+		if (orglimit_throttled(&t->db, r->org_id, &wait))
+			wait = 1000;   /* cannot tell: look again soon */
+		if (wait > 0) {
+			res->outcome = RUN_DEFER;
+			res->retry_after_ms = wait;
+			snprintf(res->error, sizeof res->error, "org throttled by the Graph API for %lld ms more",
+				 (long long)wait);
+			return 1;
+		}
+	}
+	if (cfg->org_concurrency <= 0)
+		return 0;
+	if (orglimit_acquire(&t->db, r->org_id, (int)cfg->org_concurrency, slot) || *slot < 0) {
+		res->outcome = RUN_DEFER;
+		res->retry_after_ms = 250 + (int64_t)(rand_u64() % 500);
+		snprintf(res->error, sizeof res->error, "org concurrency limit (%lld) reached",
+			 (long long)cfg->org_concurrency);
+		return 1;
+	}
+	return 0;
+}
 
 static void execute(struct wthread *t, struct run *r, struct run_result *res)
 {
@@ -167,11 +201,19 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		snprintf(res->error, sizeof res->error, "payload is not a JSON object");
 		return;
 	}
+	jrm_started(r->job, r->enqueued_at_ms ? wall_ms() - r->enqueued_at_ms : -1);
+	int slot = -1;
+	if (r->org_id && org_gate(t, job, r, res, &slot)) {
+		cJSON_Delete(payload);
+		return;
+	}
 	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
 			       .http = t->http, .stop = &t->w->aborting };
 	job->run(&ctx, res);
 	t->http = ctx.http;
 	cJSON_Delete(payload);
+	if (slot >= 0)
+		orglimit_release(&t->db, r->org_id, slot);
 	res->duration_ms = mono_ms() - t0;
 }
 
@@ -189,7 +231,9 @@ static void log_outcome(const struct run *r, const struct run_result *res, int f
 			return;
 		lvl = LOG_DEBUG, event = "run_succeeded", msg = "run succeeded";
 	} else if (res->outcome == RUN_DEFER) {
-		lvl = LOG_INFO, event = "run_deferred", msg = "run deferred";
+		if (!log_enabled(LOG_DEBUG))
+			return;
+		lvl = LOG_DEBUG, event = "run_deferred", msg = "run deferred";
 	} else if (res->outcome == RUN_RETRY && r->attempt < r->max_attempts) {
 		lvl = LOG_WARN, event = "run_failed", msg = "run failed, will retry";
 	} else {
@@ -205,25 +249,26 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 {
 	if (r->is_tick)
 		return;
+	enum jrm_outcome o;
 	if (fenced) {
 		COUNT(w, fenced, 1);
-		return;
-	}
-	switch (res->outcome) {
-	case RUN_OK: COUNT(w, succeeded, 1); break;
-	case RUN_DEFER: COUNT(w, deferred, 1); break;
-	case RUN_RETRY:
-		if (r->attempt < r->max_attempts) {
-			COUNT(w, retried, 1);
-			COUNT(w, runs_failed_total, 1);
-			break;
-		}
-		__attribute__((fallthrough));   /* attempts exhausted */
-	case RUN_FAIL:
+		o = JRM_FENCED;
+	} else if (res->outcome == RUN_OK) {
+		COUNT(w, succeeded, 1);
+		o = JRM_SUCCEEDED;
+	} else if (res->outcome == RUN_DEFER) {
+		COUNT(w, deferred, 1);
+		o = JRM_DEFERRED;
+	} else if (res->outcome == RUN_RETRY && r->attempt < r->max_attempts) {
+		COUNT(w, retried, 1);
+		COUNT(w, runs_failed_total, 1);
+		o = JRM_FAILED;
+	} else {
 		COUNT(w, dead, 1);
 		COUNT(w, runs_failed_total, 1);
-		break;
+		o = JRM_DEAD;
 	}
+	jrm_finished(r->job, o, res->duration_ms);
 }
 
 /* ------------------------------------------------------------------ */

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "consumer.h"
+#include "jrmetrics.h"
 #include "config.h"
 #include "db.h"
 #include "log.h"
@@ -43,6 +45,7 @@ int main(int argc, char **argv)
 {
 	struct config cfg;
 	struct db db;
+	struct health *health = NULL;
 	sigset_t sigs;
 	int rc = app_init(&cfg, ROLE_CONSUMER, argc, argv);
 	if (rc >= 0)
@@ -61,6 +64,18 @@ int main(int argc, char **argv)
 		goto out_db;
 	}
 	db_close(&db);   /* the worker threads open their own */
+	jrm_init();
+
+	if (cfg.worker_http_port > 0 && !cfg.drain_once) {
+		char herr[256];
+		health = health_start(&cfg, herr, sizeof herr);
+		if (!health) {
+			LOGF(LOG_ERROR, "startup_failed", "cannot serve the health port",
+			     LF_I("port", cfg.worker_http_port), LF_S("error", herr));
+			rc = EXIT_USAGE;
+			goto out_db;
+		}
+	}
 
 	if (!cfg.job_runner_enabled) {
 		LOGF(LOG_WARN, "job_runner_disabled", "JOB_RUNNER_ENABLED=false: this consumer claims nothing",
@@ -84,6 +99,7 @@ int main(int argc, char **argv)
 		rc = EXIT_UNREACHABLE;
 		goto out_db;
 	}
+	health_set_worker(health, w);
 	if (cfg.drain_once) {
 		struct worker_counts c;
 		for (;;) {
@@ -91,6 +107,7 @@ int main(int argc, char **argv)
 				break;
 			int sig = app_signals_wait(&sigs, 0);
 			if (sig) {
+				health_set_worker(health, NULL);
 				rc = shutdown_worker(&cfg, w, sig);
 				goto out_db;
 			}
@@ -104,8 +121,10 @@ int main(int argc, char **argv)
 	int sig;
 	while (!(sig = app_signals_wait(&sigs, 1000)))
 		;
+	health_set_worker(health, NULL);
 	rc = shutdown_worker(&cfg, w, sig);
 out_db:
+	health_stop(health);
 	db_release(&db);
 out_cfg:
 	config_free(&cfg);

@@ -1,12 +1,678 @@
-/* routes.c -- placeholder until the HTTP layer lands (common/httpd). */
-#include <stddef.h>
+/* routes.c -- the producer's HTTP API (SPEC §5).
+ *
+ * The routes are a table; each handler validates its input and answers the
+ * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
+ * borrows a connection set (struct api_conn: a PostgreSQL connection, an
+ * enqueuer with its Redis and PostgreSQL queue handles, a Redis connection
+ * for health checks) from a small pool for the length of the request: no
+ * connection is ever used by two threads, and there is no connect per
+ * request.
+ *
+ * Enqueue goes through enqueuer_submit(), the same path as `producer
+ * enqueue`: Redis when it answers, the PostgreSQL queue when it does not.
+ * Reads (run status, dead list, job metrics) come from PostgreSQL, the
+ * system of record; in Redis mode a run's row is written behind the stream
+ * by the consumers' history writer and appears within about a second.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "db.h"
+#include "enqueue.h"
+#include "httpd.h"
+#include "jrmetrics.h"
+#include "log.h"
+#include "metrics.h"
 #include "producer.h"
+#include "rconn.h"
+#include "registry.h"
+#include "util.h"
+#include "worker.h"
+
+#define API_POOL 4
+#define DEAD_LIMIT_DEFAULT 50
+#define DEAD_LIMIT_MAX 1000
+
+struct api_conn {
+	struct db db;
+	struct enqueuer enq;
+	struct rconn rc;
+	int rc_ok;                   /* rconn_init succeeded */
+};
+
+struct producer_api {
+	const struct config *cfg;
+	struct worker *w;
+	struct httpd *srv;
+	int64_t started_ms;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct api_conn conns[API_POOL];
+	int busy[API_POOL];
+};
+
+/* ------------------------------------------------------------------ */
+/* the connection pool                                                 */
+/* ------------------------------------------------------------------ */
+
+static struct api_conn *borrow(struct producer_api *api)
+{
+	pthread_mutex_lock(&api->mu);
+	for (;;) {
+		for (int i = 0; i < API_POOL; i++)
+			if (!api->busy[i]) {
+				api->busy[i] = 1;
+				pthread_mutex_unlock(&api->mu);
+				return &api->conns[i];
+			}
+		pthread_cond_wait(&api->cv, &api->mu);
+	}
+}
+
+static void give_back(struct producer_api *api, struct api_conn *c)
+{
+	pthread_mutex_lock(&api->mu);
+	api->busy[c - api->conns] = 0;
+	pthread_cond_signal(&api->cv);
+	pthread_mutex_unlock(&api->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON helpers                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Adds a string, or null when v is NULL. */
+static void add_str(cJSON *o, const char *k, const char *v)
+{
+	if (v)
+		cJSON_AddStringToObject(o, k, v);
+	else
+		cJSON_AddNullToObject(o, k);
+}
+
+/* Adds a number parsed from a SQL text value, or null. */
+static void add_num(cJSON *o, const char *k, const char *v)
+{
+	int64_t n;
+	if (v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0)
+		cJSON_AddNumberToObject(o, k, (double)n);
+	else
+		cJSON_AddNullToObject(o, k);
+}
+
+#define ISO(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* ------------------------------------------------------------------ */
+/* health                                                              */
+/* ------------------------------------------------------------------ */
+
+static void h_health(struct httpd_request *req, struct httpd_response *resp)
+{
+	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
+}
+
+static cJSON *check(int ok, int64_t latency_ms, const char *error)
+{
+	cJSON *c = cJSON_CreateObject();
+	cJSON_AddBoolToObject(c, "ok", ok);
+	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
+	if (!ok)
+		cJSON_AddStringToObject(c, "error", error);
+	return c;
+}
+
+/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
+static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
+{
+	int64_t t0 = mono_ms();
+	*lat = 0;
+	if (!c->rc_ok) {
+		char e[256];
+		if (rconn_init(&c->rc, cfg->redis_url, NULL, 0, e, sizeof e)) {
+			snprintf(err, errlen, "%s", e);
+			return -1;
+		}
+		c->rc_ok = 1;
+	}
+	redisReply *r = rconn_cmdf(&c->rc, "PING");
+	*lat = mono_ms() - t0;
+	if (!r) {
+		snprintf(err, errlen, "%s", c->rc.errstr);
+		return -1;
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const struct config *cfg = api->cfg;
+	struct api_conn *c = borrow(api);
+	int64_t db_lat = 0, r_lat = 0;
+	int db_ok = db_ping(&c->db, &db_lat) == 0;
+	char db_err[256], r_err[256] = "";
+	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
+	int r_ok = 1;
+	if (cfg->redis_url)
+		r_ok = redis_ping(c, cfg, &r_lat, r_err, sizeof r_err) == 0;
+	give_back(api, c);
+
+	int ok = db_ok && r_ok;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
+	cJSON_AddStringToObject(o, "mode", "api");
+	cJSON *jr = cJSON_AddObjectToObject(o, "jobRunner");
+	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
+	cJSON_AddBoolToObject(jr, "workerMode", 0);
+	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
+	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
+	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, db_err));
+	if (cfg->redis_url)
+		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, r_err));
+	else
+		cJSON_AddItemToObject(checks, "redis", check(1, 0, NULL));   /* not used: Redis-less mode */
+	if (!cfg->redis_url)
+		cJSON_AddBoolToObject(cJSON_GetObjectItem(checks, "redis"), "configured", 0);
+	cJSON_AddStringToObject(o, "version", JR_VERSION);
+	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - api->started_ms) / 1000));
+	httpd_json(resp, ok ? 200 : 503, o);
+}
+
+/* ------------------------------------------------------------------ */
+/* metrics                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Queue counts: the stream's (Redis mode) plus the PostgreSQL queue's
+ * (runs accepted there while Redis was down, or all of them without
+ * Redis); dead runs from PostgreSQL, the system of record. */
+static int queue_counts(struct api_conn *c, const struct config *cfg, struct queue_stats *out,
+			const char **backend)
+{
+	memset(out, 0, sizeof *out);
+	*backend = "postgres";
+	struct queue_stats ps;
+	struct queue *pq = enqueuer_pg(&c->enq);
+	if (!pq)
+		return -1;
+	if (pq->ops->stats(pq, &ps)) {
+		enqueuer_drop(&c->enq, pq);
+		return -1;
+	}
+	struct queue *rq = enqueuer_redis(&c->enq);
+	struct queue_stats rs;
+	if (rq && rq->ops->stats(rq, &rs) == 0) {
+		*backend = "redis";
+		*out = rs;
+		out->queued += ps.queued;
+		out->running += ps.running;
+		out->delayed += ps.delayed;
+		out->dead = ps.dead;
+		queue_stats_free(&ps);
+		return 0;
+	}
+	if (rq)
+		enqueuer_drop(&c->enq, rq);
+	*out = ps;
+	return 0;
+}
+
+static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const struct config *cfg = api->cfg;
+	struct api_conn *c = borrow(api);
+	PGresult *r = db_query(&c->db,
+		"select id, " ISO("\"lastRunAt\"") ", \"lastRunDurationMs\", \"lastStatus\","
+		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
+	if (!r) {
+		give_back(api, c);
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		return;
+	}
+	struct queue_stats qs;
+	const char *backend;
+	int have_q = queue_counts(c, cfg, &qs, &backend) == 0;
+	give_back(api, c);
+
+	cJSON *o = cJSON_CreateObject();
+	int whole = -1;
+	for (int i = 0; i < PQntuples(r); i++)
+		if (!strcmp(PQgetvalue(r, i, 0), "job_runner"))
+			whole = i;
+	add_str(o, "lastRunAt", whole >= 0 ? db_get(r, whole, 1) : NULL);
+	add_num(o, "lastRunDurationMs", whole >= 0 ? db_get(r, whole, 2) : NULL);
+	cJSON *jobs = cJSON_AddArrayToObject(o, "jobs");
+	size_t n;
+	const struct job_def *defs = registry_all(&n);
+	for (size_t j = 0; j < n; j++) {
+		cJSON *jo = cJSON_CreateObject();
+		cJSON_AddStringToObject(jo, "name", defs[j].name);
+		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		if (defs[j].interval_ms)
+			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
+		else
+			cJSON_AddNullToObject(jo, "intervalMs");
+		int row = -1;
+		for (int i = 0; i < PQntuples(r); i++)
+			if (!strcmp(PQgetvalue(r, i, 0), defs[j].name))
+				row = i;
+		add_str(jo, "lastRunAt", row >= 0 ? db_get(r, row, 1) : NULL);
+		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(r, row, 2) : NULL);
+		add_str(jo, "lastStatus", row >= 0 ? db_get(r, row, 3) : NULL);
+		cJSON_AddNumberToObject(jo, "runCount", row >= 0 ? (double)db_get_i64(r, row, 4, 0) : 0);
+		cJSON_AddNumberToObject(jo, "failureCount", row >= 0 ? (double)db_get_i64(r, row, 5, 0) : 0);
+		cJSON_AddItemToArray(jobs, jo);
+	}
+	PQclear(r);
+	cJSON *q = cJSON_AddObjectToObject(o, "queue");
+	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
+	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
+	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
+	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
+	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
+	cJSON *cons = cJSON_AddArrayToObject(q, "consumers");
+	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
+		cJSON *co = cJSON_CreateObject();
+		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
+		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
+		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
+		cJSON_AddItemToArray(cons, co);
+	}
+	if (have_q)
+		queue_stats_free(&qs);
+	else
+		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	httpd_json(resp, 200, o);
+}
+
+static void queue_depth(void *ctx, struct metrics_emitter *emit)
+{
+	struct producer_api *api = ctx;
+	struct api_conn *c = borrow(api);
+	struct queue_stats qs;
+	const char *backend;
+	if (queue_counts(c, api->cfg, &qs, &backend) == 0) {
+		metrics_emit(emit, (double)qs.queued, "queued", NULL);
+		metrics_emit(emit, (double)qs.running, "running", NULL);
+		metrics_emit(emit, (double)qs.delayed, "delayed", NULL);
+		metrics_emit(emit, (double)qs.dead, "dead", NULL);
+		queue_stats_free(&qs);
+	}
+	give_back(api, c);
+}
+
+static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct strbuf sb = STRBUF_INIT;
+	metrics_render(metrics_default(), &sb);
+	size_t len = sb.len;
+	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
+}
+
+/* ------------------------------------------------------------------ */
+/* enqueue                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Reads one run request {"orgId"?, "payload"?, "idempotencyKey"?} into r
+ * (strings are cJSON's: valid while the document lives; payload is printed
+ * into a new string the caller frees).  0, or -1 with a message. */
+static int parse_item(const cJSON *it, const char *job, struct run *r, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	r->job = (char *)job;
+	r->source = RUN_SRC_ADHOC;
+	if (!cJSON_IsObject(it)) {
+		snprintf(err, errlen, "expected a JSON object");
+		return -1;
+	}
+	for (const cJSON *f = it->child; f; f = f->next) {
+		if (!strcmp(f->string, "orgId")) {
+			if (cJSON_IsNull(f))
+				continue;
+			if (!cJSON_IsString(f)) {
+				snprintf(err, errlen, "orgId must be a string");
+				return -1;
+			}
+			r->org_id = f->valuestring;
+		} else if (!strcmp(f->string, "idempotencyKey")) {
+			if (cJSON_IsNull(f))
+				continue;
+			if (!cJSON_IsString(f)) {
+				snprintf(err, errlen, "idempotencyKey must be a string");
+				return -1;
+			}
+			r->idempotency_key = f->valuestring;
+		} else if (!strcmp(f->string, "payload")) {
+			if (cJSON_IsNull(f))
+				continue;
+			if (!cJSON_IsObject(f)) {
+				snprintf(err, errlen, "payload must be a JSON object");
+				return -1;
+			}
+			r->payload = cJSON_PrintUnformatted(f);
+		} else {
+			snprintf(err, errlen, "unknown field '%.40s' (expected orgId, payload, idempotencyKey)",
+				 f->string);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void h_run(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *job = httpd_param(req, "job");
+	if (!registry_find(job)) {
+		httpd_error(resp, 404, "unknown_job", "unknown job '%.64s'", job);
+		return;
+	}
+	cJSON *doc = NULL;
+	if (req->body_len > 0) {
+		doc = cJSON_ParseWithLength(req->body, req->body_len);
+		if (!doc) {
+			httpd_error(resp, 400, "invalid_json", "the body is not valid JSON");
+			return;
+		}
+	}
+	int bulk = cJSON_IsArray(doc);
+	size_t n = bulk ? (size_t)cJSON_GetArraySize(doc) : 1;
+	if (bulk && n > ENQ_MAX_BATCH) {
+		cJSON_Delete(doc);
+		httpd_error(resp, 413, "too_many_runs", "a bulk request holds at most %d runs, this one %zu",
+			    ENQ_MAX_BATCH, n);
+		return;
+	}
+	if (bulk && n == 0) {
+		cJSON_Delete(doc);
+		httpd_error(resp, 400, "bad_request", "the array is empty");
+		return;
+	}
+	if (doc && !bulk && !cJSON_IsObject(doc)) {
+		cJSON_Delete(doc);
+		httpd_error(resp, 400, "bad_request", "the body must be a JSON object or an array of objects");
+		return;
+	}
+	struct run *runs = xcalloc(n, sizeof *runs);
+	char err[256], why[200];
+	int status = 0;
+	const cJSON *it = bulk ? doc->child : doc;
+	for (size_t i = 0; i < n; i++, it = bulk ? it->next : NULL) {
+		if (!it) {
+			memset(&runs[i], 0, sizeof runs[i]);
+			runs[i].job = (char *)job;
+			runs[i].source = RUN_SRC_ADHOC;
+			continue;
+		}
+		if (parse_item(it, job, &runs[i], why, sizeof why)) {
+			if (bulk)
+				snprintf(err, sizeof err, "item %zu: %s", i, why);
+			else
+				snprintf(err, sizeof err, "%s", why);
+			status = 400;
+			n = i + 1;   /* free what was parsed */
+			break;
+		}
+	}
+	const char *backend = NULL;
+	if (!status) {
+		struct api_conn *c = borrow(api);
+		int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+		give_back(api, c);
+		status = rc == 0 ? 202 : rc == QUEUE_EINVAL ? 400 : 503;
+	}
+	if (status == 202) {
+		cJSON *o = cJSON_CreateObject();
+		if (bulk) {
+			cJSON *ids = cJSON_AddArrayToObject(o, "ids");
+			for (size_t i = 0; i < n; i++)
+				cJSON_AddItemToArray(ids, cJSON_CreateString(runs[i].id));
+		} else {
+			cJSON_AddStringToObject(o, "id", runs[0].id);
+			cJSON_AddStringToObject(o, "job", job);
+			cJSON_AddStringToObject(o, "status", "queued");
+		}
+		httpd_json(resp, 202, o);
+	} else if (status == 400) {
+		httpd_error(resp, 400, "bad_request", "%s", err);
+	} else {
+		LOGF(LOG_ERROR, "enqueue_failed", "enqueue failed: no queue reachable", LF_S("job", job),
+		     LF_S("error", err));
+		httpd_error(resp, 503, "queue_unavailable", "no queue is reachable; try again later");
+	}
+	for (size_t i = 0; i < n; i++)
+		free(runs[i].payload);
+	free(runs);
+	cJSON_Delete(doc);
+}
+
+/* ------------------------------------------------------------------ */
+/* runs and the dead list                                              */
+/* ------------------------------------------------------------------ */
+
+#define RUN_COLUMNS \
+	"id, job, org_id, status, attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " \
+	ISO("finished_at") ", duration_ms, error, consumer, max_attempts, source, payload::text"
+
+static cJSON *run_json(const PGresult *r, int row)
+{
+	cJSON *o = cJSON_CreateObject();
+	add_str(o, "id", db_get(r, row, 0));
+	add_str(o, "job", db_get(r, row, 1));
+	add_str(o, "orgId", db_get(r, row, 2));
+	add_str(o, "status", db_get(r, row, 3));
+	add_num(o, "attempts", db_get(r, row, 4));
+	add_str(o, "enqueuedAt", db_get(r, row, 5));
+	add_str(o, "startedAt", db_get(r, row, 6));
+	add_str(o, "finishedAt", db_get(r, row, 7));
+	add_num(o, "durationMs", db_get(r, row, 8));
+	add_str(o, "error", db_get(r, row, 9));
+	add_str(o, "consumer", db_get(r, row, 10));
+	add_num(o, "maxAttempts", db_get(r, row, 11));
+	add_str(o, "source", db_get(r, row, 12));
+	const char *payload = db_get(r, row, 13);
+	cJSON *p = payload ? cJSON_Parse(payload) : NULL;
+	if (p)
+		cJSON_AddItemToObject(o, "payload", p);
+	else
+		cJSON_AddNullToObject(o, "payload");
+	return o;
+}
+
+static int valid_id(const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n > 64)
+		return 0;
+	for (const char *p = id; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      *p == '-' || *p == '_'))
+			return 0;
+	return 1;
+}
+
+static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *id = httpd_param(req, "id");
+	if (!valid_id(id)) {
+		httpd_error(resp, 404, "unknown_run", "no run with this id");
+		return;
+	}
+	const char *p[1] = { id };
+	struct api_conn *c = borrow(api);
+	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	give_back(api, c);
+	if (!r) {
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		return;
+	}
+	if (PQntuples(r) == 0)
+		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+	else
+		httpd_json(resp, 200, run_json(r, 0));
+	PQclear(r);
+}
+
+static void h_dead(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *lim = httpd_query(req, "limit");
+	int64_t limit = DEAD_LIMIT_DEFAULT;
+	if (lim && parse_i64(lim, 1, DEAD_LIMIT_MAX, &limit)) {
+		httpd_error(resp, 400, "bad_request", "limit must be a whole number from 1 to %d", DEAD_LIMIT_MAX);
+		return;
+	}
+	char l[16];
+	snprintf(l, sizeof l, "%lld", (long long)limit);
+	const char *p[1] = { l };
+	struct api_conn *c = borrow(api);
+	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
+	give_back(api, c);
+	if (!r) {
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		return;
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
+	for (int i = 0; i < PQntuples(r); i++)
+		cJSON_AddItemToArray(runs, run_json(r, i));
+	PQclear(r);
+	httpd_json(resp, 200, o);
+}
+
+/* Retry: the dead row becomes queued again with fresh attempts, under its
+ * own id; then the run is put on the stream (Redis mode) or is claimable
+ * from job_runs directly (transport 'pg'). */
+static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *id = httpd_param(req, "id");
+	if (!valid_id(id)) {
+		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	struct queue *rq = enqueuer_redis(&c->enq);
+	const char *p[2] = { id, rq ? "redis" : "pg" };
+	PGresult *r = db_query(&c->db,
+		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
+		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
+		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
+		" where id = $1 and status = 'dead'"
+		" returning job, org_id, payload::text, max_attempts", 2, p);
+	int status = 202;
+	char err[256] = "";
+	if (!r) {
+		status = 503;
+	} else if (PQntuples(r) == 0) {
+		status = 404;
+	} else if (rq) {
+		struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
+				   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
+				   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
+		snprintf(run.id, sizeof run.id, "%s", id);
+		if (rq->ops->enqueue(rq, &run, 1)) {
+			/* Redis failed after the row changed: let the PostgreSQL queue carry it */
+			snprintf(err, sizeof err, "%s", rq->errstr);
+			enqueuer_drop(&c->enq, rq);
+			const char *pp[1] = { id };
+			if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1 and status = 'queued'", 1, pp) == 0)
+				db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
+			else
+				status = 503;
+		}
+	} else {
+		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
+	}
+	char job[RUN_MAX_JOB_LEN + 1] = "";
+	if (r && PQntuples(r) > 0)
+		snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
+	PQclear(r);
+	give_back(api, c);
+	if (status == 404) {
+		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+	} else if (status == 503) {
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+	} else {
+		jrm_enqueued(job, 1);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "id", id);
+		cJSON_AddStringToObject(o, "job", job);
+		cJSON_AddStringToObject(o, "status", "queued");
+		httpd_json(resp, 202, o);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* the table and the lifecycle                                         */
+/* ------------------------------------------------------------------ */
+
+static const struct httpd_route routes[] = {
+	{ "GET", "/api/health", h_health, 0 },
+	{ "GET", "/api/health/extended", h_health_extended, 0 },
+	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
+	{ "GET", "/metrics", h_prometheus, 0 },
+	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
+};
 
 int producer_api_start(const struct config *cfg, struct worker *w, struct producer_api **out)
 {
-	*out = NULL;
+	struct producer_api *api = xcalloc(1, sizeof *api);
+	api->cfg = cfg;
+	api->w = w;
+	api->started_ms = mono_ms();
+	pthread_mutex_init(&api->mu, NULL);
+	pthread_cond_init(&api->cv, NULL);
+	for (int i = 0; i < API_POOL; i++) {
+		db_init(&api->conns[i].db, cfg->database_url, "jobrunner-api", 10000);
+		enqueuer_init(&api->conns[i].enq, cfg, "producer");
+	}
+	jrm_init();
+	jrm_queue_depth_source(queue_depth, api);
+
+	struct httpd_options opt;
+	httpd_options_init(&opt);
+	opt.port = (int)cfg->port;
+	opt.api_token = cfg->api_token;
+	opt.max_body_bytes = (size_t)cfg->http_max_body_bytes;
+	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.conn_timeout_ms = cfg->http_timeout_ms;
+	opt.threads = API_POOL;
+	char err[256];
+	int rc = httpd_start(&opt, routes, JR_ARRAY_LEN(routes), api, &api->srv, err, sizeof err);
+	if (rc < 0) {
+		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
+		producer_api_stop(api);
+		*out = NULL;
+		return EXIT_USAGE;
+	}
+	*out = api;
 	return -1;
 }
 
-void producer_api_stop(struct producer_api *api) { }
+void producer_api_stop(struct producer_api *api)
+{
+	if (!api)
+		return;
+	httpd_stop(api->srv);
+	for (int i = 0; i < API_POOL; i++) {
+		db_release(&api->conns[i].db);
+		enqueuer_release(&api->conns[i].enq);
+		if (api->conns[i].rc_ok)
+			rconn_release(&api->conns[i].rc);
+	}
+	pthread_mutex_destroy(&api->mu);
+	pthread_cond_destroy(&api->cv);
+	free(api);
+}

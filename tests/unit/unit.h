@@ -17,7 +17,8 @@ extern int unit_checks;
 			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
 		}                                                               \
 	} while (0)
-#define CHECK_STR(a, b) CHECK((a) && (b) && strcmp((a), (b)) == 0)
+static inline int unit_streq(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
+#define CHECK_STR(a, b) CHECK(unit_streq((a), (b)))
 
 struct unit_test {
 	const char *name;

@@ -1,0 +1,35 @@
+# The two commands of the README, and a few for developers.
+#   make run    bring up a whole local system (throwaway PostgreSQL and Redis
+#               unless DATABASE_URL / REDIS_URL are given, the producer and
+#               two consumers); prints API_TOKEN=<token>
+#   make test   install what is missing, build, run the whole suite (CTest)
+
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= 2
+
+.PHONY: all build test test-asan run deps fuzz bench docs clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DJR_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
+
+run: build
+	@sh scripts/run-local.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) .run

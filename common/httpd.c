@@ -1,0 +1,748 @@
+/* httpd.c -- route table, bounded bodies and JSON answers on libmicrohttpd.
+ *
+ * How a request flows.  libmicrohttpd (MHD) calls access_cb() several times
+ * per request, with the per-request state in *con_cls:
+ *
+ *   1. headers received (*con_cls == NULL): match the route, check the
+ *      method, the token and the declared Content-Length.  The state is
+ *      created here.  The first failure found (in the order 404, 405, 401,
+ *      413) is answered at once when no body follows, or when the client
+ *      waits for "100 Continue" (MHD then sends no 100, reads nothing more
+ *      and closes the connection after the answer), or when the declared
+ *      body is beyond what we would drop.  Otherwise the failure is
+ *      remembered and the body is dropped as it arrives (step 2): a client
+ *      that is already pushing its body would otherwise see a connection
+ *      reset (we close with unread data) instead of the answer.
+ *   2. body bytes (*upload_data_size > 0): appended to the state's buffer,
+ *      which never grows beyond max_body_bytes.  The first byte past the
+ *      limit frees the buffer and turns the request into a 413; MHD cannot
+ *      queue an answer while body bytes are being handed over (see
+ *      MHD_AccessHandlerCallback), so the rest is read and dropped, up to
+ *      max_discard_bytes, past which we return MHD_NO and MHD closes the
+ *      connection.  A request that failed in step 1 drops its body under
+ *      the same budget.  Every chunk is consumed (*upload_data_size = 0).
+ *   3. request complete (*upload_data_size == 0 again): answer the
+ *      remembered failure, or call the handler and queue its response.
+ *   4. MHD_OPTION_NOTIFY_COMPLETED: request_done() frees the state and, at
+ *      debug level, logs one access line.
+ *
+ * Invariants: no request ever holds more than max_body_bytes of body; no
+ * handler runs for a request that failed routing, auth or size; every
+ * answer httpd makes itself is {"error":{"code","message"}} JSON; the token
+ * lives only in struct httpd (wiped on stop) and is never written anywhere.
+ *
+ * Threads: MHD's internal polling thread pool with epoll (opt.threads
+ * threads).  Each connection is served by one pool thread, so the
+ * per-request state needs no lock; struct httpd is read-only after start
+ * except for the statistics, which are atomics.
+ *
+ * Rejected alternatives: MHD's POST processor (form parsing we do not need,
+ * with security fixes after 0.9.75); a thread per connection (unbounded
+ * threads under load, where a pool with MHD_OPTION_CONNECTION_LIMIT keeps
+ * the process size fixed); answering 413 by closing the connection at once
+ * (the client would see a reset, not the JSON error the API promises).
+ */
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define HTTPD_MAX_HEADERS 8
+
+/* ------------------------------------------------------------------ */
+/* types                                                               */
+/* ------------------------------------------------------------------ */
+
+/* A route pattern split into segments; a segment is a literal or, when
+ * is_param, the name of a parameter. */
+struct seg {
+	char *text;
+	int is_param;
+};
+
+struct croute {
+	const struct httpd_route *row;
+	struct seg segs[HTTPD_MAX_SEGMENTS];
+	size_t nsegs;
+};
+
+struct httpd {
+	struct MHD_Daemon *daemon;
+	struct croute *routes;
+	size_t nroutes;
+	void *app;
+	char *token;                    /* NULL: auth routes always 401 */
+	size_t token_len;
+	size_t max_body;
+	size_t drop_budget;             /* body bytes a failed request may send:
+	                                   max_body + max_discard, saturated */
+	int port;
+	_Atomic uint64_t n_requests;
+	_Atomic uint64_t n_too_large;
+	_Atomic size_t max_body_seen;
+};
+
+struct httpd_response {
+	int status;
+	char *body;                     /* malloc'd, len bytes */
+	size_t len;
+	char *ctype;
+	size_t nheaders;
+	char *hname[HTTPD_MAX_HEADERS];
+	char *hvalue[HTTPD_MAX_HEADERS];
+};
+
+/* Per-request state (*con_cls). */
+struct httpd_req_priv {
+	struct httpd *srv;
+	struct MHD_Connection *conn;
+	const struct croute *route;
+	char *path;                     /* copy of the decoded path */
+	char *segbuf;                   /* another copy, cut into segments */
+	const char *pvalue[HTTPD_MAX_PARAMS];
+	const char *pname[HTTPD_MAX_PARAMS];
+	size_t nparams;
+	char *body;
+	size_t len, cap;
+	size_t dropped;                 /* body bytes read and thrown away */
+	int fail_status;                /* != 0: answer this error, drop the body */
+	const char *fail_code;
+	const char *fail_msg;
+	char *allow;                    /* Allow header value of a 405 */
+	int status;                     /* the status queued, for the access log */
+	char method[16];                /* for the access log */
+	int64_t start_ms;
+};
+
+/* ------------------------------------------------------------------ */
+/* responses                                                           */
+/* ------------------------------------------------------------------ */
+
+static void resp_clear_body(struct httpd_response *r)
+{
+	free(r->body);
+	free(r->ctype);
+	r->body = NULL;
+	r->ctype = NULL;
+	r->len = 0;
+}
+
+static void resp_release(struct httpd_response *r)
+{
+	resp_clear_body(r);
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->hname[i]);
+		free(r->hvalue[i]);
+	}
+	r->nheaders = 0;
+}
+
+void httpd_body(struct httpd_response *resp, int status, const char *content_type,
+		char *body, size_t len)
+{
+	resp_clear_body(resp);
+	resp->status = status;
+	resp->body = body;
+	resp->len = body ? len : 0;
+	resp->ctype = xstrdup(content_type ? content_type : "application/octet-stream");
+}
+
+void httpd_json_str(struct httpd_response *resp, int status, const char *json)
+{
+	httpd_body(resp, status, HTTPD_JSON, xstrdup(json), strlen(json));
+}
+
+void httpd_json(struct httpd_response *resp, int status, cJSON *json)
+{
+	char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+	cJSON_Delete(json);
+	if (json && !text) {
+		/* cJSON ran out of memory: the x* policy is to abort. */
+		fprintf(stderr, "jobrunner: out of memory printing JSON\n");
+		abort();
+	}
+	httpd_json_str(resp, status, text ? text : "{}");
+	cJSON_free(text);
+}
+
+static void error_body(struct httpd_response *resp, int status, const char *code,
+		       const char *msg)
+{
+	struct strbuf sb = STRBUF_INIT;
+	sb_adds(&sb, "{\"error\":{\"code\":");
+	json_quote(&sb, code);
+	sb_adds(&sb, ",\"message\":");
+	json_quote(&sb, msg);
+	sb_adds(&sb, "}}");
+	size_t len = sb.len;
+	httpd_body(resp, status, HTTPD_JSON, sb_detach(&sb), len);
+}
+
+void httpd_error(struct httpd_response *resp, int status, const char *code,
+		 const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	error_body(resp, status, code, msg ? msg : "");
+	free(msg);
+}
+
+void httpd_add_header(struct httpd_response *resp, const char *name, const char *value)
+{
+	if (resp->nheaders >= HTTPD_MAX_HEADERS || !name || !value)
+		return;
+	resp->hname[resp->nheaders] = xstrdup(name);
+	resp->hvalue[resp->nheaders] = xstrdup(value);
+	resp->nheaders++;
+}
+
+/* Hands r to MHD and releases it.  Returns MHD's verdict. */
+static enum MHD_Result queue_resp(struct httpd_req_priv *st, struct httpd_response *r)
+{
+	if (r->status < 100 || r->status > 599)
+		error_body(r, 500, "internal", "the handler produced no answer");
+	struct MHD_Response *mr;
+	if (r->body) {
+		mr = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+		if (mr)
+			r->body = NULL;         /* MHD frees it with free() */
+	} else {
+		mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	}
+	if (!mr) {
+		resp_release(r);
+		return MHD_NO;
+	}
+	if (r->ctype)
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+	for (size_t i = 0; i < r->nheaders; i++)
+		MHD_add_response_header(mr, r->hname[i], r->hvalue[i]);
+	enum MHD_Result ret = MHD_queue_response(st->conn, (unsigned)r->status, mr);
+	MHD_destroy_response(mr);
+	st->status = r->status;
+	atomic_fetch_add_explicit(&st->srv->n_requests, 1, memory_order_relaxed);
+	if (r->status == 413)
+		atomic_fetch_add_explicit(&st->srv->n_too_large, 1, memory_order_relaxed);
+	resp_release(r);
+	return ret;
+}
+
+/* Answers the failure remembered in st. */
+static enum MHD_Result queue_fail(struct httpd_req_priv *st)
+{
+	struct httpd_response r = { 0 };
+	error_body(&r, st->fail_status, st->fail_code, st->fail_msg);
+	if (st->fail_status == 401)
+		httpd_add_header(&r, "WWW-Authenticate", "Bearer");
+	if (st->fail_status == 405 && st->allow)
+		httpd_add_header(&r, "Allow", st->allow);
+	return queue_resp(st, &r);
+}
+
+/* ------------------------------------------------------------------ */
+/* routing                                                             */
+/* ------------------------------------------------------------------ */
+
+static void croute_free(struct croute *cr)
+{
+	for (size_t i = 0; i < cr->nsegs; i++)
+		free(cr->segs[i].text);
+	cr->nsegs = 0;
+}
+
+/* Splits a route pattern; -1 when it is not "/seg/{param}/...". */
+static int croute_compile(struct croute *cr, const struct httpd_route *row)
+{
+	cr->row = row;
+	cr->nsegs = 0;
+	const char *p = row->pattern;
+	if (!p || p[0] != '/' || !row->method || !row->handler)
+		return -1;
+	p++;
+	if (*p == '\0')
+		return 0;               /* "/" */
+	size_t nparams = 0;
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		if (n == 0 || cr->nsegs == HTTPD_MAX_SEGMENTS)
+			goto bad;
+		struct seg *s = &cr->segs[cr->nsegs];
+		if (p[0] == '{') {
+			if (n < 3 || p[n - 1] != '}' || memchr(p + 1, '{', n - 2) ||
+			    memchr(p + 1, '}', n - 2) || nparams == HTTPD_MAX_PARAMS)
+				goto bad;
+			s->text = xstrndup(p + 1, n - 2);
+			s->is_param = 1;
+			nparams++;
+		} else {
+			if (memchr(p, '{', n) || memchr(p, '}', n))
+				goto bad;
+			s->text = xstrndup(p, n);
+			s->is_param = 0;
+		}
+		cr->nsegs++;
+		if (!slash)
+			return 0;
+		p = slash + 1;
+	}
+bad:
+	croute_free(cr);
+	return -1;
+}
+
+/* Cuts path (a writable copy) into segments; -1 when there are too many. */
+static int split_path(char *path, char **segs, size_t *nsegs)
+{
+	*nsegs = 0;
+	if (path[0] != '/')
+		return -1;
+	char *p = path + 1;
+	if (*p == '\0')
+		return 0;
+	for (;;) {
+		if (*nsegs == HTTPD_MAX_SEGMENTS)
+			return -1;
+		segs[(*nsegs)++] = p;
+		char *slash = strchr(p, '/');
+		if (!slash)
+			return 0;
+		*slash = '\0';
+		p = slash + 1;
+	}
+}
+
+static int croute_match(const struct croute *cr, char **segs, size_t nsegs)
+{
+	if (cr->nsegs != nsegs)
+		return 0;
+	for (size_t i = 0; i < nsegs; i++) {
+		if (cr->segs[i].is_param ? segs[i][0] == '\0'
+					 : strcmp(cr->segs[i].text, segs[i]) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int method_matches(const char *route_method, const char *method)
+{
+	if (strcmp(route_method, method) == 0)
+		return 1;
+	return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
+}
+
+/* Sets st->fail_* and returns the failing status, or 0. */
+static int set_fail(struct httpd_req_priv *st, int status, const char *code, const char *msg)
+{
+	st->fail_status = status;
+	st->fail_code = code;
+	st->fail_msg = msg;
+	return status;
+}
+
+/* Bearer check in constant time against the configured token. */
+static int check_auth(struct httpd_req_priv *st)
+{
+	const struct httpd *srv = st->srv;
+	if (!srv->token)
+		return set_fail(st, 401, "unauthorized", "API token is not configured");
+	const char *h = MHD_lookup_connection_value(st->conn, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return set_fail(st, 401, "unauthorized", "missing bearer token");
+	h += 7;
+	while (*h == ' ')
+		h++;
+	if (!ct_equal(h, strlen(h), srv->token, srv->token_len))
+		return set_fail(st, 401, "unauthorized", "invalid bearer token");
+	return 0;
+}
+
+/* Finds the route for st's method and path.  On failure sets st->fail_*
+ * (404, or 405 with st->allow). */
+static int route_request(struct httpd_req_priv *st, const char *method)
+{
+	char *segs[HTTPD_MAX_SEGMENTS];
+	size_t nsegs;
+	st->segbuf = xstrdup(st->path);
+	if (split_path(st->segbuf, segs, &nsegs) < 0)
+		return set_fail(st, 404, "not_found", "no such path");
+	struct strbuf allow = STRBUF_INIT;
+	int path_found = 0;
+	for (size_t i = 0; i < st->srv->nroutes; i++) {
+		const struct croute *cr = &st->srv->routes[i];
+		if (!croute_match(cr, segs, nsegs))
+			continue;
+		path_found = 1;
+		if (!method_matches(cr->row->method, method)) {
+			if (!strstr(allow.buf ? allow.buf : "", cr->row->method)) {
+				if (allow.len)
+					sb_adds(&allow, ", ");
+				sb_adds(&allow, cr->row->method);
+			}
+			continue;
+		}
+		st->route = cr;
+		for (size_t j = 0; j < nsegs; j++) {
+			if (!cr->segs[j].is_param)
+				continue;
+			st->pname[st->nparams] = cr->segs[j].text;
+			st->pvalue[st->nparams] = segs[j];
+			st->nparams++;
+		}
+		sb_release(&allow);
+		return 0;
+	}
+	if (path_found) {
+		st->allow = sb_detach(&allow);
+		return set_fail(st, 405, "method_not_allowed", "method not allowed for this path");
+	}
+	sb_release(&allow);
+	return set_fail(st, 404, "not_found", "no such path");
+}
+
+/* ------------------------------------------------------------------ */
+/* request state machine                                               */
+/* ------------------------------------------------------------------ */
+
+/* Declared body size: 0 none, 1 Content-Length (in *len), 2 chunked. */
+static int body_kind(struct MHD_Connection *conn, uint64_t *len)
+{
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (te && strcasestr(te, "chunked"))
+		return 2;
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (!cl)
+		return 0;
+	/* MHD has already rejected a malformed Content-Length with a 400. */
+	int64_t v;
+	if (parse_i64(cl, 0, INT64_MAX, &v) < 0) {
+		*len = UINT64_MAX;
+		return 1;
+	}
+	*len = (uint64_t)v;
+	return v > 0 ? 1 : 0;
+}
+
+static void note_body_size(struct httpd *srv, size_t n)
+{
+	size_t cur = atomic_load_explicit(&srv->max_body_seen, memory_order_relaxed);
+	while (n > cur && !atomic_compare_exchange_weak_explicit(
+				  &srv->max_body_seen, &cur, n, memory_order_relaxed,
+				  memory_order_relaxed))
+		;
+}
+
+/* First call: route, auth, declared size.  Returns MHD's verdict. */
+static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn,
+				  const char *url, const char *method, void **con_cls)
+{
+	struct httpd_req_priv *st = xcalloc(1, sizeof *st);
+	st->srv = srv;
+	st->conn = conn;
+	st->start_ms = mono_ms();
+	st->path = xstrdup(url);
+	snprintf(st->method, sizeof st->method, "%s", method);
+	*con_cls = st;
+
+	uint64_t declared = 0;
+	int kind = body_kind(conn, &declared);
+	if (route_request(st, method) == 0 && (st->route->row->flags & HTTPD_AUTH))
+		check_auth(st);
+	int too_big = kind == 1 && declared > srv->max_body;
+	if (!st->fail_status && too_big)
+		set_fail(st, 413, "payload_too_large", "request body is too large");
+	if (!st->fail_status) {
+		if (kind == 1) {
+			st->cap = (size_t)declared;     /* <= max_body */
+			st->body = xmalloc(st->cap);
+		}
+		return MHD_YES;
+	}
+	/* Answer now when no body follows, when the client waits for "100
+	 * Continue" before sending it, or when it is more than we would drop;
+	 * else drop the body and answer after it (see the top of the file). */
+	const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_EXPECT);
+	if (kind == 0 || (expect && strcasestr(expect, "100-continue")) ||
+	    (kind == 1 && declared > srv->drop_budget))
+		return queue_fail(st);
+	return MHD_YES;
+}
+
+/* A chunk of body: store it within the limit, or drop it. */
+static enum MHD_Result on_body(struct httpd_req_priv *st, const char *data, size_t n)
+{
+	struct httpd *srv = st->srv;
+	if (!st->fail_status && n > srv->max_body - st->len) {
+		free(st->body);
+		st->body = NULL;
+		st->len = st->cap = 0;
+		set_fail(st, 413, "payload_too_large", "request body is too large");
+	}
+	if (st->fail_status) {
+		st->dropped += n;
+		/* MHD_NO closes the connection: a client that keeps sending
+		 * after it was told no is not read any further. */
+		return st->dropped > srv->drop_budget ? MHD_NO : MHD_YES;
+	}
+	if (st->len + n > st->cap) {
+		size_t cap = st->cap ? st->cap * 2 : 4096;
+		if (cap < st->len + n)
+			cap = st->len + n;
+		if (cap > srv->max_body)
+			cap = srv->max_body;
+		st->body = xrealloc(st->body, cap);
+		st->cap = cap;
+	}
+	memcpy(st->body + st->len, data, n);
+	st->len += n;
+	note_body_size(srv, st->len);
+	return MHD_YES;
+}
+
+/* Request complete: the remembered failure, or the handler. */
+static enum MHD_Result on_complete(struct httpd_req_priv *st, const char *method)
+{
+	if (st->fail_status)
+		return queue_fail(st);
+	struct httpd_request req = {
+		.method = method,
+		.path = st->path,
+		.body = st->body ? st->body : "",
+		.body_len = st->len,
+		.app = st->srv->app,
+		.priv = st,
+	};
+	struct httpd_response r = { 0 };
+	st->route->row->handler(&req, &r);
+	return queue_resp(st, &r);
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+				 const char *method, const char *version,
+				 const char *upload_data, size_t *upload_data_size,
+				 void **con_cls)
+{
+	(void)version;
+	struct httpd_req_priv *st = *con_cls;
+	if (!st)
+		return on_headers(cls, conn, url, method, con_cls);
+	if (*upload_data_size) {
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		return on_body(st, upload_data, n);
+	}
+	return on_complete(st, method);
+}
+
+static void request_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	struct httpd_req_priv *st = *con_cls;
+	if (!st)
+		return;
+	*con_cls = NULL;
+	if (log_enabled(LOG_DEBUG))
+		LOGF(LOG_DEBUG, "http_request", "request served",
+		     LF_S("method", st->method),
+		     LF_S("path", st->path),
+		     LF_I("status", st->status),
+		     LF_I("bodyBytes", st->len),
+		     LF_I("durationMs", mono_ms() - st->start_ms),
+		     LF_I("complete", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+	free(st->body);
+	free(st->path);
+	free(st->segbuf);
+	free(st->allow);
+	free(st);
+}
+
+/* ------------------------------------------------------------------ */
+/* API: request accessors                                              */
+/* ------------------------------------------------------------------ */
+
+const char *httpd_param(const struct httpd_request *req, const char *name)
+{
+	const struct httpd_req_priv *st = req->priv;
+	for (size_t i = 0; i < st->nparams; i++) {
+		if (strcmp(st->pname[i], name) == 0)
+			return st->pvalue[i];
+	}
+	return NULL;
+}
+
+const char *httpd_query(const struct httpd_request *req, const char *name)
+{
+	const char *v = NULL;
+	size_t vlen = 0;
+	if (MHD_lookup_connection_value_n(req->priv->conn, MHD_GET_ARGUMENT_KIND, name,
+					  strlen(name), &v, &vlen) != MHD_YES)
+		return NULL;
+	return v ? v : "";
+}
+
+const char *httpd_header(const struct httpd_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->priv->conn, MHD_HEADER_KIND, name);
+}
+
+/* ------------------------------------------------------------------ */
+/* API: lifecycle                                                      */
+/* ------------------------------------------------------------------ */
+
+void httpd_options_init(struct httpd_options *opt)
+{
+	memset(opt, 0, sizeof *opt);
+	opt->max_body_bytes = 1024 * 1024;
+	opt->max_discard_bytes = 8 * 1024 * 1024;
+	opt->max_connections = 256;
+	opt->per_ip_max_connections = 0;
+	opt->conn_timeout_ms = 30000;
+	opt->conn_memory_bytes = 32 * 1024;
+	opt->threads = 4;
+}
+
+static void srv_free(struct httpd *srv)
+{
+	if (!srv)
+		return;
+	for (size_t i = 0; i < srv->nroutes; i++)
+		croute_free(&srv->routes[i]);
+	free(srv->routes);
+	if (srv->token) {
+		explicit_bzero(srv->token, srv->token_len);
+		free(srv->token);
+	}
+	free(srv);
+}
+
+static int fail_start(struct httpd *srv, int code, char *err, size_t errlen,
+		      const char *fmt, ...) JR_PRINTF(5, 6);
+static int fail_start(struct httpd *srv, int code, char *err, size_t errlen,
+		      const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	srv_free(srv);
+	return code;
+}
+
+int httpd_start(const struct httpd_options *opt, const struct httpd_route *routes,
+		size_t nroutes, void *app, struct httpd **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (err && errlen)
+		err[0] = '\0';
+	struct httpd *srv = xcalloc(1, sizeof *srv);
+	if (opt->port < 0 || opt->port > 65535)
+		return fail_start(srv, -EINVAL, err, errlen, "port %d out of range", opt->port);
+	if (opt->max_body_bytes == 0 || opt->threads == 0 || opt->threads > 64 ||
+	    opt->max_connections < opt->threads || opt->conn_memory_bytes < 1024)
+		return fail_start(srv, -EINVAL, err, errlen, "invalid HTTP server limits");
+
+	srv->routes = xcalloc(nroutes ? nroutes : 1, sizeof *srv->routes);
+	for (size_t i = 0; i < nroutes; i++) {
+		if (croute_compile(&srv->routes[i], &routes[i]) < 0)
+			return fail_start(srv, -EINVAL, err, errlen, "route %zu: bad pattern \"%s\"",
+					  i, routes[i].pattern ? routes[i].pattern : "(null)");
+		srv->nroutes = i + 1;
+	}
+	srv->app = app;
+	if (opt->api_token && opt->api_token[0]) {
+		srv->token = xstrdup(opt->api_token);
+		srv->token_len = strlen(srv->token);
+	}
+	srv->max_body = opt->max_body_bytes;
+	srv->drop_budget = opt->max_body_bytes + opt->max_discard_bytes;
+	if (srv->drop_budget < opt->max_body_bytes)
+		srv->drop_budget = SIZE_MAX;
+
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	const char *addr = opt->bind_addr ? opt->bind_addr : "0.0.0.0";
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)opt->port);
+	} else if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)opt->port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		return fail_start(srv, -EINVAL, err, errlen, "bad bind address \"%s\"", addr);
+	}
+	int64_t timeout_s = opt->conn_timeout_ms > 0 ? (opt->conn_timeout_ms + 999) / 1000 : 0;
+	if (timeout_s > 86400)
+		timeout_s = 86400;
+
+	errno = 0;
+	srv->daemon = MHD_start_daemon(
+		flags, (uint16_t)opt->port, NULL, NULL, access_cb, srv,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)opt->per_ip_max_connections,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)opt->conn_memory_bytes,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,
+		MHD_OPTION_NOTIFY_COMPLETED, request_done, (void *)srv,
+		MHD_OPTION_END);
+	if (!srv->daemon) {
+		int e = errno ? errno : EIO;
+		return fail_start(srv, -e, err, errlen, "cannot serve HTTP on %s port %d: %s",
+				  addr, opt->port, strerror(e));
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = di ? (int)di->port : opt->port;
+	*out = srv;
+	return 0;
+}
+
+int httpd_port(const struct httpd *srv)
+{
+	return srv->port;
+}
+
+void httpd_stop(struct httpd *srv)
+{
+	if (!srv)
+		return;
+	if (srv->daemon)
+		MHD_stop_daemon(srv->daemon);
+	srv_free(srv);
+}
+
+void httpd_get_stats(const struct httpd *srv, struct httpd_stats *out)
+{
+	struct httpd *s = (struct httpd *)srv;  /* atomic loads want non-const */
+	out->requests = atomic_load(&s->n_requests);
+	out->rejected_too_large = atomic_load(&s->n_too_large);
+	out->max_body_seen = atomic_load(&s->max_body_seen);
+}

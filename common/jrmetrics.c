@@ -1,0 +1,149 @@
+/* jrmetrics.c -- see jrmetrics.h.  Series per job are resolved through the
+ * registry's job table (bounded, known at start-up); unknown job names
+ * share one "_other" series so that junk input cannot grow memory. */
+#include "jrmetrics.h"
+
+#include <string.h>
+
+#include "metrics.h"
+#include "registry.h"
+#include "util.h"
+
+#define MAX_JOBS 16
+
+enum { F_ENQ, F_START, F_OK, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_NFAM };
+
+static struct {
+	int ready;
+	size_t njobs;
+	const char *names[MAX_JOBS + 1];          /* last: "_other" */
+	struct metric_series *per_job[F_NFAM][MAX_JOBS + 1];
+	struct metric_series *run_dur[MAX_JOBS + 1];
+	struct metric_series *latency[MAX_JOBS + 1];
+	struct metric_series *cycles, *cycle_dur, *last_cycle, *reclaims, *fallbacks;
+	struct metric_series *reconnect_redis, *reconnect_pg;
+	struct metric *depth;
+} m;
+
+static const char *const fam_names[F_NFAM][2] = {
+	{ "jobrunner_runs_enqueued_total", "Runs accepted by enqueue (API, CLI, cycles)." },
+	{ "jobrunner_runs_started_total", "Runs started by a worker." },
+	{ "jobrunner_runs_succeeded_total", "Runs that succeeded." },
+	{ "jobrunner_runs_failed_total", "Failed attempts that will be retried after backoff." },
+	{ "jobrunner_runs_dead_total", "Runs that are dead (attempts exhausted or permanent error)." },
+	{ "jobrunner_runs_deferred_total", "Runs put back without an attempt (per-org limits, shutdown)." },
+	{ "jobrunner_runs_fenced_total", "Results discarded because the lease had passed to another consumer." },
+};
+
+void jrm_init(void)
+{
+	if (m.ready)
+		return;
+	struct metrics *reg = metrics_default();
+	size_t n;
+	const struct job_def *jobs = registry_all(&n);
+	m.njobs = n < MAX_JOBS ? n : MAX_JOBS;
+	for (size_t i = 0; i < m.njobs; i++)
+		m.names[i] = jobs[i].name;
+	m.names[m.njobs] = "_other";
+	for (int f = 0; f < F_NFAM; f++) {
+		struct metric *fam = metrics_counter(reg, fam_names[f][0], fam_names[f][1], "job", NULL);
+		for (size_t i = 0; i <= m.njobs; i++)
+			m.per_job[f][i] = metrics_with(fam, m.names[i], NULL);
+	}
+	struct metric *dur = metrics_histogram(reg, "jobrunner_run_duration_seconds",
+					       "Run duration (the job handler's time).", "job", NULL, NULL, 0);
+	struct metric *lat = metrics_histogram(reg, "jobrunner_enqueue_to_start_seconds",
+					       "Time from enqueue to the start of a run.", "job", NULL, NULL, 0);
+	for (size_t i = 0; i <= m.njobs; i++) {
+		m.run_dur[i] = metrics_with(dur, m.names[i], NULL);
+		m.latency[i] = metrics_with(lat, m.names[i], NULL);
+	}
+	m.cycles = metrics_with(metrics_counter(reg, "jobrunner_cycles_total",
+						"Cycles run by this process.", NULL, NULL), NULL, NULL);
+	m.cycle_dur = metrics_with(metrics_histogram(reg, "jobrunner_cycle_duration_seconds",
+						     "Cycle duration.", NULL, NULL, NULL, 0), NULL, NULL);
+	m.last_cycle = metrics_with(metrics_gauge(reg, "jobrunner_last_cycle_timestamp_seconds",
+						  "Unix time at which this process last finished a cycle.",
+						  NULL, NULL), NULL, NULL);
+	m.reclaims = metrics_with(metrics_counter(reg, "jobrunner_reclaims_total",
+						  "Runs taken over from consumers that went silent.",
+						  NULL, NULL), NULL, NULL);
+	struct metric *rc = metrics_counter(reg, "jobrunner_reconnects_total",
+					    "Reconnections after a lost connection.", "backend", NULL);
+	m.reconnect_redis = metrics_with(rc, "redis", NULL);
+	m.reconnect_pg = metrics_with(rc, "postgres", NULL);
+	m.fallbacks = metrics_with(metrics_counter(reg, "jobrunner_enqueue_fallbacks_total",
+						   "Enqueue batches written to PostgreSQL because Redis was down.",
+						   NULL, NULL), NULL, NULL);
+	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
+}
+
+static size_t job_index(const char *job)
+{
+	for (size_t i = 0; job && i < m.njobs; i++)
+		if (!strcmp(m.names[i], job))
+			return i;
+	return m.njobs;
+}
+
+void jrm_enqueued(const char *job, uint64_t n)
+{
+	if (m.ready)
+		metrics_add(m.per_job[F_ENQ][job_index(job)], n);
+}
+
+void jrm_started(const char *job, int64_t enqueue_to_start_ms)
+{
+	if (!m.ready)
+		return;
+	size_t i = job_index(job);
+	metrics_inc(m.per_job[F_START][i]);
+	if (enqueue_to_start_ms >= 0)
+		metrics_observe_ms(m.latency[i], (double)enqueue_to_start_ms);
+}
+
+void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms)
+{
+	if (!m.ready)
+		return;
+	static const int fam[] = { F_OK, F_FAIL, F_DEAD, F_DEFER, F_FENCE };
+	size_t i = job_index(job);
+	metrics_inc(m.per_job[fam[outcome]][i]);
+	if (outcome != JRM_DEFERRED)
+		metrics_observe_ms(m.run_dur[i], (double)duration_ms);
+}
+
+void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms)
+{
+	if (!m.ready)
+		return;
+	metrics_inc(m.cycles);
+	metrics_observe_ms(m.cycle_dur, (double)duration_ms);
+	metrics_set(m.last_cycle, (double)finished_at_ms / 1000.0);
+}
+
+void jrm_reclaims(uint64_t n)
+{
+	if (m.ready)
+		metrics_add(m.reclaims, n);
+}
+
+void jrm_reconnect(const char *backend)
+{
+	if (m.ready)
+		metrics_inc(!strcmp(backend, "redis") ? m.reconnect_redis : m.reconnect_pg);
+}
+
+void jrm_enqueue_fallback(void)
+{
+	if (m.ready)
+		metrics_inc(m.fallbacks);
+}
+
+void jrm_queue_depth_source(void (*fn)(void *ctx, struct metrics_emitter *emit), void *ctx)
+{
+	m.depth = metrics_callback(metrics_default(), METRIC_GAUGE, "jobrunner_queue_depth",
+				   "Runs by state (queued, running, delayed, dead), read at scrape time.",
+				   "state", NULL, fn, ctx);
+}

@@ -1,0 +1,46 @@
+/* jrmetrics.h -- jobrunner's own metrics, on the default registry
+ * (metrics.h).  Both binaries call jrm_init() once at start-up; the hot
+ * paths then update cached series (one atomic add each).
+ *
+ * Families (Prometheus names are public interface, see docs/operations.md):
+ *   jobrunner_runs_enqueued_total{job}         runs accepted by enqueue
+ *   jobrunner_runs_started_total{job}          runs started by a worker
+ *   jobrunner_runs_succeeded_total{job}
+ *   jobrunner_runs_failed_total{job}           failed attempts that will retry
+ *   jobrunner_runs_dead_total{job}
+ *   jobrunner_runs_deferred_total{job}         put back by per-org limits
+ *   jobrunner_runs_fenced_total{job}           results discarded (lease lost)
+ *   jobrunner_run_duration_seconds{job}        histogram
+ *   jobrunner_enqueue_to_start_seconds{job}    histogram
+ *   jobrunner_cycles_total, jobrunner_cycle_duration_seconds (histogram),
+ *   jobrunner_last_cycle_timestamp_seconds
+ *   jobrunner_reclaims_total                   runs taken over from silent consumers
+ *   jobrunner_reconnects_total{backend}        redis | postgres
+ *   jobrunner_enqueue_fallbacks_total          batches sent to PostgreSQL because Redis was down
+ *   jobrunner_queue_depth{state}               queued | running | delayed | dead (scrape time)
+ */
+#ifndef JOBRUNNER_COMMON_JRMETRICS_H
+#define JOBRUNNER_COMMON_JRMETRICS_H
+
+#include <stdint.h>
+
+struct metrics_emitter;
+
+void jrm_init(void);
+
+void jrm_enqueued(const char *job, uint64_t n);
+void jrm_started(const char *job, int64_t enqueue_to_start_ms);
+/* outcome: 0 succeeded, 1 failed (will retry), 2 dead, 3 deferred, 4 fenced */
+enum jrm_outcome { JRM_SUCCEEDED, JRM_FAILED, JRM_DEAD, JRM_DEFERRED, JRM_FENCED };
+void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms);
+void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms);
+void jrm_reclaims(uint64_t n);
+void jrm_reconnect(const char *backend);
+void jrm_enqueue_fallback(void);
+
+/* Registers the queue-depth gauge, filled at scrape time by fn(ctx, emit),
+ * which emits one value per state ("queued", "running", "delayed", "dead")
+ * with metrics_emit(emit, value, state, NULL). */
+void jrm_queue_depth_source(void (*fn)(void *ctx, struct metrics_emitter *emit), void *ctx);
+
+#endif

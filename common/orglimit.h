@@ -1,0 +1,39 @@
+/* orglimit.h -- per-org scheduling limits, across all consumers.
+ *
+ * Concurrency (ORG_CONCURRENCY): a run of org O takes one of N slots, each
+ * a PostgreSQL session advisory lock in the two-int key space
+ * (hashtext('jobrunner.org:' || O), slot).  Locks live on the worker
+ * thread's own connection, so they are released when the run ends, and by
+ * the server if the consumer dies (its session ends): no slot ever leaks.
+ * The two-int key space is distinct from the cycle lock's single bigint, so
+ * the two never collide.  A hash collision between two orgs can only make
+ * them share slots (stricter, never looser).  One mechanism serves both
+ * transports, because PostgreSQL is always there.
+ *
+ * Throttle windows: when Meta throttles an account, the job records until
+ * when (org_throttle); the worker defers the org's runs until then.
+ *
+ * Rejected: counting running rows in job_runs (not true in Redis mode,
+ * where job_runs is written behind); a Redis semaphore (not there in
+ * Redis-less mode, and leaks slots of dead consumers until a timeout).
+ */
+#ifndef JOBRUNNER_COMMON_ORGLIMIT_H
+#define JOBRUNNER_COMMON_ORGLIMIT_H
+
+#include <stdint.h>
+
+struct db;
+
+/* Tries to take one of `limit` slots of org on db's session.  0 with *slot
+ * set to the slot taken or -1 when all are busy; -1 on a database error. */
+int orglimit_acquire(struct db *db, const char *org, int limit, int *slot);
+/* Releases a slot taken by orglimit_acquire() on the same session. */
+int orglimit_release(struct db *db, const char *org, int slot);
+
+/* Records that org is throttled until until_ms (epoch ms); keeps the later
+ * of an existing window and the new one.  reason is stored for operators. */
+int orglimit_throttle(struct db *db, const char *org, int64_t until_ms, const char *reason);
+/* *wait_ms: how long org is still throttled (0: not throttled). */
+int orglimit_throttled(struct db *db, const char *org, int64_t *wait_ms);
+
+#endif

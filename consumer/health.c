@@ -1,0 +1,156 @@
+/* health.c -- the consumer's health and metrics port (WORKER_HTTP_PORT).
+ *
+ *   GET /health        liveness: 200 while the process serves
+ *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
+ *                      mode) cannot be reached; the checks are live pings
+ *   GET /metrics       Prometheus text
+ *
+ * The port is served in every mode, JOB_RUNNER_ENABLED=false included
+ * (debugging).  Checks use their own connections, serialised by a mutex:
+ * probes are rare, and a probe must not take a worker's connection.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "db.h"
+#include "httpd.h"
+#include "log.h"
+#include "metrics.h"
+#include "rconn.h"
+#include "util.h"
+#include "worker.h"
+
+struct health {
+	const struct config *cfg;
+	struct worker *w;             /* NULL when the job runner is disabled */
+	struct httpd *srv;
+	pthread_mutex_t mu;
+	struct db db;
+	struct rconn rc;
+	int rc_ok;
+	int64_t started_ms;
+};
+
+static void h_live(struct httpd_request *req, struct httpd_response *resp)
+{
+	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
+}
+
+static cJSON *check(int ok, int64_t latency_ms, const char *error)
+{
+	cJSON *c = cJSON_CreateObject();
+	cJSON_AddBoolToObject(c, "ok", ok);
+	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
+	if (!ok)
+		cJSON_AddStringToObject(c, "error", error);
+	return c;
+}
+
+static void h_ready(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct health *h = req->app;
+	const struct config *cfg = h->cfg;
+	pthread_mutex_lock(&h->mu);
+	int64_t db_lat = 0, r_lat = 0;
+	int db_ok = db_ping(&h->db, &db_lat) == 0;
+	cJSON *checks = cJSON_CreateObject();
+	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, h->db.errstr));
+	int r_ok = 1;
+	if (cfg->redis_url) {
+		char err[256] = "";
+		int64_t t0 = mono_ms();
+		if (!h->rc_ok)
+			h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0;
+		redisReply *r = h->rc_ok ? rconn_cmdf(&h->rc, "PING") : NULL;
+		r_lat = mono_ms() - t0;
+		r_ok = r != NULL;
+		if (r)
+			freeReplyObject(r);
+		else if (h->rc_ok)
+			snprintf(err, sizeof err, "%s", h->rc.errstr);
+		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, err));
+	}
+	pthread_mutex_unlock(&h->mu);
+	int ok = db_ok && r_ok;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
+	cJSON_AddStringToObject(o, "mode", "worker");
+	cJSON_AddStringToObject(o, "consumer", cfg->consumer_name);
+	cJSON *jr = cJSON_AddObjectToObject(o, "jobRunner");
+	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
+	cJSON_AddBoolToObject(jr, "workerMode", 1);
+	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
+	cJSON_AddItemToObject(o, "checks", checks);
+	if (h->w) {
+		struct worker_counts c;
+		worker_get_counts(h->w, &c);
+		cJSON *co = cJSON_AddObjectToObject(o, "runs");
+		cJSON_AddNumberToObject(co, "claimed", (double)c.claimed);
+		cJSON_AddNumberToObject(co, "succeeded", (double)c.succeeded);
+		cJSON_AddNumberToObject(co, "retried", (double)c.retried);
+		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
+		if (cfg->redis_url)
+			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(h->w));
+	}
+	cJSON_AddStringToObject(o, "version", JR_VERSION);
+	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));
+	httpd_json(resp, ok ? 200 : 503, o);
+}
+
+static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct strbuf sb = STRBUF_INIT;
+	metrics_render(metrics_default(), &sb);
+	size_t len = sb.len;
+	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
+}
+
+static const struct httpd_route routes[] = {
+	{ "GET", "/health", h_live, 0 },
+	{ "GET", "/health/ready", h_ready, 0 },
+	{ "GET", "/metrics", h_metrics, 0 },
+};
+
+struct health *health_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct health *h = xcalloc(1, sizeof *h);
+	h->cfg = cfg;
+	h->started_ms = mono_ms();
+	pthread_mutex_init(&h->mu, NULL);
+	db_init(&h->db, cfg->database_url, "jobrunner-health", 5000);
+	struct httpd_options opt;
+	httpd_options_init(&opt);
+	opt.port = (int)cfg->worker_http_port;
+	opt.threads = 2;
+	opt.max_connections = 64;
+	opt.max_body_bytes = 4096;
+	if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), h, &h->srv, err, errlen) < 0) {
+		health_stop(h);
+		return NULL;
+	}
+	return h;
+}
+
+void health_set_worker(struct health *h, struct worker *w)
+{
+	if (h)
+		h->w = w;
+}
+
+void health_stop(struct health *h)
+{
+	if (!h)
+		return;
+	httpd_stop(h->srv);
+	db_release(&h->db);
+	if (h->rc_ok)
+		rconn_release(&h->rc);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+}

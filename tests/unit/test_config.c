@@ -1,0 +1,154 @@
+/* Unit tests of the configuration table: defaults, roles, refusals. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "unit.h"
+
+static const char *const vars[] = { "WORKER_MODE", "JOB_RUNNER_ENABLED", "JOB_RUNNER_INTERVAL_MS", "PORT",
+				    "DATABASE_URL", "REDIS_URL", "CONSUMER_NAME", "LOG_LEVEL",
+				    "JOB_BACKOFF_BASE_MS", "JOB_BACKOFF_MAX_MS", "NO_REPLY_SCAN_ENABLED" };
+
+static void clean_env(void)
+{
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+		unsetenv(vars[i]);
+	setenv("DATABASE_URL", "postgresql://u:secretpw@h:5432/d", 1);
+}
+
+static int load(struct config *cfg, enum config_role role, int argc, char **argv, char *err)
+{
+	return config_load(cfg, role, argc, argv, err, 512);
+}
+
+static void test_defaults_by_role(void)
+{
+	struct config cfg;
+	char err[512];
+	char *argv[] = { "x" };
+	clean_env();
+	CHECK(load(&cfg, ROLE_PRODUCER, 1, argv, err) == CONFIG_OK);
+	CHECK(cfg.job_runner_enabled == 0);
+	CHECK(cfg.port == 4000);
+	CHECK(cfg.job_runner_interval_ms == 5000);
+	CHECK(cfg.no_reply_scan_interval_ms == 300000);
+	CHECK(cfg.job_max_attempts == 5);
+	CHECK(cfg.worker_shutdown_timeout_ms == 25000);
+	CHECK_STR(cfg.meta_graph_url, "https://graph.facebook.com/v21.0");
+	CHECK(cfg.redis_url == NULL);
+	config_free(&cfg);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_OK);
+	CHECK(cfg.job_runner_enabled == 1);
+	CHECK(cfg.consumer_name && strchr(cfg.consumer_name, '-'));
+	config_free(&cfg);
+	setenv("JOB_RUNNER_ENABLED", "FALSE", 1);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_OK);
+	CHECK(cfg.job_runner_enabled == 0);
+	config_free(&cfg);
+	setenv("JOB_RUNNER_ENABLED", "on", 1);
+	CHECK(load(&cfg, ROLE_PRODUCER, 1, argv, err) == CONFIG_OK);
+	CHECK(cfg.job_runner_enabled == 1);
+	config_free(&cfg);
+}
+
+static void test_refusals_name_the_variable(void)
+{
+	static const struct { const char *var, *val, *want; enum config_role role; } cases[] = {
+		{ "WORKER_MODE", "maybe", "WORKER_MODE=maybe", ROLE_CONSUMER },
+		{ "JOB_RUNNER_INTERVAL_MS", "-5", "JOB_RUNNER_INTERVAL_MS=-5", ROLE_CONSUMER },
+		{ "JOB_RUNNER_INTERVAL_MS", "5000ms", "JOB_RUNNER_INTERVAL_MS=5000ms", ROLE_CONSUMER },
+		{ "PORT", "99999", "PORT=99999", ROLE_PRODUCER },
+		{ "NO_REPLY_SCAN_ENABLED", "sure", "NO_REPLY_SCAN_ENABLED=sure", ROLE_CONSUMER },
+		{ "LOG_LEVEL", "loud", "LOG_LEVEL=loud", ROLE_CONSUMER },
+		{ "REDIS_URL", "http://x", "REDIS_URL", ROLE_CONSUMER },
+		{ "CONSUMER_NAME", "a b", "CONSUMER_NAME", ROLE_CONSUMER },
+		{ "WORKER_MODE", "1", "consumer", ROLE_PRODUCER },
+		{ "WORKER_MODE", "0", "producer", ROLE_CONSUMER },
+	};
+	char *argv[] = { "x" };
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct config cfg;
+		char err[512];
+		clean_env();
+		setenv(cases[i].var, cases[i].val, 1);
+		CHECK(load(&cfg, cases[i].role, 1, argv, err) == CONFIG_ERR);
+		CHECK(strstr(err, cases[i].want) != NULL);
+		config_free(&cfg);
+	}
+	clean_env();
+	setenv("JOB_BACKOFF_BASE_MS", "5000", 1);
+	setenv("JOB_BACKOFF_MAX_MS", "10", 1);
+	struct config cfg;
+	char err[512];
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(strstr(err, "JOB_BACKOFF_MAX_MS") != NULL);
+	config_free(&cfg);
+	clean_env();
+	unsetenv("DATABASE_URL");
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(strstr(err, "DATABASE_URL") != NULL);
+	config_free(&cfg);
+}
+
+static void test_flags_override_env_and_stop_at_args(void)
+{
+	struct config cfg;
+	char err[512];
+	clean_env();
+	setenv("JOB_RUNNER_INTERVAL_MS", "7000", 1);
+	char *argv[] = { "x", "--interval-ms", "250", "--drain-once", "--concurrency=3",
+			 "enqueue", "noop", "--count", "5" };
+	CHECK(load(&cfg, ROLE_PRODUCER, 9, argv, err) == CONFIG_OK);
+	CHECK(cfg.job_runner_interval_ms == 250);
+	CHECK(cfg.drain_once == 1);
+	CHECK(cfg.worker_concurrency == 3);
+	CHECK(cfg.nargs == 4);
+	CHECK_STR(cfg.args[0], "enqueue");
+	config_free(&cfg);
+
+	char *bad[] = { "x", "--interval-ms=abc" };
+	CHECK(load(&cfg, ROLE_CONSUMER, 2, bad, err) == CONFIG_ERR);
+	CHECK(strstr(err, "--interval-ms") != NULL);
+	config_free(&cfg);
+	char *unknown[] = { "x", "--frobnicate" };
+	CHECK(load(&cfg, ROLE_CONSUMER, 2, unknown, err) == CONFIG_ERR);
+	CHECK(strstr(err, "--frobnicate") != NULL);
+	config_free(&cfg);
+}
+
+static void test_empty_is_unset(void)
+{
+	struct config cfg;
+	char err[512];
+	char *argv[] = { "x" };
+	clean_env();
+	setenv("REDIS_URL", "", 1);
+	setenv("PORT", "", 1);
+	CHECK(load(&cfg, ROLE_PRODUCER, 1, argv, err) == CONFIG_OK);
+	CHECK(cfg.redis_url == NULL);
+	CHECK(cfg.port == 4000);
+	config_free(&cfg);
+}
+
+static void test_redact_url(void)
+{
+	char out[256];
+	config_redact_url("postgresql://user:hunter22@db:5432/app?sslmode=require", out, sizeof out);
+	CHECK_STR(out, "postgresql://user:***@db:5432/app");
+	config_redact_url("redis://:pw@r:6379/0", out, sizeof out);
+	CHECK_STR(out, "redis://:***@r:6379/0");
+	config_redact_url("redis://r:6379", out, sizeof out);
+	CHECK_STR(out, "redis://r:6379");
+}
+
+int main(void)
+{
+	static const struct unit_test tests[] = {
+		{ "defaults_by_role", test_defaults_by_role },
+		{ "refusals_name_the_variable", test_refusals_name_the_variable },
+		{ "flags_override_env_and_stop_at_args", test_flags_override_env_and_stop_at_args },
+		{ "empty_is_unset", test_empty_is_unset },
+		{ "redact_url", test_redact_url },
+	};
+	return unit_run(tests, sizeof tests / sizeof tests[0]);
+}
