@@ -22,7 +22,9 @@
  *   exactly; anything else is rejected as a permanent error rather than
  *   stored rounded.
  * - Errors (graph.h): 190 marks the connection needs_reauth (no retry),
- *   throttling retries after Meta's time, transient errors retry with
+ *   throttling retries after Meta's time and opens the org's throttle
+ *   window (orglimit.h: its other runs are deferred until then, other
+ *   orgs go on), transient errors retry with
  *   backoff, others fail the run with Meta's message.  A database error
  *   is transient, except a data error (SQLSTATE class 22/21), which is not.
  *
@@ -38,6 +40,7 @@
 #include "db.h"
 #include "graph.h"
 #include "jobs/meta_conn.h"
+#include "orglimit.h"
 #include "registry.h"
 #include "util.h"
 
@@ -230,6 +233,11 @@ static void sync_org(struct job_ctx *ctx, const char *org_id, const char *ad_acc
 	struct graph_result res = { 0 };
 	graph_get_paged(graph_client_for(ctx), path, params, JR_ARRAY_LEN(params), token, upsert_page,
 			&s, &res);
+	if (res.kind == GRAPH_THROTTLED && res.retry_after_ms > 0) {
+		/* the org's other runs wait too (orglimit.h); best effort: this
+		 * run's own retry waits retry_after_ms either way */
+		orglimit_throttle(ctx->db, org_id, wall_ms() + res.retry_after_ms, res.message);
+	}
 	if (res.kind == GRAPH_AUTH && meta_conn_mark_reauth(ctx->db, org_id, token, res.message)) {
 		/* could not record it: retry so that the next attempt does */
 		snprintf(msg, sizeof msg, "%.150s; marking needs_reauth failed: %.100s", res.message,
@@ -310,4 +318,5 @@ const struct job_def job_meta_spend = {
 	.plan = meta_spend_plan,
 	.enabled = meta_spend_enabled,
 	.interval_ms = meta_spend_interval,
+	.org_throttled = 1,
 };

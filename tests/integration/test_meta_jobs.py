@@ -308,7 +308,20 @@ def test_spend_throttled_waits_for_the_usage_header(meta, stub):
     assert "User request limit reached" in r["error"]
     # retried after the minute Meta asked for, not after the 800 ms backoff cap
     assert 50 <= r["run_at_in_s"] <= 61, r
-    time.sleep(2.0)    # longer than any backoff: the run must not have been retried
+    # the org's throttle window is open: another run of the org is deferred
+    # (no attempt, no request), while other orgs go on
+    until = meta.db.scalar("select extract(epoch from until - now()) from org_throttle"
+                           " where org_id = 'org_t'")
+    assert until is not None and 50 <= until <= 61
+    stub.add_account("779", token="tokG-other000", rows=[(days_ago(0), "7.79")])
+    meta.connect("org_u", "779", "tokG-other000")
+    second = meta.enqueue("meta_spend", org="org_t")
+    other = meta.enqueue("meta_spend", org="org_u")
+    assert meta.wait_run(other)["status"] == "succeeded"
+    harness.wait_until(lambda: (lambda r: r["status"] == "queued" and r["attempts"] == 0
+                                and r["run_at_in_s"] > 40)(meta.run_row(second)),
+                       timeout=10, msg="the second run of org_t to be deferred")
+    time.sleep(2.0)    # longer than any backoff: the first run must not have been retried
     assert stub.count("/act_777/") == 1
     assert meta.run_row(run_id)["status"] == "failed"
 
