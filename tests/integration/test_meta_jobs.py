@@ -114,6 +114,16 @@ class Meta:
             timeout=timeout, msg="run %s to reach %s" % (run_id, statuses))
 
     def assert_no_secrets(self):
+        """No token or app secret in any output line of the binaries, nor in
+        the error texts that the database keeps (and the API answers)."""
+        texts = [t for (t,) in self.db.query(
+            "select error from job_runs where error is not null"
+            " union all select last_error from meta_connections where last_error is not null"
+            " union all select \"lastError\" from job_runner_state where \"lastError\" is not null"
+            " union all select reason from org_throttle where reason is not null")]
+        for t in texts:
+            for s in self.secrets:
+                assert s not in t, "a secret leaked into the database: %s" % t
         for p in self.procs:
             for line in p.lines():
                 for s in self.secrets:
@@ -359,6 +369,36 @@ def test_spend_permanent_error_fails_with_metas_message(meta, stub):
     assert r["status"] == "dead" and r["attempts"] == 1
     assert "Unsupported get request" in r["error"] and "code 100" in r["error"]
     assert meta.conn("org_p")["status"] == "active"
+
+
+def test_spend_metas_message_echoing_the_token_is_scrubbed(meta, stub):
+    tok = "EAAGm0PX4ZCpsBAMalformed77"
+    stub.add_account("131", token=tok, rows=[(days_ago(0), "1.31")])
+    stub.fail("131", status=400, code=190, type="OAuthException",
+              message="Malformed access token %s (client secret %s)" % (tok, APP_SECRET))
+    meta.connect("org_echo", "131", tok)
+    meta.consumer()
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_echo"))
+    assert r["status"] == "dead"
+    assert r["error"].startswith("Malformed access token [REDACTED] (client secret [REDACTED])")
+    c = meta.conn("org_echo")
+    assert c["status"] == "needs_reauth" and "[REDACTED]" in c["last_error"]
+    # assert_no_secrets (fixture teardown) checks the logs and the database
+
+
+def test_spend_oversized_answer_and_inexact_number_fail(meta, stub):
+    stub.add_account("141", token="tokN-oversize1", rows=[(days_ago(0), "1.41")])
+    stub.oversize("141", 5 << 20)
+    stub.add_account("151", token="tokN-inexact01", rows=[(days_ago(0), 1.234)])
+    meta.connect("org_big", "141", "tokN-oversize1")
+    meta.connect("org_num", "151", "tokN-inexact01")
+    meta.consumer()
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_big"))
+    assert r["status"] == "dead" and "response body over 4194304 bytes" in r["error"]
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_num"))
+    assert r["status"] == "dead" and "spend is not an exact amount" in r["error"]
+    assert meta.spend() == {}
+    assert meta.conn("org_num")["status"] == "active"
 
 
 def test_spend_timeout_is_retried(meta, stub):

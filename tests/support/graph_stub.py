@@ -62,7 +62,7 @@ import urllib.parse
 
 DEFAULT_EXPIRES_IN = 5183944
 
-CONTROL_OPS = ("add_account", "set_rows", "add_token", "expire_token", "fail", "delay",
+CONTROL_OPS = ("add_account", "set_rows", "add_token", "expire_token", "fail", "oversize", "delay",
                "clear_failures", "reset_requests", "configure")
 
 
@@ -233,6 +233,15 @@ class GraphStub:
                 "key": self._norm_key(key), "times": times, "delay_s": delay_s,
                 "error": MetaError(status, code, message or "(#%d) scripted failure" % code,
                                    subcode, type, hdrs, is_transient)})
+
+    def oversize(self, key, nbytes, times=1):
+        """The next `times` requests matching key answer 200 with a valid
+        JSON body of about nbytes bytes (body-limit tests)."""
+        pad = max(0, nbytes - 40)
+        raw = ('{"data":[],"padding":"' + "x" * pad + '"}').encode()
+        with self.lock:
+            self.failures.append({"key": self._norm_key(key), "times": times, "delay_s": 0,
+                                  "raw": raw})
 
     def delay(self, key, seconds, times=1):
         """The next `times` requests matching key wait `seconds` first."""
@@ -406,6 +415,8 @@ class GraphStub:
             d = self._take(self.delays, keys)
             delay = d["seconds"] if d else 0
             f = self._take(self.failures, keys)
+            if f and "raw" in f:
+                return 200, {}, f["raw"], delay
             if f:
                 return f["error"].status, f["error"].headers, f["error"], delay + f["delay_s"]
             try:
@@ -432,7 +443,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _send(self, status, headers, body):
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
