@@ -40,21 +40,22 @@ struct graph_client {
 /* URL helpers                                                         */
 /* ------------------------------------------------------------------ */
 
-/* Splits url into [scheme://][authority][path...]: *auth and *rest point
- * into url; *auth_len is the authority's length (0 without "://"). */
-static void split_url(const char *url, const char **auth, size_t *auth_len, const char **rest)
+/* Splits url into scheme "://" authority rest (path, query, fragment):
+ * *auth and *rest point into url.  Returns 0, or -1 when url has no
+ * scheme (then all of it is rest). */
+static int split_url(const char *url, const char **auth, size_t *auth_len, const char **rest)
 {
 	const char *p = strstr(url, "://");
 	const char *q = strpbrk(url, "/?#");
-	if (!p || (q && q < p)) {           /* no scheme: all of it is path */
-		*auth = url;
+	if (!p || (q && q < p)) {
+		*auth = *rest = url;
 		*auth_len = 0;
-		*rest = url;
-		return;
+		return -1;
 	}
 	*auth = p + 3;
 	*auth_len = strcspn(*auth, "/?#");
 	*rest = *auth + *auth_len;
+	return 0;
 }
 
 void graph_url_path(const char *url, char *out, size_t outlen)
@@ -73,8 +74,7 @@ void graph_redact_url(const char *url, char *out, size_t outlen)
 {
 	const char *auth, *rest;
 	size_t alen;
-	split_url(url, &auth, &alen, &rest);
-	if (!alen && auth == rest) {        /* a bare path */
+	if (split_url(url, &auth, &alen, &rest)) {     /* a bare path */
 		snprintf(out, outlen, "%.*s", (int)strcspn(rest, "?#"), rest);
 		return;
 	}
@@ -176,6 +176,15 @@ static int json_i64(const cJSON *v, int64_t min, int64_t max, int64_t *out)
 	return -1;
 }
 
+/* Raises *max_min to entry's estimated_time_to_regain_access (minutes). */
+static void regain_minutes(const cJSON *entry, int64_t *max_min)
+{
+	int64_t m;
+	if (!json_i64(cJSON_GetObjectItemCaseSensitive(entry, "estimated_time_to_regain_access"), 0,
+		      INT32_MAX, &m) && m > *max_min)
+		*max_min = m;
+}
+
 int64_t graph_usage_retry_ms(const char *header)
 {
 	if (!header || !*header)
@@ -183,22 +192,14 @@ int64_t graph_usage_retry_ms(const char *header)
 	cJSON *root = cJSON_ParseWithLength(header, strlen(header));
 	int64_t max_min = 0;
 	const cJSON *ent, *item;
+	/* {"<business id>":[{...}, ...], ...}; a bare entry object is taken too */
 	cJSON_ArrayForEach(ent, root) {
-		/* {"<business id>":[{...}, ...]}; tolerate a bare object too */
-		const cJSON *list = cJSON_IsObject(ent) ? NULL : ent;
 		if (cJSON_IsObject(ent)) {
-			int64_t m;
-			if (!json_i64(cJSON_GetObjectItemCaseSensitive(ent, "estimated_time_to_regain_access"),
-				      0, INT32_MAX, &m) && m > max_min)
-				max_min = m;
+			regain_minutes(ent, &max_min);
 			continue;
 		}
-		cJSON_ArrayForEach(item, list) {
-			int64_t m;
-			if (!json_i64(cJSON_GetObjectItemCaseSensitive(item, "estimated_time_to_regain_access"),
-				      0, INT32_MAX, &m) && m > max_min)
-				max_min = m;
-		}
+		cJSON_ArrayForEach(item, ent)
+			regain_minutes(item, &max_min);
 	}
 	cJSON_Delete(root);
 	int64_t ms = max_min * 60 * 1000;
