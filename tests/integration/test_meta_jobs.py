@@ -362,6 +362,13 @@ def test_spend_throttled_waits_for_the_usage_header(meta, stub):
     time.sleep(2.0)    # longer than any backoff: the first run must not have been retried
     assert stub.count("/act_777/") == 1
     assert meta.run_row(run_id)["status"] == "failed"
+    # the minute passes (moved forward instead of waited for): both runs go through
+    meta.db.execute("update org_throttle set until = now() where org_id = 'org_t'")
+    meta.db.execute("update job_runs set run_at = now() where id in (%s, %s)", (run_id, second))
+    r = meta.wait_run(run_id)
+    assert r["status"] == "succeeded" and r["attempts"] == 2
+    assert meta.wait_run(second)["status"] == "succeeded"
+    assert meta.spend("org_t") == {("org_t", "777", days_ago(0)): ("7.00", "USD")}
 
 
 def test_spend_throttled_429_recovers_after_retry_after(meta, stub):
