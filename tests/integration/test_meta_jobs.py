@@ -225,9 +225,11 @@ def test_spend_fanout_exact_amounts_paging_and_prefixes(meta, stub):
     }
     harness.wait_until(lambda: meta.spend() == want, timeout=30,
                        msg="meta_spend_daily to hold the stub's rows")
-    fan = meta.db.query("select org_id, status, source from job_runs where job = 'meta_spend'"
-                        " order by org_id")
-    assert fan == [("org_a", "succeeded", "fanout"), ("org_b", "succeeded", "fanout")]
+    # the rows are in before the runs are marked done: wait for that too
+    harness.wait_until(lambda: meta.db.query(
+        "select org_id, status, source from job_runs where job = 'meta_spend' order by org_id")
+        == [("org_a", "succeeded", "fanout"), ("org_b", "succeeded", "fanout")], timeout=15,
+        msg="one succeeded fan-out run per org")
 
     # paging: 5 rows at 2 a page is 3 requests; all of them with the header token
     assert stub.count("/act_111/insights") == 3
