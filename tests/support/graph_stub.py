@@ -496,10 +496,10 @@ def main(argv=None):
     stub = GraphStub(base_path=args.base_path, page_size=args.page_size, app_id=args.app_id,
                      app_secret=args.app_secret, require_proof=args.require_proof,
                      host=args.host, port=args.port).start()
-    print(stub.port, flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(stub.port, flush=True)     # after the handlers: a quick SIGTERM still exits 0
     done.wait()
     stub.stop()
     return 0
