@@ -74,10 +74,17 @@ static const char enqueue_sql[] =
 	"), n as (select pg_notify('" NOTIFY_CHANNEL "', '') where exists (select 1 from ins))"
 	/* rows inserted by ins are not visible to this scan (same snapshot), so
 	 * j finds only runs that held the key before: those ids are returned.
-	 * n is referenced so that the NOTIFY is evaluated. */
-	" select v.id, coalesce(j.id, v.id), (select count(*) from n) from v"
-	"   left join job_runs j on v.idem is not null and j.job = v.job"
+	 * n is referenced so that the NOTIFY is evaluated.  A key taken by a
+	 * concurrent enqueue that committed after this statement's snapshot
+	 * was taken is neither inserted nor found: the 4th column flags it,
+	 * and pgq_enqueue() looks the holder up in a new statement. */
+	" select v.id, coalesce(j.id, v.id), (select count(*) from n),"
+	"        v.idem is not null and j.id is null and not exists (select 1 from ins where ins.id = v.id)"
+	"   from v left join job_runs j on v.idem is not null and j.job = v.job"
 	"                       and j.idempotency_key = v.idem and j.id <> v.id";
+
+static const char idem_holder_sql[] =
+	"select id from job_runs where job = $1 and idempotency_key = $2";
 
 static void arr_open(struct strbuf *sb) { sb_reset(sb); sb_add(sb, "{", 1); }
 static void arr_next(struct strbuf *sb, const char *v, size_t i)
@@ -152,13 +159,29 @@ static int pgq_enqueue(struct queue *q, struct run *runs, size_t n)
 	 * where an idempotency key was already used */
 	for (int row = 0; row < PQntuples(res); row++) {
 		const char *mine = db_get(res, row, 0), *held = db_get(res, row, 1);
-		if (!mine || !held || !strcmp(mine, held))
+		const char *flag = db_get(res, row, 3);
+		int lost = flag && flag[0] == 't';
+		if (!mine || !held || (!lost && !strcmp(mine, held)))
 			continue;
-		for (size_t i = 0; i < n; i++)
-			if (!strcmp(runs[i].id, mine)) {
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(runs[i].id, mine))
+				continue;
+			if (lost) {
+				const char *hp[2] = { runs[i].job, runs[i].idempotency_key };
+				PGresult *h = db_query(&p->db, idem_holder_sql, 2, hp);
+				if (!h) {
+					PQclear(res);
+					rc = pgq_code(p);
+					goto out;
+				}
+				if (PQntuples(h) == 1)
+					snprintf(runs[i].id, sizeof runs[i].id, "%s", db_get(h, 0, 0));
+				PQclear(h);
+			} else {
 				snprintf(runs[i].id, sizeof runs[i].id, "%s", held);
-				break;
 			}
+			break;
+		}
 	}
 	PQclear(res);
 	for (size_t i = 0; i < n; i++)
@@ -262,6 +285,8 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
+		if (q->stop && *q->stop)
+			return QUEUE_OK;   /* shutting down: claim nothing more */
 		PGresult *res = db_query(&p->db, claim_sql, 3, params);
 		if (!res)
 			return pgq_code(p);

@@ -31,6 +31,7 @@
 #include "producer.h"
 #include "rconn.h"
 #include "registry.h"
+#include "runreq.h"
 #include "util.h"
 #include "worker.h"
 
@@ -80,6 +81,20 @@ static void give_back(struct producer_api *api, struct api_conn *c)
 	api->busy[c - api->conns] = 0;
 	pthread_cond_signal(&api->cv);
 	pthread_mutex_unlock(&api->mu);
+}
+
+/* db_query() on a pooled connection.  A pooled connection that died while
+ * it sat idle (PostgreSQL restarted, a proxy dropped it) fails its next
+ * query at once; db_query() then drops it, and one new attempt on a fresh
+ * connection answers for it, so the first request after an outage does
+ * not see a 503 for a dependency that is back.  A failure that is not a
+ * lost connection (the connection is still there) is not retried. */
+static PGresult *api_query(struct api_conn *c, const char *sql, int n, const char *const *params)
+{
+	PGresult *r = db_query(&c->db, sql, n, params);
+	if (!r && !c->db.conn)
+		r = db_query(&c->db, sql, n, params);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -227,7 +242,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	struct producer_api *api = req->app;
 	const struct config *cfg = api->cfg;
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db,
+	PGresult *r = api_query(c,
 		"select id, " ISO("\"lastRunAt\"") ", \"lastRunDurationMs\", \"lastStatus\","
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
@@ -237,7 +252,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	}
 	struct queue_stats qs;
 	const char *backend;
-	int have_q = queue_counts(c, cfg, &qs, &backend) == 0;
+	int have_q = queue_counts(c, cfg, &qs, &backend) == 0 ||
+		     queue_counts(c, cfg, &qs, &backend) == 0;   /* once more on a fresh connection */
 	give_back(api, c);
 
 	cJSON *o = cJSON_CreateObject();
@@ -319,52 +335,8 @@ static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
 /* enqueue                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Reads one run request {"orgId"?, "payload"?, "idempotencyKey"?} into r
- * (strings are cJSON's: valid while the document lives; payload is printed
- * into a new string the caller frees).  0, or -1 with a message. */
-static int parse_item(const cJSON *it, const char *job, struct run *r, char *err, size_t errlen)
-{
-	memset(r, 0, sizeof *r);
-	r->job = (char *)job;
-	r->source = RUN_SRC_ADHOC;
-	if (!cJSON_IsObject(it)) {
-		snprintf(err, errlen, "expected a JSON object");
-		return -1;
-	}
-	for (const cJSON *f = it->child; f; f = f->next) {
-		if (!strcmp(f->string, "orgId")) {
-			if (cJSON_IsNull(f))
-				continue;
-			if (!cJSON_IsString(f)) {
-				snprintf(err, errlen, "orgId must be a string");
-				return -1;
-			}
-			r->org_id = f->valuestring;
-		} else if (!strcmp(f->string, "idempotencyKey")) {
-			if (cJSON_IsNull(f))
-				continue;
-			if (!cJSON_IsString(f)) {
-				snprintf(err, errlen, "idempotencyKey must be a string");
-				return -1;
-			}
-			r->idempotency_key = f->valuestring;
-		} else if (!strcmp(f->string, "payload")) {
-			if (cJSON_IsNull(f))
-				continue;
-			if (!cJSON_IsObject(f)) {
-				snprintf(err, errlen, "payload must be a JSON object");
-				return -1;
-			}
-			r->payload = cJSON_PrintUnformatted(f);
-		} else {
-			snprintf(err, errlen, "unknown field '%.40s' (expected orgId, payload, idempotencyKey)",
-				 f->string);
-			return -1;
-		}
-	}
-	return 0;
-}
-
+/* Body parsing and validation live in runreq.c (shared with the fuzz
+ * target); this handler only maps the outcome to an answer. */
 static void h_run(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
@@ -373,61 +345,26 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		httpd_error(resp, 404, "unknown_job", "unknown job '%.64s'", job);
 		return;
 	}
-	cJSON *doc = NULL;
-	if (req->body_len > 0) {
-		doc = cJSON_ParseWithLength(req->body, req->body_len);
-		if (!doc) {
-			httpd_error(resp, 400, "invalid_json", "the body is not valid JSON");
-			return;
-		}
-	}
-	int bulk = cJSON_IsArray(doc);
-	size_t n = bulk ? (size_t)cJSON_GetArraySize(doc) : 1;
-	if (bulk && n > ENQ_MAX_BATCH) {
-		cJSON_Delete(doc);
-		httpd_error(resp, 413, "too_many_runs", "a bulk request holds at most %d runs, this one %zu",
-			    ENQ_MAX_BATCH, n);
+	struct run *runs;
+	size_t n;
+	int bulk;
+	char err[256];
+	int status = runreq_parse(job, req->body, req->body_len, &runs, &n, &bulk, err, sizeof err);
+	if (status == 413) {
+		httpd_error(resp, 413, "too_many_runs", "%s", err);
 		return;
 	}
-	if (bulk && n == 0) {
-		cJSON_Delete(doc);
-		httpd_error(resp, 400, "bad_request", "the array is empty");
+	if (status) {
+		httpd_error(resp, 400, "bad_request", "%s", err);
 		return;
-	}
-	if (doc && !bulk && !cJSON_IsObject(doc)) {
-		cJSON_Delete(doc);
-		httpd_error(resp, 400, "bad_request", "the body must be a JSON object or an array of objects");
-		return;
-	}
-	struct run *runs = xcalloc(n, sizeof *runs);
-	char err[256], why[200];
-	int status = 0;
-	const cJSON *it = bulk ? doc->child : doc;
-	for (size_t i = 0; i < n; i++, it = bulk ? it->next : NULL) {
-		if (!it) {
-			memset(&runs[i], 0, sizeof runs[i]);
-			runs[i].job = (char *)job;
-			runs[i].source = RUN_SRC_ADHOC;
-			continue;
-		}
-		if (parse_item(it, job, &runs[i], why, sizeof why)) {
-			if (bulk)
-				snprintf(err, sizeof err, "item %zu: %s", i, why);
-			else
-				snprintf(err, sizeof err, "%s", why);
-			status = 400;
-			n = i + 1;   /* free what was parsed */
-			break;
-		}
 	}
 	const char *backend = NULL;
-	if (!status) {
-		struct api_conn *c = borrow(api);
-		int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
-		give_back(api, c);
-		status = rc == 0 ? 202 : rc == QUEUE_EINVAL ? 400 : 503;
-	}
-	if (status == 202) {
+	struct api_conn *c = borrow(api);
+	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
+		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	give_back(api, c);
+	if (rc == 0) {
 		cJSON *o = cJSON_CreateObject();
 		if (bulk) {
 			cJSON *ids = cJSON_AddArrayToObject(o, "ids");
@@ -439,17 +376,14 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 			cJSON_AddStringToObject(o, "status", "queued");
 		}
 		httpd_json(resp, 202, o);
-	} else if (status == 400) {
+	} else if (rc == QUEUE_EINVAL) {
 		httpd_error(resp, 400, "bad_request", "%s", err);
 	} else {
 		LOGF(LOG_ERROR, "enqueue_failed", "enqueue failed: no queue reachable", LF_S("job", job),
 		     LF_S("error", err));
 		httpd_error(resp, 503, "queue_unavailable", "no queue is reachable; try again later");
 	}
-	for (size_t i = 0; i < n; i++)
-		free(runs[i].payload);
-	free(runs);
-	cJSON_Delete(doc);
+	runreq_free(runs, n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -507,7 +441,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	}
 	const char *p[1] = { id };
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
 	give_back(api, c);
 	if (!r) {
 		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
@@ -533,7 +467,7 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	const char *p[1] = { l };
 	struct api_conn *c = borrow(api);
-	PGresult *r = db_query(&c->db, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
 	if (!r) {
@@ -562,7 +496,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	struct api_conn *c = borrow(api);
 	struct queue *rq = enqueuer_redis(&c->enq);
 	const char *p[2] = { id, rq ? "redis" : "pg" };
-	PGresult *r = db_query(&c->db,
+	PGresult *r = api_query(c,
 		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
 		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
 		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
