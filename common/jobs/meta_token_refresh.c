@@ -18,8 +18,11 @@
  *
  * The URL carries the app secret and the token: graph.c never puts a URL
  * query into a message, and scrubs both from Meta's messages.  Without
- * META_APP_ID or META_APP_SECRET the run fails, saying so, before any
- * change.  Errors are handled as in meta_spend (graph.h, meta_conn.h).
+ * META_APP_ID or META_APP_SECRET the run fails, saying so, as soon as a
+ * token is due (expired ones are still marked: that needs no Meta call);
+ * with nothing due it succeeds, so that an installation without Meta does
+ * not log a failed job every day.  Errors are handled as in meta_spend
+ * (graph.h, meta_conn.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,13 +121,8 @@ static void meta_token_refresh_run(struct job_ctx *ctx, struct run_result *out)
 {
 	const struct config *cfg = ctx->cfg;
 	const char *org = ctx->run->org_id;
-	if (!cfg->meta_app_id || !*cfg->meta_app_id || !cfg->meta_app_secret ||
-	    !*cfg->meta_app_secret) {
-		out->outcome = RUN_FAIL;
-		snprintf(out->error, sizeof out->error,
-			 "meta_token_refresh needs META_APP_ID and META_APP_SECRET to exchange tokens");
-		return;
-	}
+	int have_app = cfg->meta_app_id && *cfg->meta_app_id && cfg->meta_app_secret &&
+		       *cfg->meta_app_secret;
 
 	PGresult *r = db_query(ctx->db, expire_sql, 1, &org);
 	if (!r)
@@ -138,9 +136,17 @@ static void meta_token_refresh_run(struct job_ctx *ctx, struct run_result *out)
 	r = db_query(ctx->db, due_sql, 2, p);
 	if (!r)
 		goto db_fail;
+	int n = PQntuples(r), i, refreshed = 0;
+	if (n > 0 && !have_app) {
+		PQclear(r);
+		out->outcome = RUN_FAIL;
+		snprintf(out->error, sizeof out->error,
+			 "%d token(s) due for refresh, but META_APP_ID and META_APP_SECRET are not "
+			 "both set: meta_token_refresh cannot exchange tokens without them", n);
+		return;
+	}
 
 	struct meta_tally t = { 0 };
-	int refreshed = 0, n = PQntuples(r), i;
 	for (i = 0; i < n && !(i > 0 && ctx->stop && *ctx->stop); i++)
 		refresh_org(ctx, db_get(r, i, 0), db_get(r, i, 1), &t, &refreshed);
 	PQclear(r);

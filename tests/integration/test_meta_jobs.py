@@ -515,10 +515,15 @@ def test_token_refresh_190_and_one_org(meta, stub):
 
 
 def test_token_refresh_without_app_credentials_fails_clearly(meta, stub):
-    meta.connect("org_x", "7", "tokX-00000007", expires="+1 day")
     meta.consumer(META_APP_ID=None, META_APP_SECRET=None)
+    # nothing due: nothing to complain about (an installation without Meta)
     r = meta.wait_run(meta.enqueue("meta_token_refresh", META_APP_ID=None, META_APP_SECRET=None))
-    assert r["status"] == "dead"
+    assert r["status"] == "succeeded"
+    meta.connect("org_x", "7", "tokX-00000007", expires="+1 day")
+    meta.connect("org_y", "8", "tokY-00000008", expires="-1 day")
+    r = meta.wait_run(meta.enqueue("meta_token_refresh", META_APP_ID=None, META_APP_SECRET=None))
+    assert r["status"] == "dead" and r["attempts"] == 1
     assert "META_APP_ID" in r["error"] and "META_APP_SECRET" in r["error"]
     assert stub.count() == 0
     assert meta.conn("org_x")["access_token"] == "tokX-00000007"
+    assert meta.conn("org_y")["status"] == "needs_reauth"      # no Meta call needed for that
