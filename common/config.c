@@ -374,6 +374,7 @@ void config_usage(FILE *f, enum config_role role)
 	if (role == ROLE_PRODUCER)
 		fprintf(f, "usage: producer [OPTIONS]                       serve the HTTP API and enqueue ticks\n"
 			   "       producer [OPTIONS] enqueue JOB [--org ID] [--payload JSON] [--count N]\n"
+			   "                                 [--idempotency-key K]\n"
 			   "       producer [OPTIONS] --migrate-only\n");
 	else
 		fprintf(f, "usage: consumer [OPTIONS]                       claim and run work\n"
@@ -396,6 +397,16 @@ void config_usage(FILE *f, enum config_role role)
 	fprintf(f, "  %-40s %s\n", "--help", "Print this help and exit.");
 }
 
+/* Prints s as the text of one Markdown table cell: '|' would end the cell. */
+static void md_cell(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			fputc('\\', f);
+		fputc(*s, f);
+	}
+}
+
 void config_reference(FILE *f)
 {
 	fprintf(f, "# Configuration reference\n\n"
@@ -413,10 +424,12 @@ void config_reference(FILE *f)
 			snprintf(range, sizeof range, "%lld – %lld", (long long)r->min, (long long)r->max);
 		const char *d = r->off == F(job_runner_enabled) ? "false (producer), true (consumer)"
 							  : shown_default(r, ROLE_CONSUMER);
-		fprintf(f, "| %s%s%s | `--%s` | %s | %s%s%s | %s | %s |\n",
-			r->env ? "`" : "", r->env ? r->env : "—", r->env ? "`" : "",
-			r->flag, type_hint(r), d ? "`" : "", d ? d : "unset", d ? "`" : "",
-			range, r->help);
+		fprintf(f, "| %s%s%s | `--%s` | ",
+			r->env ? "`" : "", r->env ? r->env : "—", r->env ? "`" : "", r->flag);
+		md_cell(f, type_hint(r));
+		fprintf(f, " | %s%s%s | %s | ", d ? "`" : "", d ? d : "unset", d ? "`" : "", range);
+		md_cell(f, r->help);
+		fprintf(f, " |\n");
 	}
 }
 

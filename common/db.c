@@ -61,10 +61,16 @@ int db_connect(struct db *db)
 	}
 	db->conn = c;
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
+	/* statement_timeout per session; server-side TCP keepalives so that
+	 * the server notices a vanished client (and frees its advisory locks)
+	 * in about a minute instead of the kernel's two hours */
 	char tmo[32];
 	snprintf(tmo, sizeof tmo, "%lld", (long long)db->statement_timeout_ms);
 	const char *p[1] = { tmo };
-	PGresult *r = PQexecParams(c, "select set_config('statement_timeout', $1, false)",
+	PGresult *r = PQexecParams(c, "select set_config('statement_timeout', $1, false),"
+				   " set_config('tcp_keepalives_idle', '30', false),"
+				   " set_config('tcp_keepalives_interval', '10', false),"
+				   " set_config('tcp_keepalives_count', '3', false)",
 				   1, NULL, p, NULL, NULL, 0);
 	int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 	PQclear(r);

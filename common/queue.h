@@ -82,6 +82,9 @@ struct queue {
 	const struct queue_ops *ops;
 	const struct config *cfg;
 	char consumer[128];   /* this consumer's name */
+	volatile int *stop;   /* may be set by the owner: once *stop, claim() takes
+				 nothing more (it returns at once, or after a
+				 blocking read that was already under way) */
 	int err;
 	char errstr[256];
 };

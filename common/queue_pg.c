@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "jrmetrics.h"
 #include "queue.h"
 #include "util.h"
 
@@ -201,14 +202,14 @@ static const char claim_sql[] =
 	"       started_at = now(), finished_at = null, consumer = $2,"
 	"       lease_until = now() + make_interval(secs => $3::bigint / 1000.0),"
 	"       updated_at = now()"
-	"  from (select id from job_runs"
+	"  from (select id, status = 'running' as reclaimed from job_runs"
 	"         where transport = 'pg' and ((status in ('queued','failed') and run_at <= now())"
 	"            or (status = 'running' and lease_until < now() and attempts < max_attempts))"
 	"         order by run_at limit $1::int for update skip locked) c"
 	" where j.id = c.id"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.source, j.attempts, j.max_attempts,"
 	"   (extract(epoch from j.enqueued_at) * 1000)::bigint, j.idempotency_key,"
-	"   (extract(epoch from j.started_at) * 1000)::bigint";
+	"   (extract(epoch from j.started_at) * 1000)::bigint, c.reclaimed";
 
 /* A run whose consumer went silent on its last attempt has no attempt left
  * to give to another consumer: it is dead. */
@@ -284,10 +285,13 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
+		if (q->stop && *q->stop)
+			return QUEUE_OK;   /* shutting down: claim nothing more */
 		PGresult *res = db_query(&p->db, claim_sql, 3, params);
 		if (!res)
 			return pgq_code(p);
 		int rows = PQntuples(res);
+		uint64_t reclaimed = 0;
 		for (int i = 0; i < rows && (size_t)i < max; i++) {
 			struct run *r = &out[i];
 			memset(r, 0, sizeof *r);
@@ -303,7 +307,10 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 			r->idempotency_key = xstrdup(db_get(res, i, 8));
 			r->started_at_ms = db_get_i64(res, i, 9, wall_ms());
 			r->fence = r->attempt;
+			reclaimed += db_get(res, i, 10) && db_get(res, i, 10)[0] == 't';
 		}
+		if (reclaimed)
+			jrm_reclaims(reclaimed);
 		PQclear(res);
 		*n = (size_t)rows;
 		if (rows > 0 || block_ms <= 0)

@@ -309,6 +309,8 @@ static int open_q(struct wthread *t, enum transport which)
 		 : queue_pg_open(t->w->cfg, t->w->cfg->consumer_name, slot, err, sizeof err);
 	if (rc && t->idx == 0)
 		log_msg(LOG_DEBUG, "queue_open_failed", "%s", err);
+	if (!rc)
+		(*slot)->stop = &t->w->stopping;
 	return rc;
 }
 

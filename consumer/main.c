@@ -23,10 +23,10 @@
 
 static int shutdown_worker(struct config *cfg, struct worker *w, int sig)
 {
+	worker_stop(w);   /* first: nothing is claimed once the line below is out */
 	LOGF(LOG_INFO, "shutdown", "signal received: finishing runs in hand",
 	     LF_S("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
 	     LF_I("timeoutMs", cfg->worker_shutdown_timeout_ms));
-	worker_stop(w);
 	struct worker_counts c;
 	if (worker_join(w, cfg->worker_shutdown_timeout_ms, &c)) {
 		worker_abort(w);
