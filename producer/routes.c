@@ -8,8 +8,13 @@
  * connection is ever used by two threads, and there is no connect per
  * request.
  *
+ * The body of POST .../run is parsed and validated by runreq_parse()
+ * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
  * Enqueue goes through enqueuer_submit(), the same path as `producer
  * enqueue`: Redis when it answers, the PostgreSQL queue when it does not.
+ * A pooled connection that died while idle (PostgreSQL restarted) gets one
+ * more attempt on a new connection (api_query()), so the first requests
+ * after an outage are not answered 503 for a dependency that is back.
  * Reads (run status, dead list, job metrics) come from PostgreSQL, the
  * system of record; in Redis mode a run's row is written behind the stream
  * by the consumers' history writer and appears within about a second.
