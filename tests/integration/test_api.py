@@ -62,22 +62,6 @@ def fresh(mode, pg):
             redis.cleanup()
 
 
-def pending_ticks(s):
-    """Redis mode: ticks in the runs stream not yet delivered (no consumer
-    runs in these tests), which the stream's lag counts as queued: the
-    producer adds one per JOB_RUNNER_INTERVAL_MS slot.  0 in Redis-less mode."""
-    if s.redis is None:
-        return 0
-    r = s.redis.client()
-    try:
-        groups = {g["name"]: g for g in r.xinfo_groups("jr:runs")}
-        last = groups["jr:workers"]["last-delivered-id"] if "jr:workers" in groups else "0-0"
-        entries = r.xrange("jr:runs", min="(" + last, max="+")
-        return sum(1 for _, f in entries if f.get("type") == "tick")
-    finally:
-        r.close()
-
-
 # ---- health ---------------------------------------------------------------
 
 
@@ -170,12 +154,8 @@ def test_run_goes_from_running_to_succeeded(system):
         return r is not None and r["status"] == "succeeded"
     harness.wait_until(done, timeout=20, interval=0.05, msg="run to succeed")
     assert seen[-1] == "succeeded"
-    if system.mode == "redisless":
-        # the record is the queue: the claim itself sets it running.  (Redis
-        # mode writes the record behind the stream from the runs stream and
-        # the finished-attempts stream, so it goes queued -> final.)
-        assert "running" in seen, seen
-        assert seen.index("running") < seen.index("succeeded")
+    assert "running" in seen, seen
+    assert seen.index("running") < seen.index("succeeded")
     run = api.run(rid)
     assert run["durationMs"] >= 1400, run
     assert set(seen) <= {"queued", "running", "succeeded"}, seen
@@ -202,11 +182,10 @@ def test_run_goes_from_queued_to_succeeded(fresh):
 
 
 def test_run_waits_for_a_consumer(fresh):
-    """Redis-less: a run accepted while no consumer runs is queued (the record
-    is the queue) and runs once a consumer starts."""
+    """A run accepted while no consumer runs is visible as queued (Redis mode:
+    the producer's own history writer records it) and runs once a consumer
+    starts."""
     s = fresh(consumers=0)
-    if s.mode == "redis":
-        pytest.skip("Redis mode: the record is written by the consumers' history writer")
     rid = s.api.enqueue("noop", {"orgId": "o-late"})["id"]
     s.api.wait_status(rid, "queued", timeout=10)
     s.add_consumer("late-consumer")
@@ -406,9 +385,6 @@ def test_retried_run_can_succeed(system):
     api = system.api
     rid = api.enqueue("noop", {"payload": {"failAlways": True}})["id"]
     api.wait_status(rid, "dead")
-    if system.mode == "redis":
-        pytest.skip("Redis mode retries the payload carried by the record; "
-                    "editing it is a Redis-less-mode operator action")
     system.db.execute("UPDATE job_runs SET payload = '{}' WHERE id = %s", (rid,))
     assert api.post("/api/integrations/jobs/dead/%s/retry" % rid)[0] == 202
     run = api.wait_status(rid, "succeeded")
@@ -463,7 +439,7 @@ def test_jobs_metrics_reads_job_runner_state(system):
 
 
 def test_jobs_metrics_values_and_queue_counts(fresh):
-    s = fresh(consumers=0, producer_env={"JOB_RUNNER_INTERVAL_MS": 3600000})   # ~no ticks
+    s = fresh(consumers=0)
     api, db = s.api, s.db
     db.execute("""INSERT INTO job_runner_state (id, "lastRunAt", "lastRunDurationMs", "lastStatus",
                   "runCount", "failureCount", "updatedAt")
@@ -483,7 +459,7 @@ def test_jobs_metrics_values_and_queue_counts(fresh):
     def counts():
         _, _, data = api.get("/api/integrations/jobs/metrics", token="")
         q = data["queue"]
-        return data if (q["queued"] - pending_ticks(s), q["dead"]) == (3, 1) else None
+        return data if (q["queued"], q["dead"]) == (3, 1) else None
     data = harness.wait_until(counts, timeout=10, msg="queue counts 3 queued, 1 dead")
     assert data["lastRunAt"] == "2026-01-02T03:04:05.678Z"
     assert data["lastRunDurationMs"] == 1234
@@ -498,17 +474,17 @@ def test_jobs_metrics_values_and_queue_counts(fresh):
     # the same numbers in Prometheus
     _, _, text = api.get("/metrics", token="")
     _, samples = prometheus(text)
-    assert metric(samples, "jobrunner_queue_depth", state="queued") - pending_ticks(s) == 3
+    assert metric(samples, "jobrunner_queue_depth", state="queued") == 3
     assert metric(samples, "jobrunner_queue_depth", state="dead") == 1
     assert metric(samples, "jobrunner_queue_depth", state="delayed") == 1
 
 
 def test_jobs_metrics_without_any_cycle(fresh):
-    s = fresh(consumers=0, producer_env={"JOB_RUNNER_INTERVAL_MS": 3600000})
+    s = fresh(consumers=0)
     status, _, data = s.api.get("/api/integrations/jobs/metrics", token="")
     assert status == 200
     assert data["lastRunAt"] is None and data["lastRunDurationMs"] is None
-    assert data["queue"]["queued"] - pending_ticks(s) == 0
+    assert data["queue"]["queued"] == 0
 
 
 # ---- Prometheus -----------------------------------------------------------
