@@ -197,9 +197,6 @@ def test_concurrent_migrations_on_an_empty_database(bins, db, db_url):
 
 # ---- producer enqueue --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: logs go to stdout, so on a database that "
-                   "still needs migrations `producer enqueue` prints the migrations_applied "
-                   "JSON line among the run ids (SPEC §3: one run id a line)")
 def test_enqueue_stdout_holds_only_run_ids_on_a_fresh_database(bins, db_url):
     p = jrcli.run(bins.producer, ["enqueue", "noop", "--count", "2"], jrcli.env(db_url))
     assert p.returncode == 0, p.stderr
