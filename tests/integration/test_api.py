@@ -543,6 +543,9 @@ def test_prometheus_on_producer_and_consumer(system):
     assert metric(smp, "jobrunner_enqueue_to_start_seconds_count", job="noop") >= 1
     assert metric(smp, "jobrunner_last_cycle_timestamp_seconds") > time.time() - 3600
     assert metric(smp, "jobrunner_cycle_duration_seconds_count") >= 1
+    for state in ("queued", "running", "delayed", "dead"):
+        assert metric(smp, "jobrunner_queue_depth", state=state) is not None, state
+    assert metric(smp, "jobrunner_queue_depth", state="dead") >= 1
 
 
 # ---- the consumer's port --------------------------------------------------
