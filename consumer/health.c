@@ -40,20 +40,6 @@ struct health {
 	int64_t started_ms;
 };
 
-static void h_live(struct httpd_request *req, struct httpd_response *resp)
-{
-	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
-}
-
-static cJSON *check(int ok, int64_t latency_ms, const char *error)
-{
-	cJSON *c = cJSON_CreateObject();
-	cJSON_AddBoolToObject(c, "ok", ok);
-	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
-	if (!ok)
-		cJSON_AddStringToObject(c, "error", error);
-	return c;
-}
 
 static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -63,7 +49,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, h->db.errstr));
+	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
 	if (cfg->redis_url) {
 		char err[256] = "";
@@ -77,7 +63,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 			freeReplyObject(r);
 		else if (h->rc_ok)
 			snprintf(err, sizeof err, "%s", h->rc.errstr);
-		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
 	int ok = db_ok && r_ok;
@@ -129,7 +115,7 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 }
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", h_live, 0 },
+	{ "GET", "/health", httpd_ok, 0 },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };

@@ -131,20 +131,6 @@ static void add_num(cJSON *o, const char *k, const char *v)
 /* health                                                              */
 /* ------------------------------------------------------------------ */
 
-static void h_health(struct httpd_request *req, struct httpd_response *resp)
-{
-	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
-}
-
-static cJSON *check(int ok, int64_t latency_ms, const char *error)
-{
-	cJSON *c = cJSON_CreateObject();
-	cJSON_AddBoolToObject(c, "ok", ok);
-	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
-	if (!ok)
-		cJSON_AddStringToObject(c, "error", error);
-	return c;
-}
 
 /* PING with the pool connection's Redis link: 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
@@ -192,11 +178,11 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, db_err));
+	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, db_err));
 	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, r_err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, r_err));
 	else
-		cJSON_AddItemToObject(checks, "redis", check(1, 0, NULL));   /* not used: Redis-less mode */
+		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
 	if (!cfg->redis_url)
 		cJSON_AddBoolToObject(cJSON_GetObjectItem(checks, "redis"), "configured", 0);
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
@@ -518,7 +504,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", h_health, 0 },
+	{ "GET", "/api/health", httpd_ok, 0 },
 	{ "GET", "/api/health/extended", h_health_extended, 0 },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
