@@ -136,7 +136,9 @@ def test_drain_once_takes_every_kind_of_due_work(bins, db, db_url, redis_server,
     jrredis.wait_running(db, r1, "d-x")
     x.kill9()
     # r2: claimed by an earlier incarnation of the drain's own name
-    d = jrredis.consumer(spawn, db_url, redis_server, "d-own", WORKER_CONCURRENCY=1)
+    # (a long lease: this one must not reclaim r1 itself)
+    d = jrredis.consumer(spawn, db_url, redis_server, "d-own", WORKER_CONCURRENCY=1,
+                         JOB_LEASE_MS=60000)
     [r2] = jrredis.enqueue(bins, db_url, redis_server, payload='{"sleepMs":1500}')
     jrredis.wait_running(db, r2, "d-own")
     d.kill9()
@@ -157,7 +159,9 @@ def test_drain_once_takes_every_kind_of_due_work(bins, db, db_url, redis_server,
     assert rows[r1]["attempts"] == 2 and rows[r2]["attempts"] == 2, (rows[r1], rows[r2])
     assert rows[r3]["attempts"] == 1 and rows["retry-due-1"]["attempts"] == 2
     assert len(jrredis.cycles(drain)) == 1
-    assert jrredis.events(drain, "drain_complete")[0]["cycles"] == 1
+    done = jrredis.events(drain, "drain_complete")[0]
+    assert (done["cycles"], done["claimed"], done["succeeded"]) == (1, 4, 4), done
+    assert {rows[i]["consumer"] for i in ids} == {"d-own"}
     assert r.zcard("jr:delayed") == 0
     assert r.xpending("jr:runs", "jr:workers")["pending"] == 0
     # a run that fails for good makes drain-once exit 1
