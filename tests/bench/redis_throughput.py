@@ -30,14 +30,14 @@ def main():
     ap.add_argument("--consumers", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=4, help="WORKER_CONCURRENCY")
     args = ap.parse_args()
-    bindir = os.environ.get("JR_BIN")
+    bindir = os.path.abspath(os.environ.get("JR_BIN", "")) if os.environ.get("JR_BIN") else None
     if not bindir:
         sys.exit("set JR_BIN=<build>/bin")
     producer, consumer = os.path.join(bindir, "producer"), os.path.join(bindir, "consumer")
     pg = harness.Postgres()
     redis = harness.Redis()
     db = pg.create_database()
-    base = jrcli.env(db.url, REDIS_URL=redis.url, LOG_LEVEL="warn",
+    base = jrcli.env(db.url, REDIS_URL=redis.url, LOG_LEVEL="info",
                      WORKER_CONCURRENCY=args.concurrency, JOB_LEASE_MS=30000)
     p = jrcli.run(consumer, ["--migrate-only"], base)
     assert p.returncode == 0, p.stderr
