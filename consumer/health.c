@@ -19,7 +19,9 @@
 #include "config.h"
 #include "consumer.h"
 #include "db.h"
+#include "enqueue.h"
 #include "httpd.h"
+#include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
 #include "rconn.h"
@@ -34,6 +36,7 @@ struct health {
 	struct db db;
 	struct rconn rc;
 	int rc_ok;
+	struct enqueuer enq;          /* only for queue statistics (metrics) */
 	int64_t started_ms;
 };
 
@@ -111,6 +114,20 @@ static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
 	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
+/* jobrunner_queue_depth at scrape time, on the health port's own handles. */
+static void queue_depth(void *ctx, struct metrics_emitter *emit)
+{
+	struct health *h = ctx;
+	struct queue_stats qs;
+	const char *backend;
+	pthread_mutex_lock(&h->mu);
+	if (enqueuer_stats(&h->enq, &qs, &backend) == 0) {
+		jrm_emit_depth(emit, &qs);
+		queue_stats_free(&qs);
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
 static const struct httpd_route routes[] = {
 	{ "GET", "/health", h_live, 0 },
 	{ "GET", "/health/ready", h_ready, 0 },
@@ -124,6 +141,8 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	h->started_ms = mono_ms();
 	pthread_mutex_init(&h->mu, NULL);
 	db_init(&h->db, cfg->database_url, "jobrunner-health", 5000);
+	enqueuer_init(&h->enq, cfg, cfg->consumer_name);
+	jrm_queue_depth_source(queue_depth, h);
 	struct httpd_options opt;
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
@@ -149,6 +168,7 @@ void health_stop(struct health *h)
 		return;
 	httpd_stop(h->srv);
 	db_release(&h->db);
+	enqueuer_release(&h->enq);
 	if (h->rc_ok)
 		rconn_release(&h->rc);
 	pthread_mutex_destroy(&h->mu);

@@ -8,8 +8,13 @@
  * connection is ever used by two threads, and there is no connect per
  * request.
  *
+ * The body of POST .../run is parsed and validated by runreq_parse()
+ * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
  * Enqueue goes through enqueuer_submit(), the same path as `producer
  * enqueue`: Redis when it answers, the PostgreSQL queue when it does not.
+ * A pooled connection that died while idle (PostgreSQL restarted) gets one
+ * more attempt on a new connection (api_query()), so the first requests
+ * after an outage are not answered 503 for a dependency that is back.
  * Reads (run status, dead list, job metrics) come from PostgreSQL, the
  * system of record; in Redis mode a run's row is written behind the stream
  * by the consumers' history writer and appears within about a second.
@@ -203,40 +208,6 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Queue counts: the stream's (Redis mode) plus the PostgreSQL queue's
- * (runs accepted there while Redis was down, or all of them without
- * Redis); dead runs from PostgreSQL, the system of record. */
-static int queue_counts(struct api_conn *c, const struct config *cfg, struct queue_stats *out,
-			const char **backend)
-{
-	memset(out, 0, sizeof *out);
-	*backend = "postgres";
-	struct queue_stats ps;
-	struct queue *pq = enqueuer_pg(&c->enq);
-	if (!pq)
-		return -1;
-	if (pq->ops->stats(pq, &ps)) {
-		enqueuer_drop(&c->enq, pq);
-		return -1;
-	}
-	struct queue *rq = enqueuer_redis(&c->enq);
-	struct queue_stats rs;
-	if (rq && rq->ops->stats(rq, &rs) == 0) {
-		*backend = "redis";
-		*out = rs;
-		out->queued += ps.queued;
-		out->running += ps.running;
-		out->delayed += ps.delayed;
-		out->dead = ps.dead;
-		queue_stats_free(&ps);
-		return 0;
-	}
-	if (rq)
-		enqueuer_drop(&c->enq, rq);
-	*out = ps;
-	return 0;
-}
-
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
@@ -252,8 +223,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	}
 	struct queue_stats qs;
 	const char *backend;
-	int have_q = queue_counts(c, cfg, &qs, &backend) == 0 ||
-		     queue_counts(c, cfg, &qs, &backend) == 0;   /* once more on a fresh connection */
+	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
+		     enqueuer_stats(&c->enq, &qs, &backend) == 0;   /* once more on a fresh connection */
 	give_back(api, c);
 
 	cJSON *o = cJSON_CreateObject();
@@ -313,11 +284,8 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 	struct api_conn *c = borrow(api);
 	struct queue_stats qs;
 	const char *backend;
-	if (queue_counts(c, api->cfg, &qs, &backend) == 0) {
-		metrics_emit(emit, (double)qs.queued, "queued", NULL);
-		metrics_emit(emit, (double)qs.running, "running", NULL);
-		metrics_emit(emit, (double)qs.delayed, "delayed", NULL);
-		metrics_emit(emit, (double)qs.dead, "dead", NULL);
+	if (enqueuer_stats(&c->enq, &qs, &backend) == 0) {
+		jrm_emit_depth(emit, &qs);
 		queue_stats_free(&qs);
 	}
 	give_back(api, c);
