@@ -222,9 +222,11 @@ def test_evicting_maxmemory_policy_is_warned_about(bins, db_url, spawn):
     redis = harness.Redis(extra_args=["--maxmemory-policy", "allkeys-lru"])
     try:
         prod, _url = _producer(spawn, db_url, redis)
-        ev = prod.wait_for_log({"event": "redis_policy_evicts"}, timeout=15)
-        assert ev["policy"] == "allkeys-lru"
-        assert ev["level"] == "warn", ev
+        cons = jrredis.consumer(spawn, db_url, redis, "mm-a")
+        for p in (prod, cons):
+            ev = p.wait_for_log({"event": "redis_policy_evicts"}, timeout=15)
+            assert ev["policy"] == "allkeys-lru", ev
+            assert ev["level"] == "error", ev
     finally:
         redis.cleanup()
 
