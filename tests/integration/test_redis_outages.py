@@ -231,18 +231,11 @@ def test_evicting_maxmemory_policy_is_warned_about(bins, db_url, spawn):
         redis.cleanup()
 
 
-@pytest.fixture
-def redis_noeviction():
-    server = harness.Redis()
-    yield server
-    server.cleanup()
-
-
-def test_noeviction_policy_is_not_warned_about(bins, db_url, redis_noeviction, spawn):
+def test_noeviction_policy_is_not_warned_about(bins, db_url, redis_server, spawn):
     jrcli.migrate(bins, db_url)
-    prod, _url = _producer(spawn, db_url, redis_noeviction)
+    prod, _url = _producer(spawn, db_url, redis_server)
     # the check runs on the ticker's first connection, before its first tick
-    r = redis_noeviction.client()
+    r = redis_server.client()
     harness.wait_until(lambda: r.exists("jr:runs"), timeout=10, msg="a tick in jr:runs")
     assert not jrcli.events(prod, "redis_policy_evicts")
     assert not jrcli.events(prod, "redis_policy_unknown")
