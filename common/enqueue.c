@@ -99,6 +99,17 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 				return 0;
 			}
 			snprintf(err, errlen, "%s", e->redis->errstr);
+			if (rc == QUEUE_EUNKNOWN) {
+				/* Redis may hold the runs: falling back would queue them
+				 * twice.  Say so; the client retries (with an
+				 * idempotency key to be safe). */
+				e->redis->ops->destroy(e->redis);
+				e->redis = NULL;
+				e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
+				snprintf(err, errlen, "Redis failed while taking the runs: they may or may not "
+					 "be queued (retry with an idempotency key to be safe)");
+				return rc;
+			}
 			if (rc != QUEUE_EDOWN)
 				return rc;
 			/* a dead connection is replaced, never reused */

@@ -40,8 +40,10 @@ int enqueue_validate(const struct run *r, int *not_found, char *err, size_t errl
 
 /* Validates and queues n runs (ids are written back; see queue.h for
  * idempotency keys).  *backend (may be NULL) is "redis" or "postgres".
- * 0, QUEUE_EINVAL (err says which run and why), or QUEUE_EDOWN when no
- * transport took them. */
+ * 0, QUEUE_EINVAL (err says which run and why), QUEUE_EDOWN when no
+ * transport took them, or QUEUE_EUNKNOWN when Redis failed after the runs
+ * were sent (they may be queued: they are not written to PostgreSQL too,
+ * which could run them twice). */
 int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char **backend,
 		    char *err, size_t errlen);
 

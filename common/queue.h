@@ -12,7 +12,9 @@
  *
  * Error convention: 0 on success, a negative QUEUE_E* code on failure with
  * a message in q->errstr.  QUEUE_EDOWN means the backend is unreachable
- * (the caller may fall back to the other transport).
+ * and nothing was sent (the caller may fall back to the other transport);
+ * QUEUE_EUNKNOWN means it failed after the request was sent, so the outcome
+ * is unknown: falling back then could queue a run twice.
  */
 #ifndef JOBRUNNER_COMMON_QUEUE_H
 #define JOBRUNNER_COMMON_QUEUE_H
@@ -29,6 +31,8 @@ enum {
 	QUEUE_EDOWN = -1,     /* backend unreachable; connection dropped */
 	QUEUE_EINVAL = -2,    /* bad input (unknown job, size limits) */
 	QUEUE_EINTERNAL = -3, /* backend answered with an error */
+	QUEUE_EUNKNOWN = -4,  /* the connection failed after the request was sent:
+				 the backend may or may not have applied it */
 };
 
 struct queue_consumer_stat {

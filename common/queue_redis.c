@@ -459,6 +459,17 @@ struct slice {
 	int scripted;
 };
 
+/* A connection failure after commands were sent: Redis may have applied
+ * them.  Reported as QUEUE_EUNKNOWN so that nobody falls back to the other
+ * transport with the same runs (they would then run twice). */
+static int unknown(struct rqueue *rq)
+{
+	rq_fail(rq);
+	if (rq->q.err == QUEUE_EDOWN)
+		rq->q.err = QUEUE_EUNKNOWN;
+	return rq->q.err;
+}
+
 static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t now)
 {
 	struct rargv *a = &rq->av;
@@ -524,7 +535,7 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 	for (size_t i = 0; i < n; i++) {
 		redisReply *r = rconn_get(&rq->rc);
 		if (!r)
-			return rq_fail(rq);
+			return unknown(rq);   /* sent, no answer: applied or not? */
 		if (rconn_is_error(r, "NOSCRIPT")) {
 			redo[nredo++] = i;
 		} else if (r->type == REDIS_REPLY_ERROR) {
@@ -545,7 +556,7 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 		redisReply *r = rconn_eval(&rq->rc, S_ENQ_IDEM, (int)sl[i].count, a->argv + sl[i].start,
 					   a->lens + sl[i].start);
 		if (!r)
-			return rq_fail(rq);
+			return rq->rc.err == RCONN_EREPLY ? rq_fail(rq) : unknown(rq);
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		    r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN)
 			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
@@ -570,6 +581,8 @@ static int rq_enqueue(struct queue *q, struct run *runs, size_t n)
 	for (size_t off = 0; off < n; off += ENQUEUE_CHUNK) {
 		size_t k = n - off < ENQUEUE_CHUNK ? n - off : ENQUEUE_CHUNK;
 		int rv = enqueue_chunk(rq, runs + off, k, now);
+		if (rv == QUEUE_EDOWN && off > 0)
+			return unknown(rq);   /* the chunks before went in: not all or nothing */
 		if (rv)
 			return rv;
 	}

@@ -332,6 +332,10 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
 		httpd_error(resp, 400, "bad_request", "%s", err);
+	} else if (rc == QUEUE_EUNKNOWN) {
+		LOGF(LOG_WARN, "enqueue_outcome_unknown", "Redis failed after the runs were sent",
+		     LF_S("job", job), LF_I("runs", (int64_t)n));
+		httpd_error(resp, 503, "enqueue_outcome_unknown", "%s", err);
 	} else {
 		LOGF(LOG_ERROR, "enqueue_failed", "enqueue failed: no queue reachable", LF_S("job", job),
 		     LF_S("error", err));
@@ -467,7 +471,14 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 				   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
 				   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
 		snprintf(run.id, sizeof run.id, "%s", id);
-		if (rq->ops->enqueue(rq, &run, 1)) {
+		int erc = rq->ops->enqueue(rq, &run, 1);
+		if (erc == QUEUE_EUNKNOWN) {
+			/* the stream may hold it: putting it on the PostgreSQL queue
+			 * too could run it twice; the row stays queued for Redis */
+			snprintf(err, sizeof err, "%s", rq->errstr);
+			enqueuer_drop(&c->enq, rq);
+			status = 503;
+		} else if (erc) {
 			/* Redis failed after the row changed: let the PostgreSQL queue carry it */
 			snprintf(err, sizeof err, "%s", rq->errstr);
 			enqueuer_drop(&c->enq, rq);

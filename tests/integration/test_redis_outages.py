@@ -241,15 +241,11 @@ def test_noeviction_policy_is_not_warned_about(bins, db_url, redis_server, spawn
     assert not jrcli.events(prod, "redis_policy_unknown")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: enqueuer_submit (common/enqueue.c) falls back to the PostgreSQL queue with the same"
-    " ids when the Redis XADD fails with QUEUE_EDOWN, but a timed-out XADD may still be applied:"
-    " the run then sits in both transports and runs twice (once each), and job_runs shows one"
-    " attempt"))
 def test_enqueue_whose_reply_is_lost_runs_once(bins, db, db_url, spawn):
     """An XADD that Redis applies after the producer gave up on it (the
-    reply timed out: the producer fell back to the PostgreSQL queue with the
-    same ids) must not make the run execute twice."""
+    reply timed out) must not make the runs execute twice: the producer
+    must not also put them on the PostgreSQL queue, and says that the
+    outcome is unknown (503 enqueue_outcome_unknown) instead of 202."""
     jrcli.migrate(bins, db_url)
     redis = harness.Redis(appendonly=True, extra_args=["--enable-debug-command", "yes"])
     try:
@@ -266,12 +262,19 @@ def test_enqueue_whose_reply_is_lost_runs_once(bins, db, db_url, spawn):
             "DEBUG", "SLEEP", "6"), daemon=True)
         sleeper.start()
         harness.wait_until(lambda: not _pingable(redis), timeout=5, msg="Redis busy")
+        before = set(r[0] for r in db.query("select id from job_runs"))
         status, _h, body = harness.http("POST", url + "/api/integrations/jobs/noop/run",
-                                        [{}, {}, {}], headers=auth, timeout=30)
-        assert status == 202, body
-        ids = body["ids"]
+                                        [{"payload": {"tag": "lost-reply"}}] * 3, headers=auth,
+                                        timeout=30)
+        assert status == 503 and body["error"]["code"] == "enqueue_outcome_unknown", body
         sleeper.join(30)
-        rows = jrcli.wait_runs(db, ids, "succeeded", timeout=30)
+        # Redis applied the XADDs once it woke up: the three runs go through it
+        harness.wait_until(lambda: len(db.query(
+            "select id from job_runs where payload->>'tag' = 'lost-reply' and status = 'succeeded'"))
+            == 3, timeout=30, msg="the three runs of the lost reply to succeed")
+        rows = db.query("select id, transport from job_runs where payload->>'tag' = 'lost-reply'")
+        assert len(rows) == 3 and all(t == "redis" for _i, t in rows), rows
+        ids = [i for i, _t in rows if i not in before]
         # give a second execution (through the stream) its chance, then count
         late = jrredis.enqueue(bins, db_url, redis, count=3)
         jrcli.wait_runs(db, late, "succeeded", timeout=30)
