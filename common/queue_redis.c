@@ -1,14 +1,1407 @@
-/* queue_redis.c -- placeholder until the Redis Streams transport lands
- * (branch `redis`): reports Redis as unreachable, so everything takes the
- * PostgreSQL path. */
-#include <stdio.h>
+/* queue_redis.c -- the Redis Streams transport of queue.h.
+ *
+ * Keys (prefix RENTRY_PREFIX "jr:", see rentry.h and docs/protocol.md):
+ *
+ *   jr:runs        stream of runs and ticks.  Group jr:workers: the
+ *                  consumers compete for entries (XREADGROUP).  Group
+ *                  jr:history: the history writer records queued runs.
+ *   jr:delayed     ZSET of runs waiting for a time (retries, deferrals,
+ *                  runs enqueued with run_at): score = due ms, member =
+ *                  the entry's fields as a JSON object.
+ *   jr:events      stream of finished attempts (succeeded, failed, dead,
+ *                  deferred): one entry per completed batch, v=1 n=<count>
+ *                  e=<JSON array of events>; read by the history writer
+ *                  (history.c, group jr:history) and written to job_runs.
+ *   jr:tick:<slot> dedupe key of one tick slot (SET NX PX).
+ *   jr:idem:<job>:<key>  first run id of an idempotency key (24 h).
+ *
+ * Lifecycle of an entry, with the function behind each step:
+ *
+ *   XADD (enqueue, tick) ─▶ jr:runs ─ XREADGROUP > (claim) ─▶ pending, owned by C,
+ *        ▲                                                      fence = delivery count
+ *        │ promote (claim, every PROMOTE_MS)                    │   │
+ *   jr:delayed ◀── S_COMPLETE kind 'd' (failed: retry / defer) ─┤   │ XAUTOCLAIM after lease
+ *                                                               │   │ (claim, S_RECLAIM):
+ *   jr:events ◀── S_COMPLETE: XACK + event (succeeded/dead) ────┘   └▶ owned by C', fence+1
+ *
+ * Invariants:
+ * - An entry is acknowledged only by S_COMPLETE, in the same script that
+ *   records its outcome (event, delayed member): a result is never lost
+ *   between two commands, and a retry never exists twice.
+ * - Fencing: S_COMPLETE and S_EXTEND act only if XPENDING still shows the
+ *   entry owned by this consumer with the delivery count seen at claim
+ *   (run.fence).  A consumer that paused past its lease finds the entry
+ *   reclaimed (new owner or count) and its result is dropped ("fenced").
+ *   extend() re-claims its own entries with XCLAIM ... JUSTID, which resets
+ *   the idle time without counting a delivery.
+ * - Attempts: attempt on claim = entry.attempt + delivery count, so an
+ *   attempt whose consumer died counts; a run whose consumers keep dying
+ *   (poison) goes dead instead of looping.
+ * - Trimming (S_TRIM) never removes an entry that is pending in, or not yet
+ *   delivered to, the jr:workers group; jr:history's backlog is kept too,
+ *   except above REDIS_STREAM_MAX_LEN (hard cap: history loses entries
+ *   before work is lost).
+ * - A malformed entry is acknowledged with a dead event and never returned.
+ * - Restart: entries of this consumer name last delivered before this
+ *   process started belong to its previous incarnation and are taken back
+ *   at once (S_OWN); entries delivered since (sibling threads may share the
+ *   name) are never touched before their lease expires.
+ *
+ * Speed: claims read COUNT max entries in one XREADGROUP; all outcomes of
+ * a batch go in one EVALSHA; enqueues are pipelined XADDs.  Housekeeping
+ * (promote, reclaim, trim, consumer GC) rides on claim() at fixed
+ * intervals, so an idle consumer blocks at most PROMOTE_MS at a time.
+ *
+ * Rejected: a Lua script for the whole claim (XREADGROUP cannot block in a
+ * script, and polling costs latency or CPU); XADD MAXLEN ~ (drops entries
+ * that are still pending); re-reading "own pending" with XREADGROUP id 0
+ * (with a name shared by threads it would re-deliver, and re-count, the
+ * entries that siblings are running); one jr:events entry per run (one
+ * XADD per batch is ~2x faster and the writer reads batches anyway).
+ */
+#include "queue_redis.h"
 
-#include "queue.h"
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "rconn.h"
+#include "rentry.h"
+#include "run.h"
+#include "util.h"
+
+#define PROMOTE_MS 200          /* delayed -> stream at most this late */
+#define PROMOTE_BATCH 256
+#define TRIM_MS 1000
+#define GC_MS 60000
+#define COMPLETE_CHUNK 256      /* runs per S_COMPLETE call */
+#define ENQUEUE_CHUNK 512       /* runs per pipeline */
+#define IDEM_TTL_S 86400
+#define TRIM_CAP_STEP 10000     /* entries dropped per call by the hard cap */
+
+/* ------------------------------------------------------------------ */
+/* Lua scripts (loaded once per connection, run with EVALSHA)          */
+/* ------------------------------------------------------------------ */
+
+enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC, S_COUNT };
+
+/* KEYS: idem key, runs, delayed.  ARGV: id, ttl_s, due (0 = now), member,
+ * fields...  Returns {1, id} when added, {0, first id} when the key was used. */
+static const char lua_enq_idem[] =
+	"local prev = redis.call('GET', KEYS[1])\n"
+	"if prev then return {0, prev} end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+	"if ARGV[3] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])\n"
+	"else redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end\n"
+	"return {1, ARGV[1]}\n";
+
+/* KEYS: tick key, runs, last tick key.  ARGV: px, slot, enq, group.
+ * 1 if this call added the slot's tick; 0 if another caller had the slot;
+ * 2 if the slot was ours but the previous tick is still undelivered (it
+ * will run a cycle that catches up: ticks never pile up while no consumer
+ * runs, and "queued" counts at most one of them). */
+static const char lua_tick[] =
+	"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
+	"local last = redis.call('GET', KEYS[3])\n"
+	"if last and redis.call('EXISTS', KEYS[2]) == 1 then\n"
+	"  local delivered = '0-0'\n"
+	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do\n"
+	"    local name, id\n"
+	"    for k = 1, #g, 2 do\n"
+	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
+	"    end\n"
+	"    if name == ARGV[4] then delivered = id end\n"
+	"  end\n"
+	"  local a1, b1 = string.match(last, '^(%d+)-(%d+)$')\n"
+	"  local a2, b2 = string.match(delivered, '^(%d+)-(%d+)$')\n"
+	"  a1, b1, a2, b2 = tonumber(a1), tonumber(b1), tonumber(a2), tonumber(b2)\n"
+	"  if a1 > a2 or (a1 == a2 and b1 > b2) then return 2 end\n"
+	"end\n"
+	"local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'tick', 'slot', ARGV[2], 'enq', ARGV[3])\n"
+	"redis.call('SET', KEYS[3], id)\n"
+	"return 1\n";
+
+/* KEYS: delayed, runs.  ARGV: now ms, limit.  Moves due members into the
+ * stream; a member that is not a JSON object becomes an entry without an id
+ * (claim turns it into a dead record).  Returns how many moved. */
+static const char lua_promote[] =
+	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
+	"for _, m in ipairs(due) do\n"
+	"  local ok, t = pcall(cjson.decode, m)\n"
+	"  local a = {}\n"
+	"  if ok and type(t) == 'table' then\n"
+	"    for k, v in pairs(t) do\n"
+	"      if type(k) == 'string' and (type(v) == 'string' or type(v) == 'number') then\n"
+	"        a[#a + 1] = k; a[#a + 1] = tostring(v)\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  if #a == 0 then a = {'v', '1', 'type', 'run', 'bad', 'delayed member is not a JSON object'} end\n"
+	"  redis.call('XADD', KEYS[2], '*', unpack(a))\n"
+	"  redis.call('ZREM', KEYS[1], m)\n"
+	"end\n"
+	"return #due\n";
+
+/* KEYS: runs, events, delayed, dead counter.  ARGV: group, consumer, n,
+ * lowest and highest handle, then per run: handle, fence, kind, due, member,
+ * event (JSON object, '' = none).
+ * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead count.
+ * Ownership and fences come from one XPENDING over the batch's id range
+ * (per entry only if that range holds too many of this consumer's entries).
+ * The events of the batch go into one jr:events entry (e = JSON array).
+ * Returns one integer per run: 0 recorded, 1 fenced. */
+static const char lua_complete[] =
+	"local g, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+	"local lim = n * 4 + 64\n"
+	"local pl = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], lim, me)\n"
+	"local pend = {}\n"
+	"for _, p in ipairs(pl) do pend[p[1]] = p[4] end\n"
+	"local out, acks, evs = {}, {}, {}\n"
+	"for r = 1, n do\n"
+	"  local i = 6 + (r - 1) * 6\n"
+	"  local h, kind = ARGV[i], ARGV[i + 2]\n"
+	"  local cnt = pend[h]\n"
+	"  if cnt == nil and #pl == lim then\n"
+	"    local p = redis.call('XPENDING', KEYS[1], g, h, h, 1, me)[1]\n"
+	"    cnt = p and p[4]\n"
+	"  end\n"
+	"  if cnt ~= nil and cnt == tonumber(ARGV[i + 1]) then\n"
+	"    out[r] = 0\n"
+	"    acks[#acks + 1] = h\n"
+	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
+	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
+	"    if ARGV[i + 5] ~= '' then evs[#evs + 1] = ARGV[i + 5] end\n"
+	"  else\n"
+	"    out[r] = 1\n"
+	"  end\n"
+	"end\n"
+	"if #acks > 0 then redis.call('XACK', KEYS[1], g, unpack(acks)) end\n"
+	"if #evs > 0 then\n"
+	"  redis.call('XADD', KEYS[2], '*', 'v', '1', 'n', #evs, 'e', '[' .. table.concat(evs, ',') .. ']')\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: runs.  ARGV: group, consumer, min idle ms, cursor, count, max
+ * iterations.  Returns {cursor, {{id, fields, deliveries}...}}. */
+static const char lua_reclaim[] =
+	"local g, me, idle, cur = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+	"local want, res = tonumber(ARGV[5]), {}\n"
+	"for it = 1, tonumber(ARGV[6]) do\n"
+	"  local r = redis.call('XAUTOCLAIM', KEYS[1], g, me, idle, cur, 'COUNT', want - #res)\n"
+	"  cur = r[1]\n"
+	"  for _, e in ipairs(r[2]) do\n"
+	"    local p = redis.call('XPENDING', KEYS[1], g, e[1], e[1], 1)[1]\n"
+	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
+	"  end\n"
+	"  if cur == '0-0' or #res >= want then break end\n"
+	"end\n"
+	"return {cur, res}\n";
+
+/* KEYS: runs.  ARGV: group, consumer, min idle ms, count.  This consumer
+ * name's entries that were last delivered before this process started (idle
+ * longer than the process has lived): left by its previous incarnation.
+ * XCLAIM re-checks the idle time atomically and counts a delivery.
+ * Returns {found, {{id, fields, deliveries}...}}. */
+static const char lua_own[] =
+	"local pl = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[2])\n"
+	"local ids, res = {}, {}\n"
+	"for _, p in ipairs(pl) do ids[#ids + 1] = p[1] end\n"
+	"if #ids == 0 then return {0, res} end\n"
+	"local es = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
+	"for _, e in ipairs(es) do\n"
+	"  if e and e[2] then\n"
+	"    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
+	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
+	"  end\n"
+	"end\n"
+	"return {#ids, res}\n";
+
+/* KEYS: runs.  ARGV: group, consumer, then handle, fence pairs.  Resets the
+ * idle time of the entries still owned with the same fence.  Returns how
+ * many were extended. */
+static const char lua_extend[] =
+	"local ids = {}\n"
+	"for i = 3, #ARGV, 2 do\n"
+	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]\n"
+	"  if p and p[2] == ARGV[2] and p[4] == tonumber(ARGV[i + 1]) then ids[#ids + 1] = ARGV[i] end\n"
+	"end\n"
+	"if #ids > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids), 'JUSTID') end\n"
+	"return #ids\n";
+
+/* KEYS: stream.  ARGV: protected group ('' = none), max len, cap step.
+ * Trims entries older than every group's oldest pending or undelivered
+ * entry; above max len, drops more but never past the protected group's.
+ * Returns how many entries were removed. */
+static const char lua_trim[] =
+	"local function split(id)\n"
+	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
+	"  return tonumber(a), tonumber(b)\n"
+	"end\n"
+	"local function less(x, y)\n"
+	"  local a1, b1 = split(x); local a2, b2 = split(y)\n"
+	"  if a1 ~= a2 then return a1 < a2 end\n"
+	"  return b1 < b2\n"
+	"end\n"
+	"local function nextid(id)\n"
+	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
+	"  return a .. '-' .. string.format('%d', tonumber(b) + 1)\n"
+	"end\n"
+	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+	"local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"
+	"local minall, minprot\n"
+	"for _, g in ipairs(groups) do\n"
+	"  local name, last\n"
+	"  for k = 1, #g, 2 do\n"
+	"    if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end\n"
+	"  end\n"
+	"  local m = nextid(last)\n"
+	"  local pend = redis.call('XPENDING', KEYS[1], name)\n"
+	"  if pend[1] > 0 and less(pend[2], m) then m = pend[2] end\n"
+	"  if not minall or less(m, minall) then minall = m end\n"
+	"  if name == ARGV[1] then minprot = m end\n"
+	"end\n"
+	"if not minall then return 0 end\n"
+	"local n = redis.call('XTRIM', KEYS[1], 'MINID', minall)\n"
+	"local maxlen = tonumber(ARGV[2])\n"
+	"local len = redis.call('XLEN', KEYS[1])\n"
+	"if maxlen > 0 and len > maxlen then\n"
+	"  local over = math.min(len - maxlen, tonumber(ARGV[3]))\n"
+	"  local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over + 1)\n"
+	"  local target = r[#r][1]\n"
+	"  if minprot and less(minprot, target) then target = minprot end\n"
+	"  if less(minall, target) then n = n + redis.call('XTRIM', KEYS[1], 'MINID', target) end\n"
+	"end\n"
+	"return n\n";
+
+/* KEYS: stream.  ARGV: group, min idle ms.  Deletes consumers with nothing
+ * pending that were idle that long.  Returns how many. */
+static const char lua_gc[] =
+	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+	"local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])\n"
+	"local n = 0\n"
+	"for _, c in ipairs(cs) do\n"
+	"  local name, pending, idle\n"
+	"  for k = 1, #c, 2 do\n"
+	"    if c[k] == 'name' then name = c[k + 1]\n"
+	"    elseif c[k] == 'pending' then pending = c[k + 1]\n"
+	"    elseif c[k] == 'idle' then idle = c[k + 1] end\n"
+	"  end\n"
+	"  if pending == 0 and idle > tonumber(ARGV[2]) then\n"
+	"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
+	"    n = n + 1\n"
+	"  end\n"
+	"end\n"
+	"return n\n";
+
+static const struct rscript scripts[S_COUNT] = {
+	[S_ENQ_IDEM] = { "enqueue_idem", lua_enq_idem },
+	[S_TICK] = { "tick", lua_tick },
+	[S_PROMOTE] = { "promote", lua_promote },
+	[S_COMPLETE] = { "complete", lua_complete },
+	[S_RECLAIM] = { "reclaim", lua_reclaim },
+	[S_OWN] = { "own_pending", lua_own },
+	[S_EXTEND] = { "extend", lua_extend },
+	[S_TRIM] = { "trim", lua_trim },
+	[S_GC] = { "consumer_gc", lua_gc },
+};
+
+/* ------------------------------------------------------------------ */
+/* the process epoch                                                   */
+/* ------------------------------------------------------------------ */
+
+/* An entry of this consumer name whose last delivery is older than this
+ * process (plus a margin for the clocks of two machines) was claimed by a
+ * previous incarnation: claim() takes it back at once instead of waiting
+ * for its lease.  Entries delivered since (to sibling threads sharing the
+ * name) are never taken.  The one piece of process-wide state here. */
+#define OWN_MARGIN_MS 1000
+static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
+static int64_t epoch_mono_ms;
+
+static void epoch_init(void) { __atomic_store_n(&epoch_mono_ms, mono_ms(), __ATOMIC_RELAXED); }
+
+static int64_t epoch_ms(void)
+{
+	pthread_once(&epoch_once, epoch_init);
+	return __atomic_load_n(&epoch_mono_ms, __ATOMIC_RELAXED);
+}
+
+void queue_redis_reset_epoch(void)
+{
+	pthread_once(&epoch_once, epoch_init);
+	epoch_init();
+}
+
+/* ------------------------------------------------------------------ */
+/* the handle                                                          */
+/* ------------------------------------------------------------------ */
+
+struct rqueue {
+	struct queue q;          /* first: a struct queue * is a struct rqueue * */
+	struct rconn rc;
+	uint64_t groups_at;      /* rc.connects when the groups were last ensured */
+	struct backoff backoff;
+	int64_t lease_ms;
+	int64_t reclaim_ms;      /* how often to look for expired leases */
+	int64_t max_len;
+	int64_t tick_px;
+	int default_max;
+
+	int own_done;            /* own entries of a previous incarnation taken back */
+	char reclaim_cursor[48];
+	int64_t next_promote_ms, next_reclaim_ms, next_trim_ms, next_gc_ms;  /* mono */
+
+	struct rargv av;         /* reused for every command: no per-run allocations */
+	struct strbuf scratch;
+};
+
+static struct rqueue *rq_of(struct queue *q) { return (struct rqueue *)q; }
+
+/* Copies the connection's error into the queue and maps its code. */
+static int rq_fail(struct rqueue *rq)
+{
+	int code = rq->rc.err == RCONN_EREPLY ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+	snprintf(rq->q.errstr, sizeof rq->q.errstr, "%s",
+		 rq->rc.errstr[0] ? rq->rc.errstr : "redis: unknown error");
+	rq->q.err = code;
+	return code;
+}
+
+static int rq_failf(struct rqueue *rq, int code, const char *fmt, ...) JR_PRINTF(3, 4);
+static int rq_failf(struct rqueue *rq, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rq->q.errstr, sizeof rq->q.errstr, fmt, ap);
+	va_end(ap);
+	rq->q.err = code;
+	return code;
+}
+
+static int rq_ok(struct rqueue *rq)
+{
+	rq->q.err = 0;
+	rq->q.errstr[0] = '\0';
+	return 0;
+}
+
+/* Creates the groups (idempotent).  After every (re)connect, because a
+ * Redis without persistence comes back empty. */
+static int ensure_groups(struct rqueue *rq)
+{
+	if (rconn_connect(&rq->rc))
+		return rq_fail(rq);
+	if (rq->groups_at == rq->rc.connects)
+		return 0;
+	static const char *const cmds[][2] = {
+		{ RENTRY_RUNS, RENTRY_GROUP },
+		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
+		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
+	};
+	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
+		const char *av[] = { "XGROUP", "CREATE", cmds[i][0], cmds[i][1], "$", "MKSTREAM" };
+		if (rconn_append(&rq->rc, 6, av, NULL))
+			return rq_fail(rq);
+	}
+	int rv = 0;
+	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
+		redisReply *r = rconn_get(&rq->rc);
+		if (!r)
+			return rq_fail(rq);
+		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv) {
+			rconn_reply_error(&rq->rc, r);
+			rv = rq_fail(rq);
+		}
+		freeReplyObject(r);
+	}
+	if (rv)
+		return rv;
+	rq->groups_at = rq->rc.connects;
+	return 0;
+}
+
+/* A call failed with NOGROUP (the stream was deleted or Redis restarted
+ * empty without us reconnecting): create the groups again next time. */
+static void check_nogroup(struct rqueue *rq)
+{
+	if (strstr(rq->rc.errstr, "NOGROUP"))
+		rq->groups_at = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* enqueue                                                             */
+/* ------------------------------------------------------------------ */
+
+static int check_run(struct rqueue *rq, const struct run *r)
+{
+	if (r->is_tick)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: ticks are added with queue_redis_tick");
+	if (!r->job || !*r->job || strlen(r->job) > RUN_MAX_JOB_LEN)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: missing or too long job name");
+	if (r->org_id && strlen(r->org_id) > RUN_MAX_ORG_LEN)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: orgId over %d bytes", RUN_MAX_ORG_LEN);
+	if (r->idempotency_key && strlen(r->idempotency_key) > RUN_MAX_IDEM_LEN)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: idempotencyKey over %d bytes",
+				RUN_MAX_IDEM_LEN);
+	if (r->payload && strlen(r->payload) > RENTRY_MAX_PAYLOAD)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: payload over %d bytes", RENTRY_MAX_PAYLOAD);
+	if (r->attempt < 0 || r->attempt > RENTRY_MAX_ATTEMPTS || r->max_attempts > RENTRY_MAX_ATTEMPTS)
+		return rq_failf(rq, QUEUE_EINVAL, "enqueue: attempts out of range");
+	return 0;
+}
+
+struct slice {
+	size_t start, count;
+	int scripted;
+};
+
+static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t now)
+{
+	struct rargv *a = &rq->av;
+	struct slice sl[ENQUEUE_CHUNK];
+	rargv_reset(a);
+	for (size_t i = 0; i < n; i++) {
+		struct run *r = &runs[i];
+		if (!r->id[0])
+			run_id_new(r->id);
+		if (r->max_attempts <= 0)
+			r->max_attempts = rq->default_max;
+		if (!r->enqueued_at_ms)
+			r->enqueued_at_ms = now;
+		int delayed = r->run_at_ms > now;
+		sl[i].start = a->n;
+		sl[i].scripted = r->idempotency_key != NULL;
+		if (r->idempotency_key) {
+			rargv_addrefs(a, "3");
+			sb_reset(&rq->scratch);
+			sb_addf(&rq->scratch, "%s%s:%s", RENTRY_IDEM_KEY, r->job, r->idempotency_key);
+			rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
+			rargv_addrefs(a, RENTRY_RUNS);
+			rargv_addrefs(a, RENTRY_DELAYED);
+			rargv_addrefs(a, r->id);
+			rargv_addi64(a, IDEM_TTL_S);
+			if (delayed) {
+				rargv_addi64(a, r->run_at_ms);
+				sb_reset(&rq->scratch);
+				rentry_delayed_json(&rq->scratch, r, r->attempt);
+				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
+			} else {
+				rargv_addrefs(a, "0");
+				rargv_addrefs(a, "");
+			}
+			rentry_add_fields(a, r, r->attempt);
+		} else if (delayed) {
+			rargv_addrefs(a, "ZADD");
+			rargv_addrefs(a, RENTRY_DELAYED);
+			rargv_addi64(a, r->run_at_ms);
+			sb_reset(&rq->scratch);
+			rentry_delayed_json(&rq->scratch, r, r->attempt);
+			rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
+		} else {
+			rargv_addrefs(a, "XADD");
+			rargv_addrefs(a, RENTRY_RUNS);
+			rargv_addrefs(a, "*");
+			rentry_add_fields(a, r, r->attempt);
+		}
+		sl[i].count = a->n - sl[i].start;
+	}
+	rargv_finish(a);
+	for (size_t i = 0; i < n; i++) {
+		int rv = sl[i].scripted
+				 ? rconn_append_evalsha(&rq->rc, S_ENQ_IDEM, (int)sl[i].count,
+							a->argv + sl[i].start, a->lens + sl[i].start)
+				 : rconn_append(&rq->rc, (int)sl[i].count, a->argv + sl[i].start,
+						a->lens + sl[i].start);
+		if (rv)
+			return rq_fail(rq);
+	}
+	int failed = 0;
+	size_t redo[ENQUEUE_CHUNK], nredo = 0;
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = rconn_get(&rq->rc);
+		if (!r)
+			return rq_fail(rq);
+		if (rconn_is_error(r, "NOSCRIPT")) {
+			redo[nredo++] = i;
+		} else if (r->type == REDIS_REPLY_ERROR) {
+			if (!failed) {
+				failed = rconn_reply_error(&rq->rc, r) == RCONN_EDOWN ? QUEUE_EDOWN
+										    : QUEUE_EINTERNAL;
+				snprintf(rq->q.errstr, sizeof rq->q.errstr, "enqueue: %.200s", rq->rc.errstr);
+			}
+		} else if (sl[i].scripted && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+			   r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN) {
+			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
+		}
+		freeReplyObject(r);
+	}
+	/* after a SCRIPT FLUSH: run those again, one by one, with EVAL */
+	for (size_t k = 0; k < nredo && !failed; k++) {
+		size_t i = redo[k];
+		redisReply *r = rconn_eval(&rq->rc, S_ENQ_IDEM, (int)sl[i].count, a->argv + sl[i].start,
+					   a->lens + sl[i].start);
+		if (!r)
+			return rq_fail(rq);
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		    r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN)
+			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
+		freeReplyObject(r);
+	}
+	if (failed) {
+		rq->q.err = failed;
+		return failed;
+	}
+	return 0;
+}
+
+static int rq_enqueue(struct queue *q, struct run *runs, size_t n)
+{
+	struct rqueue *rq = rq_of(q);
+	for (size_t i = 0; i < n; i++)
+		if (check_run(rq, &runs[i]))
+			return q->err;
+	if (ensure_groups(rq))
+		return q->err;
+	int64_t now = wall_ms();
+	for (size_t off = 0; off < n; off += ENQUEUE_CHUNK) {
+		size_t k = n - off < ENQUEUE_CHUNK ? n - off : ENQUEUE_CHUNK;
+		int rv = enqueue_chunk(rq, runs + off, k, now);
+		if (rv)
+			return rv;
+	}
+	return rq_ok(rq);
+}
+
+/* ------------------------------------------------------------------ */
+/* complete (and the dead records of claim)                            */
+/* ------------------------------------------------------------------ */
+
+/* One outcome to record: the arguments of one run of S_COMPLETE. */
+struct outcome {
+	const struct run *r;     /* fields for the event; NULL for ack only */
+	const char *handle;
+	int64_t fence;
+	char kind;               /* a, e, d, x (S_COMPLETE); r: running event only */
+	const char *status;
+	int attempt;
+	int64_t due_ms;          /* d: when to run again */
+	int64_t duration_ms;
+	const char *error;
+};
+
+/* json_quote() with a fast path for the usual strings that need no escape. */
+static void quote(struct strbuf *sb, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p >= 0x20 && *p != '"' && *p != '\\')
+		p++;
+	if (*p) {
+		json_quote(sb, s);
+		return;
+	}
+	sb_add(sb, "\"", 1);
+	sb_add(sb, s, (size_t)(p - (const unsigned char *)s));
+	sb_add(sb, "\"", 1);
+}
+
+/* Appends the event of outcome o as one JSON object (the `e` field of a
+ * jr:events entry; see docs/protocol.md).  The payload was validated as
+ * JSON at claim, so it is embedded as is. */
+static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct outcome *o,
+		       int64_t now)
+{
+	const struct run *r = o->r;
+	sb_adds(sb, "{\"id\":");
+	quote(sb, r->id);
+	sb_adds(sb, ",\"job\":");
+	quote(sb, r->job ? r->job : "unknown");
+	if (r->org_id) {
+		sb_adds(sb, ",\"org\":");
+		quote(sb, r->org_id);
+	}
+	if (r->payload) {
+		sb_adds(sb, ",\"payload\":");
+		sb_adds(sb, r->payload);
+	}
+	sb_addf(sb, ",\"src\":\"%s\",\"status\":\"%s\",\"attempt\":%d,\"max\":%d,\"enq\":%lld",
+		run_source_name(r->source), o->status, o->attempt, r->max_attempts,
+		(long long)r->enqueued_at_ms);
+	if (r->started_at_ms)
+		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
+	if (o->kind != 'r')   /* running: not finished yet */
+		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+			(long long)o->duration_ms);
+	if (o->kind == 'd')
+		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
+	if (o->error && *o->error) {
+		char err[RUN_MAX_ERROR_LEN + 1];
+		snprintf(err, sizeof err, "%s", o->error);
+		sb_adds(sb, ",\"error\":");
+		quote(sb, err);
+	}
+	if (r->idempotency_key) {
+		sb_adds(sb, ",\"idem\":");
+		quote(sb, r->idempotency_key);
+	}
+	sb_adds(sb, ",\"consumer\":");
+	quote(sb, rq->q.consumer);
+	sb_adds(sb, "}");
+}
+
+/* Orders two stream ids ("ms-seq") numerically. */
+static int id_cmp(const char *a, const char *b)
+{
+	unsigned long long am = strtoull(a, (char **)&a, 10), bm = strtoull(b, (char **)&b, 10);
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	unsigned long long as = *a == '-' ? strtoull(a + 1, NULL, 10) : 0;
+	unsigned long long bs = *b == '-' ? strtoull(b + 1, NULL, 10) : 0;
+	return as < bs ? -1 : as > bs;
+}
+
+/* Records n outcomes with S_COMPLETE; fenced[i] (may be NULL) set. */
+static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fenced)
+{
+	int64_t now = wall_ms();
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "4");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_EVENTS);
+		rargv_addrefs(a, RENTRY_DELAYED);
+		rargv_addrefs(a, RENTRY_DEAD_COUNT);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, rq->q.consumer);
+		rargv_addi64(a, (int64_t)k);
+		size_t lo = off, hi = off;
+		for (size_t i = off + 1; i < off + k; i++) {
+			if (id_cmp(o[i].handle, o[lo].handle) < 0)
+				lo = i;
+			if (id_cmp(o[i].handle, o[hi].handle) > 0)
+				hi = i;
+		}
+		rargv_addrefs(a, o[lo].handle);
+		rargv_addrefs(a, o[hi].handle);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, o[i].handle);
+			rargv_addi64(a, o[i].fence);
+			rargv_addcopy(a, &o[i].kind, 1);
+			if (o[i].kind == 'd') {
+				rargv_addi64(a, o[i].due_ms);
+				sb_reset(&rq->scratch);
+				rentry_delayed_json(&rq->scratch, o[i].r, o[i].attempt);
+				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
+			} else {
+				rargv_addrefs(a, "0");
+				rargv_addrefs(a, "");
+			}
+			if (o[i].kind == 'a' || !o[i].r) {
+				rargv_addrefs(a, "");
+			} else {
+				sb_reset(&rq->scratch);
+				event_json(&rq->scratch, rq, &o[i], now);
+				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
+			}
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_COMPLETE, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != k) {
+			freeReplyObject(r);
+			return rq_failf(rq, QUEUE_EINTERNAL, "complete: unexpected reply");
+		}
+		for (size_t i = 0; i < k; i++)
+			if (fenced)
+				fenced[off + i] = r->element[i]->integer != 0;
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+static int rq_complete(struct queue *q, struct run *runs, const struct run_result *res, size_t n,
+		       int *fenced)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	struct outcome stack_o[64];
+	struct outcome *o = n <= 64 ? stack_o : xmalloc(sizeof *o * n);
+	int64_t now = wall_ms();
+	for (size_t i = 0; i < n; i++) {
+		struct run *r = &runs[i];
+		struct outcome *x = &o[i];
+		memset(x, 0, sizeof *x);
+		x->r = r;
+		x->handle = r->handle;
+		x->fence = r->fence;
+		x->duration_ms = res[i].duration_ms;
+		x->error = res[i].error;
+		if (r->is_tick) {
+			x->kind = 'a';
+			continue;
+		}
+		int64_t next = 0;
+		int attempt = r->attempt;
+		enum run_status st = run_decide(r, &res[i], &rq->backoff, now, &next, &attempt);
+		x->attempt = attempt;
+		x->status = run_status_name(st);
+		switch (st) {
+		case RUN_SUCCEEDED:
+			x->kind = 'e';
+			break;
+		case RUN_QUEUED:   /* deferral: the attempt is given back */
+		case RUN_FAILED:   /* retry after backoff */
+			x->kind = 'd';
+			x->due_ms = next;
+			break;
+		default:
+			x->kind = 'x';
+			x->status = "dead";
+			break;
+		}
+	}
+	int rv = record(rq, o, n, fenced);
+	if (o != stack_o)
+		free(o);
+	return rv ? rv : rq_ok(rq);
+}
+
+/* ------------------------------------------------------------------ */
+/* claim                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Turns one delivered entry into out (0) or a dead record (1, appended to
+ * dead[] with its reason in reasons).  fields: the entry's field array. */
+static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const redisReply *fields,
+		      int64_t fence, struct run *out, char *reason, size_t reasonlen)
+{
+	int64_t slot;
+	int rv = rentry_parse(fields, id, rq->default_max, out, &slot, reason, reasonlen);
+	if (idlen >= sizeof out->handle) {   /* cannot happen with Redis ids */
+		snprintf(reason, reasonlen, "malformed entry: stream id too long");
+		rv = -1;
+		idlen = sizeof out->handle - 1;
+	}
+	memcpy(out->handle, id, idlen);
+	out->handle[idlen] = '\0';
+	out->fence = fence;
+	out->started_at_ms = wall_ms();
+	if (rv)
+		return 1;
+	if (out->is_tick)
+		return 0;
+	out->attempt += (int)(fence > 0 ? fence : 1);
+	if (out->attempt > out->max_attempts) {
+		snprintf(reason, reasonlen,
+			 "attempts exhausted: %d of %d (consumers lost the run while it ran)",
+			 out->attempt - 1, out->max_attempts);
+		out->attempt--;
+		return 1;
+	}
+	return 0;
+}
+
+struct deadbuf {
+	struct run runs[8];
+	char reasons[8][RUN_MAX_ERROR_LEN + 1];
+	size_t n;
+};
+
+/* Records and releases the dead records collected by a claim. */
+static int flush_dead(struct rqueue *rq, struct deadbuf *d)
+{
+	if (!d->n)
+		return 0;
+	struct outcome o[8];
+	for (size_t i = 0; i < d->n; i++) {
+		struct run *r = &d->runs[i];
+		if (!r->id[0])
+			run_id_new(r->id);   /* so job_runs can list it */
+		memset(&o[i], 0, sizeof o[i]);
+		o[i].r = r;
+		o[i].handle = r->handle;
+		o[i].fence = r->fence;
+		o[i].kind = 'x';
+		o[i].status = "dead";
+		o[i].attempt = r->attempt;
+		o[i].error = d->reasons[i];
+	}
+	int rv = record(rq, o, d->n, NULL);
+	for (size_t i = 0; i < d->n; i++)
+		run_clear(&d->runs[i]);
+	d->n = 0;
+	return rv;
+}
+
+/* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
+ * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max). */
+static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *out, size_t max,
+			size_t *got, struct deadbuf *dead)
+{
+	for (size_t i = 0; i < arr->elements; i++) {
+		const redisReply *e = arr->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+		    e->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		int64_t fence = 1;
+		if (e->elements >= 3 && e->element[2]->type == REDIS_REPLY_INTEGER)
+			fence = e->element[2]->integer;
+		if (dead->n == JR_ARRAY_LEN(dead->runs) && flush_dead(rq, dead))
+			return -1;
+		struct run *slot = *got < max ? &out[*got] : &dead->runs[dead->n];
+		int bad = take_entry(rq, e->element[0]->str, e->element[0]->len, e->element[1], fence,
+				     slot, dead->reasons[dead->n], sizeof dead->reasons[0]);
+		if (bad) {
+			if (slot != &dead->runs[dead->n]) {
+				dead->runs[dead->n] = *slot;   /* move ownership */
+				memset(slot, 0, sizeof *slot);
+			}
+			dead->n++;
+		} else if (*got < max) {
+			(*got)++;
+		} else {
+			/* more than max came back (cannot happen: COUNT bounds it) */
+			run_clear(slot);
+		}
+	}
+	return 0;
+}
+
+static int promote(struct rqueue *rq, int64_t *moved)
+{
+	char now[24], lim[16];
+	snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+	snprintf(lim, sizeof lim, "%d", PROMOTE_BATCH);
+	const char *av[] = { "2", RENTRY_DELAYED, RENTRY_RUNS, now, lim };
+	redisReply *r = rconn_eval(&rq->rc, S_PROMOTE, 5, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	if (moved)
+		*moved += r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	int more = r->type == REDIS_REPLY_INTEGER && r->integer == PROMOTE_BATCH;
+	freeReplyObject(r);
+	rq->next_promote_ms = mono_ms() + (more ? 0 : PROMOTE_MS);
+	return 0;
+}
+
+static int trim_stream(struct rqueue *rq, const char *key, const char *protect, int64_t *trimmed)
+{
+	char maxlen[24], step[16];
+	snprintf(maxlen, sizeof maxlen, "%lld", (long long)rq->max_len);
+	snprintf(step, sizeof step, "%d", TRIM_CAP_STEP);
+	const char *av[] = { "1", key, protect, maxlen, step };
+	redisReply *r = rconn_eval(&rq->rc, S_TRIM, 5, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	if (trimmed && r->type == REDIS_REPLY_INTEGER)
+		*trimmed += r->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int gc_consumers(struct rqueue *rq, int64_t idle_ms)
+{
+	char idle[24];
+	snprintf(idle, sizeof idle, "%lld", (long long)idle_ms);
+	static const char *const targets[][2] = {
+		{ RENTRY_RUNS, RENTRY_GROUP },
+		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
+		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
+	};
+	for (size_t i = 0; i < JR_ARRAY_LEN(targets); i++) {
+		const char *av[] = { "1", targets[i][0], targets[i][1], idle };
+		redisReply *r = rconn_eval(&rq->rc, S_GC, 4, av, NULL);
+		if (!r)
+			return rq_fail(rq);
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+static int64_t default_gc_idle(const struct rqueue *rq)
+{
+	int64_t idle = 10 * rq->lease_ms;
+	return idle > 600000 ? idle : 600000;
+}
+
+/* Housekeeping due at mono time now. */
+static int housekeeping(struct rqueue *rq, int64_t now)
+{
+	if (now >= rq->next_promote_ms && promote(rq, NULL))
+		return -1;
+	if (now >= rq->next_trim_ms) {
+		if (trim_stream(rq, RENTRY_RUNS, RENTRY_GROUP, NULL) ||
+		    trim_stream(rq, RENTRY_EVENTS, "", NULL))
+			return -1;
+		rq->next_trim_ms = now + TRIM_MS;
+	}
+	if (now >= rq->next_gc_ms) {
+		if (gc_consumers(rq, default_gc_idle(rq)))
+			return -1;
+		rq->next_gc_ms = now + GC_MS;
+	}
+	return 0;
+}
+
+static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got,
+		     struct deadbuf *dead)
+{
+	char count[16], idle[24];
+	snprintf(count, sizeof count, "%zu", max - *got);
+	snprintf(idle, sizeof idle, "%lld", (long long)(mono_ms() - epoch_ms() + OWN_MARGIN_MS));
+	const char *av[] = { "1", RENTRY_RUNS, RENTRY_GROUP, rq->q.consumer, idle, count };
+	redisReply *r = rconn_eval(&rq->rc, S_OWN, 6, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	int rv = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER) {
+		if ((size_t)r->element[0]->integer < max - *got)
+			rq->own_done = 1;
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)
+			rv = take_entries(rq, r->element[1], out, max, got, dead);
+	} else {
+		rq->own_done = 1;
+	}
+	freeReplyObject(r);
+	return rv ? rq->q.err : 0;
+}
+
+static int claim_reclaim(struct rqueue *rq, struct run *out, size_t max, size_t *got,
+			 struct deadbuf *dead)
+{
+	char idle[24], count[16];
+	snprintf(idle, sizeof idle, "%lld", (long long)rq->lease_ms);
+	snprintf(count, sizeof count, "%zu", max - *got);
+	const char *av[] = { "1", RENTRY_RUNS, RENTRY_GROUP, rq->q.consumer, idle,
+			     rq->reclaim_cursor, count, "8" };
+	redisReply *r = rconn_eval(&rq->rc, S_RECLAIM, 8, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	int rv = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_STRING) {
+		const redisReply *cur = r->element[0];
+		int wrapped = !strcmp(cur->str, "0-0");
+		snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "%s", wrapped ? "0-0" : cur->str);
+		rq->next_reclaim_ms = mono_ms() + (wrapped ? rq->reclaim_ms : 0);
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)
+			rv = take_entries(rq, r->element[1], out, max, got, dead);
+	} else {
+		rq->next_reclaim_ms = mono_ms() + rq->reclaim_ms;
+	}
+	freeReplyObject(r);
+	return rv ? rq->q.err : 0;
+}
+
+static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got,
+		     int64_t block_ms, struct deadbuf *dead)
+{
+	char count[16], block[24];
+	snprintf(count, sizeof count, "%zu", max - *got);
+	snprintf(block, sizeof block, "%lld", (long long)block_ms);
+	const char *av[] = { "XREADGROUP", "GROUP", RENTRY_GROUP, rq->q.consumer, "COUNT", count,
+			     "BLOCK", block, "STREAMS", RENTRY_RUNS, ">" };
+	int argc = 11;
+	if (block_ms <= 0) {   /* no BLOCK: answer at once */
+		av[6] = "STREAMS";
+		av[7] = RENTRY_RUNS;
+		av[8] = ">";
+		argc = 9;
+	}
+	redisReply *r = rconn_cmd(&rq->rc, argc, av, NULL);
+	if (!r) {
+		check_nogroup(rq);
+		return rq_fail(rq);
+	}
+	int rv = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
+		const redisReply *s = r->element[0];
+		if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
+		    s->element[1]->type == REDIS_REPLY_ARRAY)
+			rv = take_entries(rq, s->element[1], out, max, got, dead);
+	}
+	freeReplyObject(r);
+	return rv ? rq->q.err : 0;
+}
+
+/* Appends one jr:events entry with a `running` event per claimed run, so
+ * that job_runs shows the run as running while it runs.  Best effort: a
+ * failure here loses only that intermediate state (the outcome is written
+ * by complete()), so it does not fail the claim. */
+static void announce_started(struct rqueue *rq, const struct run *runs, size_t n)
+{
+	struct strbuf *sb = &rq->scratch;
+	size_t count = 0;
+	char num[24];
+	sb_reset(sb);
+	sb_add(sb, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (runs[i].is_tick)
+			continue;
+		struct outcome o = { .r = &runs[i], .kind = 'r', .status = "running",
+				     .attempt = runs[i].attempt };
+		if (count++)
+			sb_add(sb, ",", 1);
+		event_json(sb, rq, &o, 0);
+	}
+	sb_add(sb, "]", 1);
+	if (!count)
+		return;
+	snprintf(num, sizeof num, "%zu", count);
+	const char *av[] = { "XADD", RENTRY_EVENTS, "*", "v", RENTRY_VERSION, "n", num, "e", sb->buf };
+	size_t lens[] = { 4, strlen(RENTRY_EVENTS), 1, 1, strlen(RENTRY_VERSION), 1, strlen(num), 1,
+			  sb->len };
+	redisReply *r = rconn_cmd(&rq->rc, 9, av, lens);
+	if (r)
+		freeReplyObject(r);
+}
+
+static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_ms, size_t *n)
+{
+	struct rqueue *rq = rq_of(q);
+	struct deadbuf dead;
+	dead.n = 0;
+	*n = 0;
+	if (max == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	int64_t deadline = mono_ms() + (block_ms > 0 ? block_ms : 0);
+	size_t got = 0;
+	int rv = 0;
+	for (;;) {
+		int64_t now = mono_ms();
+		if (housekeeping(rq, now)) {
+			rv = q->err;
+			break;
+		}
+		if (!rq->own_done && (rv = claim_own(rq, out, max, &got, &dead)))
+			break;
+		if (got < max && now >= rq->next_reclaim_ms &&
+		    (rv = claim_reclaim(rq, out, max, &got, &dead)))
+			break;
+		int64_t wait = 0;
+		if (got == 0 && rq->own_done) {
+			/* block, but wake up for the next housekeeping */
+			now = mono_ms();
+			wait = deadline - now;
+			int64_t next = rq->next_promote_ms < rq->next_reclaim_ms ? rq->next_promote_ms
+										 : rq->next_reclaim_ms;
+			if (wait > next - now)
+				wait = next - now;
+			if (wait > RCONN_MAX_BLOCK_MS)
+				wait = RCONN_MAX_BLOCK_MS;
+			if (wait < 0)
+				wait = 0;
+		}
+		if (got < max && (rv = claim_new(rq, out, max, &got, wait, &dead)))
+			break;
+		if (got > 0 || dead.n > 0 || mono_ms() >= deadline)
+			break;
+	}
+	int drv = flush_dead(rq, &dead);
+	if (!rv)
+		rv = drv;
+	if (!rv && got)
+		announce_started(rq, out, got);
+	if (rv) {
+		/* the runs already claimed stay pending and will be reclaimed */
+		for (size_t i = 0; i < got; i++)
+			run_clear(&out[i]);
+		return rv;
+	}
+	*n = got;
+	return rq_ok(rq);
+}
+
+/* ------------------------------------------------------------------ */
+/* extend, stats, destroy                                              */
+/* ------------------------------------------------------------------ */
+
+static int rq_extend(struct queue *q, const struct run *runs, size_t n)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "1");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, q->consumer);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, runs[i].handle);
+			rargv_addi64(a, runs[i].fence);
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_EXTEND, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		freeReplyObject(r);
+	}
+	return rq_ok(rq);
+}
+
+static const redisReply *kv(const redisReply *flat, const char *key)
+{
+	if (!flat || flat->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	for (size_t i = 0; i + 1 < flat->elements; i += 2)
+		if (flat->element[i]->type == REDIS_REPLY_STRING && !strcmp(flat->element[i]->str, key))
+			return flat->element[i + 1];
+	return NULL;
+}
+
+static int64_t kv_int(const redisReply *flat, const char *key, int64_t dflt)
+{
+	const redisReply *v = kv(flat, key);
+	if (v && v->type == REDIS_REPLY_INTEGER)
+		return v->integer;
+	return dflt;
+}
+
+static int rq_stats(struct queue *q, struct queue_stats *out)
+{
+	struct rqueue *rq = rq_of(q);
+	memset(out, 0, sizeof *out);
+	if (ensure_groups(rq))
+		return q->err;
+	const char *c1[] = { "XINFO", "GROUPS", RENTRY_RUNS };
+	const char *c2[] = { "ZCARD", RENTRY_DELAYED };
+	const char *c3[] = { "GET", RENTRY_DEAD_COUNT };
+	const char *c4[] = { "XINFO", "CONSUMERS", RENTRY_RUNS, RENTRY_GROUP };
+	const char *c5[] = { "GET", RENTRY_TICK_LAST };
+	if (rconn_append(&rq->rc, 3, c1, NULL) || rconn_append(&rq->rc, 2, c2, NULL) ||
+	    rconn_append(&rq->rc, 2, c3, NULL) || rconn_append(&rq->rc, 4, c4, NULL) ||
+	    rconn_append(&rq->rc, 2, c5, NULL))
+		return rq_fail(rq);
+	redisReply *r[5] = { 0 };
+	int rv = 0;
+	for (int i = 0; i < 5; i++) {
+		r[i] = rconn_get(&rq->rc);
+		if (!r[i]) {
+			rv = rq_fail(rq);
+			goto out;
+		}
+	}
+	for (int i = 0; i < 5; i++)
+		if (r[i]->type == REDIS_REPLY_ERROR) {
+			rconn_reply_error(&rq->rc, r[i]);
+			check_nogroup(rq);
+			rv = rq_fail(rq);
+			goto out;
+		}
+	for (size_t i = 0; r[0]->type == REDIS_REPLY_ARRAY && i < r[0]->elements; i++) {
+		const redisReply *g = r[0]->element[i];
+		const redisReply *name = kv(g, "name");
+		if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, RENTRY_GROUP))
+			continue;
+		out->running = kv_int(g, "pending", 0);
+		out->queued = kv_int(g, "lag", -1);
+		/* runs only: the one tick that may wait for delivery is not a run */
+		const redisReply *last = kv(g, "last-delivered-id");
+		int tick_waiting = r[4]->type == REDIS_REPLY_STRING && last &&
+				   last->type == REDIS_REPLY_STRING && id_cmp(r[4]->str, last->str) > 0;
+		if (out->queued < 0) {
+			/* lag unknown after deletions: count what is after last-delivered */
+			out->queued = 0;
+			if (last && last->type == REDIS_REPLY_STRING) {
+				char from[64];
+				snprintf(from, sizeof from, "(%s", last->str);
+				redisReply *x = rconn_cmdf(&rq->rc, "XRANGE %s %s + COUNT 100000",
+							   RENTRY_RUNS, from);
+				if (x && x->type == REDIS_REPLY_ARRAY)
+					out->queued = (int64_t)x->elements;
+				if (x)
+					freeReplyObject(x);
+			}
+		}
+		if (tick_waiting && out->queued > 0)
+			out->queued--;
+	}
+	out->delayed = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : 0;
+	if (r[2]->type == REDIS_REPLY_STRING)
+		parse_i64(r[2]->str, 0, INT64_MAX, &out->dead);
+	if (r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements) {
+		out->consumers = xcalloc(r[3]->elements, sizeof *out->consumers);
+		for (size_t i = 0; i < r[3]->elements; i++) {
+			const redisReply *c = r[3]->element[i];
+			const redisReply *name = kv(c, "name");
+			struct queue_consumer_stat *s = &out->consumers[out->nconsumers];
+			if (!name || name->type != REDIS_REPLY_STRING)
+				continue;
+			snprintf(s->name, sizeof s->name, "%s", name->str);
+			s->pending = kv_int(c, "pending", 0);
+			s->idle_ms = kv_int(c, "idle", 0);
+			out->nconsumers++;
+		}
+	}
+	rv = rq_ok(rq);
+out:
+	for (int i = 0; i < 5; i++)
+		if (r[i])
+			freeReplyObject(r[i]);
+	return rv;
+}
+
+static void rq_destroy(struct queue *q)
+{
+	if (!q)
+		return;
+	struct rqueue *rq = rq_of(q);
+	rconn_release(&rq->rc);
+	rargv_release(&rq->av);
+	sb_release(&rq->scratch);
+	free(rq);
+}
+
+static const struct queue_ops redis_ops = {
+	.backend = "redis",
+	.enqueue = rq_enqueue,
+	.claim = rq_claim,
+	.complete = rq_complete,
+	.extend = rq_extend,
+	.stats = rq_stats,
+	.destroy = rq_destroy,
+};
+
+/* ------------------------------------------------------------------ */
+/* API                                                                 */
+/* ------------------------------------------------------------------ */
 
 int queue_redis_open(const struct config *cfg, const char *consumer, struct queue **out,
 		     char *err, size_t errlen)
 {
 	*out = NULL;
-	snprintf(err, errlen, "redis transport not built yet");
-	return QUEUE_EDOWN;
+	if (!cfg->redis_url) {
+		snprintf(err, errlen, "REDIS_URL is not set");
+		return QUEUE_EINVAL;
+	}
+	if (!consumer || !*consumer || strlen(consumer) >= sizeof((struct queue *)0)->consumer) {
+		snprintf(err, errlen, "consumer name missing or over 127 bytes");
+		return QUEUE_EINVAL;
+	}
+	epoch_ms();
+	struct rqueue *rq = xcalloc(1, sizeof *rq);
+	if (rconn_init(&rq->rc, cfg->redis_url, scripts, S_COUNT, err, errlen)) {
+		free(rq);
+		return QUEUE_EINVAL;
+	}
+	rq->q.ops = &redis_ops;
+	rq->q.cfg = cfg;
+	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);
+	rq->backoff.base_ms = cfg->job_backoff_base_ms > 0 ? cfg->job_backoff_base_ms : 1000;
+	rq->backoff.max_ms = cfg->job_backoff_max_ms > 0 ? cfg->job_backoff_max_ms : 300000;
+	rq->lease_ms = cfg->job_lease_ms > 0 ? cfg->job_lease_ms : 30000;
+	rq->reclaim_ms = rq->lease_ms / 4;
+	if (rq->reclaim_ms < 50)
+		rq->reclaim_ms = 50;
+	if (rq->reclaim_ms > 1000)
+		rq->reclaim_ms = 1000;
+	rq->max_len = cfg->redis_stream_max_len;
+	rq->tick_px = 2 * (cfg->job_runner_interval_ms > 0 ? cfg->job_runner_interval_ms : 5000);
+	rq->default_max = cfg->job_max_attempts > 0 ? (int)cfg->job_max_attempts : 5;
+	snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "0-0");
+	if (ensure_groups(rq)) {
+		snprintf(err, errlen, "%s", rq->q.errstr);
+		int code = rq->q.err;
+		rq_destroy(&rq->q);
+		return code;
+	}
+	*out = &rq->q;
+	return 0;
+}
+
+int64_t queue_redis_slot(int64_t now_ms, int64_t interval_ms)
+{
+	return interval_ms > 0 ? now_ms / interval_ms : now_ms;
+}
+
+int queue_redis_tick(struct queue *q, int64_t slot, int *added)
+{
+	struct rqueue *rq = rq_of(q);
+	*added = 0;
+	if (ensure_groups(rq))
+		return q->err;
+	char key[64], px[24], slots[24], enq[24];
+	snprintf(key, sizeof key, "%s%lld", RENTRY_TICK_KEY, (long long)slot);
+	snprintf(px, sizeof px, "%lld", (long long)rq->tick_px);
+	snprintf(slots, sizeof slots, "%lld", (long long)slot);
+	snprintf(enq, sizeof enq, "%lld", (long long)wall_ms());
+	const char *av[] = { "3", key, RENTRY_RUNS, RENTRY_TICK_LAST, px, slots, enq, RENTRY_GROUP };
+	redisReply *r = rconn_eval(&rq->rc, S_TICK, 8, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	*added = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	freeReplyObject(r);
+	return rq_ok(rq);
+}
+
+int queue_redis_check_policy(struct queue *q, char *policy, size_t policylen, int *noeviction)
+{
+	struct rqueue *rq = rq_of(q);
+	*noeviction = 0;
+	if (policylen)
+		policy[0] = '\0';
+	redisReply *r = rconn_cmdf(&rq->rc, "CONFIG GET maxmemory-policy");
+	if (!r)
+		return rq_fail(rq);
+	int rv = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(policy, policylen, "%s", r->element[1]->str);
+		*noeviction = !strcmp(r->element[1]->str, "noeviction");
+	} else {
+		rv = rq_failf(rq, QUEUE_EINTERNAL, "CONFIG GET maxmemory-policy: unexpected reply");
+	}
+	freeReplyObject(r);
+	return rv ? rv : rq_ok(rq);
+}
+
+int queue_redis_ping(struct queue *q, int64_t *latency_ms)
+{
+	struct rqueue *rq = rq_of(q);
+	int64_t t0 = mono_ms();
+	redisReply *r = rconn_cmdf(&rq->rc, "PING");
+	if (latency_ms)
+		*latency_ms = mono_ms() - t0;
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	return rq_ok(rq);
+}
+
+int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *moved, int64_t *trimmed)
+{
+	struct rqueue *rq = rq_of(q);
+	int64_t mv = 0, tr = 0;
+	if (ensure_groups(rq))
+		return q->err;
+	if (promote(rq, &mv) || trim_stream(rq, RENTRY_RUNS, RENTRY_GROUP, &tr) ||
+	    trim_stream(rq, RENTRY_EVENTS, "", &tr) ||
+	    gc_consumers(rq, idle_consumer_ms > 0 ? idle_consumer_ms : default_gc_idle(rq)))
+		return q->err;
+	if (moved)
+		*moved = mv;
+	if (trimmed)
+		*trimmed = tr;
+	return rq_ok(rq);
 }

@@ -23,6 +23,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
+#include "history.h"
 #include "jrmetrics.h"
 #include "log.h"
 #include "orglimit.h"
@@ -65,6 +66,7 @@ struct worker {
 	struct wthread *threads;
 	pthread_t hb_tid, timer_tid;
 	int hb_started, timer_started;
+	struct history_thread *history;   /* Redis mode: runs' states into job_runs */
 	pthread_mutex_t mu;
 	pthread_cond_t done_cv;
 	int running;                   /* threads not yet finished */
@@ -537,6 +539,11 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		}
 	}
 	w->hb_started = pthread_create(&w->hb_tid, NULL, heartbeat_thread, w) == 0;
+	if (cfg->redis_url && cfg->database_url) {
+		char herr[256];
+		if (history_thread_start(cfg, cfg->consumer_name, &w->history, herr, sizeof herr))
+			LOGF(LOG_ERROR, "history_failed", "cannot start the history writer", LF_S("error", herr));
+	}
 	if (!drain)
 		w->timer_started = pthread_create(&w->timer_tid, NULL, timer_thread, w) == 0;
 	*out = w;
@@ -588,6 +595,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		pthread_join(w->hb_tid, NULL);
 	if (w->timer_started)
 		pthread_join(w->timer_tid, NULL);
+	history_thread_stop(w->history, 5000);   /* writes what is left, then ends */
 	for (int i = 0; i < w->nthreads; i++) {
 		struct wthread *t = &w->threads[i];
 		drop(&t->rq);

@@ -1,0 +1,711 @@
+/* history.c -- see history.h.
+ *
+ * Why a consumer group and not a write per run: the completion script on
+ * the hot path only appends to jr:events (in Redis, inside the same script
+ * that acknowledges the run), so a consumer never waits for PostgreSQL per
+ * run; the writer turns hundreds of entries into one INSERT ... SELECT FROM
+ * unnest(...) ON CONFLICT DO UPDATE.  Reading jr:runs with its own group
+ * means the producer writes a run once (XADD) and the queued row still
+ * appears; trimming (queue_redis.c) keeps every entry this group has not
+ * acknowledged, up to the hard cap REDIS_STREAM_MAX_LEN.
+ *
+ * Order does not matter: rows of one batch are reduced to the newest state
+ * per id first (a statement cannot update a row twice), and the upsert's
+ * WHERE keeps the newest of what is stored and what arrives.
+ *
+ * Failure handling: entries are acknowledged only after their rows are
+ * committed.  PostgreSQL unreachable: nothing is acknowledged, and the next
+ * step reads this writer's pending entries again (id 0) before new ones.
+ * PostgreSQL refuses the batch (a constraint, bad data): the batch is
+ * retried without idempotency keys (their unique index may hold a key of
+ * another run), then row by row, and rows that still fail are dropped and
+ * counted, so one bad row never blocks history.
+ *
+ * Rejected: a write per run from the consumer (a PostgreSQL round trip on
+ * the hot path, and history lost when the consumer dies between the two
+ * writes); COPY into a staging table (two statements and a temp table per
+ * batch for no gain at these sizes).
+ */
+#include "history.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "rconn.h"
+#include "rentry.h"
+#include "run.h"
+#include "util.h"
+
+#define RUNS_COUNT 1000      /* jr:runs entries per read */
+#define EVENTS_COUNT 8       /* jr:events entries per read (each up to 256 events) */
+#define RECLAIM_EVERY_MS 5000
+
+/* ------------------------------------------------------------------ */
+/* rows                                                                */
+/* ------------------------------------------------------------------ */
+
+struct hrow {
+	char id[RUN_ID_LEN + 1];
+	char *job, *org, *payload, *error, *consumer, *idem;   /* owned */
+	const char *src, *status;                              /* static */
+	int attempts, max;
+	int64_t runat, enq, started, finished, duration;       /* -1: NULL */
+};
+
+struct rows {
+	struct hrow *v;
+	size_t n, cap;
+};
+
+static struct hrow *row_new(struct rows *rs)
+{
+	if (rs->n == rs->cap) {
+		rs->cap = rs->cap ? rs->cap * 2 : 256;
+		rs->v = xrealloc(rs->v, rs->cap * sizeof *rs->v);
+	}
+	struct hrow *r = &rs->v[rs->n++];
+	memset(r, 0, sizeof *r);
+	r->runat = r->enq = r->started = r->finished = r->duration = -1;
+	return r;
+}
+
+static void row_free(struct hrow *r)
+{
+	free(r->job);
+	free(r->org);
+	free(r->payload);
+	free(r->error);
+	free(r->consumer);
+	free(r->idem);
+}
+
+static void rows_reset(struct rows *rs)
+{
+	for (size_t i = 0; i < rs->n; i++)
+		row_free(&rs->v[i]);
+	rs->n = 0;
+}
+
+/* The order of a run's states, as both this file and the upsert's WHERE
+ * compute it: (effective attempts, started_at, rank), where
+ *   queued, never started (enqueued, retry waiting)   rank 0
+ *   running (a claim at started_at)                   rank 1
+ *   queued after a start (deferred: the attempt was   rank 2, attempts + 1
+ *     given back, so it ranks with the claim it ends)
+ *   succeeded, failed (will retry), dead              rank 3
+ * A later claim of the same attempt number (after a deferral, or by
+ * another consumer) has a later started_at, so it is newer. */
+static int row_rank(const struct hrow *r)
+{
+	if (!strcmp(r->status, "queued"))
+		return r->started < 0 ? 0 : 2;
+	if (!strcmp(r->status, "running"))
+		return 1;
+	return 3;
+}
+
+static int row_eff_attempts(const struct hrow *r)
+{
+	return r->attempts + (row_rank(r) == 2);
+}
+
+static int row_cmp(const void *pa, const void *pb)
+{
+	const struct hrow *a = pa, *b = pb;
+	int c = strcmp(a->id, b->id);
+	if (c)
+		return c;
+	if (row_eff_attempts(a) != row_eff_attempts(b))
+		return row_eff_attempts(a) < row_eff_attempts(b) ? -1 : 1;
+	int64_t sa = a->started < 0 ? 0 : a->started, sb_ = b->started < 0 ? 0 : b->started;
+	if (sa != sb_)
+		return sa < sb_ ? -1 : 1;
+	return row_rank(a) - row_rank(b);
+}
+
+/* Keeps the newest row per id (sorted by id, then age). */
+static void rows_reduce(struct rows *rs)
+{
+	if (rs->n < 2)
+		return;
+	qsort(rs->v, rs->n, sizeof *rs->v, row_cmp);
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		if (i + 1 < rs->n && !strcmp(rs->v[i].id, rs->v[i + 1].id)) {
+			/* the later one is newer; keep a payload the newer lacks */
+			if (!rs->v[i + 1].payload) {
+				rs->v[i + 1].payload = rs->v[i].payload;
+				rs->v[i].payload = NULL;
+			}
+			row_free(&rs->v[i]);
+			continue;
+		}
+		rs->v[w++] = rs->v[i];
+	}
+	rs->n = w;
+}
+
+/* A jr:runs entry -> a queued row (0), or nothing (1: a tick, malformed). */
+static int row_from_run(struct rows *rs, const redisReply *fields, const char *entry_id,
+			int default_max)
+{
+	struct run r;
+	int64_t slot;
+	char err[RUN_MAX_ERROR_LEN + 1];
+	if (rentry_parse(fields, entry_id, default_max, &r, &slot, err, sizeof err) || r.is_tick) {
+		run_clear(&r);
+		return 1;   /* malformed ones reach job_runs through their dead event */
+	}
+	struct hrow *h = row_new(rs);
+	memcpy(h->id, r.id, sizeof h->id);
+	h->job = r.job;
+	h->org = r.org_id;
+	h->payload = r.payload;
+	h->idem = r.idempotency_key;
+	r.job = r.org_id = r.payload = r.idempotency_key = NULL;
+	h->src = run_source_name(r.source);
+	h->status = "queued";
+	h->attempts = r.attempt;
+	h->max = r.max_attempts;
+	h->enq = r.enqueued_at_ms;
+	run_clear(&r);
+	return 0;
+}
+
+static char *json_str(const cJSON *o, const char *key, size_t max)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+	if (!s)
+		return NULL;
+	return xstrndup(s, strnlen(s, max));
+}
+
+static int64_t json_i64(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15)
+		return -1;
+	return (int64_t)v->valuedouble;
+}
+
+/* A jr:events entry (e = JSON array of events) -> rows.  Returns how many. */
+static size_t rows_from_events(struct rows *rs, const redisReply *fields)
+{
+	const redisReply *e = NULL;
+	for (size_t i = 0; i + 1 < fields->elements; i += 2)
+		if (fields->element[i]->type == REDIS_REPLY_STRING && !strcmp(fields->element[i]->str, "e"))
+			e = fields->element[i + 1];
+	if (!e || e->type != REDIS_REPLY_STRING)
+		return 0;
+	cJSON *arr = cJSON_ParseWithLength(e->str, e->len);
+	size_t n = 0;
+	const cJSON *ev;
+	cJSON_ArrayForEach(ev, arr) {
+		const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "id"));
+		const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "status"));
+		const char *src = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "src"));
+		enum run_status status;
+		enum run_source source = RUN_SRC_ADHOC;
+		if (!id || strlen(id) > RUN_ID_LEN || !*id || !st || run_status_parse(st, &status))
+			continue;
+		if (src)
+			run_source_parse(src, &source);
+		struct hrow *h = row_new(rs);
+		memcpy(h->id, id, strlen(id) + 1);
+		h->job = json_str(ev, "job", RUN_MAX_JOB_LEN);
+		if (!h->job)
+			h->job = xstrdup("unknown");
+		h->org = json_str(ev, "org", RUN_MAX_ORG_LEN);
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(ev, "payload");
+		if (p)
+			h->payload = cJSON_PrintUnformatted(p);
+		h->error = json_str(ev, "error", RUN_MAX_ERROR_LEN);
+		h->consumer = json_str(ev, "consumer", 127);
+		h->idem = json_str(ev, "idem", RUN_MAX_IDEM_LEN);
+		h->src = run_source_name(source);
+		h->status = run_status_name(status);
+		int64_t a = json_i64(ev, "attempt"), m = json_i64(ev, "max");
+		h->attempts = a >= 0 && a <= RENTRY_MAX_ATTEMPTS ? (int)a : 0;
+		h->max = m >= 1 && m <= RENTRY_MAX_ATTEMPTS ? (int)m : 1;
+		h->runat = json_i64(ev, "runat");
+		h->enq = json_i64(ev, "enq");
+		h->started = json_i64(ev, "started");
+		h->finished = json_i64(ev, "finished");
+		h->duration = json_i64(ev, "duration");
+		if (h->duration > INT32_MAX)
+			h->duration = INT32_MAX;
+		n++;
+	}
+	cJSON_Delete(arr);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* the upsert                                                          */
+/* ------------------------------------------------------------------ */
+
+static const char upsert_sql[] =
+	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts,"
+	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error,"
+	" consumer, transport, idempotency_key, updated_at)"
+	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status,"
+	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0),"
+	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0),"
+	" to_timestamp(u.finished / 1000.0), u.duration, u.error, u.consumer, 'redis', u.idem, now()"
+	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
+	" $13::int[], $14::text[], $15::text[], $16::text[])"
+	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
+	" duration, error, consumer, idem)"
+	" on conflict (id) do update set"
+	" job = excluded.job, org_id = excluded.org_id,"
+	" payload = case when excluded.payload = '{}'::jsonb then j.payload else excluded.payload end,"
+	" source = excluded.source, status = excluded.status, attempts = excluded.attempts,"
+	" max_attempts = excluded.max_attempts, run_at = excluded.run_at,"
+	" enqueued_at = least(j.enqueued_at, excluded.enqueued_at),"
+	" started_at = coalesce(excluded.started_at, j.started_at),"
+	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,"
+	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer),"
+	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key),"
+	" updated_at = now()"
+	/* the order of states: see row_cmp() */
+	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int,"
+	"        coalesce(excluded.started_at, '-infinity'),"
+	"        case when excluded.status = 'queued' then"
+	"             case when excluded.started_at is null then 0 else 2 end"
+	"             when excluded.status = 'running' then 1 else 3 end)"
+	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int,"
+	"     coalesce(j.started_at, '-infinity'),"
+	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end"
+	"          when j.status = 'running' then 1 else 3 end)";
+
+enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
+       P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
+
+static void arr_text(struct strbuf *sb, const char *s)
+{
+	if (sb->len > 1)
+		sb_add(sb, ",", 1);
+	if (!s) {
+		sb_adds(sb, "NULL");
+		return;
+	}
+	sb_add(sb, "\"", 1);
+	for (const char *p = s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			sb_add(sb, "\\", 1);
+		sb_add(sb, p, 1);
+	}
+	sb_add(sb, "\"", 1);
+}
+
+static void arr_int(struct strbuf *sb, int64_t v, int null_if_negative)
+{
+	if (sb->len > 1)
+		sb_add(sb, ",", 1);
+	if (null_if_negative && v < 0)
+		sb_adds(sb, "NULL");
+	else
+		sb_addf(sb, "%lld", (long long)v);
+}
+
+/* Writes rows [from, to) in one statement: 0, or -1 (db errstr). */
+static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, int with_idem)
+{
+	struct strbuf sb[P_COUNT];
+	for (int k = 0; k < P_COUNT; k++) {
+		sb[k] = (struct strbuf)STRBUF_INIT;
+		sb_add(&sb[k], "{", 1);
+	}
+	for (size_t i = from; i < to; i++) {
+		const struct hrow *r = &v[i];
+		arr_text(&sb[P_ID], r->id);
+		arr_text(&sb[P_JOB], r->job);
+		arr_text(&sb[P_ORG], r->org);
+		arr_text(&sb[P_PAYLOAD], r->payload);
+		arr_text(&sb[P_SRC], r->src);
+		arr_text(&sb[P_STATUS], r->status);
+		arr_int(&sb[P_ATTEMPTS], r->attempts, 0);
+		arr_int(&sb[P_MAX], r->max, 0);
+		arr_int(&sb[P_RUNAT], r->runat, 1);
+		arr_int(&sb[P_ENQ], r->enq, 1);
+		arr_int(&sb[P_STARTED], r->started, 1);
+		arr_int(&sb[P_FINISHED], r->finished, 1);
+		arr_int(&sb[P_DURATION], r->duration, 1);
+		arr_text(&sb[P_ERROR], r->error);
+		arr_text(&sb[P_CONSUMER], r->consumer);
+		arr_text(&sb[P_IDEM], with_idem ? r->idem : NULL);
+	}
+	const char *params[P_COUNT];
+	for (int k = 0; k < P_COUNT; k++) {
+		sb_add(&sb[k], "}", 1);
+		params[k] = sb[k].buf;
+	}
+	int rv = db_exec(db, upsert_sql, P_COUNT, params);
+	for (int k = 0; k < P_COUNT; k++)
+		sb_release(&sb[k]);
+	return rv;
+}
+
+/* ------------------------------------------------------------------ */
+/* the writer                                                          */
+/* ------------------------------------------------------------------ */
+
+struct history {
+	const struct config *cfg;
+	char consumer[128];
+	struct rconn rc;
+	uint64_t groups_at;
+	struct db db;
+	int pending;              /* read own pending entries (id 0) first */
+	int64_t next_reclaim_ms;
+	struct rows rows;
+	struct history_counts counts;
+	char errstr[256];
+};
+
+static int h_fail(struct history *h, const char *what, const char *detail)
+{
+	snprintf(h->errstr, sizeof h->errstr, "history: %s: %.200s", what, detail);
+	return -1;
+}
+
+static int ensure_groups(struct history *h)
+{
+	if (rconn_connect(&h->rc))
+		return h_fail(h, "redis", h->rc.errstr);
+	if (h->groups_at == h->rc.connects)
+		return 0;
+	static const char *const keys[] = { RENTRY_RUNS, RENTRY_EVENTS };
+	for (size_t i = 0; i < JR_ARRAY_LEN(keys); i++) {
+		const char *av[] = { "XGROUP", "CREATE", keys[i], RENTRY_HISTORY_GROUP, "$", "MKSTREAM" };
+		redisReply *r = rconn_cmd(&h->rc, 6, av, NULL);
+		if (r)
+			freeReplyObject(r);
+		else if (!strstr(h->rc.errstr, "BUSYGROUP"))
+			return h_fail(h, "redis", h->rc.errstr);
+	}
+	h->groups_at = h->rc.connects;
+	h->pending = 1;
+	return 0;
+}
+
+int history_open(const struct config *cfg, const char *consumer, struct history **out,
+		 char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->redis_url || !cfg->database_url) {
+		snprintf(err, errlen, "history needs REDIS_URL and DATABASE_URL");
+		return -1;
+	}
+	if (!consumer || !*consumer || strlen(consumer) >= 128) {
+		snprintf(err, errlen, "history: consumer name missing or over 127 bytes");
+		return -1;
+	}
+	struct history *h = xcalloc(1, sizeof *h);
+	h->cfg = cfg;
+	snprintf(h->consumer, sizeof h->consumer, "%s", consumer);
+	if (rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, errlen)) {
+		free(h);
+		return -1;
+	}
+	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
+	h->pending = 1;   /* Redis is reached on the first step, not here */
+	*out = h;
+	return 0;
+}
+
+void history_close(struct history *h)
+{
+	if (!h)
+		return;
+	rconn_release(&h->rc);
+	db_release(&h->db);
+	rows_reset(&h->rows);
+	free(h->rows.v);
+	free(h);
+}
+
+const char *history_errstr(const struct history *h) { return h->errstr; }
+
+void history_get_counts(const struct history *h, struct history_counts *out) { *out = h->counts; }
+
+/* Takes over entries of writers that died (idle past HISTORY_RECLAIM_IDLE_MS):
+ * XAUTOCLAIM JUSTID, so they become this writer's pending entries. */
+static int reclaim(struct history *h)
+{
+	static const char *const keys[] = { RENTRY_RUNS, RENTRY_EVENTS };
+	char idle[24];
+	snprintf(idle, sizeof idle, "%d", HISTORY_RECLAIM_IDLE_MS);
+	for (size_t i = 0; i < JR_ARRAY_LEN(keys); i++) {
+		const char *av[] = { "XAUTOCLAIM", keys[i], RENTRY_HISTORY_GROUP, h->consumer, idle,
+				     "0-0", "COUNT", "1000", "JUSTID" };
+		redisReply *r = rconn_cmd(&h->rc, 9, av, NULL);
+		if (!r)
+			return h_fail(h, "redis", h->rc.errstr);
+		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+		    r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements)
+			h->pending = 1;
+		freeReplyObject(r);
+	}
+	h->next_reclaim_ms = mono_ms() + RECLAIM_EVERY_MS;
+	return 0;
+}
+
+/* Entry ids to acknowledge, per stream. */
+struct acks {
+	struct rargv runs, events;
+};
+
+/* Turns one XREADGROUP stream reply ([key, [[id, fields]...]]) into rows. */
+static void take(struct history *h, const redisReply *s, struct acks *ack, size_t *nentries)
+{
+	if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || s->element[0]->type != REDIS_REPLY_STRING ||
+	    s->element[1]->type != REDIS_REPLY_ARRAY)
+		return;
+	int is_events = !strcmp(s->element[0]->str, RENTRY_EVENTS);
+	const redisReply *list = s->element[1];
+	for (size_t i = 0; i < list->elements; i++) {
+		const redisReply *e = list->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		const char *id = e->element[0]->str;
+		rargv_addcopy(is_events ? &ack->events : &ack->runs, id, e->element[0]->len);
+		(*nentries)++;
+		if (e->element[1]->type != REDIS_REPLY_ARRAY)
+			continue;   /* deleted entry */
+		if (is_events)
+			rows_from_events(&h->rows, e->element[1]);
+		else
+			row_from_run(&h->rows, e->element[1], id, (int)h->cfg->job_max_attempts);
+	}
+}
+
+/* Reads a batch into h->rows and ack; 0 or -1. */
+static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, size_t *nentries)
+{
+	char c1[16], c2[16], blk[24];
+	snprintf(c1, sizeof c1, "%d", RUNS_COUNT);
+	snprintf(c2, sizeof c2, "%d", EVENTS_COUNT);
+	const char *from = h->pending ? "0" : ">";
+	const char *a1[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c1,
+			     "STREAMS", RENTRY_RUNS, from };
+	const char *a2[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
+			     "STREAMS", RENTRY_EVENTS, from };
+	if (rconn_append(&h->rc, 9, a1, NULL) || rconn_append(&h->rc, 9, a2, NULL))
+		return h_fail(h, "redis", h->rc.errstr);
+	int rv = 0;
+	for (int k = 0; k < 2; k++) {
+		redisReply *r = rconn_get(&h->rc);
+		if (!r)
+			return h_fail(h, "redis", h->rc.errstr);
+		if (r->type == REDIS_REPLY_ERROR) {
+			if (rconn_is_error(r, "NOGROUP"))
+				h->groups_at = 0;
+			rconn_reply_error(&h->rc, r);
+			rv = h_fail(h, "redis", h->rc.errstr);
+		} else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
+			take(h, r->element[0], ack, nentries);
+		}
+		freeReplyObject(r);
+	}
+	if (rv)
+		return rv;
+	if (h->pending) {
+		if (*nentries == 0)
+			h->pending = 0;   /* caught up: new entries from now on */
+		return 0;
+	}
+	if (*nentries == 0 && block_ms > 0) {
+		if (block_ms > RCONN_MAX_BLOCK_MS)
+			block_ms = RCONN_MAX_BLOCK_MS;
+		snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
+		const char *a3[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
+				     "BLOCK", blk, "STREAMS", RENTRY_RUNS, RENTRY_EVENTS, ">", ">" };
+		redisReply *r = rconn_cmd(&h->rc, 13, a3, NULL);
+		if (!r) {
+			if (strstr(h->rc.errstr, "NOGROUP"))
+				h->groups_at = 0;
+			return h_fail(h, "redis", h->rc.errstr);
+		}
+		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+			take(h, r->element[i], ack, nentries);
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* Writes h->rows: 0, or -1 when PostgreSQL is unreachable (nothing lost:
+ * the caller does not acknowledge). */
+static int write_rows(struct history *h)
+{
+	rows_reduce(&h->rows);
+	if (!h->rows.n)
+		return 0;
+	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 1) == 0) {
+		h->counts.rows += h->rows.n;
+		return 0;
+	}
+	if (!h->db.conn)
+		return h_fail(h, "postgres", h->db.errstr);
+	/* refused: without idempotency keys, then row by row */
+	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0) {
+		h->counts.rows += h->rows.n;
+		return 0;
+	}
+	for (size_t i = 0; i < h->rows.n; i++) {
+		if (upsert(&h->db, h->rows.v, i, i + 1, 0) == 0) {
+			h->counts.rows++;
+			continue;
+		}
+		if (!h->db.conn)
+			return h_fail(h, "postgres", h->db.errstr);
+		h->counts.dropped++;
+		h_fail(h, "row refused", h->db.errstr);
+	}
+	return 0;
+}
+
+static int ack_all(struct history *h, struct rargv *ids, const char *key)
+{
+	for (size_t off = 0; off < ids->n; off += 1000) {
+		size_t k = ids->n - off < 1000 ? ids->n - off : 1000;
+		struct rargv a = { 0 };
+		rargv_addrefs(&a, "XACK");
+		rargv_addrefs(&a, key);
+		rargv_addrefs(&a, RENTRY_HISTORY_GROUP);
+		for (size_t i = off; i < off + k; i++)
+			rargv_addref(&a, ids->argv[i], ids->lens[i]);
+		rargv_finish(&a);
+		redisReply *r = rconn_cmd(&h->rc, (int)a.n, a.argv, a.lens);
+		rargv_release(&a);
+		if (!r)
+			return h_fail(h, "redis", h->rc.errstr);
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+int history_step(struct history *h, int64_t block_ms, size_t *written)
+{
+	*written = 0;
+	h->errstr[0] = '\0';
+	if (ensure_groups(h))
+		return -1;
+	if (mono_ms() >= h->next_reclaim_ms && reclaim(h))
+		return -1;
+	struct acks ack;
+	memset(&ack, 0, sizeof ack);
+	size_t nentries = 0;
+	uint64_t rows_before = h->counts.rows;
+	int rv = read_batch(h, block_ms, &ack, &nentries);
+	if (rv == 0 && nentries) {
+		rv = write_rows(h);
+		if (rv) {
+			h->pending = 1;   /* read them again once PostgreSQL is back */
+		} else {
+			rargv_finish(&ack.runs);
+			rargv_finish(&ack.events);
+			rv = ack_all(h, &ack.runs, RENTRY_RUNS);
+			if (!rv)
+				rv = ack_all(h, &ack.events, RENTRY_EVENTS);
+			if (!rv) {
+				h->counts.entries += nentries;
+				h->counts.batches++;
+			}
+		}
+	}
+	*written = (size_t)(h->counts.rows - rows_before);
+	rows_reset(&h->rows);
+	rargv_release(&ack.runs);
+	rargv_release(&ack.events);
+	return rv;
+}
+
+/* ------------------------------------------------------------------ */
+/* the thread                                                          */
+/* ------------------------------------------------------------------ */
+
+struct history_thread {
+	pthread_t tid;
+	struct history *h;
+	int stop;                 /* atomic */
+	int64_t stop_deadline_ms; /* atomic: mono ms */
+};
+
+static void *history_main(void *arg)
+{
+	struct history_thread *t = arg;
+	int64_t backoff_ms = 200, next_log_ms = 0;
+	uint64_t dropped_logged = 0;
+	for (;;) {
+		int stopping = __atomic_load_n(&t->stop, __ATOMIC_ACQUIRE);
+		if (stopping && mono_ms() >= __atomic_load_n(&t->stop_deadline_ms, __ATOMIC_RELAXED))
+			break;
+		size_t written = 0;
+		struct history_counts before, c;
+		history_get_counts(t->h, &before);
+		int rv = history_step(t->h, stopping ? 0 : 1000, &written);
+		history_get_counts(t->h, &c);
+		if (c.dropped > dropped_logged) {
+			LOGF(LOG_ERROR, "history_rows_dropped", "PostgreSQL refused history rows",
+			     LF_I("rows", (int64_t)(c.dropped - dropped_logged)),
+			     LF_S("error", history_errstr(t->h)));
+			dropped_logged = c.dropped;
+		}
+		if (rv == 0) {
+			backoff_ms = 200;
+			if (stopping && c.entries == before.entries)
+				break;   /* caught up: nothing left to read */
+			continue;
+		}
+		if (mono_ms() >= next_log_ms) {
+			LOGF(LOG_WARN, "history_write_failed", "run history not written yet; retrying",
+			     LF_S("error", history_errstr(t->h)));
+			next_log_ms = mono_ms() + 30000;
+		}
+		if (stopping)
+			break;
+		for (int64_t slept = 0; slept < backoff_ms && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE);
+		     slept += 50)
+			sleep_ms(50);
+		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+	}
+	return NULL;
+}
+
+int history_thread_start(const struct config *cfg, const char *consumer,
+			 struct history_thread **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct history_thread *t = xcalloc(1, sizeof *t);
+	if (history_open(cfg, consumer, &t->h, err, errlen)) {
+		free(t);
+		return -1;
+	}
+	if (pthread_create(&t->tid, NULL, history_main, t)) {
+		snprintf(err, errlen, "history: cannot start thread");
+		history_close(t->h);
+		free(t);
+		return -1;
+	}
+	*out = t;
+	return 0;
+}
+
+void history_thread_stop(struct history_thread *t, int64_t timeout_ms)
+{
+	if (!t)
+		return;
+	__atomic_store_n(&t->stop_deadline_ms, mono_ms() + timeout_ms, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t->tid, NULL);
+	history_close(t->h);
+	free(t);
+}

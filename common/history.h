@@ -1,0 +1,67 @@
+/* history.h -- the history writer of Redis mode: every run's state reaches
+ * job_runs in PostgreSQL within a few seconds, in batches, off the hot path.
+ *
+ * It reads, as consumer group jr:history (RENTRY_HISTORY_GROUP):
+ *   jr:runs    every enqueued run (-> a row with status queued)
+ *   jr:events  every finished attempt, written by the completion script
+ *              (-> succeeded / failed with run_at / dead / queued (deferred))
+ * and upserts job_runs rows (transport 'redis') in one statement per batch,
+ * then acknowledges the entries.  A row only moves forward: an update is
+ * applied when its state is not older than the stored one (the order is
+ * defined at row_cmp() in history.c), so batches may arrive in any order and
+ * from any number of writers.
+ *
+ *   jr:events also carries a `running` event per claimed run.
+ *
+ * Every consumer and producer runs a history writer: the consumer group shares
+ * the work, a writer that died has its entries reclaimed after
+ * HISTORY_RECLAIM_IDLE_MS, and the upsert is idempotent.
+ */
+#ifndef JOBRUNNER_COMMON_HISTORY_H
+#define JOBRUNNER_COMMON_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct history;
+
+#define HISTORY_RECLAIM_IDLE_MS 60000
+
+struct history_counts {
+	uint64_t rows;        /* rows written (upserts sent) */
+	uint64_t entries;     /* stream entries acknowledged */
+	uint64_t dropped;     /* rows PostgreSQL refused (logged by the thread) */
+	uint64_t batches;
+};
+
+/* Connects to Redis (cfg->redis_url) and prepares a PostgreSQL connection
+ * (cfg->database_url, connected on first use).  consumer names this writer
+ * in the jr:history group (one writer per name).  0, or -1 with a message
+ * in err.  Free *out with history_close(). */
+int history_open(const struct config *cfg, const char *consumer, struct history **out,
+		 char *err, size_t errlen);
+void history_close(struct history *h);
+
+/* One batch: reads what is pending for this writer (after a failure), else
+ * new entries (waiting up to block_ms for the first), writes them, acks.
+ * *written receives the number of rows written.  0, or -1 with a message
+ * in history_errstr() (Redis or PostgreSQL unreachable: the entries stay
+ * pending and are written by a later step). */
+int history_step(struct history *h, int64_t block_ms, size_t *written);
+const char *history_errstr(const struct history *h);
+void history_get_counts(const struct history *h, struct history_counts *out);
+
+/* ---- the writer thread of a consumer ---- */
+struct history_thread;
+
+/* Starts a thread that runs history_step() until history_thread_stop(),
+ * logging failures (rate-limited) and retrying with backoff.  0, or -1 with
+ * a message in err. */
+int history_thread_start(const struct config *cfg, const char *consumer,
+			 struct history_thread **out, char *err, size_t errlen);
+/* Stops the thread after writing what it already read (up to timeout_ms
+ * more), joins it and frees it. */
+void history_thread_stop(struct history_thread *t, int64_t timeout_ms);
+
+#endif

@@ -1,0 +1,53 @@
+/* queue_redis.h -- the Redis Streams transport: what it offers beyond
+ * queue.h (ticks, start-up checks, health).  queue_redis_open() is declared
+ * in queue.h; the design is described at the top of queue_redis.c and the
+ * wire format in docs/protocol.md.
+ *
+ * Every function here takes a struct queue opened by queue_redis_open()
+ * (ops->backend == "redis") and returns 0 or a negative QUEUE_E* code with
+ * a message in q->errstr, like the queue_ops.
+ *
+ * Consumer names: the threads of one process may share a name (CONSUMER_NAME)
+ * or use one each.  Names should be stable across restarts: the first claims
+ * of a restarted process take back, at once, the entries that its previous
+ * incarnation had claimed under the same name (last delivered before this
+ * process started), instead of waiting for their leases to expire.  Two
+ * live processes must never share a name.
+ */
+#ifndef JOBRUNNER_COMMON_QUEUE_REDIS_H
+#define JOBRUNNER_COMMON_QUEUE_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+/* The tick slot of a wall-clock time: floor(now_ms / interval_ms). */
+int64_t queue_redis_slot(int64_t now_ms, int64_t interval_ms);
+
+/* Adds the tick of `slot` unless some producer already did: *added is 1 for
+ * the one caller (across all producer replicas) that added it, else 0.  The
+ * dedupe key lives for two intervals (cfg->job_runner_interval_ms). */
+int queue_redis_tick(struct queue *q, int64_t slot, int *added);
+
+/* Reads CONFIG GET maxmemory-policy into policy (e.g. "noeviction") and sets
+ * *noeviction.  Any other policy can evict queued runs: the caller warns
+ * loudly.  QUEUE_EINTERNAL when the server refuses CONFIG (managed Redis). */
+int queue_redis_check_policy(struct queue *q, char *policy, size_t policylen, int *noeviction);
+
+/* One PING round trip and its latency (health checks). */
+int queue_redis_ping(struct queue *q, int64_t *latency_ms);
+
+/* Runs the periodic housekeeping now instead of at its next due time (the
+ * claim path runs it on its own): moves due delayed runs into the stream,
+ * trims the streams (never past an entry that is pending or undelivered in
+ * any group) and removes consumers that are idle for idle_consumer_ms with
+ * nothing pending (0: the default, max(10 leases, 10 minutes)).
+ * *moved and *trimmed (may be NULL) receive what was done. */
+int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *moved, int64_t *trimmed);
+
+/* Starts a new "incarnation" for the restart rule above, as if the process
+ * had just started (tests; a process that re-initialises itself). */
+void queue_redis_reset_epoch(void);
+
+#endif

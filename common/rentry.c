@@ -1,0 +1,266 @@
+/* rentry.c -- see rentry.h.
+ *
+ * Validation is strict because an entry may come from another service's
+ * XADD: every size is bounded before anything is copied, numbers are parsed
+ * with parse_i64, and the payload must be JSON (job_runs.payload is jsonb;
+ * one bad payload must not break a history batch).  A run that fails
+ * validation is reported, never guessed at.
+ */
+#include "rentry.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------ */
+/* writing                                                             */
+/* ------------------------------------------------------------------ */
+
+static void add_kv(struct rargv *a, const char *k, const char *v)
+{
+	rargv_addrefs(a, k);
+	rargv_addrefs(a, v);
+}
+
+void rentry_add_fields(struct rargv *a, const struct run *r, int attempt)
+{
+	add_kv(a, "v", RENTRY_VERSION);
+	add_kv(a, "type", "run");
+	add_kv(a, "id", r->id);
+	add_kv(a, "job", r->job);
+	if (r->org_id)
+		add_kv(a, "org", r->org_id);
+	if (r->payload)
+		add_kv(a, "payload", r->payload);
+	add_kv(a, "src", run_source_name(r->source));
+	rargv_addrefs(a, "attempt");
+	rargv_addi64(a, attempt);
+	rargv_addrefs(a, "max");
+	rargv_addi64(a, r->max_attempts);
+	rargv_addrefs(a, "enq");
+	rargv_addi64(a, r->enqueued_at_ms);
+	if (r->idempotency_key)
+		add_kv(a, "idem", r->idempotency_key);
+}
+
+static void json_kv(struct strbuf *sb, const char *k, const char *v, int *first)
+{
+	if (!*first)
+		sb_add(sb, ",", 1);
+	*first = 0;
+	json_quote(sb, k);
+	sb_add(sb, ":", 1);
+	json_quote(sb, v);
+}
+
+void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt)
+{
+	int first = 1;
+	char num[24];
+	sb_add(sb, "{", 1);
+	json_kv(sb, "v", RENTRY_VERSION, &first);
+	json_kv(sb, "type", "run", &first);
+	json_kv(sb, "id", r->id, &first);
+	json_kv(sb, "job", r->job, &first);
+	if (r->org_id)
+		json_kv(sb, "org", r->org_id, &first);
+	if (r->payload)
+		json_kv(sb, "payload", r->payload, &first);
+	json_kv(sb, "src", run_source_name(r->source), &first);
+	snprintf(num, sizeof num, "%d", attempt);
+	json_kv(sb, "attempt", num, &first);
+	snprintf(num, sizeof num, "%d", r->max_attempts);
+	json_kv(sb, "max", num, &first);
+	snprintf(num, sizeof num, "%lld", (long long)r->enqueued_at_ms);
+	json_kv(sb, "enq", num, &first);
+	if (r->idempotency_key)
+		json_kv(sb, "idem", r->idempotency_key, &first);
+	sb_add(sb, "}", 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* reading                                                             */
+/* ------------------------------------------------------------------ */
+
+int64_t rentry_id_ms(const char *id)
+{
+	int64_t ms = 0;
+	for (const char *p = id; p && *p >= '0' && *p <= '9' && ms < INT64_MAX / 10 - 10; p++)
+		ms = ms * 10 + (*p - '0');
+	return ms;
+}
+
+int rentry_json_valid(const char *s, size_t len)
+{
+	if (len > RENTRY_MAX_PAYLOAD)
+		return 0;
+	if (len == 2 && s[0] == '{' && s[1] == '}')
+		return 1;
+	cJSON *j = cJSON_ParseWithLength(s, len);
+	if (!j)
+		return 0;
+	cJSON_Delete(j);
+	return 1;
+}
+
+static int id_valid(const char *s, size_t n)
+{
+	if (n == 0 || n > RUN_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+			return 0;
+	}
+	return 1;
+}
+
+static int text_valid(const char *s, size_t n, size_t max)
+{
+	if (n == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20)
+			return 0;
+	return 1;
+}
+
+/* The fields of an entry, found in one pass over the flat array. */
+enum { F_V, F_TYPE, F_ID, F_JOB, F_ORG, F_PAYLOAD, F_SRC, F_ATTEMPT, F_MAX, F_ENQ, F_IDEM, F_SLOT,
+       F_COUNT };
+static const char *const field_names[F_COUNT] = { "v", "type", "id", "job", "org", "payload",
+						  "src", "attempt", "max", "enq", "idem", "slot" };
+
+static void find_fields(const redisReply *f, const redisReply *out[F_COUNT])
+{
+	memset(out, 0, sizeof(*out) * F_COUNT);
+	for (size_t i = 0; i + 1 < f->elements; i += 2) {
+		const redisReply *k = f->element[i], *v = f->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+			continue;
+		for (int j = 0; j < F_COUNT; j++)
+			if (k->str[0] == field_names[j][0] && !strcmp(k->str, field_names[j])) {
+				if (!out[j])
+					out[j] = v;
+				break;
+			}
+	}
+}
+
+static int field_i64(const redisReply *v, int64_t min, int64_t max, int64_t dflt, int64_t *out)
+{
+	if (!v) {
+		*out = dflt;
+		return 0;
+	}
+	if (v->len > 20 || strlen(v->str) != v->len)
+		return -1;
+	return parse_i64(v->str, min, max, out);
+}
+
+int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
+		 struct run *r, int64_t *slot, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	*slot = 0;
+	if (!fields || fields->type != REDIS_REPLY_ARRAY || fields->elements % 2) {
+		snprintf(err, errlen, "malformed entry: fields are not key/value pairs");
+		return -1;
+	}
+	const redisReply *f[F_COUNT];
+	find_fields(fields, f);
+	/* best effort first, so a dead record can name the run */
+	const redisReply *id = f[F_ID];
+	if (id && id_valid(id->str, id->len))
+		memcpy(r->id, id->str, id->len + 1);
+	const redisReply *job = f[F_JOB];
+	if (job && text_valid(job->str, job->len, RUN_MAX_JOB_LEN))
+		r->job = xstrndup(job->str, job->len);
+
+	const redisReply *v = f[F_V];
+	if (!v || strcmp(v->str, RENTRY_VERSION)) {
+		snprintf(err, errlen, "malformed entry: unknown format version %.16s",
+			 v ? v->str : "(missing)");
+		return -1;
+	}
+	const redisReply *type = f[F_TYPE];
+	int64_t n;
+	if (type && !strcmp(type->str, "tick")) {
+		if (field_i64(f[F_SLOT], 0, INT64_MAX, -1, &n) || n < 0) {
+			snprintf(err, errlen, "malformed entry: tick without a valid slot");
+			return -1;
+		}
+		*slot = n;
+		r->is_tick = 1;
+		snprintf(r->id, sizeof r->id, "tick:%lld", (long long)n);
+		if (field_i64(f[F_ENQ], 0, INT64_MAX, rentry_id_ms(entry_id), &n))
+			n = rentry_id_ms(entry_id);
+		r->enqueued_at_ms = n;
+		return 0;
+	}
+	if (!type || strcmp(type->str, "run")) {
+		snprintf(err, errlen, "malformed entry: unknown type %.32s",
+			 type ? type->str : "(missing)");
+		return -1;
+	}
+	if (!id || !id_valid(id->str, id->len)) {
+		snprintf(err, errlen, "malformed entry: missing or invalid id");
+		return -1;
+	}
+	if (!r->job) {
+		snprintf(err, errlen, "malformed entry: missing or invalid job");
+		return -1;
+	}
+	const redisReply *org = f[F_ORG];
+	if (org && org->len) {
+		if (!text_valid(org->str, org->len, RUN_MAX_ORG_LEN)) {
+			snprintf(err, errlen, "malformed entry: invalid org");
+			return -1;
+		}
+		r->org_id = xstrndup(org->str, org->len);
+	}
+	const redisReply *payload = f[F_PAYLOAD];
+	if (payload && payload->len) {
+		if (!rentry_json_valid(payload->str, payload->len)) {
+			snprintf(err, errlen, "malformed entry: payload is not JSON (or over %d bytes)",
+				 RENTRY_MAX_PAYLOAD);
+			return -1;
+		}
+		r->payload = xstrndup(payload->str, payload->len);
+	}
+	const redisReply *src = f[F_SRC];
+	r->source = RUN_SRC_ADHOC;
+	if (src && run_source_parse(src->str, &r->source)) {
+		snprintf(err, errlen, "malformed entry: invalid src %.32s", src->str);
+		return -1;
+	}
+	if (field_i64(f[F_ATTEMPT], 0, RENTRY_MAX_ATTEMPTS, 0, &n)) {
+		snprintf(err, errlen, "malformed entry: invalid attempt");
+		return -1;
+	}
+	r->attempt = (int)n;
+	if (field_i64(f[F_MAX], 1, RENTRY_MAX_ATTEMPTS, default_max_attempts, &n)) {
+		snprintf(err, errlen, "malformed entry: invalid max");
+		return -1;
+	}
+	r->max_attempts = (int)n;
+	if (field_i64(f[F_ENQ], 0, INT64_MAX, rentry_id_ms(entry_id), &n)) {
+		snprintf(err, errlen, "malformed entry: invalid enq");
+		return -1;
+	}
+	r->enqueued_at_ms = n;
+	const redisReply *idem = f[F_IDEM];
+	if (idem && idem->len) {
+		if (!text_valid(idem->str, idem->len, RUN_MAX_IDEM_LEN)) {
+			snprintf(err, errlen, "malformed entry: invalid idem");
+			return -1;
+		}
+		r->idempotency_key = xstrndup(idem->str, idem->len);
+	}
+	return 0;
+}

@@ -1,0 +1,64 @@
+/* rentry.h -- the Redis key names and the run entry format (version 1).
+ *
+ * Shared by the queue transport (queue_redis.c), which writes and claims
+ * entries, and the history writer (history.c), which reads the same entries
+ * to record queued runs.  docs/protocol.md is the reference for other
+ * services that enqueue with a plain XADD.
+ *
+ * A run entry of the stream RENTRY_RUNS is a flat list of string fields:
+ *   v=1 type=run id=<run id> job=<name> [org=<id>] [payload=<JSON>]
+ *   [src=adhoc|cycle|fanout|retry] [attempt=<attempts already made>]
+ *   [max=<max attempts>] [enq=<ms epoch>] [idem=<idempotency key>]
+ * A tick: v=1 type=tick slot=<N> [enq=<ms epoch>].
+ * Required: v, type, and id+job (run) or slot (tick); the rest has defaults.
+ */
+#ifndef JOBRUNNER_COMMON_RENTRY_H
+#define JOBRUNNER_COMMON_RENTRY_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rconn.h"
+#include "run.h"
+
+/* Every key starts with this prefix (it could become configurable). */
+#define RENTRY_PREFIX "jr:"
+#define RENTRY_RUNS RENTRY_PREFIX "runs"          /* stream of runs and ticks */
+#define RENTRY_EVENTS RENTRY_PREFIX "events"      /* stream of finished attempts */
+#define RENTRY_DELAYED RENTRY_PREFIX "delayed"    /* ZSET: score due ms, member JSON */
+#define RENTRY_GROUP RENTRY_PREFIX "workers"      /* consumers' group on RENTRY_RUNS */
+#define RENTRY_HISTORY_GROUP RENTRY_PREFIX "history"  /* on RENTRY_RUNS and RENTRY_EVENTS */
+#define RENTRY_TICK_KEY RENTRY_PREFIX "tick:"     /* + slot */
+#define RENTRY_TICK_LAST RENTRY_PREFIX "tick:last"  /* stream id of the newest tick */
+#define RENTRY_IDEM_KEY RENTRY_PREFIX "idem:"     /* + job ":" key */
+#define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
+
+#define RENTRY_VERSION "1"
+#define RENTRY_MAX_PAYLOAD (1024 * 1024)
+#define RENTRY_MAX_ATTEMPTS 1000
+
+/* Appends the fields of run r (type=run, attempt as given) to a.  The
+ * strings of r are referenced, not copied: r must outlive the use of a. */
+void rentry_add_fields(struct rargv *a, const struct run *r, int attempt);
+
+/* Appends r as the JSON object stored as a member of RENTRY_DELAYED (every
+ * value a JSON string), with attempt and src as given. */
+void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt);
+
+/* Parses a stream entry's field array (as XREADGROUP returns it) into r:
+ * owned strings (release with run_clear), attempt = the entry's attempt
+ * field (attempts already made), is_tick and *slot for ticks.  entry_id is
+ * the stream id (used for enq when the field is absent).
+ * Returns 0, or -1 with the reason in err; on failure r still holds what
+ * could be read (id or "", job or NULL) for the dead record. */
+int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
+		 struct run *r, int64_t *slot, char *err, size_t errlen);
+
+/* Milliseconds part of a stream id ("1700000000000-3"), or 0. */
+int64_t rentry_id_ms(const char *id);
+
+/* 1 if s is a valid JSON text (bounded by RENTRY_MAX_PAYLOAD). */
+int rentry_json_valid(const char *s, size_t len);
+
+#endif
