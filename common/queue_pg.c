@@ -198,14 +198,24 @@ out:
 /* ------------------------------------------------------------------ */
 
 static const char claim_sql[] =
+	/* two index-ordered scans (job_runs_claim_idx, job_runs_lease_idx): one
+	 * OR over both made the planner scan and sort the whole backlog on
+	 * every claim.  Rows locked by a branch but cut by the outer limit stay
+	 * locked only until this statement commits. */
+	"with due as (select id, run_at from job_runs"
+	"              where transport = 'pg' and status in ('queued','failed') and run_at <= now()"
+	"              order by run_at limit $1::int for update skip locked),"
+	"     lost as (select id, run_at from job_runs"
+	"               where status = 'running' and lease_until < now() and transport = 'pg'"
+	"                 and attempts < max_attempts"
+	"               order by lease_until limit $1::int for update skip locked)"
 	"update job_runs j set status = 'running', attempts = j.attempts + 1,"
 	"       started_at = now(), finished_at = null, consumer = $2,"
 	"       lease_until = now() + make_interval(secs => $3::bigint / 1000.0),"
 	"       updated_at = now()"
-	"  from (select id, status = 'running' as reclaimed from job_runs"
-	"         where transport = 'pg' and ((status in ('queued','failed') and run_at <= now())"
-	"            or (status = 'running' and lease_until < now() and attempts < max_attempts))"
-	"         order by run_at limit $1::int for update skip locked) c"
+	"  from (select id, reclaimed from (select id, run_at, false as reclaimed from due"
+	"                                   union all select id, run_at, true from lost) b"
+	"         order by run_at limit $1::int) c"
 	" where j.id = c.id"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.source, j.attempts, j.max_attempts,"
 	"   (extract(epoch from j.enqueued_at) * 1000)::bigint, j.idempotency_key,"
