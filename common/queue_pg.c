@@ -346,7 +346,11 @@ static const char complete_sql[] =
 	"       duration_ms = u.duration_ms, error = u.error, lease_until = null, updated_at = now()"
 	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[])"
 	"       as u(id, fence, status, attempts, next_ms, duration_ms, error)"
-	" where j.id = u.id and j.status = 'running' and j.attempts = u.fence and j.consumer = $8"
+	/* "status || ''": a plain status = 'running' lets the planner walk
+	 * job_runs_lease_idx (partial on status = 'running'), whose dead
+	 * entries grow with every run until vacuum, instead of looking the
+	 * batch's ids up in the primary key: 4x slower under load. */
+	" where j.id = u.id and j.status || '' = 'running' and j.attempts = u.fence and j.consumer = $8"
 	" returning j.id";
 
 static int pgq_complete(struct queue *q, struct run *runs, const struct run_result *res,
