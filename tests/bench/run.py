@@ -325,7 +325,11 @@ class Jr:
             raise RuntimeError("producer enqueue failed (%d): %s" % (p.returncode, p.stderr[-2000:]))
         out = {"n": n, "seconds": round(dt, 3), "per_s": round(n / dt)}
         if keep_ids:
-            out["ids"] = p.stdout.split()
+            # stdout also carries the start-up log lines (JSON): keep the ids
+            out["ids"] = [w for w in p.stdout.split()
+                          if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", w)]
+            if len(out["ids"]) != n:
+                raise RuntimeError("producer enqueue printed %d run ids, not %d" % (len(out["ids"]), n))
         return out
 
     def succeeded(self, ids=None):
