@@ -364,6 +364,7 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 	int rc = QUEUE_OK;
 	int64_t now = wall_ms();
 	size_t m = 0;
+	int requeued = 0;
 	for (int c = 0; c < NCOL; c++)
 		arr_open(&col[c]);
 	for (size_t i = 0; i < n; i++) {
@@ -373,6 +374,7 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		int64_t next;
 		int attempts;
 		enum run_status st = run_decide(&runs[i], &res[i], &b, now, &next, &attempts);
+		requeued |= st == RUN_QUEUED || st == RUN_FAILED;
 		char fence[24], att[16], nx[24], dur[24];
 		snprintf(fence, sizeof fence, "%lld", (long long)runs[i].fence);
 		snprintf(att, sizeof att, "%d", attempts);
@@ -409,7 +411,10 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 			found = !strcmp(PQgetvalue(r, row, 0), runs[i].id);
 		fenced[i] = !found;
 	}
-	if (PQntuples(r) > 0)
+	/* wake idle claimers only when runs went back to the queue (retries,
+	 * deferrals): a finished run adds no work, and a NOTIFY per batch cost
+	 * a round trip and serialises commits on the notification queue */
+	if (requeued && PQntuples(r) > 0)
 		db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
 	PQclear(r);
 out:

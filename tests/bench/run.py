@@ -408,6 +408,49 @@ def jr_process(mode, pg, redis, consumers, n):
         jr.stop()
 
 
+def jr_profile(mode, pg, redis, n):
+    """Where the CPU goes while one consumer (default settings) works
+    through n queued runs: `perf record -a -e cpu-clock` over the whole
+    machine, summed by process and by symbol.  None when perf is missing or
+    not permitted.  A separate pass: perf's overhead does not touch the
+    measured rates."""
+    if shutil.which("perf") is None:
+        return None
+    data = os.path.join(BUILD, "bench", "perf-%s.data" % mode)
+    jr = Jr(mode, pg, redis, "prof")
+    try:
+        jr.cli_enqueue(n)
+        p, ready = jr.start_consumer()
+        rec = subprocess.Popen(["perf", "record", "-a", "-e", "cpu-clock", "-F", "499",
+                                "-o", data, "--", "sleep", "60"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        harness.wait_until(ready, timeout=30, msg="consumer health")
+        harness.wait_until(lambda: jr.succeeded() >= n, timeout=120, interval=0.5,
+                           msg="the profiled runs to succeed")
+        seconds = time.monotonic() - t0
+        rec.send_signal(2)   # SIGINT: perf writes its data and exits
+        rec.wait(timeout=30)
+    except Exception as e:  # noqa: BLE001 -- a profile is optional
+        say("profile (%s) skipped: %s" % (mode, e))
+        return None
+    finally:
+        jr.stop()
+
+    def report(*args):
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                            "-g", "none", "--percent-limit", "0.7"] + list(args),
+                           capture_output=True, text=True)
+        out = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)
+            if m:
+                out.append((float(m.group(1)), re.sub(r"\s+", " ", m.group(2))))
+        return out
+    return {"runs": n, "seconds": round(seconds, 1), "by_process": report("--sort", "comm")[:8],
+            "by_symbol": report("--sort", "comm,dso,sym")[:25]}
+
+
 def jr_latency(mode, pg, redis, samples):
     """Enqueue-to-start of single runs (POST, one at a time) to one idle
     consumer; also the idle consumer's and producer's memory."""
@@ -466,7 +509,7 @@ def jr_enqueue(mode, pg, redis, quick):
         jr.stop()
 
 
-def bench_jr(mode, pg, redis, quick):
+def bench_jr(mode, pg, redis, quick, profile=True):
     out = {"process": {}}
     say("jobrunner (%s): enqueue" % mode)
     out["enqueue"] = jr_enqueue(mode, pg, redis, quick)
@@ -476,6 +519,9 @@ def bench_jr(mode, pg, redis, quick):
         out["process"][k] = jr_process(mode, pg, redis, k, n)
     say("jobrunner (%s): latency" % mode)
     out["latency"] = jr_latency(mode, pg, redis, size("latency_samples", quick))
+    if profile:
+        say("jobrunner (%s): profile (perf record -a), 1 consumer" % mode)
+        out["profile"] = jr_profile(mode, pg, redis, size("jr_process", quick)[mode])
     return out
 
 
@@ -735,6 +781,23 @@ def machine_facts(res):
             ("pg-boss / pg", "%s / %s" % (pv.get("pg-boss"), pv.get("pg")))]
 
 
+def profile_text(res):
+    out = []
+    for mode, label in (("redis", "Redis mode"), ("redisless", "Redis-less mode")):
+        pr = (res.get("jr-" + mode) or {}).get("profile")
+        if not pr:
+            continue
+        out.append("**%s**, one consumer working through %s queued runs (%.1f s, whole machine, "
+                   "`perf record -a -e cpu-clock`):\n" % (label, "{:,}".format(pr["runs"]), pr["seconds"]))
+        out.append("- CPU by process: " + ", ".join("%s %.0f %%" % (n, v) for v, n in pr["by_process"]))
+        out.append("- hottest symbols (process, object, symbol):\n")
+        out.append("  | % of samples | where |\n  |---|---|")
+        for v, n in pr["by_symbol"][:15]:
+            out.append("  | %.1f | `%s` |" % (v, n.replace("|", "\\|")))
+        out.append("")
+    return "\n".join(out) if out else "(not profiled: perf missing, or `--no-profile`)"
+
+
 def document(res, table, tg_text, details, facts):
     f = "\n".join("| %s | %s |" % kv for kv in facts)
     return """# Performance
@@ -773,6 +836,10 @@ Details:
 
 %(targets)s
 
+## Where the time goes
+
+%(profile)s
+
 ## How it is measured
 
 - **jobrunner** runs at its default settings (only `DATABASE_URL`, `REDIS_URL`, `PORT`,
@@ -799,7 +866,7 @@ Details:
 - **Raw limit**: `tests/bench/rawloop.c`, a minimal hiredis loop: XADD pipelined 1,000 deep;
   XREADGROUP COUNT 100 then one XACK of those ids, on one connection.
 """ % {"date": res["date"], "facts": f, "table": table, "details": details,
-       "targets": tg_text, "poll": POLL_S}
+       "targets": tg_text, "poll": POLL_S, "profile": profile_text(res)}
 
 
 # --------------------------------------------------------------------------
@@ -821,6 +888,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     ap.add_argument("--only", default="raw,bullmq,pgboss,jr-redis,jr-pg")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the perf pass (where the CPU goes with one consumer)")
     ap.add_argument("--from-json", help="re-render the table and document from saved results")
     args = ap.parse_args()
     results_path = os.path.join(BUILD, "bench", "results.json")
@@ -849,11 +918,13 @@ def main():
                 res["pgboss"] = bench_pgboss(pg, args.quick)
             if "jr-redis" in only:
                 if redis_transport_present():
-                    res["jr-redis"] = bench_jr("redis", pg, redis, args.quick)
+                    res["jr-redis"] = bench_jr("redis", pg, redis, args.quick,
+                                               not args.no_profile)
                 else:
                     say("jobrunner Redis mode skipped: common/queue_redis.c is the placeholder")
             if "jr-pg" in only:
-                res["jr-redisless"] = bench_jr("redisless", pg, None, args.quick)
+                res["jr-redisless"] = bench_jr("redisless", pg, None, args.quick,
+                                                   not args.no_profile)
         finally:
             redis.cleanup()
             pg.cleanup()
