@@ -8,6 +8,8 @@
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 45
 JOBS ?= 2
 
 .PHONY: all build test test-asan run deps fuzz bench docs clean
@@ -30,6 +32,13 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
 
+# libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS from its seed
+# corpus; longer runs: tests/fuzz/README.md.
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DJR_FUZZ=ON -DJR_SANITIZE=ON -DJR_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target jr_fuzz
+	cd $(FUZZ_BUILD) && ctest -L fuzz --output-on-failure -j$(JOBS)
+
 run: build
 	@sh scripts/run-local.sh $(BUILD)
 
@@ -38,4 +47,4 @@ bench:
 	/usr/bin/python3 tests/bench/run.py
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) .run
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .run

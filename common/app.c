@@ -9,6 +9,7 @@
 #include "db.h"
 #include "log.h"
 #include "migrate.h"
+#include "queue_redis.h"
 #include "util.h"
 
 int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
@@ -47,6 +48,22 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 	if (applied)
 		LOGF(LOG_INFO, "migrations_applied", "database migrations applied", LF_I("count", applied));
 	return -1;
+}
+
+void app_redis_policy_check(struct queue *q)
+{
+	char policy[64];
+	int noeviction = 0;
+	if (queue_redis_check_policy(q, policy, sizeof policy, &noeviction)) {
+		LOGF(LOG_WARN, "redis_policy_unknown",
+		     "could not read Redis maxmemory-policy; it must be noeviction or queued runs can be lost",
+		     LF_S("error", q->errstr));
+	} else if (!noeviction) {
+		LOGF(LOG_ERROR, "redis_policy_evicts",
+		     "Redis maxmemory-policy is not noeviction: queued runs can be evicted and lost. "
+		     "Set maxmemory-policy noeviction.",
+		     LF_S("policy", policy));
+	}
 }
 
 void app_signals_block(sigset_t *set)

@@ -20,6 +20,12 @@ int app_init(struct config *cfg, enum config_role role, int argc, char **argv);
  * to continue, or EXIT_UNREACHABLE (logged). */
 int app_database(const struct config *cfg, struct db *db, const char *app_name);
 
+struct queue;
+/* Reads Redis' maxmemory-policy through q (a Redis queue) and logs loudly
+ * (error level) unless it is noeviction: an evicting Redis loses queued
+ * runs.  Both binaries call it once they reach Redis. */
+void app_redis_policy_check(struct queue *q);
+
 /* Blocks SIGINT/SIGTERM (call before starting threads, so that every
  * thread inherits the mask) and ignores SIGPIPE. */
 void app_signals_block(sigset_t *set);

@@ -201,7 +201,7 @@ out:
 	free(since);
 	/* on a dead connection the session is gone and the lock with it */
 	lock_release(env->db, cfg->job_runner_lock_key, env->holder);
-	if (!out->duration_ms)
+	if (rc)
 		out->duration_ms = mono_ms() - t0;
 	return rc;
 }

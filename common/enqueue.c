@@ -162,6 +162,36 @@ void enqueuer_drop(struct enqueuer *e, struct queue *q)
 	q->ops->destroy(q);
 }
 
+int enqueuer_stats(struct enqueuer *e, struct queue_stats *out, const char **backend)
+{
+	memset(out, 0, sizeof *out);
+	*backend = "postgres";
+	struct queue_stats ps;
+	struct queue *pq = enqueuer_pg(e);
+	if (!pq)
+		return -1;
+	if (pq->ops->stats(pq, &ps)) {
+		enqueuer_drop(e, pq);
+		return -1;
+	}
+	struct queue *rq = enqueuer_redis(e);
+	struct queue_stats rs;
+	if (rq && rq->ops->stats(rq, &rs) == 0) {
+		*backend = "redis";
+		*out = rs;
+		out->queued += ps.queued;
+		out->running += ps.running;
+		out->delayed += ps.delayed;
+		out->dead = ps.dead;
+		queue_stats_free(&ps);
+		return 0;
+	}
+	if (rq)
+		enqueuer_drop(e, rq);
+	*out = ps;
+	return 0;
+}
+
 int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen)
 {
 	return enqueuer_submit(arg, runs, n, NULL, err, errlen) == 0 ? 0 : -1;

@@ -52,6 +52,13 @@ struct queue *enqueuer_pg(struct enqueuer *e);
 /* Drops a handle after a connection failure (it is reopened on next use). */
 void enqueuer_drop(struct enqueuer *e, struct queue *q);
 
+/* Queue counts for metrics and health: the stream's (Redis mode) plus the
+ * PostgreSQL queue's (runs accepted there while Redis was down, or all of
+ * them without Redis); dead runs from PostgreSQL, the system of record.
+ * *backend is "redis" when Redis answered, else "postgres".  0, or -1 when
+ * PostgreSQL did not answer.  Release out with queue_stats_free(). */
+int enqueuer_stats(struct enqueuer *e, struct queue_stats *out, const char **backend);
+
 /* A cycle_enqueue_fn (cycle.h) over an enqueuer passed as arg. */
 int enqueuer_cycle_fn(void *arg, struct run *runs, size_t n, char *err, size_t errlen);
 

@@ -746,3 +746,18 @@ void httpd_get_stats(const struct httpd *srv, struct httpd_stats *out)
 	out->rejected_too_large = atomic_load(&s->n_too_large);
 	out->max_body_seen = atomic_load(&s->max_body_seen);
 }
+
+void httpd_ok(struct httpd_request *req, struct httpd_response *resp)
+{
+	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
+}
+
+cJSON *httpd_check(int ok, int64_t latency_ms, const char *error)
+{
+	cJSON *c = cJSON_CreateObject();
+	cJSON_AddBoolToObject(c, "ok", ok);
+	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
+	if (!ok)
+		cJSON_AddStringToObject(c, "error", error ? error : "");
+	return c;
+}

@@ -211,4 +211,13 @@ void httpd_body(struct httpd_response *resp, int status, const char *content_typ
  * extra ones are dropped).  Content-Type is set by the helpers above. */
 void httpd_add_header(struct httpd_response *resp, const char *name, const char *value);
 
+/* ---- health answers, shared by the producer and the consumer ---- */
+
+/* A handler answering 200 {"status":"ok"} (liveness). */
+void httpd_ok(struct httpd_request *req, struct httpd_response *resp);
+/* One dependency check of a readiness answer: {"ok","latencyMs","error"?}
+ * (error only when !ok).  The caller owns the object (cJSON_Delete, or
+ * hands it to a parent). */
+cJSON *httpd_check(int ok, int64_t latency_ms, const char *error);
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "queue.h"
 #include "registry.h"
 #include "util.h"
 
@@ -146,4 +147,12 @@ void jrm_queue_depth_source(void (*fn)(void *ctx, struct metrics_emitter *emit),
 	m.depth = metrics_callback(metrics_default(), METRIC_GAUGE, "jobrunner_queue_depth",
 				   "Runs by state (queued, running, delayed, dead), read at scrape time.",
 				   "state", NULL, fn, ctx);
+}
+
+void jrm_emit_depth(struct metrics_emitter *emit, const struct queue_stats *s)
+{
+	metrics_emit(emit, (double)s->queued, "queued", NULL);
+	metrics_emit(emit, (double)s->running, "running", NULL);
+	metrics_emit(emit, (double)s->delayed, "delayed", NULL);
+	metrics_emit(emit, (double)s->dead, "dead", NULL);
 }

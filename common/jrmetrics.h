@@ -38,6 +38,10 @@ void jrm_reclaims(uint64_t n);
 void jrm_reconnect(const char *backend);
 void jrm_enqueue_fallback(void);
 
+struct queue_stats;
+/* Emits the four queue-depth values of s (for a queue-depth source). */
+void jrm_emit_depth(struct metrics_emitter *emit, const struct queue_stats *s);
+
 /* Registers the queue-depth gauge, filled at scrape time by fn(ctx, emit),
  * which emits one value per state ("queued", "running", "delayed", "dead")
  * with metrics_emit(emit, value, state, NULL). */

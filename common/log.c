@@ -13,6 +13,7 @@
 
 static enum log_format log_format_ = LOG_FORMAT_JSON;
 static enum log_level log_min_ = LOG_INFO;
+static int log_fd = STDOUT_FILENO;
 static char *log_secrets[LOG_MAX_SECRETS];
 static size_t log_nsecrets;
 static pthread_mutex_t log_secret_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -38,6 +39,8 @@ void log_add_secret(const char *secret)
 		log_secrets[log_nsecrets++] = xstrdup(secret);
 	pthread_mutex_unlock(&log_secret_mu);
 }
+
+void log_set_fd(int fd) { log_fd = fd; }
 
 int log_enabled(enum log_level level) { return level >= log_min_; }
 
@@ -156,7 +159,7 @@ void log_fields(enum log_level level, const char *event, const char *msg,
 	redact(&sb);
 	ssize_t off = 0;
 	while ((size_t)off < sb.len) {
-		ssize_t w = write(STDOUT_FILENO, sb.buf + off, sb.len - (size_t)off);
+		ssize_t w = write(log_fd, sb.buf + off, sb.len - (size_t)off);
 		if (w <= 0)
 			break;
 		off += w;

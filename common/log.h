@@ -34,6 +34,9 @@ struct log_field {
 #define LF_I(k, v) { (k), NULL, (int64_t)(v), 1 }
 
 void log_init(enum log_format format, enum log_level min_level);
+/* Sends log lines to fd (default: standard output).  `producer enqueue`
+ * logs to standard error so that its standard output holds only run ids. */
+void log_set_fd(int fd);
 /* Registers a secret (copied) to redact from every line; ignores NULL/"". */
 void log_add_secret(const char *secret);
 int log_enabled(enum log_level level);

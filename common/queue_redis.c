@@ -623,7 +623,7 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 		sb_adds(sb, ",\"org\":");
 		quote(sb, r->org_id);
 	}
-	if (r->payload) {
+	if (r->payload && o->kind != 'r') {   /* the outcome's event carries it */
 		sb_adds(sb, ",\"payload\":");
 		sb_adds(sb, r->payload);
 	}

@@ -8,6 +8,8 @@
 static const struct job_def *const jobs[] = {
 	&job_noop,
 	&job_no_reply_scan,
+	&job_meta_spend,
+	&job_meta_token_refresh,
 };
 
 static struct job_def table[JR_ARRAY_LEN(jobs)];

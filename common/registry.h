@@ -60,5 +60,7 @@ const struct job_def *registry_all(size_t *n);
 /* The job files' definitions (one per file in common/jobs/). */
 extern const struct job_def job_noop;
 extern const struct job_def job_no_reply_scan;
+extern const struct job_def job_meta_spend;
+extern const struct job_def job_meta_token_refresh;
 
 #endif

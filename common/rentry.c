@@ -152,6 +152,13 @@ static void find_fields(const redisReply *f, const redisReply *out[F_COUNT])
 	}
 }
 
+/* 1 when the reply string v equals s exactly (binary-safe: an embedded NUL
+ * does not make "1\0junk" equal "1"). */
+static int field_is(const redisReply *v, const char *s)
+{
+	return v && v->len == strlen(s) && !memcmp(v->str, s, v->len);
+}
+
 static int field_i64(const redisReply *v, int64_t min, int64_t max, int64_t dflt, int64_t *out)
 {
 	if (!v) {
@@ -183,14 +190,14 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		r->job = xstrndup(job->str, job->len);
 
 	const redisReply *v = f[F_V];
-	if (!v || strcmp(v->str, RENTRY_VERSION)) {
+	if (!field_is(v, RENTRY_VERSION)) {
 		snprintf(err, errlen, "malformed entry: unknown format version %.16s",
 			 v ? v->str : "(missing)");
 		return -1;
 	}
 	const redisReply *type = f[F_TYPE];
 	int64_t n;
-	if (type && !strcmp(type->str, "tick")) {
+	if (field_is(type, "tick")) {
 		if (field_i64(f[F_SLOT], 0, INT64_MAX, -1, &n) || n < 0) {
 			snprintf(err, errlen, "malformed entry: tick without a valid slot");
 			return -1;
@@ -203,7 +210,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		r->enqueued_at_ms = n;
 		return 0;
 	}
-	if (!type || strcmp(type->str, "run")) {
+	if (!field_is(type, "run")) {
 		snprintf(err, errlen, "malformed entry: unknown type %.32s",
 			 type ? type->str : "(missing)");
 		return -1;
@@ -235,7 +242,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	}
 	const redisReply *src = f[F_SRC];
 	r->source = RUN_SRC_ADHOC;
-	if (src && run_source_parse(src->str, &r->source)) {
+	if (src && (strlen(src->str) != src->len || run_source_parse(src->str, &r->source))) {
 		snprintf(err, errlen, "malformed entry: invalid src %.32s", src->str);
 		return -1;
 	}

@@ -23,6 +23,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
+#include "graph.h"
 #include "history.h"
 #include "jrmetrics.h"
 #include "log.h"
@@ -500,6 +501,7 @@ static void *timer_thread(void *arg)
 	}
 	enqueuer_release(&t.enq);
 	db_release(&t.db);
+	graph_client_free(t.http);
 	return NULL;
 }
 
@@ -602,6 +604,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		drop(&t->pq);
 		db_release(&t->db);
 		enqueuer_release(&t->enq);
+		graph_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
 	}
 	free(w->threads);

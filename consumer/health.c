@@ -19,7 +19,9 @@
 #include "config.h"
 #include "consumer.h"
 #include "db.h"
+#include "enqueue.h"
 #include "httpd.h"
+#include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
 #include "rconn.h"
@@ -34,23 +36,10 @@ struct health {
 	struct db db;
 	struct rconn rc;
 	int rc_ok;
+	struct enqueuer enq;          /* only for queue statistics (metrics) */
 	int64_t started_ms;
 };
 
-static void h_live(struct httpd_request *req, struct httpd_response *resp)
-{
-	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
-}
-
-static cJSON *check(int ok, int64_t latency_ms, const char *error)
-{
-	cJSON *c = cJSON_CreateObject();
-	cJSON_AddBoolToObject(c, "ok", ok);
-	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
-	if (!ok)
-		cJSON_AddStringToObject(c, "error", error);
-	return c;
-}
 
 static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -60,7 +49,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, h->db.errstr));
+	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
 	if (cfg->redis_url) {
 		char err[256] = "";
@@ -74,7 +63,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 			freeReplyObject(r);
 		else if (h->rc_ok)
 			snprintf(err, sizeof err, "%s", h->rc.errstr);
-		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
 	int ok = db_ok && r_ok;
@@ -111,8 +100,22 @@ static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
 	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
+/* jobrunner_queue_depth at scrape time, on the health port's own handles. */
+static void queue_depth(void *ctx, struct metrics_emitter *emit)
+{
+	struct health *h = ctx;
+	struct queue_stats qs;
+	const char *backend;
+	pthread_mutex_lock(&h->mu);
+	if (enqueuer_stats(&h->enq, &qs, &backend) == 0) {
+		jrm_emit_depth(emit, &qs);
+		queue_stats_free(&qs);
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", h_live, 0 },
+	{ "GET", "/health", httpd_ok, 0 },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };
@@ -124,6 +127,8 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	h->started_ms = mono_ms();
 	pthread_mutex_init(&h->mu, NULL);
 	db_init(&h->db, cfg->database_url, "jobrunner-health", 5000);
+	enqueuer_init(&h->enq, cfg, cfg->consumer_name);
+	jrm_queue_depth_source(queue_depth, h);
 	struct httpd_options opt;
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
@@ -149,6 +154,7 @@ void health_stop(struct health *h)
 		return;
 	httpd_stop(h->srv);
 	db_release(&h->db);
+	enqueuer_release(&h->enq);
 	if (h->rc_ok)
 		rconn_release(&h->rc);
 	pthread_mutex_destroy(&h->mu);

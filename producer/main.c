@@ -175,6 +175,7 @@ int main(int argc, char **argv)
 	if (rc >= 0)
 		goto out;
 	if (cfg.nargs > 0 && !strcmp(cfg.args[0], "enqueue")) {
+		log_set_fd(STDERR_FILENO);   /* standard output holds only run ids */
 		rc = cmd_enqueue(&cfg, cfg.nargs, cfg.args);
 	} else if (cfg.nargs > 0) {
 		fprintf(stderr, "producer: unknown command '%s' (see --help)\n", cfg.args[0]);

@@ -8,8 +8,13 @@
  * connection is ever used by two threads, and there is no connect per
  * request.
  *
+ * The body of POST .../run is parsed and validated by runreq_parse()
+ * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
  * Enqueue goes through enqueuer_submit(), the same path as `producer
  * enqueue`: Redis when it answers, the PostgreSQL queue when it does not.
+ * A pooled connection that died while idle (PostgreSQL restarted) gets one
+ * more attempt on a new connection (api_query()), so the first requests
+ * after an outage are not answered 503 for a dependency that is back.
  * Reads (run status, dead list, job metrics) come from PostgreSQL, the
  * system of record; in Redis mode a run's row is written behind the stream
  * by the consumers' history writer and appears within about a second.
@@ -126,20 +131,6 @@ static void add_num(cJSON *o, const char *k, const char *v)
 /* health                                                              */
 /* ------------------------------------------------------------------ */
 
-static void h_health(struct httpd_request *req, struct httpd_response *resp)
-{
-	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
-}
-
-static cJSON *check(int ok, int64_t latency_ms, const char *error)
-{
-	cJSON *c = cJSON_CreateObject();
-	cJSON_AddBoolToObject(c, "ok", ok);
-	cJSON_AddNumberToObject(c, "latencyMs", (double)latency_ms);
-	if (!ok)
-		cJSON_AddStringToObject(c, "error", error);
-	return c;
-}
 
 /* PING with the pool connection's Redis link: 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
@@ -187,11 +178,11 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", check(db_ok, db_lat, db_err));
+	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, db_err));
 	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", check(r_ok, r_lat, r_err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, r_err));
 	else
-		cJSON_AddItemToObject(checks, "redis", check(1, 0, NULL));   /* not used: Redis-less mode */
+		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
 	if (!cfg->redis_url)
 		cJSON_AddBoolToObject(cJSON_GetObjectItem(checks, "redis"), "configured", 0);
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
@@ -202,40 +193,6 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* ------------------------------------------------------------------ */
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
-
-/* Queue counts: the stream's (Redis mode) plus the PostgreSQL queue's
- * (runs accepted there while Redis was down, or all of them without
- * Redis); dead runs from PostgreSQL, the system of record. */
-static int queue_counts(struct api_conn *c, const struct config *cfg, struct queue_stats *out,
-			const char **backend)
-{
-	memset(out, 0, sizeof *out);
-	*backend = "postgres";
-	struct queue_stats ps;
-	struct queue *pq = enqueuer_pg(&c->enq);
-	if (!pq)
-		return -1;
-	if (pq->ops->stats(pq, &ps)) {
-		enqueuer_drop(&c->enq, pq);
-		return -1;
-	}
-	struct queue *rq = enqueuer_redis(&c->enq);
-	struct queue_stats rs;
-	if (rq && rq->ops->stats(rq, &rs) == 0) {
-		*backend = "redis";
-		*out = rs;
-		out->queued += ps.queued;
-		out->running += ps.running;
-		out->delayed += ps.delayed;
-		out->dead = ps.dead;
-		queue_stats_free(&ps);
-		return 0;
-	}
-	if (rq)
-		enqueuer_drop(&c->enq, rq);
-	*out = ps;
-	return 0;
-}
 
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -252,8 +209,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	}
 	struct queue_stats qs;
 	const char *backend;
-	int have_q = queue_counts(c, cfg, &qs, &backend) == 0 ||
-		     queue_counts(c, cfg, &qs, &backend) == 0;   /* once more on a fresh connection */
+	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
+		     enqueuer_stats(&c->enq, &qs, &backend) == 0;   /* once more on a fresh connection */
 	give_back(api, c);
 
 	cJSON *o = cJSON_CreateObject();
@@ -313,11 +270,8 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 	struct api_conn *c = borrow(api);
 	struct queue_stats qs;
 	const char *backend;
-	if (queue_counts(c, api->cfg, &qs, &backend) == 0) {
-		metrics_emit(emit, (double)qs.queued, "queued", NULL);
-		metrics_emit(emit, (double)qs.running, "running", NULL);
-		metrics_emit(emit, (double)qs.delayed, "delayed", NULL);
-		metrics_emit(emit, (double)qs.dead, "dead", NULL);
+	if (enqueuer_stats(&c->enq, &qs, &backend) == 0) {
+		jrm_emit_depth(emit, &qs);
 		queue_stats_free(&qs);
 	}
 	give_back(api, c);
@@ -550,7 +504,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", h_health, 0 },
+	{ "GET", "/api/health", httpd_ok, 0 },
 	{ "GET", "/api/health/extended", h_health_extended, 0 },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "app.h"
 #include "config.h"
 #include "history.h"
 #include "log.h"
@@ -38,22 +39,6 @@ struct ticker {
 };
 
 static int stopping(struct ticker *t) { return __atomic_load_n(&t->stop, __ATOMIC_ACQUIRE); }
-
-static void check_policy(struct queue *q)
-{
-	char policy[64];
-	int noeviction = 0;
-	if (queue_redis_check_policy(q, policy, sizeof policy, &noeviction)) {
-		LOGF(LOG_WARN, "redis_policy_unknown",
-		     "could not read Redis maxmemory-policy; it must be noeviction or queued runs can be lost",
-		     LF_S("error", q->errstr));
-	} else if (!noeviction) {
-		LOGF(LOG_WARN, "redis_policy_evicts",
-		     "Redis maxmemory-policy is not noeviction: queued runs can be evicted and lost. "
-		     "Set maxmemory-policy noeviction.",
-		     LF_S("policy", policy));
-	}
-}
 
 static void *ticker_main(void *arg)
 {
@@ -73,7 +58,7 @@ static void *ticker_main(void *arg)
 			int added = 0;
 			if (rc == 0) {
 				if (!checked) {
-					check_policy(q);
+					app_redis_policy_check(q);
 					checked = 1;
 				}
 				rc = queue_redis_tick(q, slot, &added);

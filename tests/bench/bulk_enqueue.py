@@ -115,6 +115,13 @@ def main():
     try:
         res = measure(system.api.base, system.api.token, args.requests, args.batch, args.clients)
         res["rows_in_job_runs"] = system.db.scalar("SELECT count(*) FROM job_runs")
+        # Redis mode: how long until the history writer has recorded every
+        # run (warm-up included) in job_runs
+        want = (args.requests + 1) * args.batch
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 300 and system.db.scalar("SELECT count(*) FROM job_runs") < want:
+            time.sleep(0.2)
+        res["all_rows_written_after_s"] = round(time.monotonic() - t0, 1)
         print(json.dumps(dict(res, mode=args.mode, clients=args.clients, batch=args.batch,
                               fsync=not args.fast_pg)))
     finally:

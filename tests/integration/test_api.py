@@ -62,10 +62,6 @@ def fresh(mode, pg):
             redis.cleanup()
 
 
-def db_count(db, sql, params=None):
-    return db.scalar(sql, params)
-
-
 # ---- health ---------------------------------------------------------------
 
 
@@ -157,8 +153,8 @@ def test_run_goes_from_running_to_succeeded(system):
             seen.append(r["status"])
         return r is not None and r["status"] == "succeeded"
     harness.wait_until(done, timeout=20, interval=0.05, msg="run to succeed")
-    assert "running" in seen, seen
     assert seen[-1] == "succeeded"
+    assert "running" in seen, seen
     assert seen.index("running") < seen.index("succeeded")
     run = api.run(rid)
     assert run["durationMs"] >= 1400, run
@@ -166,14 +162,32 @@ def test_run_goes_from_running_to_succeeded(system):
 
 
 def test_run_goes_from_queued_to_succeeded(fresh):
-    s = fresh(consumers=0)
-    rid = s.api.enqueue("noop", {"orgId": "o-q"})["id"]
-    run = s.api.wait_status(rid, "queued", timeout=10)
+    """A run waits, visibly queued, while the only consumer (one slot) is busy
+    with another, then runs and succeeds: all through the status endpoint."""
+    s = fresh(consumers=1, consumer_env={"WORKER_CONCURRENCY": 1})
+    api = s.api
+    blocker = api.enqueue("noop", {"payload": {"sleepMs": 2500}})["id"]
+    if s.mode == "redisless":
+        api.wait_status(blocker, "running", timeout=10)
+    rid = api.enqueue("noop", {"orgId": "o-q"})["id"]
+    run = api.wait_status(rid, "queued", timeout=10)
     assert run["attempts"] == 0 and run["startedAt"] is None and run["finishedAt"] is None
-    assert run["consumer"] is None and run["durationMs"] is None
-    # nothing claims it while no consumer runs
-    time.sleep(0.3)
-    assert s.api.run(rid)["status"] == "queued"
+    assert run["consumer"] is None and run["durationMs"] is None and run["error"] is None
+    assert is_iso(run["enqueuedAt"])
+    run = api.wait_status(rid, "succeeded", timeout=20)
+    assert run["consumer"] == s.consumers[0][0].name and run["attempts"] == 1
+    first = api.run(blocker)
+    assert first["status"] == "succeeded"
+    assert run["startedAt"] >= first["finishedAt"], (first, run)
+
+
+def test_run_waits_for_a_consumer(fresh):
+    """A run accepted while no consumer runs is visible as queued (Redis mode:
+    the producer's own history writer records it) and runs once a consumer
+    starts."""
+    s = fresh(consumers=0)
+    rid = s.api.enqueue("noop", {"orgId": "o-late"})["id"]
+    s.api.wait_status(rid, "queued", timeout=10)
     s.add_consumer("late-consumer")
     run = s.api.wait_status(rid, "succeeded")
     assert run["consumer"] == "late-consumer" and run["attempts"] == 1
@@ -341,19 +355,19 @@ def test_dead_list_and_retry(system):
     for bad in ("0", "-1", "abc", "1001", "1.5", ""):
         assert_error(api.get("/api/integrations/jobs/dead?limit=" + bad), 400, "bad_request")
 
-    # retry: queued again with fresh attempts, runs again (and dies again)
+    # retry: queued again with fresh attempts, runs again (and, still
+    # failing, dies again after JOB_MAX_ATTEMPTS=2 new attempts, not 0)
     target = ids[1]
+    died_at = api.run(target)["finishedAt"]
     status, _, data = api.post("/api/integrations/jobs/dead/%s/retry" % target)
     assert status == 202, data
     assert data == {"id": target, "job": "noop", "status": "queued"}
-    r = api.wait_run(target, lambda r: r["status"] != "dead", timeout=5,
-                     msg="the retried run to leave the dead list")
-    assert r["status"] in ("queued", "running", "failed") and r["attempts"] <= 1, r
-    assert target not in [x["id"] for x in api.get("/api/integrations/jobs/dead")[2]["runs"]] \
-        or api.run(target)["status"] == "dead"
-    r = api.wait_status(target, "dead")
-    assert r["attempts"] == 2
+    r = api.wait_run(target, lambda r: r["status"] == "dead" and r["finishedAt"] > died_at,
+                     msg="the retried run to run its attempts again")
+    assert r["attempts"] == 2, r
     assert system.db.scalar("SELECT source FROM job_runs WHERE id = %s", (target,)) == "retry"
+    status, _, data = api.get("/api/integrations/jobs/dead?limit=1")
+    assert data["runs"][0]["id"] == target, "the run that died last is first"
 
     # a run that is not dead, or does not exist, cannot be retried
     ok = api.enqueue("noop", {})["id"]
@@ -371,9 +385,6 @@ def test_retried_run_can_succeed(system):
     api = system.api
     rid = api.enqueue("noop", {"payload": {"failAlways": True}})["id"]
     api.wait_status(rid, "dead")
-    if system.mode == "redis":
-        pytest.skip("Redis mode retries the payload carried by the record; "
-                    "editing it is a Redis-less-mode operator action")
     system.db.execute("UPDATE job_runs SET payload = '{}' WHERE id = %s", (rid,))
     assert api.post("/api/integrations/jobs/dead/%s/retry" % rid)[0] == 202
     run = api.wait_status(rid, "succeeded")
@@ -532,6 +543,9 @@ def test_prometheus_on_producer_and_consumer(system):
     assert metric(smp, "jobrunner_enqueue_to_start_seconds_count", job="noop") >= 1
     assert metric(smp, "jobrunner_last_cycle_timestamp_seconds") > time.time() - 3600
     assert metric(smp, "jobrunner_cycle_duration_seconds_count") >= 1
+    for state in ("queued", "running", "delayed", "dead"):
+        assert metric(smp, "jobrunner_queue_depth", state=state) is not None, state
+    assert metric(smp, "jobrunner_queue_depth", state="dead") >= 1
 
 
 # ---- the consumer's port --------------------------------------------------

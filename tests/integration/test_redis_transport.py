@@ -1,11 +1,18 @@
 """The Redis Streams transport end to end, with the real binaries: runs
 enqueued by `producer enqueue` and by a raw XADD from "another service"
 (docs/protocol.md) are run by `consumer --drain-once`; a malformed entry is
-recorded as dead; ticks are deduplicated in Redis."""
+recorded as dead; ticks are deduplicated in Redis, and with two real
+consumers cycles follow the ticks of 0, 1 or 3 producers."""
 
 import json
+import time
+
+import pytest
+import redis
 
 import harness
+import jrcli
+import jrredis
 
 
 def _env(redis_server, db_url, **extra):
@@ -82,8 +89,11 @@ def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
     slots = []
 
     def take():
-        got = r.xreadgroup("jr:workers", "tester", {"jr:runs": ">"}, count=10, block=100) \
-            if r.exists("jr:runs") else []
+        try:
+            got = r.xreadgroup("jr:workers", "tester", {"jr:runs": ">"}, count=10, block=100)
+        except redis.exceptions.ResponseError as e:   # NOGROUP: no producer has opened yet
+            assert "NOGROUP" in str(e)
+            return False
         for _stream, entries in got or []:
             for eid, f in entries:
                 assert f.get("type") == "tick"
@@ -96,3 +106,43 @@ def test_three_producers_one_tick_per_slot(redis_server, db_url, spawn):
     assert len(slots) == len(set(slots)), slots         # never two ticks for one slot
     # one per slot unless all three producers were starved at once
     assert max(slots) - min(slots) + 1 <= 2 * len(slots), slots
+
+
+@pytest.mark.parametrize("producers", [0, 1, 3])
+def test_cycles_follow_the_ticks_of_0_1_3_producers(producers, bins, redis_server, db, db_url,
+                                                     spawn):
+    """Two real consumers, Redis up: with no producer nothing ticks and no
+    cycle runs (the consumers' own timer is only for Redis outages); with one
+    or three producers about one cycle per JOB_RUNNER_INTERVAL_MS, never more
+    than one per slot."""
+    interval = 300
+    jrcli.migrate(bins, db_url)
+    cons = [jrredis.consumer(spawn, db_url, redis_server, "tk-%d" % i,
+                             JOB_RUNNER_INTERVAL_MS=interval) for i in range(2)]
+    for i in range(producers):
+        spawn("producer", [], name="producer-%d" % i,
+              env=jrredis.env(db_url, redis_server, PORT=harness.free_port(), API_TOKEN="t" * 32,
+                              CONSUMER_NAME="prod-%d" % i, JOB_RUNNER_INTERVAL_MS=interval))
+    if producers:
+        harness.wait_until(lambda: any(jrredis.cycles(c, "tick") for c in cons), timeout=15,
+                           msg="a first tick-driven cycle")
+    # the consumers are claiming: a run goes through
+    jrcli.wait_runs(db, jrredis.enqueue(bins, db_url, redis_server), "succeeded", timeout=15)
+    last0, count0 = jrredis.job_runner_state(db)
+    logged0 = sum(len(jrredis.cycles(c)) for c in cons)
+    t0 = time.time()
+    time.sleep(3.0)   # a measurement window, not a wait for something
+    t1 = time.time()
+    last1, count1 = jrredis.job_runner_state(db)
+    logged = sum(len(jrredis.cycles(c)) for c in cons) - logged0
+    slots = int(t1 * 1000 // interval) - int(t0 * 1000 // interval)
+    if producers == 0:
+        assert logged == 0 and sum(len(jrredis.cycles(c)) for c in cons) == 0
+        assert (last1, count1) == (last0, count0) == (None, 0)
+        assert not redis_server.client().exists("jr:tick:last")
+    else:
+        cycles = count1 - count0
+        assert last1 > last0
+        assert slots // 3 <= cycles <= slots + 2, (cycles, slots)
+        assert slots // 3 <= logged <= slots + 2, (logged, slots)
+        assert all(e["trigger"] == "tick" for c in cons for e in jrredis.cycles(c))

@@ -167,21 +167,29 @@ def state(db, id_):
 
 # ---- the cycle lock ------------------------------------------------------------------
 
-def test_two_consumers_never_run_cycles_at_once(probe, spawn, db_url):
+@pytest.mark.parametrize("first", ["consumer", "monolith"])
+def test_two_consumers_never_run_cycles_at_once(probe, spawn, db_url, first):
+    """Two consumers; or a producer in monolith mode (the migration period's
+    shape: the old API process still runs jobs) beside a consumer."""
     db = probe
-    slow(db, 80)   # every cycle holds the lock >= 80 ms: both consumers contend
-    a = spawn("consumer", env=consumer_env(db_url, "A"), name="A")
+    slow(db, 80)   # every cycle holds the lock >= 80 ms: both contend
+    if first == "monolith":
+        a = spawn("producer", env=consumer_env(db_url, "A", JOB_RUNNER_ENABLED="true",
+                                               PORT=harness.free_port()), name="A")
+    else:
+        a = spawn("consumer", env=consumer_env(db_url, "A"), name="A")
     b = spawn("consumer", env=consumer_env(db_url, "B"), name="B")
 
     def enough():
         holders = [r[0] for r in db.query(
             "SELECT holder FROM it_events WHERE kind = 'acquire'")]
-        return (holders.count("A") >= 5 and holders.count("B") >= 5
-                and len(skips_logged(a)) + len(skips_logged(b)) >= 3)
-    harness.wait_until(enough, timeout=30, msg="both consumers to run >= 5 cycles, with contention")
+        return holders.count("A") >= 6 and holders.count("B") >= 6
+    harness.wait_until(enough, timeout=30, msg="both consumers to run >= 6 cycles")
     assert a.terminate() == 0 and b.terminate() == 0
 
     assert_cycles_exclusive(db)
+    # the lock was contended (else the test proved little)
+    assert len(skips_logged(a)) + len(skips_logged(b)) >= 1
     rows = assert_cycle_runs_disjoint(db)
     assert {r[0] for r in rows} == {"A", "B"}
     # the records agree with what the consumers logged

@@ -331,10 +331,14 @@ def test_after_sigterm_no_new_run_is_claimed(bins, migrated, spawn, db_url):
     jrcli.wait_runs(db, busy, "running")
     a.signal(signal.SIGTERM)
     a.wait_for_log({"event": "shutdown"}, timeout=5)
-    late = jrcli.enqueue(bins, db_url, "noop")
+    # a run arrives right after: inserted and announced as the enqueue path
+    # does it (a producer process would take longer to start than the
+    # window in which this consumer's idle threads are still waiting)
+    db.execute("INSERT INTO job_runs (id, job) VALUES ('late', 'noop');"
+               " SELECT pg_notify('jobrunner_runs', '')")
     assert a.wait(timeout=15) == 0, a.log_tail()
     assert jrcli.runs(db, busy)[busy[0]]["status"] == "succeeded"
-    row = jrcli.runs(db, late)[late[0]]
+    row = jrcli.runs(db, ["late"])["late"]
     assert (row["status"], row["attempts"], row["consumer"], row["error"]) == (
         "queued", 0, None, None), row
     assert jrcli.events(a, "run_deferred") == []

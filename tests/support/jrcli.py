@@ -18,8 +18,12 @@ import harness
 
 # Every test binary gets these unless the test overrides them: cycles every
 # 200 ms, leases of 1 s, retries after 20-100 ms, no health port (two
-# consumers on one machine must not collide), JSON logs.
+# consumers on one machine must not collide), JSON logs.  The Meta jobs are
+# off (they are on by default, and test_meta_jobs.py covers them): cycles
+# run only what a test asks for.
 FAST = {
+    "META_SPEND_ENABLED": "false",
+    "META_TOKEN_REFRESH_ENABLED": "false",
     "JOB_RUNNER_INTERVAL_MS": "200",
     "JOB_LEASE_MS": "1000",
     "JOB_BACKOFF_BASE_MS": "20",
