@@ -814,7 +814,10 @@ hand: run the command again.  The numbers are from one run on the machine below.
 **Everything shares the same cores**: Redis, PostgreSQL, the consumers, the producer, the
 load generator and the peers all run on this machine at the same time, so adding consumers
 adds CPU demand without adding CPU.  Every system is measured in the same run, on the same
-redis-server and PostgreSQL cluster, one after the other.  PostgreSQL runs with the test
+redis-server and PostgreSQL cluster, one after the other.  Whatever else runs on the machine
+meanwhile moves the figures: on this (shared, virtual) machine runs a few minutes apart
+differed by up to 3× in absolute rates, and ratios between systems measured a minute apart
+move with it; read single figures as one sample, not as a constant.  PostgreSQL runs with the test
 harness's settings (`fsync=off`, `full_page_writes=off`, `synchronous_commit=on`,
 `shared_buffers=16MB`); Redis without persistence.
 
