@@ -3,6 +3,8 @@
 #               unless DATABASE_URL / REDIS_URL are given, the producer and
 #               two consumers); prints API_TOKEN=<token>
 #   make test   install what is missing, build, run the whole suite (CTest)
+#   make bench  the benchmark suite against BullMQ, pg-boss and raw Redis
+#               (not part of make test; writes docs/performance.md)
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -39,6 +41,10 @@ fuzz: deps
 
 run: build
 	@sh scripts/run-local.sh $(BUILD)
+
+# Builds its own Release binaries in build-bench/; see tests/bench/run.py.
+bench:
+	/usr/bin/python3 tests/bench/run.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .run

@@ -43,7 +43,7 @@
 #include "util.h"
 
 #define RUNS_COUNT 1000      /* jr:runs entries per read */
-#define EVENTS_COUNT 8       /* jr:events entries per read (each up to 256 events) */
+#define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
 
 /* ------------------------------------------------------------------ */

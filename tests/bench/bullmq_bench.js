@@ -1,0 +1,129 @@
+// bullmq_bench.js -- the BullMQ side of the benchmark (tests/bench/run.py).
+//
+// Usage (node 20, bullmq from tests/bench/.cache/npm, see run.py):
+//   node bullmq_bench.js REDIS_PORT enqueue N           addBulk in chunks of 1000
+//   node bullmq_bench.js REDIS_PORT process N CONC      one Worker, no-op processor
+//   node bullmq_bench.js REDIS_PORT latency SAMPLES     enqueue-to-start, idle Worker
+// Prints one JSON object on stdout.  Memory figures are the resident set
+// (process.memoryUsage().rss, and the peak, resourceUsage().maxRSS) of the
+// process that runs the Queue (producer) or the Worker (consumer): the
+// Worker always runs in a child process of its own, so that its figures are
+// its own.  Jobs use BullMQ's default options (completed jobs are kept).
+'use strict';
+
+const { fork } = require('child_process');
+const path = require('path');
+const { performance } = require('perf_hooks');
+const { Queue, Worker } = require('bullmq');
+
+const [port, mode, arg1, arg2] = process.argv.slice(2);
+const connection = { host: '127.0.0.1', port: Number(port), maxRetriesPerRequest: null };
+const CHUNK = 1000;
+const PROCESS_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S || 20);
+
+const wallMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const mib = (bytes) => Math.round((bytes / 1048576) * 10) / 10;
+const rss = () => mib(process.memoryUsage().rss);
+const maxRss = () => mib(process.resourceUsage().maxRSS * 1024);
+
+async function addAll(queue, n) {
+  for (let done = 0; done < n; done += CHUNK) {
+    const k = Math.min(CHUNK, n - done);
+    const jobs = [];
+    for (let i = 0; i < k; i++) jobs.push({ name: 'noop', data: {} });
+    await queue.addBulk(jobs);
+  }
+}
+
+// ---- the Worker child ----------------------------------------------------
+
+async function child() {
+  const { queueName, conc, n, latency } = JSON.parse(process.env.BENCH_CHILD);
+  let done = 0;
+  const lat = [];
+  let finish;
+  const finished = new Promise((r) => { finish = r; });
+  const worker = new Worker(queueName, async (job) => {
+    if (latency) lat.push(wallMs() - job.data.t);
+  }, { connection, concurrency: conc, autorun: false });
+  worker.on('completed', () => { if (++done >= n) finish(); });
+  await worker.waitUntilReady();
+  await sleep(1000);
+  const idle = rss();
+  process.send({ ready: true });
+  const t0 = performance.now();
+  worker.run();
+  const timer = setTimeout(finish, PROCESS_TIMEOUT_S * 1000);
+  await finished;
+  const seconds = (performance.now() - t0) / 1000;
+  clearTimeout(timer);
+  const peak = maxRss();
+  await worker.close(true);
+  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat });
+  process.exit(0);
+}
+
+function startChild(cfg) {
+  const c = fork(__filename, process.argv.slice(2), {
+    env: Object.assign({}, process.env, { BENCH_CHILD: JSON.stringify(cfg) }),
+  });
+  const ready = new Promise((r) => c.on('message', (m) => { if (m.ready) r(); }));
+  const result = new Promise((r, j) => {
+    c.on('message', (m) => { if (!m.ready) r(m); });
+    c.on('exit', (code) => j(new Error('worker child exited with ' + code)));
+  });
+  return { ready, result };
+}
+
+// ---- the producer side ----------------------------------------------------
+
+async function main() {
+  const queueName = 'bench-' + mode + '-' + process.pid;
+  const queue = new Queue(queueName, { connection });
+  await queue.waitUntilReady();
+  const idleProducer = rss();
+  let out;
+  if (mode === 'enqueue') {
+    const n = Number(arg1);
+    const t0 = performance.now();
+    await addAll(queue, n);
+    const seconds = (performance.now() - t0) / 1000;
+    out = { n, seconds, per_s: Math.round(n / seconds), producer_idle_rss_mib: idleProducer,
+            producer_busy_rss_mib: maxRss() };
+  } else if (mode === 'process') {
+    const n = Number(arg1);
+    const conc = Number(arg2);
+    await addAll(queue, n);
+    const w = startChild({ queueName, conc, n, latency: false });
+    await w.ready;
+    const r = await w.result;
+    out = { n, concurrency: conc, completed: r.done, seconds: r.seconds,
+            per_s: Math.round(r.done / r.seconds), worker_idle_rss_mib: r.idle_rss_mib,
+            worker_busy_rss_mib: r.busy_rss_mib };
+  } else if (mode === 'latency') {
+    const n = Number(arg1);
+    const w = startChild({ queueName, conc: 1, n, latency: true });
+    await w.ready;
+    await sleep(200);
+    for (let i = 0; i < n; i++) {
+      await queue.add('noop', { t: wallMs() });
+      await sleep(20);
+    }
+    const r = await w.result;
+    const lat = r.lat.sort((a, b) => a - b);
+    out = { samples: lat.length, p50_ms: +lat[Math.floor(lat.length / 2)].toFixed(3),
+            p99_ms: +lat[Math.floor((lat.length * 99) / 100)].toFixed(3) };
+  } else {
+    throw new Error('unknown mode ' + mode);
+  }
+  await queue.obliterate({ force: true });
+  await queue.close();
+  console.log(JSON.stringify(Object.assign({ system: 'bullmq', mode }, out)));
+  process.exit(0);
+}
+
+(process.env.BENCH_CHILD ? child() : main()).catch((e) => {
+  console.error(e);
+  process.exit(2);
+});

@@ -1,0 +1,153 @@
+// pgboss_bench.js -- the pg-boss side of the benchmark (tests/bench/run.py).
+//
+// Usage (node 20, pg-boss from tests/bench/.cache/npm, see run.py):
+//   node pgboss_bench.js DATABASE_URL enqueue N             insert() in chunks of 1000
+//   node pgboss_bench.js DATABASE_URL process N BATCH LOOPS fetch({batchSize}) +
+//                                                          complete(ids), LOOPS loops at once
+//   node pgboss_bench.js DATABASE_URL latency SAMPLES       work() at its shortest polling
+//                                                          interval (0.5 s), one job at a time
+// Prints one JSON object on stdout.  The consumer side runs in a child
+// process of its own, so that its memory figures (rss; peak = maxRSS) are
+// its own.  Queues use pg-boss's defaults (completed jobs are kept).
+'use strict';
+
+const { fork } = require('child_process');
+const { performance } = require('perf_hooks');
+const PgBoss = require('pg-boss');
+
+const [url, mode, arg1, arg2, arg3] = process.argv.slice(2);
+const CHUNK = 1000;
+const PROCESS_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S || 20);
+
+const wallMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const mib = (bytes) => Math.round((bytes / 1048576) * 10) / 10;
+const rss = () => mib(process.memoryUsage().rss);
+const maxRss = () => mib(process.resourceUsage().maxRSS * 1024);
+
+async function startBoss() {
+  // No maintenance or cron schedules during a measurement.
+  const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false });
+  boss.on('error', (e) => console.error(e));
+  await boss.start();
+  return boss;
+}
+
+async function insertAll(boss, queue, n) {
+  for (let done = 0; done < n; done += CHUNK) {
+    const k = Math.min(CHUNK, n - done);
+    const jobs = [];
+    for (let i = 0; i < k; i++) jobs.push({ name: queue, data: {} });
+    await boss.insert(jobs);
+  }
+}
+
+// ---- the consumer child ----------------------------------------------------
+
+async function child() {
+  const { queue, n, batch, loops, latency } = JSON.parse(process.env.BENCH_CHILD);
+  const boss = await startBoss();
+  await sleep(1000);
+  const idle = rss();
+  process.send({ ready: true });
+  const lat = [];
+  let done = 0;
+  const t0 = performance.now();
+  const deadline = t0 + PROCESS_TIMEOUT_S * 1000;
+  if (latency) {
+    let finish;
+    const finished = new Promise((r) => { finish = r; });
+    await boss.work(queue, { pollingIntervalSeconds: 0.5 }, async ([job]) => {
+      lat.push(wallMs() - job.data.t);
+      process.send({ got: done });
+      if (++done >= n) finish();
+    });
+    const timer = setTimeout(finish, PROCESS_TIMEOUT_S * 1000);
+    await finished;
+    clearTimeout(timer);
+  } else {
+    const loop = async () => {
+      while (done < n && performance.now() < deadline) {
+        const jobs = await boss.fetch(queue, { batchSize: batch });
+        if (jobs.length === 0) continue;
+        await boss.complete(queue, jobs.map((j) => j.id));
+        done += jobs.length;
+      }
+    };
+    await Promise.all(Array.from({ length: loops }, loop));
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const peak = maxRss();
+  await boss.stop({ graceful: false, wait: true });
+  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat });
+  process.exit(0);
+}
+
+function startChild(cfg) {
+  const c = fork(__filename, process.argv.slice(2), {
+    env: Object.assign({}, process.env, { BENCH_CHILD: JSON.stringify(cfg) }),
+  });
+  const ready = new Promise((r) => c.on('message', (m) => { if (m.ready) r(); }));
+  const result = new Promise((r, j) => {
+    c.on('message', (m) => { if (!m.ready && !('got' in m)) r(m); });
+    c.on('exit', (code) => j(new Error('consumer child exited with ' + code)));
+  });
+  return { ready, result, child: c };
+}
+
+// ---- the producer side ----------------------------------------------------
+
+async function main() {
+  const queue = 'bench_' + mode + '_' + process.pid;
+  const boss = await startBoss();
+  await boss.createQueue(queue);
+  const idleProducer = rss();
+  let out;
+  if (mode === 'enqueue') {
+    const n = Number(arg1);
+    const t0 = performance.now();
+    await insertAll(boss, queue, n);
+    const seconds = (performance.now() - t0) / 1000;
+    out = { n, seconds, per_s: Math.round(n / seconds), producer_idle_rss_mib: idleProducer,
+            producer_busy_rss_mib: maxRss() };
+  } else if (mode === 'process') {
+    const n = Number(arg1);
+    const batch = Number(arg2);
+    const loops = Number(arg3 || 1);
+    await insertAll(boss, queue, n);
+    const c = startChild({ queue, n, batch, loops, latency: false });
+    await c.ready;
+    const r = await c.result;
+    out = { n, batch, loops, completed: r.done, seconds: r.seconds,
+            per_s: Math.round(r.done / r.seconds), worker_idle_rss_mib: r.idle_rss_mib,
+            worker_busy_rss_mib: r.busy_rss_mib };
+  } else if (mode === 'latency') {
+    const n = Number(arg1);
+    const c = startChild({ queue, n, batch: 1, loops: 1, latency: true });
+    await c.ready;
+    await sleep(600);
+    // One job at a time: the next is sent once the worker has started the
+    // previous one (work() fetches one batch per polling interval, so jobs
+    // sent faster would wait behind each other, not for an idle consumer).
+    for (let i = 0; i < n; i++) {
+      const got = new Promise((r) => c.child.once('message', r));
+      await boss.send(queue, { t: wallMs() });
+      await got;
+      await sleep(Math.random() * 100);
+    }
+    const r = await c.result;
+    const lat = r.lat.sort((a, b) => a - b);
+    out = { samples: lat.length, p50_ms: +lat[Math.floor(lat.length / 2)].toFixed(3),
+            p99_ms: +lat[Math.floor((lat.length * 99) / 100)].toFixed(3) };
+  } else {
+    throw new Error('unknown mode ' + mode);
+  }
+  await boss.stop({ graceful: false, wait: true });
+  console.log(JSON.stringify(Object.assign({ system: 'pg-boss', mode }, out)));
+  process.exit(0);
+}
+
+(process.env.BENCH_CHILD ? child() : main()).catch((e) => {
+  console.error(e);
+  process.exit(2);
+});
