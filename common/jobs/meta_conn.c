@@ -46,6 +46,19 @@ void meta_conn_tally(struct meta_tally *t, const char *org_id, enum graph_kind k
 	}
 }
 
+void meta_conn_tally_result(struct meta_tally *t, struct db *db, const char *org_id,
+			    const char *access_token, const struct graph_result *res)
+{
+	if (res->kind == GRAPH_AUTH && meta_conn_mark_reauth(db, org_id, access_token, res->message)) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%.150s; marking needs_reauth failed: %.100s", res->message,
+			 db->errstr);
+		meta_conn_tally(t, org_id, GRAPH_TRANSIENT, 0, msg);
+		return;
+	}
+	meta_conn_tally(t, org_id, res->kind, res->retry_after_ms, res->message);
+}
+
 void meta_conn_tally_finish(const struct meta_tally *t, int named_org, struct run_result *out)
 {
 	int failed = t->auth + t->throttled + t->transient + t->permanent;

@@ -38,6 +38,11 @@ void meta_conn_tally(struct meta_tally *t, const char *org_id, enum graph_kind k
 /* The run's result from the tally (see above).  The error names the failed
  * org unless the run was for that one org (named_org: the worker's log
  * line carries it already). */
+/* Tallies the failed (or OK) Graph answer res for org_id; on code 190 also
+ * marks the connection needs_reauth (meta_conn_mark_reauth), and counts a
+ * failure to record that as transient so that a retry records it. */
+void meta_conn_tally_result(struct meta_tally *t, struct db *db, const char *org_id,
+			    const char *access_token, const struct graph_result *res);
 void meta_conn_tally_finish(const struct meta_tally *t, int named_org, struct run_result *out);
 
 #endif

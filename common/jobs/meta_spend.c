@@ -238,14 +238,7 @@ static void sync_org(struct job_ctx *ctx, const char *org_id, const char *ad_acc
 		 * run's own retry waits retry_after_ms either way */
 		orglimit_throttle(ctx->db, org_id, wall_ms() + res.retry_after_ms, res.message);
 	}
-	if (res.kind == GRAPH_AUTH && meta_conn_mark_reauth(ctx->db, org_id, token, res.message)) {
-		/* could not record it: retry so that the next attempt does */
-		snprintf(msg, sizeof msg, "%.150s; marking needs_reauth failed: %.100s", res.message,
-			 ctx->db->errstr);
-		meta_conn_tally(t, org_id, GRAPH_TRANSIENT, 0, msg);
-	} else {
-		meta_conn_tally(t, org_id, res.kind, res.retry_after_ms, res.message);
-	}
+	meta_conn_tally_result(t, ctx->db, org_id, token, &res);
 	*rows += s.rows;
 	graph_result_clear(&res);
 }

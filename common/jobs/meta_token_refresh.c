@@ -106,13 +106,8 @@ static void refresh_org(struct job_ctx *ctx, const char *org_id, const char *tok
 				(*refreshed)++;
 			}
 		}
-	} else if (res.kind == GRAPH_AUTH &&
-		   meta_conn_mark_reauth(ctx->db, org_id, token, res.message)) {
-		snprintf(msg, sizeof msg, "%.150s; marking needs_reauth failed: %.100s", res.message,
-			 ctx->db->errstr);
-		meta_conn_tally(t, org_id, GRAPH_TRANSIENT, 0, msg);
 	} else {
-		meta_conn_tally(t, org_id, res.kind, res.retry_after_ms, res.message);
+		meta_conn_tally_result(t, ctx->db, org_id, token, &res);
 	}
 	graph_result_clear(&res);
 }
