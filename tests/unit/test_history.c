@@ -36,19 +36,6 @@ static pid_t redis_pid, pg_pid;
 static int redis_port, pg_port;
 static char redis_url[64], pg_url[128];
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
-		perror("free_port");
-		exit(2);
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 /* Forks and execs argv, as the postgres user when we are root. */
 static pid_t spawn(char *const argv[], int as_postgres, const char *log)
 {
@@ -99,7 +86,7 @@ static void start_servers(void)
 		fprintf(stderr, "initdb failed, see %s\n", log);
 		exit(2);
 	}
-	pg_port = free_port();
+	pg_port = unit_free_port();
 	char port[16], sock[160];
 	snprintf(port, sizeof port, "%d", pg_port);
 	snprintf(sock, sizeof sock, "unix_socket_directories=%s", pgdir);
@@ -108,7 +95,7 @@ static void start_servers(void)
 	pg_pid = spawn(pg, 1, log);
 	snprintf(pg_url, sizeof pg_url, "postgresql://postgres@127.0.0.1:%d/postgres", pg_port);
 
-	redis_port = free_port();
+	redis_port = unit_free_port();
 	char rport[16], rlog[160];
 	snprintf(rport, sizeof rport, "%d", redis_port);
 	snprintf(rlog, sizeof rlog, "%s/redis.log", tmpdir);

@@ -36,19 +36,6 @@ static int server_port;
 static char server_dir[64];
 static char server_url[64];
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
-		perror("free_port");
-		exit(2);
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static redisContext *raw(void)
 {
 	struct timeval tv = { 1, 0 };
@@ -959,7 +946,7 @@ int main(void)
 		perror("mkdtemp");
 		return 2;
 	}
-	server_port = free_port();
+	server_port = unit_free_port();
 	snprintf(server_url, sizeof server_url, "redis://127.0.0.1:%d", server_port);
 	server_start();
 	static const struct unit_test tests[] = {

@@ -25,6 +25,9 @@ struct unit_test {
 	void (*fn)(void);
 };
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (for test servers). */
+int unit_free_port(void);
+
 /* Runs every test, prints "N passed, N failed" and returns main's exit code. */
 int unit_run(const struct unit_test *tests, size_t n);
 
