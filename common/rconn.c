@@ -347,10 +347,10 @@ redisReply *rconn_get(struct rconn *rc)
 	return r;
 }
 
-redisReply *rconn_cmd(struct rconn *rc, int argc, const char **argv, const size_t *lens)
+/* The reply of the one command just appended: an error reply becomes NULL
+ * with rc->err and errstr set (rconn_reply_error). */
+static redisReply *take_reply(struct rconn *rc)
 {
-	if (rconn_append(rc, argc, argv, lens))
-		return NULL;
 	redisReply *r = rconn_get(rc);
 	if (r && r->type == REDIS_REPLY_ERROR) {
 		rconn_reply_error(rc, r);
@@ -360,6 +360,13 @@ redisReply *rconn_cmd(struct rconn *rc, int argc, const char **argv, const size_
 	if (r)
 		rc->err = 0;
 	return r;
+}
+
+redisReply *rconn_cmd(struct rconn *rc, int argc, const char **argv, const size_t *lens)
+{
+	if (rconn_append(rc, argc, argv, lens))
+		return NULL;
+	return take_reply(rc);
 }
 
 redisReply *rconn_cmdf(struct rconn *rc, const char *fmt, ...)
@@ -374,15 +381,7 @@ redisReply *rconn_cmdf(struct rconn *rc, const char *fmt, ...)
 		io_failed(rc);
 		return NULL;
 	}
-	redisReply *r = rconn_get(rc);
-	if (r && r->type == REDIS_REPLY_ERROR) {
-		rconn_reply_error(rc, r);
-		freeReplyObject(r);
-		return NULL;
-	}
-	if (r)
-		rc->err = 0;
-	return r;
+	return take_reply(rc);
 }
 
 int rconn_append_evalsha(struct rconn *rc, size_t idx, int argc, const char **argv,
