@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "db.h"
@@ -42,9 +43,12 @@
 #include "run.h"
 #include "util.h"
 
-#define RUNS_COUNT 1000      /* jr:runs entries per read */
+#define RUNS_COUNT 1000      /* jr:runs entries per read, at least */
+#define RUNS_COUNT_MAX 16384 /* ... and at most (as many as the events just read) */
 #define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
+#define WCACHE_SLOTS (1u << 16)   /* ids written lately, and their states */
+#define COPY_OFF_BATCHES 16       /* batches written by upsert after a COPY conflict */
 
 /* ------------------------------------------------------------------ */
 /* rows                                                                */
@@ -54,6 +58,7 @@ struct hrow {
 	char id[RUN_ID_LEN + 1];
 	char *job, *org, *payload, *error, *consumer, *idem;   /* owned */
 	const char *src, *status;                              /* static */
+	int known;                 /* the id may have a row already (wcache) */
 	int attempts, max;
 	int64_t runat, enq, started, finished, duration;       /* -1: NULL */
 };
@@ -149,6 +154,86 @@ static void rows_reduce(struct rows *rs)
 		rs->v[w++] = rs->v[i];
 	}
 	rs->n = w;
+}
+
+/* ------------------------------------------------------------------ */
+/* the written-ids cache                                               */
+/* ------------------------------------------------------------------ */
+
+/* What this writer committed lately: a direct-mapped table of 128-bit id
+ * fingerprints and the state (row_cmp's order key) each id was written in.
+ * It answers two questions without a round trip:
+ *   - is a row older than what is stored?  Then the upsert's WHERE would
+ *     refuse it: it is not sent at all (the queued row of a run whose end
+ *     was recorded first, the common case when the writer is behind);
+ *   - may the id already have a row?  Then it goes to the upsert; ids never
+ *     seen go to COPY, the cheap path for new rows.
+ * A slot is overwritten by the next id that maps to it, so a miss only means
+ * "not known": the row takes the path that is always correct.  Another
+ * writer's rows are never known here; COPY then meets a unique violation and
+ * the batch is written again by upsert.  Rows only move forward, except when
+ * the API retries a dead run (its row becomes queued again): rows of source
+ * 'retry' bypass the cache and always take the upsert. */
+struct wkey {
+	int32_t eff, rank;
+	int64_t started;
+};
+
+struct wslot {
+	uint64_t h1, h2;     /* 0, 0: empty */
+	struct wkey k;
+};
+
+static void id_hash(const char *id, uint64_t *h1, uint64_t *h2)
+{
+	uint64_t a = 0xcbf29ce484222325ull, b = 0x84222325cbf29ce4ull;
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+		a = (a ^ *p) * 0x100000001b3ull;
+		b = (b ^ *p) * 0x100000001b3ull + (b >> 29);
+	}
+	*h1 = a | 1;   /* never 0: 0, 0 marks an empty slot */
+	*h2 = b;
+}
+
+static struct wkey row_key(const struct hrow *r)
+{
+	struct wkey k = { row_eff_attempts(r), row_rank(r), r->started < 0 ? 0 : r->started };
+	return k;
+}
+
+static int wkey_cmp(struct wkey a, struct wkey b)
+{
+	if (a.eff != b.eff)
+		return a.eff < b.eff ? -1 : 1;
+	if (a.started != b.started)
+		return a.started < b.started ? -1 : 1;
+	return a.rank - b.rank;
+}
+
+/* The slot of id if it holds id, else NULL. */
+static const struct wslot *wcache_get(const struct wslot *c, const char *id)
+{
+	if (!c)
+		return NULL;
+	uint64_t h1, h2;
+	id_hash(id, &h1, &h2);
+	const struct wslot *s = &c[h1 & (WCACHE_SLOTS - 1)];
+	return s->h1 == h1 && s->h2 == h2 ? s : NULL;
+}
+
+static void wcache_put(struct wslot **c, const struct hrow *r)
+{
+	if (!*c)
+		*c = xcalloc(WCACHE_SLOTS, sizeof **c);
+	uint64_t h1, h2;
+	id_hash(r->id, &h1, &h2);
+	struct wslot *s = &(*c)[h1 & (WCACHE_SLOTS - 1)];
+	struct wkey k = row_key(r);
+	if (s->h1 == h1 && s->h2 == h2 && wkey_cmp(s->k, k) > 0)
+		return;   /* an older state arrived late: what is stored is newer */
+	s->h1 = h1;
+	s->h2 = h2;
+	s->k = k;
 }
 
 /* A jr:runs entry -> a queued row (0), or nothing (1: a tick, malformed). */
@@ -354,6 +439,105 @@ static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, i
 }
 
 /* ------------------------------------------------------------------ */
+/* COPY of new rows                                                    */
+/* ------------------------------------------------------------------ */
+
+/* The same columns and defaults as the upsert's insert; updated_at takes its
+ * default, now(). */
+static const char copy_sql[] =
+	"copy job_runs (id, job, org_id, payload, source, status, attempts, max_attempts,"
+	" run_at, enqueued_at, started_at, finished_at, duration_ms, error, consumer,"
+	" transport, idempotency_key) from stdin";
+
+/* A text field of COPY's text format: \N for NULL, backslash escapes. */
+static void copy_text(struct strbuf *sb, const char *s)
+{
+	if (!s) {
+		sb_add(sb, "\\N\t", 3);
+		return;
+	}
+	const char *run = s;
+	for (const char *p = s; *p; p++) {
+		const char *esc = NULL;
+		switch (*p) {
+		case '\\': esc = "\\\\"; break;
+		case '\t': esc = "\\t"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		default: continue;
+		}
+		sb_add(sb, run, (size_t)(p - run));
+		sb_add(sb, esc, 2);
+		run = p + 1;
+	}
+	sb_adds(sb, run);
+	sb_add(sb, "\t", 1);
+}
+
+/* Unix ms -> "YYYY-MM-DD HH:MM:SS.mmm+00"; the formatted second is kept, as
+ * a batch's times share few seconds. */
+struct tsfmt {
+	int64_t sec;
+	char buf[32];
+	size_t len;
+};
+
+static void copy_ts(struct strbuf *sb, struct tsfmt *f, int64_t ms)
+{
+	if (ms < 0) {
+		sb_add(sb, "\\N\t", 3);
+		return;
+	}
+	int64_t sec = ms / 1000;
+	if (sec != f->sec || !f->len) {
+		time_t t = (time_t)sec;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		f->len = strftime(f->buf, sizeof f->buf, "%Y-%m-%d %H:%M:%S", &tm);
+		f->sec = sec;
+	}
+	char tail[16];
+	int n = snprintf(tail, sizeof tail, ".%03d+00\t", (int)(ms % 1000));
+	sb_add(sb, f->buf, f->len);
+	sb_add(sb, tail, (size_t)n);
+}
+
+static void copy_int(struct strbuf *sb, int64_t v, int null_if_negative)
+{
+	if (null_if_negative && v < 0)
+		sb_add(sb, "\\N\t", 3);
+	else
+		sb_addf(sb, "%lld\t", (long long)v);
+}
+
+/* Rows [from, to) as COPY text into sb. */
+static void copy_rows(struct strbuf *sb, const struct hrow *v, size_t from, size_t to, int64_t now)
+{
+	struct tsfmt f = { 0 };
+	for (size_t i = from; i < to; i++) {
+		const struct hrow *r = &v[i];
+		copy_text(sb, r->id);
+		copy_text(sb, r->job);
+		copy_text(sb, r->org);
+		copy_text(sb, r->payload ? r->payload : "{}");
+		copy_text(sb, r->src);
+		copy_text(sb, r->status);
+		copy_int(sb, r->attempts, 0);
+		copy_int(sb, r->max, 0);
+		copy_ts(sb, &f, r->runat >= 0 ? r->runat : r->enq >= 0 ? r->enq : now);
+		copy_ts(sb, &f, r->enq >= 0 ? r->enq : now);
+		copy_ts(sb, &f, r->started);
+		copy_ts(sb, &f, r->finished);
+		copy_int(sb, r->duration, 1);
+		copy_text(sb, r->error);
+		copy_text(sb, r->consumer);
+		copy_text(sb, "redis");
+		copy_text(sb, r->idem);
+		sb->buf[sb->len - 1] = '\n';   /* the last field ends the line */
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* the writer                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -366,6 +550,8 @@ struct history {
 	int pending;              /* read own pending entries (id 0) first */
 	int64_t next_reclaim_ms;
 	struct rows rows;
+	struct wslot *wcache;     /* NULL until the first write */
+	int copy_off;             /* batches left to write by upsert only */
 	struct history_counts counts;
 	char errstr[256];
 };
@@ -429,6 +615,7 @@ void history_close(struct history *h)
 	db_release(&h->db);
 	rows_reset(&h->rows);
 	free(h->rows.v);
+	free(h->wcache);
 	free(h);
 }
 
@@ -487,44 +674,52 @@ static void take(struct history *h, const redisReply *s, struct acks *ack, size_
 	}
 }
 
-/* Reads a batch into h->rows and ack; 0 or -1. */
+/* One XREADGROUP of key from id `from` (">" or "0"): entries into h->rows
+ * and ack.  0 or -1. */
+static int read_one(struct history *h, const char *key, int count, const char *from,
+		    struct acks *ack, size_t *nentries)
+{
+	char c[16];
+	snprintf(c, sizeof c, "%d", count);
+	const char *av[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c,
+			     "STREAMS", key, from };
+	redisReply *r = rconn_cmd(&h->rc, 9, av, NULL);
+	if (!r) {
+		if (strstr(h->rc.errstr, "NOGROUP"))
+			h->groups_at = 0;
+		return h_fail(h, "redis", h->rc.errstr);
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
+		take(h, r->element[0], ack, nentries);
+	freeReplyObject(r);
+	return 0;
+}
+
+/* Reads a batch into h->rows and ack; 0 or -1.  Events first, then as many
+ * runs as there were events (at least RUNS_COUNT): when the writer is
+ * behind, a run's queued entry and its end then tend to fall into the same
+ * batch and become one row, and a queued entry read after its end is
+ * dropped by the cache instead of sent. */
 static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, size_t *nentries)
 {
-	char c1[16], c2[16], blk[24];
-	snprintf(c1, sizeof c1, "%d", RUNS_COUNT);
-	snprintf(c2, sizeof c2, "%d", EVENTS_COUNT);
 	const char *from = h->pending ? "0" : ">";
-	const char *a1[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c1,
-			     "STREAMS", RENTRY_RUNS, from };
-	const char *a2[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
-			     "STREAMS", RENTRY_EVENTS, from };
-	if (rconn_append(&h->rc, 9, a1, NULL) || rconn_append(&h->rc, 9, a2, NULL))
-		return h_fail(h, "redis", h->rc.errstr);
-	int rv = 0;
-	for (int k = 0; k < 2; k++) {
-		redisReply *r = rconn_get(&h->rc);
-		if (!r)
-			return h_fail(h, "redis", h->rc.errstr);
-		if (r->type == REDIS_REPLY_ERROR) {
-			if (rconn_is_error(r, "NOGROUP"))
-				h->groups_at = 0;
-			rconn_reply_error(&h->rc, r);
-			rv = h_fail(h, "redis", h->rc.errstr);
-		} else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
-			take(h, r->element[0], ack, nentries);
-		}
-		freeReplyObject(r);
-	}
-	if (rv)
-		return rv;
+	size_t rows_before = h->rows.n;
+	if (read_one(h, RENTRY_EVENTS, EVENTS_COUNT, from, ack, nentries))
+		return -1;
+	size_t ev = h->rows.n - rows_before;
+	int runs_count = ev < RUNS_COUNT ? RUNS_COUNT : ev > RUNS_COUNT_MAX ? RUNS_COUNT_MAX : (int)ev;
+	if (read_one(h, RENTRY_RUNS, runs_count, from, ack, nentries))
+		return -1;
 	if (h->pending) {
 		if (*nentries == 0)
 			h->pending = 0;   /* caught up: new entries from now on */
 		return 0;
 	}
 	if (*nentries == 0 && block_ms > 0) {
+		char c2[16], blk[24];
 		if (block_ms > RCONN_MAX_BLOCK_MS)
 			block_ms = RCONN_MAX_BLOCK_MS;
+		snprintf(c2, sizeof c2, "%d", EVENTS_COUNT);
 		snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
 		const char *a3[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
 				     "BLOCK", blk, "STREAMS", RENTRY_RUNS, RENTRY_EVENTS, ">", ">" };
@@ -541,27 +736,107 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 	return 0;
 }
 
+/* Drops rows older than what this writer stored (the upsert would refuse
+ * them), marks the rest known or not, and puts the new ones first.
+ * Returns how many are new. */
+static size_t rows_sort_out(struct history *h)
+{
+	struct rows *rs = &h->rows;
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		struct hrow *r = &rs->v[i];
+		const struct wslot *slot = wcache_get(h->wcache, r->id);
+		/* a retried dead run: the API moved its row back to queued, so
+		 * what this writer stored before says nothing; the upsert decides */
+		int retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
+		if (slot && !retried && wkey_cmp(slot->k, row_key(r)) > 0) {
+			row_free(r);
+			h->counts.skipped++;
+			continue;
+		}
+		r->known = slot != NULL || retried;
+		rs->v[w++] = *r;
+	}
+	rs->n = w;
+	size_t nnew = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		if (rs->v[i].known)
+			continue;
+		if (i != nnew) {
+			struct hrow t = rs->v[nnew];
+			rs->v[nnew] = rs->v[i];
+			rs->v[i] = t;
+		}
+		nnew++;
+	}
+	return nnew;
+}
+
+/* One transaction: COPY of rows [0, nnew), upsert of the rest.  0, or -1
+ * (rolled back; db.conn NULL when PostgreSQL is unreachable). */
+static int write_tx(struct history *h, size_t nnew)
+{
+	struct db *db = &h->db;
+	if (db_exec(db, "begin", 0, NULL))
+		return -1;
+	struct strbuf sb = STRBUF_INIT;
+	copy_rows(&sb, h->rows.v, 0, nnew, wall_ms());
+	int rv = db_copy_in(db, copy_sql, sb.buf, sb.len);
+	sb_release(&sb);
+	if (rv) {
+		if (!strcmp(db_sqlstate(db), "23505"))   /* unique_violation: another writer's rows */
+			h->copy_off = COPY_OFF_BATCHES;
+	} else if (nnew < h->rows.n) {
+		rv = upsert(db, h->rows.v, nnew, h->rows.n, 1);
+	}
+	if (!rv)
+		rv = db_exec(db, "commit", 0, NULL);
+	if (rv && db->conn) {
+		char keep[sizeof db->errstr];
+		memcpy(keep, db->errstr, sizeof keep);
+		db_exec(db, "rollback", 0, NULL);
+		memcpy(db->errstr, keep, sizeof keep);
+	}
+	if (!rv)
+		h->counts.copied += nnew;
+	return rv;
+}
+
 /* Writes h->rows: 0, or -1 when PostgreSQL is unreachable (nothing lost:
  * the caller does not acknowledge). */
 static int write_rows(struct history *h)
 {
 	rows_reduce(&h->rows);
+	size_t nnew = rows_sort_out(h);
 	if (!h->rows.n)
 		return 0;
-	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 1) == 0) {
-		h->counts.rows += h->rows.n;
-		return 0;
+	if (h->copy_off > 0) {
+		h->copy_off--;
+		nnew = 0;
 	}
-	if (!h->db.conn)
+	int done = 0;
+	if (nnew) {
+		done = write_tx(h, nnew) == 0;
+		if (!done && !h->db.conn)
+			return h_fail(h, "postgres", h->db.errstr);
+	}
+	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 1) == 0)
+		done = 1;
+	if (!done && !h->db.conn)
 		return h_fail(h, "postgres", h->db.errstr);
 	/* refused: without idempotency keys, then row by row */
-	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0) {
+	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0)
+		done = 1;
+	if (done) {
 		h->counts.rows += h->rows.n;
+		for (size_t i = 0; i < h->rows.n; i++)
+			wcache_put(&h->wcache, &h->rows.v[i]);
 		return 0;
 	}
 	for (size_t i = 0; i < h->rows.n; i++) {
 		if (upsert(&h->db, h->rows.v, i, i + 1, 0) == 0) {
 			h->counts.rows++;
+			wcache_put(&h->wcache, &h->rows.v[i]);
 			continue;
 		}
 		if (!h->db.conn)
@@ -572,8 +847,11 @@ static int write_rows(struct history *h)
 	return 0;
 }
 
+/* XACK of ids in key, 1000 a command, pipelined.  0 or -1. */
 static int ack_all(struct history *h, struct rargv *ids, const char *key)
 {
+	size_t sent = 0;
+	int rv = 0;
 	for (size_t off = 0; off < ids->n; off += 1000) {
 		size_t k = ids->n - off < 1000 ? ids->n - off : 1000;
 		struct rargv a = { 0 };
@@ -583,13 +861,23 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 		for (size_t i = off; i < off + k; i++)
 			rargv_addref(&a, ids->argv[i], ids->lens[i]);
 		rargv_finish(&a);
-		redisReply *r = rconn_cmd(&h->rc, (int)a.n, a.argv, a.lens);
+		rv = rconn_append(&h->rc, (int)a.n, a.argv, a.lens);
 		rargv_release(&a);
+		if (rv)
+			return h_fail(h, "redis", h->rc.errstr);
+		sent++;
+	}
+	for (; sent > 0; sent--) {
+		redisReply *r = rconn_get(&h->rc);
 		if (!r)
 			return h_fail(h, "redis", h->rc.errstr);
+		if (r->type == REDIS_REPLY_ERROR && !rv) {
+			rconn_reply_error(&h->rc, r);
+			rv = h_fail(h, "redis", h->rc.errstr);
+		}
 		freeReplyObject(r);
 	}
-	return 0;
+	return rv;
 }
 
 int history_step(struct history *h, int64_t block_ms, size_t *written)
