@@ -48,7 +48,8 @@
 #define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
 #define WCACHE_SLOTS (1u << 16)   /* ids written lately, and their states */
-#define COPY_OFF_BATCHES 16       /* batches written by upsert after a COPY conflict */
+#define CARRY_MS 1000             /* a queued row waits at most this for its run's end */
+#define CARRY_MAX 16384           /* ... and at most this many wait */
 
 /* ------------------------------------------------------------------ */
 /* rows                                                                */
@@ -58,7 +59,10 @@ struct hrow {
 	char id[RUN_ID_LEN + 1];
 	char *job, *org, *payload, *error, *consumer, *idem;   /* owned */
 	const char *src, *status;                              /* static */
-	int known;                 /* the id may have a row already (wcache) */
+	int retried;               /* source 'retry': bypasses the cache */
+	int rank, eff;             /* row_rank(), row_eff_attempts(): set by rows_reduce() */
+	char reid[48];             /* the jr:runs entry it came from, acked once written; "" */
+	int64_t carried_ms;        /* mono ms it was first held back (carry), or 0 */
 	int attempts, max;
 	int64_t runat, enq, started, finished, duration;       /* -1: NULL */
 };
@@ -120,23 +124,35 @@ static int row_eff_attempts(const struct hrow *r)
 	return r->attempts + (row_rank(r) == 2);
 }
 
+/* By id, then age (rank and eff precomputed). */
 static int row_cmp(const void *pa, const void *pb)
 {
 	const struct hrow *a = pa, *b = pb;
 	int c = strcmp(a->id, b->id);
 	if (c)
 		return c;
-	if (row_eff_attempts(a) != row_eff_attempts(b))
-		return row_eff_attempts(a) < row_eff_attempts(b) ? -1 : 1;
+	if (a->eff != b->eff)
+		return a->eff < b->eff ? -1 : 1;
 	int64_t sa = a->started < 0 ? 0 : a->started, sb_ = b->started < 0 ? 0 : b->started;
 	if (sa != sb_)
 		return sa < sb_ ? -1 : 1;
-	return row_rank(a) - row_rank(b);
+	return a->rank - b->rank;
 }
 
-/* Keeps the newest row per id (sorted by id, then age). */
-static void rows_reduce(struct rows *rs)
+/* Entry ids to acknowledge, per stream. */
+struct acks {
+	struct rargv runs, events;
+};
+
+/* Keeps the newest row per id (sorted by id, then age).  The jr:runs entry
+ * of a dropped row goes with the row that replaces it, or to ack when that
+ * row has its own. */
+static void rows_reduce(struct rows *rs, struct acks *ack)
 {
+	for (size_t i = 0; i < rs->n; i++) {
+		rs->v[i].rank = row_rank(&rs->v[i]);
+		rs->v[i].eff = row_eff_attempts(&rs->v[i]);
+	}
 	if (rs->n < 2)
 		return;
 	qsort(rs->v, rs->n, sizeof *rs->v, row_cmp);
@@ -148,6 +164,10 @@ static void rows_reduce(struct rows *rs)
 				rs->v[i + 1].payload = rs->v[i].payload;
 				rs->v[i].payload = NULL;
 			}
+			if (rs->v[i].reid[0] && !rs->v[i + 1].reid[0])
+				memcpy(rs->v[i + 1].reid, rs->v[i].reid, sizeof rs->v[i].reid);
+			else if (rs->v[i].reid[0])
+				rargv_addcopy(&ack->runs, rs->v[i].reid, strlen(rs->v[i].reid));
 			row_free(&rs->v[i]);
 			continue;
 		}
@@ -197,7 +217,7 @@ static void id_hash(const char *id, uint64_t *h1, uint64_t *h2)
 
 static struct wkey row_key(const struct hrow *r)
 {
-	struct wkey k = { row_eff_attempts(r), row_rank(r), r->started < 0 ? 0 : r->started };
+	struct wkey k = { r->eff, r->rank, r->started < 0 ? 0 : r->started };
 	return k;
 }
 
@@ -335,40 +355,57 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 /* the upsert                                                          */
 /* ------------------------------------------------------------------ */
 
-static const char upsert_sql[] =
-	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts,"
-	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error,"
-	" consumer, transport, idempotency_key, updated_at)"
-	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status,"
-	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0),"
-	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0),"
+#define UPSERT_INSERT \
+	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts," \
+	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error," \
+	" consumer, transport, idempotency_key, updated_at)" \
+	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status," \
+	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0)," \
+	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0)," \
 	" to_timestamp(u.finished / 1000.0), u.duration, u.error, u.consumer, 'redis', u.idem, now()"
+#define UPSERT_CONFLICT \
+	" on conflict (id) do update set" \
+	" job = excluded.job, org_id = excluded.org_id," \
+	" payload = case when excluded.payload = '{}'::jsonb then j.payload else excluded.payload end," \
+	" source = excluded.source, status = excluded.status, attempts = excluded.attempts," \
+	" max_attempts = excluded.max_attempts, run_at = excluded.run_at," \
+	" enqueued_at = least(j.enqueued_at, excluded.enqueued_at)," \
+	" started_at = coalesce(excluded.started_at, j.started_at)," \
+	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms," \
+	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer)," \
+	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key)," \
+	" updated_at = now()" \
+	/* the order of states: see row_cmp() */ \
+	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
+	"        coalesce(excluded.started_at, '-infinity')," \
+	"        case when excluded.status = 'queued' then" \
+	"             case when excluded.started_at is null then 0 else 2 end" \
+	"             when excluded.status = 'running' then 1 else 3 end)" \
+	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int," \
+	"     coalesce(j.started_at, '-infinity')," \
+	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end" \
+	"          when j.status = 'running' then 1 else 3 end)"
+
+/* Rows as arrays, one per column: for the fallbacks and small batches. */
+static const char upsert_sql[] =
+	UPSERT_INSERT
 	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
 	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
 	" $13::int[], $14::text[], $15::text[], $16::text[])"
 	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
 	" duration, error, consumer, idem)"
-	" on conflict (id) do update set"
-	" job = excluded.job, org_id = excluded.org_id,"
-	" payload = case when excluded.payload = '{}'::jsonb then j.payload else excluded.payload end,"
-	" source = excluded.source, status = excluded.status, attempts = excluded.attempts,"
-	" max_attempts = excluded.max_attempts, run_at = excluded.run_at,"
-	" enqueued_at = least(j.enqueued_at, excluded.enqueued_at),"
-	" started_at = coalesce(excluded.started_at, j.started_at),"
-	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,"
-	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer),"
-	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key),"
-	" updated_at = now()"
-	/* the order of states: see row_cmp() */
-	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int,"
-	"        coalesce(excluded.started_at, '-infinity'),"
-	"        case when excluded.status = 'queued' then"
-	"             case when excluded.started_at is null then 0 else 2 end"
-	"             when excluded.status = 'running' then 1 else 3 end)"
-	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int,"
-	"     coalesce(j.started_at, '-infinity'),"
-	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end"
-	"          when j.status = 'running' then 1 else 3 end)";
+	UPSERT_CONFLICT;
+
+/* Rows COPYed into the stage first: the way of big batches, as parsing a
+ * COPY stream costs PostgreSQL a fraction of parsing array literals. */
+#define STAGE "jr_history_stage"
+static const char stage_create_sql[] =
+	"create temp table if not exists " STAGE " (id text, job text, org text, payload text,"
+	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
+	" finished bigint, duration int, error text, consumer text, idem text)"
+	" on commit delete rows";
+static const char stage_copy_sql[] = "copy " STAGE " from stdin";
+static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
 
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
@@ -439,15 +476,8 @@ static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, i
 }
 
 /* ------------------------------------------------------------------ */
-/* COPY of new rows                                                    */
+/* COPY into the stage                                                 */
 /* ------------------------------------------------------------------ */
-
-/* The same columns and defaults as the upsert's insert; updated_at takes its
- * default, now(). */
-static const char copy_sql[] =
-	"copy job_runs (id, job, org_id, payload, source, status, attempts, max_attempts,"
-	" run_at, enqueued_at, started_at, finished_at, duration_ms, error, consumer,"
-	" transport, idempotency_key) from stdin";
 
 /* A text field of COPY's text format: \N for NULL, backslash escapes. */
 static void copy_text(struct strbuf *sb, const char *s)
@@ -474,64 +504,37 @@ static void copy_text(struct strbuf *sb, const char *s)
 	sb_add(sb, "\t", 1);
 }
 
-/* Unix ms -> "YYYY-MM-DD HH:MM:SS.mmm+00"; the formatted second is kept, as
- * a batch's times share few seconds. */
-struct tsfmt {
-	int64_t sec;
-	char buf[32];
-	size_t len;
-};
-
-static void copy_ts(struct strbuf *sb, struct tsfmt *f, int64_t ms)
+static void copy_int(struct strbuf *sb, int64_t v, int null_if_negative)
 {
-	if (ms < 0) {
+	if (null_if_negative && v < 0) {
 		sb_add(sb, "\\N\t", 3);
 		return;
 	}
-	int64_t sec = ms / 1000;
-	if (sec != f->sec || !f->len) {
-		time_t t = (time_t)sec;
-		struct tm tm;
-		gmtime_r(&t, &tm);
-		f->len = strftime(f->buf, sizeof f->buf, "%Y-%m-%d %H:%M:%S", &tm);
-		f->sec = sec;
-	}
-	char tail[16];
-	int n = snprintf(tail, sizeof tail, ".%03d+00\t", (int)(ms % 1000));
-	sb_add(sb, f->buf, f->len);
-	sb_add(sb, tail, (size_t)n);
+	char buf[24];
+	int n = snprintf(buf, sizeof buf, "%lld\t", (long long)v);
+	sb_add(sb, buf, (size_t)n);
 }
 
-static void copy_int(struct strbuf *sb, int64_t v, int null_if_negative)
+/* Rows [from, to) as lines of the stage's COPY text format. */
+static void copy_rows(struct strbuf *sb, const struct hrow *v, size_t from, size_t to)
 {
-	if (null_if_negative && v < 0)
-		sb_add(sb, "\\N\t", 3);
-	else
-		sb_addf(sb, "%lld\t", (long long)v);
-}
-
-/* Rows [from, to) as COPY text into sb. */
-static void copy_rows(struct strbuf *sb, const struct hrow *v, size_t from, size_t to, int64_t now)
-{
-	struct tsfmt f = { 0 };
 	for (size_t i = from; i < to; i++) {
 		const struct hrow *r = &v[i];
 		copy_text(sb, r->id);
 		copy_text(sb, r->job);
 		copy_text(sb, r->org);
-		copy_text(sb, r->payload ? r->payload : "{}");
+		copy_text(sb, r->payload);
 		copy_text(sb, r->src);
 		copy_text(sb, r->status);
 		copy_int(sb, r->attempts, 0);
 		copy_int(sb, r->max, 0);
-		copy_ts(sb, &f, r->runat >= 0 ? r->runat : r->enq >= 0 ? r->enq : now);
-		copy_ts(sb, &f, r->enq >= 0 ? r->enq : now);
-		copy_ts(sb, &f, r->started);
-		copy_ts(sb, &f, r->finished);
+		copy_int(sb, r->runat, 1);
+		copy_int(sb, r->enq, 1);
+		copy_int(sb, r->started, 1);
+		copy_int(sb, r->finished, 1);
 		copy_int(sb, r->duration, 1);
 		copy_text(sb, r->error);
 		copy_text(sb, r->consumer);
-		copy_text(sb, "redis");
 		copy_text(sb, r->idem);
 		sb->buf[sb->len - 1] = '\n';   /* the last field ends the line */
 	}
@@ -550,8 +553,9 @@ struct history {
 	int pending;              /* read own pending entries (id 0) first */
 	int64_t next_reclaim_ms;
 	struct rows rows;
+	struct rows carry;        /* queued rows waiting for their run's end */
 	struct wslot *wcache;     /* NULL until the first write */
-	int copy_off;             /* batches left to write by upsert only */
+	uint64_t stage_for;       /* db.reconnects + 1 when the stage was made, or 0 */
 	struct history_counts counts;
 	char errstr[256];
 };
@@ -615,6 +619,8 @@ void history_close(struct history *h)
 	db_release(&h->db);
 	rows_reset(&h->rows);
 	free(h->rows.v);
+	rows_reset(&h->carry);
+	free(h->carry.v);
 	free(h->wcache);
 	free(h);
 }
@@ -645,11 +651,6 @@ static int reclaim(struct history *h)
 	return 0;
 }
 
-/* Entry ids to acknowledge, per stream. */
-struct acks {
-	struct rargv runs, events;
-};
-
 /* Turns one XREADGROUP stream reply ([key, [[id, fields]...]]) into rows. */
 static void take(struct history *h, const redisReply *s, struct acks *ack, size_t *nentries)
 {
@@ -663,14 +664,20 @@ static void take(struct history *h, const redisReply *s, struct acks *ack, size_
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
 			continue;
 		const char *id = e->element[0]->str;
-		rargv_addcopy(is_events ? &ack->events : &ack->runs, id, e->element[0]->len);
+		size_t idlen = e->element[0]->len;
 		(*nentries)++;
-		if (e->element[1]->type != REDIS_REPLY_ARRAY)
-			continue;   /* deleted entry */
-		if (is_events)
-			rows_from_events(&h->rows, e->element[1]);
+		if (is_events) {
+			rargv_addcopy(&ack->events, id, idlen);
+			if (e->element[1]->type == REDIS_REPLY_ARRAY)   /* else deleted */
+				rows_from_events(&h->rows, e->element[1]);
+			continue;
+		}
+		int made = e->element[1]->type == REDIS_REPLY_ARRAY &&
+			   row_from_run(&h->rows, e->element[1], id, (int)h->cfg->job_max_attempts) == 0;
+		if (made && idlen < sizeof h->rows.v[0].reid)
+			memcpy(h->rows.v[h->rows.n - 1].reid, id, idlen + 1);   /* acked when written */
 		else
-			row_from_run(&h->rows, e->element[1], id, (int)h->cfg->job_max_attempts);
+			rargv_addcopy(&ack->runs, id, idlen);   /* deleted, a tick, malformed */
 	}
 }
 
@@ -696,7 +703,7 @@ static int read_one(struct history *h, const char *key, int count, const char *f
 }
 
 /* Reads a batch into h->rows and ack; 0 or -1.  Events first, then as many
- * runs as there were events (at least RUNS_COUNT): when the writer is
+ * runs as there were ends of attempts (at least RUNS_COUNT): when the writer is
  * behind, a run's queued entry and its end then tend to fall into the same
  * batch and become one row, and a queued entry read after its end is
  * dropped by the cache instead of sent. */
@@ -706,7 +713,9 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 	size_t rows_before = h->rows.n;
 	if (read_one(h, RENTRY_EVENTS, EVENTS_COUNT, from, ack, nentries))
 		return -1;
-	size_t ev = h->rows.n - rows_before;
+	size_t ev = 0;   /* runs that finished an attempt (not the running events) */
+	for (size_t i = rows_before; i < h->rows.n; i++)
+		ev += strcmp(h->rows.v[i].status, "running") != 0;
 	int runs_count = ev < RUNS_COUNT ? RUNS_COUNT : ev > RUNS_COUNT_MAX ? RUNS_COUNT_MAX : (int)ev;
 	if (read_one(h, RENTRY_RUNS, runs_count, from, ack, nentries))
 		return -1;
@@ -737,9 +746,8 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 }
 
 /* Drops rows older than what this writer stored (the upsert would refuse
- * them), marks the rest known or not, and puts the new ones first.
- * Returns how many are new. */
-static size_t rows_sort_out(struct history *h)
+ * them; their jr:runs entries are done). */
+static void rows_drop_stale(struct history *h, struct acks *ack)
 {
 	struct rows *rs = &h->rows;
 	size_t w = 0;
@@ -748,47 +756,72 @@ static size_t rows_sort_out(struct history *h)
 		const struct wslot *slot = wcache_get(h->wcache, r->id);
 		/* a retried dead run: the API moved its row back to queued, so
 		 * what this writer stored before says nothing; the upsert decides */
-		int retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
-		if (slot && !retried && wkey_cmp(slot->k, row_key(r)) > 0) {
+		r->retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
+		if (slot && !r->retried && wkey_cmp(slot->k, row_key(r)) > 0) {
+			if (r->reid[0])
+				rargv_addcopy(&ack->runs, r->reid, strlen(r->reid));
 			row_free(r);
 			h->counts.skipped++;
 			continue;
 		}
-		r->known = slot != NULL || retried;
 		rs->v[w++] = *r;
 	}
 	rs->n = w;
-	size_t nnew = 0;
-	for (size_t i = 0; i < rs->n; i++) {
-		if (rs->v[i].known)
-			continue;
-		if (i != nnew) {
-			struct hrow t = rs->v[nnew];
-			rs->v[nnew] = rs->v[i];
-			rs->v[i] = t;
-		}
-		nnew++;
-	}
-	return nnew;
 }
 
-/* One transaction: COPY of rows [0, nnew), upsert of the rest.  0, or -1
+/* The carry: while runs are finishing (allow), a queued row just read from
+ * jr:runs waits in memory, unacknowledged, for up to CARRY_MS, so that it
+ * meets its run's end and both become one row.  At most CARRY_MAX wait;
+ * the rest are written now.  What waits is read again from Redis if this
+ * process dies (the entries are pending) or a step fails (pending re-read). */
+static void rows_hold(struct history *h, int allow)
+{
+	struct rows *rs = &h->rows;
+	int64_t now = mono_ms();
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		struct hrow *r = &rs->v[i];
+		if (allow && r->reid[0] && r->rank == 0 && !r->retried && h->carry.n < CARRY_MAX &&
+		    (r->carried_ms == 0 || now - r->carried_ms < CARRY_MS)) {
+			if (!r->carried_ms)
+				r->carried_ms = now;
+			*row_new(&h->carry) = *r;   /* owns its strings now */
+			continue;
+		}
+		rs->v[w++] = *r;
+	}
+	rs->n = w;
+}
+
+/* The jr:runs entries of rows [from, to) join ack. */
+static void ack_rows(const struct rows *rs, size_t from, size_t to, struct acks *ack)
+{
+	for (size_t i = from; i < to; i++)
+		if (rs->v[i].reid[0])
+			rargv_addcopy(&ack->runs, rs->v[i].reid, strlen(rs->v[i].reid));
+}
+
+/* All rows in one transaction: COPY into the stage (a temporary table of
+ * this connection, emptied at commit), then the upsert from it.  0, or -1
  * (rolled back; db.conn NULL when PostgreSQL is unreachable). */
-static int write_tx(struct history *h, size_t nnew)
+static int write_staged(struct history *h)
 {
 	struct db *db = &h->db;
+	if (db_connect(db))
+		return -1;
+	if (h->stage_for != db->reconnects + 1) {
+		if (db_exec(db, stage_create_sql, 0, NULL))
+			return -1;
+		h->stage_for = db->reconnects + 1;
+	}
 	if (db_exec(db, "begin", 0, NULL))
 		return -1;
 	struct strbuf sb = STRBUF_INIT;
-	copy_rows(&sb, h->rows.v, 0, nnew, wall_ms());
-	int rv = db_copy_in(db, copy_sql, sb.buf, sb.len);
+	copy_rows(&sb, h->rows.v, 0, h->rows.n);
+	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);
 	sb_release(&sb);
-	if (rv) {
-		if (!strcmp(db_sqlstate(db), "23505"))   /* unique_violation: another writer's rows */
-			h->copy_off = COPY_OFF_BATCHES;
-	} else if (nnew < h->rows.n) {
-		rv = upsert(db, h->rows.v, nnew, h->rows.n, 1);
-	}
+	if (!rv)
+		rv = db_exec(db, stage_upsert_sql, 0, NULL);
 	if (!rv)
 		rv = db_exec(db, "commit", 0, NULL);
 	if (rv && db->conn) {
@@ -797,40 +830,32 @@ static int write_tx(struct history *h, size_t nnew)
 		db_exec(db, "rollback", 0, NULL);
 		memcpy(db->errstr, keep, sizeof keep);
 	}
-	if (!rv)
-		h->counts.copied += nnew;
 	return rv;
 }
 
-/* Writes h->rows: 0, or -1 when PostgreSQL is unreachable (nothing lost:
- * the caller does not acknowledge). */
-static int write_rows(struct history *h)
+/* Writes h->rows (what is not carried): 0, or -1 when PostgreSQL is
+ * unreachable (nothing lost: the caller does not acknowledge).  The jr:runs
+ * entries of what was written or dropped join ack. */
+static int write_rows(struct history *h, struct acks *ack, int allow_carry)
 {
-	rows_reduce(&h->rows);
-	size_t nnew = rows_sort_out(h);
+	rows_reduce(&h->rows, ack);
+	rows_drop_stale(h, ack);
+	rows_hold(h, allow_carry);
 	if (!h->rows.n)
 		return 0;
-	if (h->copy_off > 0) {
-		h->copy_off--;
-		nnew = 0;
-	}
-	int done = 0;
-	if (nnew) {
-		done = write_tx(h, nnew) == 0;
-		if (!done && !h->db.conn)
-			return h_fail(h, "postgres", h->db.errstr);
-	}
-	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 1) == 0)
+	int done = write_staged(h) == 0;
+	if (!done && !h->db.conn)
+		return h_fail(h, "postgres", h->db.errstr);
+	/* refused (a constraint, bad data): without idempotency keys, then row by row */
+	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0)
 		done = 1;
 	if (!done && !h->db.conn)
 		return h_fail(h, "postgres", h->db.errstr);
-	/* refused: without idempotency keys, then row by row */
-	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0)
-		done = 1;
 	if (done) {
 		h->counts.rows += h->rows.n;
 		for (size_t i = 0; i < h->rows.n; i++)
 			wcache_put(&h->wcache, &h->rows.v[i]);
+		ack_rows(&h->rows, 0, h->rows.n, ack);
 		return 0;
 	}
 	for (size_t i = 0; i < h->rows.n; i++) {
@@ -844,6 +869,7 @@ static int write_rows(struct history *h)
 		h->counts.dropped++;
 		h_fail(h, "row refused", h->db.errstr);
 	}
+	ack_rows(&h->rows, 0, h->rows.n, ack);
 	return 0;
 }
 
@@ -885,18 +911,29 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	*written = 0;
 	h->errstr[0] = '\0';
 	if (ensure_groups(h))
-		return -1;
+		goto failed;
 	if (mono_ms() >= h->next_reclaim_ms && reclaim(h))
-		return -1;
+		goto failed;
+	if (h->pending)
+		rows_reset(&h->carry);   /* pending entries are read again from Redis */
+	/* what waited joins this batch */
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	if (h->rows.n && block_ms > CARRY_MS / 10)
+		block_ms = CARRY_MS / 10;
 	struct acks ack;
 	memset(&ack, 0, sizeof ack);
 	size_t nentries = 0;
 	uint64_t rows_before = h->counts.rows;
 	int rv = read_batch(h, block_ms, &ack, &nentries);
-	if (rv == 0 && nentries) {
-		rv = write_rows(h);
+	if (rv) {
+		h->pending = 1;
+	} else if (nentries || h->rows.n) {
+		rv = write_rows(h, &ack, block_ms > 0 && ack.events.n > 0);
 		if (rv) {
 			h->pending = 1;   /* read them again once PostgreSQL is back */
+			rows_reset(&h->carry);
 		} else {
 			rargv_finish(&ack.runs);
 			rargv_finish(&ack.events);
@@ -904,7 +941,7 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 			if (!rv)
 				rv = ack_all(h, &ack.events, RENTRY_EVENTS);
 			if (!rv) {
-				h->counts.entries += nentries;
+				h->counts.entries += ack.runs.n + ack.events.n;
 				h->counts.batches++;
 			}
 		}
@@ -914,6 +951,10 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	rargv_release(&ack.runs);
 	rargv_release(&ack.events);
 	return rv;
+failed:
+	rows_reset(&h->carry);
+	h->pending = 1;
+	return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -965,6 +1006,12 @@ static void *history_main(void *arg)
 			sleep_ms(50);
 		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
 	}
+	struct history_counts c;
+	history_get_counts(t->h, &c);
+	LOGF(LOG_INFO, "history_stopped", "history writer stopped",
+	     LF_I("rows", (int64_t)c.rows),
+	     LF_I("skipped", (int64_t)c.skipped), LF_I("dropped", (int64_t)c.dropped),
+	     LF_I("entries", (int64_t)c.entries), LF_I("batches", (int64_t)c.batches));
 	return NULL;
 }
 

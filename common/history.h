@@ -33,7 +33,6 @@ struct history_counts {
 	uint64_t entries;     /* stream entries acknowledged */
 	uint64_t dropped;     /* rows PostgreSQL refused (logged by the thread) */
 	uint64_t batches;
-	uint64_t copied;      /* of rows, those written by COPY (new ids) */
 	uint64_t skipped;     /* rows not sent: older than what this writer stored */
 };
 
