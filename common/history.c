@@ -3,28 +3,44 @@
  * Why a consumer group and not a write per run: the completion script on
  * the hot path only appends to jr:events (in Redis, inside the same script
  * that acknowledges the run), so a consumer never waits for PostgreSQL per
- * run; the writer turns hundreds of entries into one INSERT ... SELECT FROM
- * unnest(...) ON CONFLICT DO UPDATE.  Reading jr:runs with its own group
- * means the producer writes a run once (XADD) and the queued row still
- * appears; trimming (queue_redis.c) keeps every entry this group has not
- * acknowledged, up to the hard cap REDIS_STREAM_MAX_LEN.
+ * run; the writer turns thousands of entries into one batch.  Reading
+ * jr:runs with its own group means the producer writes a run once (XADD)
+ * and the queued row still appears; trimming (queue_redis.c) keeps every
+ * entry this group has not acknowledged, up to the hard cap
+ * REDIS_STREAM_MAX_LEN.
  *
- * Order does not matter: rows of one batch are reduced to the newest state
- * per id first (a statement cannot update a row twice), and the upsert's
- * WHERE keeps the newest of what is stored and what arrives.
+ * One write per run, as a rule.  PostgreSQL's row writes are the ceiling of
+ * the whole system, so the writer avoids writing a run twice:
+ *   - events are read first, then as many jr:runs entries as attempts just
+ *     ended, so a run's queued entry and its end tend to share a batch;
+ *   - the carry: while runs are finishing, a queued row that met no end in
+ *     its batch waits in memory (unacknowledged, at most CARRY_MAX rows,
+ *     CARRY_MS) for the next batches, where its end usually is;
+ *   - rows of one batch are reduced to the newest state per id;
+ *   - a cache of the states this writer committed drops rows that the
+ *     upsert would refuse (a queued entry read after its run's end).
+ * A batch goes to PostgreSQL as COPY into a temporary stage table and one
+ * INSERT ... SELECT ... ON CONFLICT DO UPDATE from it, in one transaction:
+ * COPY's stream costs the server far less to parse than array parameters.
+ *
+ * Order does not matter: the upsert's WHERE keeps the newest of what is
+ * stored and what arrives (see row_cmp()), whichever writer sends it.
  *
  * Failure handling: entries are acknowledged only after their rows are
- * committed.  PostgreSQL unreachable: nothing is acknowledged, and the next
- * step reads this writer's pending entries again (id 0) before new ones.
- * PostgreSQL refuses the batch (a constraint, bad data): the batch is
- * retried without idempotency keys (their unique index may hold a key of
- * another run), then row by row, and rows that still fail are dropped and
- * counted, so one bad row never blocks history.
+ * committed.  PostgreSQL unreachable: nothing is acknowledged, what was
+ * carried is forgotten, and the next step reads this writer's pending
+ * entries again (id 0) before new ones.  PostgreSQL refuses the batch (a
+ * constraint, bad data): the batch is retried without idempotency keys
+ * (their unique index may hold a key of another run), then row by row, and
+ * rows that still fail are dropped and counted, so one bad row never blocks
+ * history.
  *
  * Rejected: a write per run from the consumer (a PostgreSQL round trip on
  * the hot path, and history lost when the consumer dies between the two
- * writes); COPY into a staging table (two statements and a temp table per
- * batch for no gain at these sizes).
+ * writes); COPY straight into job_runs (a row that exists already, which
+ * cannot be known for sure without asking, aborts the whole COPY); a single
+ * elected writer (the groups already share the work, and any writer may
+ * stop at any time).
  */
 #include "history.h"
 
@@ -44,12 +60,12 @@
 #include "util.h"
 
 #define RUNS_COUNT 1000      /* jr:runs entries per read, at least */
-#define RUNS_COUNT_MAX 16384 /* ... and at most (as many as the events just read) */
+#define RUNS_COUNT_MAX 8192  /* ... and at most (as many as the events just read) */
 #define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
 #define WCACHE_SLOTS (1u << 16)   /* ids written lately, and their states */
 #define CARRY_MS 1000             /* a queued row waits at most this for its run's end */
-#define CARRY_MAX 16384           /* ... and at most this many wait */
+#define CARRY_MAX 8192            /* ... and at most this many wait */
 
 /* ------------------------------------------------------------------ */
 /* rows                                                                */
@@ -786,6 +802,7 @@ static void rows_hold(struct history *h, int allow)
 			if (!r->carried_ms)
 				r->carried_ms = now;
 			*row_new(&h->carry) = *r;   /* owns its strings now */
+			h->counts.carried++;
 			continue;
 		}
 		rs->v[w++] = *r;
@@ -1010,7 +1027,8 @@ static void *history_main(void *arg)
 	history_get_counts(t->h, &c);
 	LOGF(LOG_INFO, "history_stopped", "history writer stopped",
 	     LF_I("rows", (int64_t)c.rows),
-	     LF_I("skipped", (int64_t)c.skipped), LF_I("dropped", (int64_t)c.dropped),
+	     LF_I("skipped", (int64_t)c.skipped), LF_I("carried", (int64_t)c.carried),
+	     LF_I("dropped", (int64_t)c.dropped),
 	     LF_I("entries", (int64_t)c.entries), LF_I("batches", (int64_t)c.batches));
 	return NULL;
 }
