@@ -53,6 +53,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "jrmetrics.h"
 #include "log.h"
 #include "rconn.h"
 #include "rentry.h"
@@ -999,6 +1000,7 @@ static void *history_main(void *arg)
 		history_get_counts(t->h, &before);
 		int rv = history_step(t->h, stopping ? 0 : 1000, &written);
 		history_get_counts(t->h, &c);
+		jrm_history(c.rows - before.rows, c.skipped - before.skipped, c.dropped - before.dropped);
 		if (c.dropped > dropped_logged) {
 			LOGF(LOG_ERROR, "history_rows_dropped", "PostgreSQL refused history rows",
 			     LF_I("rows", (int64_t)(c.dropped - dropped_logged)),

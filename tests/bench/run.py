@@ -914,6 +914,18 @@ def cpu_text(res):
             what, client, f("client") if "client" in c else f("consumer"), f("redis"),
             f("postgres"), f("total"), "{:,}".format(int(cores * 1e6 / c["total"])) if c["total"] else "—",
             "{:,}".format(per_s)))
+    j1 = (res.get("jr-redis") or {}).get("process", {})
+    j1 = j1.get(1) or j1.get("1")
+    if j1 and j1.get("cpu_us") and bull and raw:
+        goal = max(10 * best(bull["process"])[1], 0.4 * raw["drain"]["per_s"])
+        md.append("\nThe processing targets for one consumer (10× BullMQ's best, 40 %% of the raw "
+                  "loop) ask for %s runs/s here. On %d cores shared by every process, that leaves "
+                  "at most %.1f µs of CPU per run for the consumer, Redis and PostgreSQL together; "
+                  "jobrunner used %.1f µs (of which PostgreSQL %.1f µs to write the run's row, which "
+                  "neither BullMQ nor the raw loop writes), so this machine's ceiling for it is "
+                  "about %s runs/s however the time is split between the processes."
+                  % ("{:,}".format(int(goal)), cores, cores * 1e6 / goal, j1["cpu_us"]["total"],
+                     j1["cpu_us"].get("postgres", 0), "{:,}".format(int(cores * 1e6 / j1["cpu_us"]["total"]))))
     return "\n".join(md) + "\n"
 
 
