@@ -263,6 +263,28 @@ static void produce(struct queue *q, int n)
 /* tests                                                               */
 /* ------------------------------------------------------------------ */
 
+/* A fresh Redis and job_runs, a queue handle "c1" and a history writer
+ * "h1" that has made its groups (a first step): 0, or -1 (both NULL). */
+static int open_pair(struct queue **q, struct history **h)
+{
+	char err[256];
+	reset();
+	*q = NULL;
+	*h = NULL;
+	CHECK(queue_redis_open(&cfg_, "c1", q, err, sizeof err) == 0);
+	CHECK(history_open(&cfg_, "h1", h, err, sizeof err) == 0);
+	size_t w;
+	if (*q && *h && history_step(*h, 0, &w) == 0)
+		return 0;
+	CHECK(!"queue or history writer did not open");
+	if (*q)
+		(*q)->ops->destroy(*q);
+	history_close(*h);
+	*q = NULL;
+	*h = NULL;
+	return -1;
+}
+
 static void test_final_states_reach_job_runs(void)
 {
 	reset();
@@ -345,16 +367,11 @@ static void test_two_writers_share_the_work(void)
 
 static void test_postgres_connection_lost(void)
 {
-	reset();
-	struct queue *q = NULL;
-	struct history *h = NULL;
-	char err[256];
-	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
-	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
-	if (!q || !h)
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
 		return;
 	size_t w;
-	CHECK(history_step(h, 0, &w) == 0);
 	produce(q, 40);
 	/* the writer's connection dies between two batches */
 	struct db db;
@@ -423,16 +440,11 @@ static const char *status_of(const char *id, char *buf, size_t len)
 
 static void test_running_deferred_running_succeeded(void)
 {
-	reset();
-	struct queue *q = NULL;
-	struct history *h = NULL;
-	char err[256], st[64];
-	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
-	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
-	if (!q || !h)
+	struct queue *q;
+	struct history *h;
+	char st[64];
+	if (open_pair(&q, &h))
 		return;
-	size_t w;
-	CHECK(history_step(h, 0, &w) == 0);
 	struct run r;
 	memset(&r, 0, sizeof r);
 	r.job = xstrdup("noop");
@@ -488,16 +500,11 @@ static size_t succeed(struct queue *q, size_t n)
  * (the carry) and meets it: a quick run costs one row write, not two. */
 static void test_quick_runs_cost_one_row(void)
 {
-	reset();
-	struct queue *q = NULL;
-	struct history *h = NULL;
-	char err[256];
-	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
-	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
-	if (!q || !h)
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
 		return;
 	size_t w;
-	CHECK(history_step(h, 0, &w) == 0);
 	struct run *runs = xcalloc(1000, sizeof *runs);
 	for (int i = 0; i < 1000; i++)
 		runs[i].job = xstrdup("noop");
