@@ -531,6 +531,48 @@ static void test_quick_runs_cost_one_row(void)
 	q->ops->destroy(q);
 }
 
+/* Rows waiting in the carry when PostgreSQL goes away are not lost: they
+ * are still pending in Redis and are read again once it is back. */
+static void test_carried_rows_survive_a_postgres_failure(void)
+{
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
+		return;
+	struct run *runs = xcalloc(600, sizeof *runs);
+	for (int i = 0; i < 600; i++)
+		runs[i].job = xstrdup("noop");
+	CHECK(q->ops->enqueue(q, runs, 600) == 0);
+	for (int i = 0; i < 600; i++)
+		run_clear(&runs[i]);
+	free(runs);
+	CHECK(succeed(q, 100) == 100);
+	size_t w;
+	CHECK(history_step(h, 100, &w) == 0);
+	struct history_counts c;
+	history_get_counts(h, &c);
+	CHECK(c.carried == 500);
+	struct db db;
+	db_init(&db, pg_url, "test", 10000);
+	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
+		      " where application_name = 'jobrunner-history'", 0, NULL) == 0);
+	db_release(&db);
+	CHECK(succeed(q, 500) == 500);
+	int failed = 0;
+	for (int i = 0; i < 20; i++) {
+		if (history_step(h, 100, &w))
+			failed++;
+		else if (!w && i > 1)
+			break;
+	}
+	CHECK(failed == 1);
+	CHECK(sql_count("status = 'succeeded'") == 600);
+	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
+	CHECK(rint_("XPENDING %s jr:history", "jr:events") == 0);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
 static void test_thread(void)
 {
 	reset();
@@ -563,6 +605,7 @@ int main(void)
 		{ "refused_idempotency_key", test_refused_idempotency_key },
 		{ "running_deferred_running_succeeded", test_running_deferred_running_succeeded },
 		{ "quick_runs_cost_one_row", test_quick_runs_cost_one_row },
+		{ "carried_rows_survive_a_postgres_failure", test_carried_rows_survive_a_postgres_failure },
 		{ "thread", test_thread },
 	};
 	int rv = unit_run(tests, JR_ARRAY_LEN(tests));
