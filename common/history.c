@@ -199,18 +199,13 @@ static void rows_reduce(struct rows *rs, struct acks *ack)
 
 /* What this writer committed lately: a direct-mapped table of 128-bit id
  * fingerprints and the state (row_cmp's order key) each id was written in.
- * It answers two questions without a round trip:
- *   - is a row older than what is stored?  Then the upsert's WHERE would
- *     refuse it: it is not sent at all (the queued row of a run whose end
- *     was recorded first, the common case when the writer is behind);
- *   - may the id already have a row?  Then it goes to the upsert; ids never
- *     seen go to COPY, the cheap path for new rows.
- * A slot is overwritten by the next id that maps to it, so a miss only means
- * "not known": the row takes the path that is always correct.  Another
- * writer's rows are never known here; COPY then meets a unique violation and
- * the batch is written again by upsert.  Rows only move forward, except when
- * the API retries a dead run (its row becomes queued again): rows of source
- * 'retry' bypass the cache and always take the upsert. */
+ * A row older than what is stored would be refused by the upsert's WHERE:
+ * it is not sent at all (the queued entry of a run whose end was recorded
+ * first, the common case when jr:runs is read behind jr:events).  A slot is
+ * overwritten by the next id that maps to it, so a miss only means "not
+ * known", and the row takes the upsert, which is always correct.  Rows only
+ * move forward, except when the API retries a dead run (its row becomes
+ * queued again): rows of source 'retry' bypass the cache. */
 struct wkey {
 	int32_t eff, rank;
 	int64_t started;
@@ -403,7 +398,8 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end" \
 	"          when j.status = 'running' then 1 else 3 end)"
 
-/* Rows as arrays, one per column: for the fallbacks and small batches. */
+/* Rows as arrays, one per column: for the fallbacks (without idempotency
+ * keys, then row by row). */
 static const char upsert_sql[] =
 	UPSERT_INSERT
 	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
