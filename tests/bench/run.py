@@ -1023,8 +1023,9 @@ Details:
   jobrunner's consumer processes (`/proc/PID/stat`), PostgreSQL (the postmaster and its
   processes, live and ended; the bench's own progress look-ups are a small part of it) and
   redis-server (`INFO cpu`); BullMQ's Worker process (its own `process.cpuUsage()`) and
-  redis-server over its processing; the raw loop's process and redis-server.  Unlike a rate,
-  this does not depend on what else shares the cores, so it is the figure to compare costs by.
+  redis-server over its processing; the raw loop's process and redis-server.  It moves much
+  less than a rate with what else shares the cores (contention still raises it: caches, context
+  switches), so it is the better figure to compare costs by.
 """ % {"date": res["date"], "facts": f, "table": table, "details": details,
        "targets": tg_text, "poll": POLL_S, "profile": cpu_text(res) + "\n" + profile_text(res),
        "repeat": 1 if res.get("quick") else REPEAT}
