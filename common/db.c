@@ -182,6 +182,57 @@ int db_exec(struct db *db, const char *sql, int n, const char *const *params)
 	return 0;
 }
 
+int db_copy_in(struct db *db, const char *sql, const char *data, size_t len)
+{
+	if (db_connect(db))
+		return -1;
+	db->sqlstate[0] = '\0';
+	PGresult *r = PQexec(db->conn, sql);
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		db_fail(db, "copy", r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
+		goto fail;
+	}
+	PQclear(r);
+	r = NULL;
+	/* PQputCopyData takes an int length: send in chunks */
+	for (size_t off = 0; off < len;) {
+		size_t k = len - off < (1u << 20) ? len - off : (1u << 20);
+		if (PQputCopyData(db->conn, data + off, (int)k) != 1) {
+			db_fail(db, "copy", PQerrorMessage(db->conn));
+			goto fail;
+		}
+		off += k;
+	}
+	if (PQputCopyEnd(db->conn, NULL) != 1) {
+		db_fail(db, "copy", PQerrorMessage(db->conn));
+		goto fail;
+	}
+	int ok = 1;
+	while ((r = PQgetResult(db->conn)) != NULL) {
+		if (ok && PQresultStatus(r) != PGRES_COMMAND_OK) {
+			ok = 0;
+			db_fail(db, "copy", PQresultErrorMessage(r));
+			const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+			snprintf(db->sqlstate, sizeof db->sqlstate, "%s", state ? state : "");
+		}
+		PQclear(r);
+	}
+	if (ok) {
+		db->err = 0;
+		return 0;
+	}
+	r = NULL;
+fail:
+	if (r) {
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		snprintf(db->sqlstate, sizeof db->sqlstate, "%s", state ? state : "");
+		PQclear(r);
+	}
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		db_close(db);
+	return -1;
+}
+
 int db_exec_script(struct db *db, const char *sql)
 {
 	if (db_connect(db))

@@ -59,6 +59,10 @@ PGresult *db_query_prepared(struct db *db, const char *name, const char *sql, in
 			    const char *const *params);
 /* db_query() for statements whose result is not needed: 0 or -1. */
 int db_exec(struct db *db, const char *sql, int n, const char *const *params);
+/* COPY ... FROM STDIN (sql, a constant statement) with len bytes of data
+ * in the statement's format: 0, or -1 (errstr and sqlstate set; after a
+ * connection failure the connection is dropped). */
+int db_copy_in(struct db *db, const char *sql, const char *data, size_t len);
 /* Runs a script of statements without parameters (migrations only). */
 int db_exec_script(struct db *db, const char *sql);
 

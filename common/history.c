@@ -3,28 +3,44 @@
  * Why a consumer group and not a write per run: the completion script on
  * the hot path only appends to jr:events (in Redis, inside the same script
  * that acknowledges the run), so a consumer never waits for PostgreSQL per
- * run; the writer turns hundreds of entries into one INSERT ... SELECT FROM
- * unnest(...) ON CONFLICT DO UPDATE.  Reading jr:runs with its own group
- * means the producer writes a run once (XADD) and the queued row still
- * appears; trimming (queue_redis.c) keeps every entry this group has not
- * acknowledged, up to the hard cap REDIS_STREAM_MAX_LEN.
+ * run; the writer turns thousands of entries into one batch.  Reading
+ * jr:runs with its own group means the producer writes a run once (XADD)
+ * and the queued row still appears; trimming (queue_redis.c) keeps every
+ * entry this group has not acknowledged, up to the hard cap
+ * REDIS_STREAM_MAX_LEN.
  *
- * Order does not matter: rows of one batch are reduced to the newest state
- * per id first (a statement cannot update a row twice), and the upsert's
- * WHERE keeps the newest of what is stored and what arrives.
+ * One write per run, as a rule.  PostgreSQL's row writes are the ceiling of
+ * the whole system, so the writer avoids writing a run twice:
+ *   - events are read first, then as many jr:runs entries as attempts just
+ *     ended, so a run's queued entry and its end tend to share a batch;
+ *   - the carry: while runs are finishing, a queued row that met no end in
+ *     its batch waits in memory (unacknowledged, at most CARRY_MAX rows,
+ *     CARRY_MS) for the next batches, where its end usually is;
+ *   - rows of one batch are reduced to the newest state per id;
+ *   - a cache of the states this writer committed drops rows that the
+ *     upsert would refuse (a queued entry read after its run's end).
+ * A batch goes to PostgreSQL as COPY into a temporary stage table and one
+ * INSERT ... SELECT ... ON CONFLICT DO UPDATE from it, in one transaction:
+ * COPY's stream costs the server far less to parse than array parameters.
+ *
+ * Order does not matter: the upsert's WHERE keeps the newest of what is
+ * stored and what arrives (see row_cmp()), whichever writer sends it.
  *
  * Failure handling: entries are acknowledged only after their rows are
- * committed.  PostgreSQL unreachable: nothing is acknowledged, and the next
- * step reads this writer's pending entries again (id 0) before new ones.
- * PostgreSQL refuses the batch (a constraint, bad data): the batch is
- * retried without idempotency keys (their unique index may hold a key of
- * another run), then row by row, and rows that still fail are dropped and
- * counted, so one bad row never blocks history.
+ * committed.  PostgreSQL unreachable: nothing is acknowledged, what was
+ * carried is forgotten, and the next step reads this writer's pending
+ * entries again (id 0) before new ones.  PostgreSQL refuses the batch (a
+ * constraint, bad data): the batch is retried without idempotency keys
+ * (their unique index may hold a key of another run), then row by row, and
+ * rows that still fail are dropped and counted, so one bad row never blocks
+ * history.
  *
  * Rejected: a write per run from the consumer (a PostgreSQL round trip on
  * the hot path, and history lost when the consumer dies between the two
- * writes); COPY into a staging table (two statements and a temp table per
- * batch for no gain at these sizes).
+ * writes); COPY straight into job_runs (a row that exists already, which
+ * cannot be known for sure without asking, aborts the whole COPY); a single
+ * elected writer (the groups already share the work, and any writer may
+ * stop at any time).
  */
 #include "history.h"
 
@@ -33,18 +49,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "db.h"
+#include "jrmetrics.h"
 #include "log.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "run.h"
 #include "util.h"
 
-#define RUNS_COUNT 1000      /* jr:runs entries per read */
+#define RUNS_COUNT 1000      /* jr:runs entries per read, at least */
+#define RUNS_COUNT_MAX 8192  /* ... and at most (as many as the events just read) */
 #define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
+#define WCACHE_SLOTS (1u << 16)   /* ids written lately, and their states */
+#define CARRY_MS 1000             /* a queued row waits at most this for its run's end */
+#define CARRY_MAX 8192            /* ... and at most this many wait */
 
 /* ------------------------------------------------------------------ */
 /* rows                                                                */
@@ -54,6 +76,10 @@ struct hrow {
 	char id[RUN_ID_LEN + 1];
 	char *job, *org, *payload, *error, *consumer, *idem;   /* owned */
 	const char *src, *status;                              /* static */
+	int retried;               /* source 'retry': bypasses the cache */
+	int rank, eff;             /* row_rank(), row_eff_attempts(): set by rows_reduce() */
+	char reid[48];             /* the jr:runs entry it came from, acked once written; "" */
+	int64_t carried_ms;        /* mono ms it was first held back (carry), or 0 */
 	int attempts, max;
 	int64_t runat, enq, started, finished, duration;       /* -1: NULL */
 };
@@ -115,23 +141,35 @@ static int row_eff_attempts(const struct hrow *r)
 	return r->attempts + (row_rank(r) == 2);
 }
 
+/* By id, then age (rank and eff precomputed). */
 static int row_cmp(const void *pa, const void *pb)
 {
 	const struct hrow *a = pa, *b = pb;
 	int c = strcmp(a->id, b->id);
 	if (c)
 		return c;
-	if (row_eff_attempts(a) != row_eff_attempts(b))
-		return row_eff_attempts(a) < row_eff_attempts(b) ? -1 : 1;
+	if (a->eff != b->eff)
+		return a->eff < b->eff ? -1 : 1;
 	int64_t sa = a->started < 0 ? 0 : a->started, sb_ = b->started < 0 ? 0 : b->started;
 	if (sa != sb_)
 		return sa < sb_ ? -1 : 1;
-	return row_rank(a) - row_rank(b);
+	return a->rank - b->rank;
 }
 
-/* Keeps the newest row per id (sorted by id, then age). */
-static void rows_reduce(struct rows *rs)
+/* Entry ids to acknowledge, per stream. */
+struct acks {
+	struct rargv runs, events;
+};
+
+/* Keeps the newest row per id (sorted by id, then age).  The jr:runs entry
+ * of a dropped row goes with the row that replaces it, or to ack when that
+ * row has its own. */
+static void rows_reduce(struct rows *rs, struct acks *ack)
 {
+	for (size_t i = 0; i < rs->n; i++) {
+		rs->v[i].rank = row_rank(&rs->v[i]);
+		rs->v[i].eff = row_eff_attempts(&rs->v[i]);
+	}
 	if (rs->n < 2)
 		return;
 	qsort(rs->v, rs->n, sizeof *rs->v, row_cmp);
@@ -143,12 +181,91 @@ static void rows_reduce(struct rows *rs)
 				rs->v[i + 1].payload = rs->v[i].payload;
 				rs->v[i].payload = NULL;
 			}
+			if (rs->v[i].reid[0] && !rs->v[i + 1].reid[0])
+				memcpy(rs->v[i + 1].reid, rs->v[i].reid, sizeof rs->v[i].reid);
+			else if (rs->v[i].reid[0])
+				rargv_addcopy(&ack->runs, rs->v[i].reid, strlen(rs->v[i].reid));
 			row_free(&rs->v[i]);
 			continue;
 		}
 		rs->v[w++] = rs->v[i];
 	}
 	rs->n = w;
+}
+
+/* ------------------------------------------------------------------ */
+/* the written-ids cache                                               */
+/* ------------------------------------------------------------------ */
+
+/* What this writer committed lately: a direct-mapped table of 128-bit id
+ * fingerprints and the state (row_cmp's order key) each id was written in.
+ * A row older than what is stored would be refused by the upsert's WHERE:
+ * it is not sent at all (the queued entry of a run whose end was recorded
+ * first, the common case when jr:runs is read behind jr:events).  A slot is
+ * overwritten by the next id that maps to it, so a miss only means "not
+ * known", and the row takes the upsert, which is always correct.  Rows only
+ * move forward, except when the API retries a dead run (its row becomes
+ * queued again): rows of source 'retry' bypass the cache. */
+struct wkey {
+	int32_t eff, rank;
+	int64_t started;
+};
+
+struct wslot {
+	uint64_t h1, h2;     /* 0, 0: empty */
+	struct wkey k;
+};
+
+static void id_hash(const char *id, uint64_t *h1, uint64_t *h2)
+{
+	uint64_t a = 0xcbf29ce484222325ull, b = 0x84222325cbf29ce4ull;
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+		a = (a ^ *p) * 0x100000001b3ull;
+		b = (b ^ *p) * 0x100000001b3ull + (b >> 29);
+	}
+	*h1 = a | 1;   /* never 0: 0, 0 marks an empty slot */
+	*h2 = b;
+}
+
+static struct wkey row_key(const struct hrow *r)
+{
+	struct wkey k = { r->eff, r->rank, r->started < 0 ? 0 : r->started };
+	return k;
+}
+
+static int wkey_cmp(struct wkey a, struct wkey b)
+{
+	if (a.eff != b.eff)
+		return a.eff < b.eff ? -1 : 1;
+	if (a.started != b.started)
+		return a.started < b.started ? -1 : 1;
+	return a.rank - b.rank;
+}
+
+/* The slot of id if it holds id, else NULL. */
+static const struct wslot *wcache_get(const struct wslot *c, const char *id)
+{
+	if (!c)
+		return NULL;
+	uint64_t h1, h2;
+	id_hash(id, &h1, &h2);
+	const struct wslot *s = &c[h1 & (WCACHE_SLOTS - 1)];
+	return s->h1 == h1 && s->h2 == h2 ? s : NULL;
+}
+
+static void wcache_put(struct wslot **c, const struct hrow *r)
+{
+	if (!*c)
+		*c = xcalloc(WCACHE_SLOTS, sizeof **c);
+	uint64_t h1, h2;
+	id_hash(r->id, &h1, &h2);
+	struct wslot *s = &(*c)[h1 & (WCACHE_SLOTS - 1)];
+	struct wkey k = row_key(r);
+	if (s->h1 == h1 && s->h2 == h2 && wkey_cmp(s->k, k) > 0)
+		return;   /* an older state arrived late: what is stored is newer */
+	s->h1 = h1;
+	s->h2 = h2;
+	s->k = k;
 }
 
 /* A jr:runs entry -> a queued row (0), or nothing (1: a tick, malformed). */
@@ -250,40 +367,58 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 /* the upsert                                                          */
 /* ------------------------------------------------------------------ */
 
-static const char upsert_sql[] =
-	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts,"
-	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error,"
-	" consumer, transport, idempotency_key, updated_at)"
-	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status,"
-	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0),"
-	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0),"
+#define UPSERT_INSERT \
+	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts," \
+	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error," \
+	" consumer, transport, idempotency_key, updated_at)" \
+	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status," \
+	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0)," \
+	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0)," \
 	" to_timestamp(u.finished / 1000.0), u.duration, u.error, u.consumer, 'redis', u.idem, now()"
+#define UPSERT_CONFLICT \
+	" on conflict (id) do update set" \
+	" job = excluded.job, org_id = excluded.org_id," \
+	" payload = case when excluded.payload = '{}'::jsonb then j.payload else excluded.payload end," \
+	" source = excluded.source, status = excluded.status, attempts = excluded.attempts," \
+	" max_attempts = excluded.max_attempts, run_at = excluded.run_at," \
+	" enqueued_at = least(j.enqueued_at, excluded.enqueued_at)," \
+	" started_at = coalesce(excluded.started_at, j.started_at)," \
+	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms," \
+	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer)," \
+	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key)," \
+	" updated_at = now()" \
+	/* the order of states: see row_cmp() */ \
+	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
+	"        coalesce(excluded.started_at, '-infinity')," \
+	"        case when excluded.status = 'queued' then" \
+	"             case when excluded.started_at is null then 0 else 2 end" \
+	"             when excluded.status = 'running' then 1 else 3 end)" \
+	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int," \
+	"     coalesce(j.started_at, '-infinity')," \
+	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end" \
+	"          when j.status = 'running' then 1 else 3 end)"
+
+/* Rows as arrays, one per column: for the fallbacks (without idempotency
+ * keys, then row by row). */
+static const char upsert_sql[] =
+	UPSERT_INSERT
 	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
 	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
 	" $13::int[], $14::text[], $15::text[], $16::text[])"
 	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
 	" duration, error, consumer, idem)"
-	" on conflict (id) do update set"
-	" job = excluded.job, org_id = excluded.org_id,"
-	" payload = case when excluded.payload = '{}'::jsonb then j.payload else excluded.payload end,"
-	" source = excluded.source, status = excluded.status, attempts = excluded.attempts,"
-	" max_attempts = excluded.max_attempts, run_at = excluded.run_at,"
-	" enqueued_at = least(j.enqueued_at, excluded.enqueued_at),"
-	" started_at = coalesce(excluded.started_at, j.started_at),"
-	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,"
-	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer),"
-	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key),"
-	" updated_at = now()"
-	/* the order of states: see row_cmp() */
-	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int,"
-	"        coalesce(excluded.started_at, '-infinity'),"
-	"        case when excluded.status = 'queued' then"
-	"             case when excluded.started_at is null then 0 else 2 end"
-	"             when excluded.status = 'running' then 1 else 3 end)"
-	" >= (j.attempts + (j.status = 'queued' and j.started_at is not null)::int,"
-	"     coalesce(j.started_at, '-infinity'),"
-	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end"
-	"          when j.status = 'running' then 1 else 3 end)";
+	UPSERT_CONFLICT;
+
+/* Rows COPYed into the stage first: the way of big batches, as parsing a
+ * COPY stream costs PostgreSQL a fraction of parsing array literals. */
+#define STAGE "jr_history_stage"
+static const char stage_create_sql[] =
+	"create temp table if not exists " STAGE " (id text, job text, org text, payload text,"
+	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
+	" finished bigint, duration int, error text, consumer text, idem text)"
+	" on commit delete rows";
+static const char stage_copy_sql[] = "copy " STAGE " from stdin";
+static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
 
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
@@ -354,6 +489,71 @@ static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, i
 }
 
 /* ------------------------------------------------------------------ */
+/* COPY into the stage                                                 */
+/* ------------------------------------------------------------------ */
+
+/* A text field of COPY's text format: \N for NULL, backslash escapes. */
+static void copy_text(struct strbuf *sb, const char *s)
+{
+	if (!s) {
+		sb_add(sb, "\\N\t", 3);
+		return;
+	}
+	const char *run = s;
+	for (const char *p = s; *p; p++) {
+		const char *esc = NULL;
+		switch (*p) {
+		case '\\': esc = "\\\\"; break;
+		case '\t': esc = "\\t"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		default: continue;
+		}
+		sb_add(sb, run, (size_t)(p - run));
+		sb_add(sb, esc, 2);
+		run = p + 1;
+	}
+	sb_adds(sb, run);
+	sb_add(sb, "\t", 1);
+}
+
+static void copy_int(struct strbuf *sb, int64_t v, int null_if_negative)
+{
+	if (null_if_negative && v < 0) {
+		sb_add(sb, "\\N\t", 3);
+		return;
+	}
+	char buf[24];
+	int n = snprintf(buf, sizeof buf, "%lld\t", (long long)v);
+	sb_add(sb, buf, (size_t)n);
+}
+
+/* Rows [from, to) as lines of the stage's COPY text format. */
+static void copy_rows(struct strbuf *sb, const struct hrow *v, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++) {
+		const struct hrow *r = &v[i];
+		copy_text(sb, r->id);
+		copy_text(sb, r->job);
+		copy_text(sb, r->org);
+		copy_text(sb, r->payload);
+		copy_text(sb, r->src);
+		copy_text(sb, r->status);
+		copy_int(sb, r->attempts, 0);
+		copy_int(sb, r->max, 0);
+		copy_int(sb, r->runat, 1);
+		copy_int(sb, r->enq, 1);
+		copy_int(sb, r->started, 1);
+		copy_int(sb, r->finished, 1);
+		copy_int(sb, r->duration, 1);
+		copy_text(sb, r->error);
+		copy_text(sb, r->consumer);
+		copy_text(sb, r->idem);
+		sb->buf[sb->len - 1] = '\n';   /* the last field ends the line */
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* the writer                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -366,6 +566,9 @@ struct history {
 	int pending;              /* read own pending entries (id 0) first */
 	int64_t next_reclaim_ms;
 	struct rows rows;
+	struct rows carry;        /* queued rows waiting for their run's end */
+	struct wslot *wcache;     /* NULL until the first write */
+	uint64_t stage_for;       /* db.reconnects + 1 when the stage was made, or 0 */
 	struct history_counts counts;
 	char errstr[256];
 };
@@ -429,6 +632,9 @@ void history_close(struct history *h)
 	db_release(&h->db);
 	rows_reset(&h->rows);
 	free(h->rows.v);
+	rows_reset(&h->carry);
+	free(h->carry.v);
+	free(h->wcache);
 	free(h);
 }
 
@@ -458,11 +664,6 @@ static int reclaim(struct history *h)
 	return 0;
 }
 
-/* Entry ids to acknowledge, per stream. */
-struct acks {
-	struct rargv runs, events;
-};
-
 /* Turns one XREADGROUP stream reply ([key, [[id, fields]...]]) into rows. */
 static void take(struct history *h, const redisReply *s, struct acks *ack, size_t *nentries)
 {
@@ -476,55 +677,71 @@ static void take(struct history *h, const redisReply *s, struct acks *ack, size_
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
 			continue;
 		const char *id = e->element[0]->str;
-		rargv_addcopy(is_events ? &ack->events : &ack->runs, id, e->element[0]->len);
+		size_t idlen = e->element[0]->len;
 		(*nentries)++;
-		if (e->element[1]->type != REDIS_REPLY_ARRAY)
-			continue;   /* deleted entry */
-		if (is_events)
-			rows_from_events(&h->rows, e->element[1]);
+		if (is_events) {
+			rargv_addcopy(&ack->events, id, idlen);
+			if (e->element[1]->type == REDIS_REPLY_ARRAY)   /* else deleted */
+				rows_from_events(&h->rows, e->element[1]);
+			continue;
+		}
+		int made = e->element[1]->type == REDIS_REPLY_ARRAY &&
+			   row_from_run(&h->rows, e->element[1], id, (int)h->cfg->job_max_attempts) == 0;
+		if (made && idlen < sizeof h->rows.v[0].reid)
+			memcpy(h->rows.v[h->rows.n - 1].reid, id, idlen + 1);   /* acked when written */
 		else
-			row_from_run(&h->rows, e->element[1], id, (int)h->cfg->job_max_attempts);
+			rargv_addcopy(&ack->runs, id, idlen);   /* deleted, a tick, malformed */
 	}
 }
 
-/* Reads a batch into h->rows and ack; 0 or -1. */
+/* One XREADGROUP of key from id `from` (">" or "0"): entries into h->rows
+ * and ack.  0 or -1. */
+static int read_one(struct history *h, const char *key, int count, const char *from,
+		    struct acks *ack, size_t *nentries)
+{
+	char c[16];
+	snprintf(c, sizeof c, "%d", count);
+	const char *av[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c,
+			     "STREAMS", key, from };
+	redisReply *r = rconn_cmd(&h->rc, 9, av, NULL);
+	if (!r) {
+		if (strstr(h->rc.errstr, "NOGROUP"))
+			h->groups_at = 0;
+		return h_fail(h, "redis", h->rc.errstr);
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
+		take(h, r->element[0], ack, nentries);
+	freeReplyObject(r);
+	return 0;
+}
+
+/* Reads a batch into h->rows and ack; 0 or -1.  Events first, then as many
+ * runs as there were ends of attempts (at least RUNS_COUNT): when the writer is
+ * behind, a run's queued entry and its end then tend to fall into the same
+ * batch and become one row, and a queued entry read after its end is
+ * dropped by the cache instead of sent. */
 static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, size_t *nentries)
 {
-	char c1[16], c2[16], blk[24];
-	snprintf(c1, sizeof c1, "%d", RUNS_COUNT);
-	snprintf(c2, sizeof c2, "%d", EVENTS_COUNT);
 	const char *from = h->pending ? "0" : ">";
-	const char *a1[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c1,
-			     "STREAMS", RENTRY_RUNS, from };
-	const char *a2[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
-			     "STREAMS", RENTRY_EVENTS, from };
-	if (rconn_append(&h->rc, 9, a1, NULL) || rconn_append(&h->rc, 9, a2, NULL))
-		return h_fail(h, "redis", h->rc.errstr);
-	int rv = 0;
-	for (int k = 0; k < 2; k++) {
-		redisReply *r = rconn_get(&h->rc);
-		if (!r)
-			return h_fail(h, "redis", h->rc.errstr);
-		if (r->type == REDIS_REPLY_ERROR) {
-			if (rconn_is_error(r, "NOGROUP"))
-				h->groups_at = 0;
-			rconn_reply_error(&h->rc, r);
-			rv = h_fail(h, "redis", h->rc.errstr);
-		} else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
-			take(h, r->element[0], ack, nentries);
-		}
-		freeReplyObject(r);
-	}
-	if (rv)
-		return rv;
+	size_t rows_before = h->rows.n;
+	if (read_one(h, RENTRY_EVENTS, EVENTS_COUNT, from, ack, nentries))
+		return -1;
+	size_t ev = 0;   /* runs that finished an attempt (not the running events) */
+	for (size_t i = rows_before; i < h->rows.n; i++)
+		ev += strcmp(h->rows.v[i].status, "running") != 0;
+	int runs_count = ev < RUNS_COUNT ? RUNS_COUNT : ev > RUNS_COUNT_MAX ? RUNS_COUNT_MAX : (int)ev;
+	if (read_one(h, RENTRY_RUNS, runs_count, from, ack, nentries))
+		return -1;
 	if (h->pending) {
 		if (*nentries == 0)
 			h->pending = 0;   /* caught up: new entries from now on */
 		return 0;
 	}
 	if (*nentries == 0 && block_ms > 0) {
+		char c2[16], blk[24];
 		if (block_ms > RCONN_MAX_BLOCK_MS)
 			block_ms = RCONN_MAX_BLOCK_MS;
+		snprintf(c2, sizeof c2, "%d", EVENTS_COUNT);
 		snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
 		const char *a3[] = { "XREADGROUP", "GROUP", RENTRY_HISTORY_GROUP, h->consumer, "COUNT", c2,
 				     "BLOCK", blk, "STREAMS", RENTRY_RUNS, RENTRY_EVENTS, ">", ">" };
@@ -541,27 +758,124 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 	return 0;
 }
 
-/* Writes h->rows: 0, or -1 when PostgreSQL is unreachable (nothing lost:
- * the caller does not acknowledge). */
-static int write_rows(struct history *h)
+/* Drops rows older than what this writer stored (the upsert would refuse
+ * them; their jr:runs entries are done). */
+static void rows_drop_stale(struct history *h, struct acks *ack)
 {
-	rows_reduce(&h->rows);
+	struct rows *rs = &h->rows;
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		struct hrow *r = &rs->v[i];
+		const struct wslot *slot = wcache_get(h->wcache, r->id);
+		/* a retried dead run: the API moved its row back to queued, so
+		 * what this writer stored before says nothing; the upsert decides */
+		r->retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
+		if (slot && !r->retried && wkey_cmp(slot->k, row_key(r)) > 0) {
+			if (r->reid[0])
+				rargv_addcopy(&ack->runs, r->reid, strlen(r->reid));
+			row_free(r);
+			h->counts.skipped++;
+			continue;
+		}
+		rs->v[w++] = *r;
+	}
+	rs->n = w;
+}
+
+/* The carry: while runs are finishing (allow), a queued row just read from
+ * jr:runs waits in memory, unacknowledged, for up to CARRY_MS, so that it
+ * meets its run's end and both become one row.  At most CARRY_MAX wait;
+ * the rest are written now.  What waits is read again from Redis if this
+ * process dies (the entries are pending) or a step fails (pending re-read). */
+static void rows_hold(struct history *h, int allow)
+{
+	struct rows *rs = &h->rows;
+	int64_t now = mono_ms();
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		struct hrow *r = &rs->v[i];
+		if (allow && r->reid[0] && r->rank == 0 && !r->retried && h->carry.n < CARRY_MAX &&
+		    (r->carried_ms == 0 || now - r->carried_ms < CARRY_MS)) {
+			if (!r->carried_ms)
+				r->carried_ms = now;
+			*row_new(&h->carry) = *r;   /* owns its strings now */
+			h->counts.carried++;
+			continue;
+		}
+		rs->v[w++] = *r;
+	}
+	rs->n = w;
+}
+
+/* The jr:runs entries of rows [from, to) join ack. */
+static void ack_rows(const struct rows *rs, size_t from, size_t to, struct acks *ack)
+{
+	for (size_t i = from; i < to; i++)
+		if (rs->v[i].reid[0])
+			rargv_addcopy(&ack->runs, rs->v[i].reid, strlen(rs->v[i].reid));
+}
+
+/* All rows in one transaction: COPY into the stage (a temporary table of
+ * this connection, emptied at commit), then the upsert from it.  0, or -1
+ * (rolled back; db.conn NULL when PostgreSQL is unreachable). */
+static int write_staged(struct history *h)
+{
+	struct db *db = &h->db;
+	if (db_connect(db))
+		return -1;
+	if (h->stage_for != db->reconnects + 1) {
+		if (db_exec(db, stage_create_sql, 0, NULL))
+			return -1;
+		h->stage_for = db->reconnects + 1;
+	}
+	if (db_exec(db, "begin", 0, NULL))
+		return -1;
+	struct strbuf sb = STRBUF_INIT;
+	copy_rows(&sb, h->rows.v, 0, h->rows.n);
+	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);
+	sb_release(&sb);
+	if (!rv)
+		rv = db_exec(db, stage_upsert_sql, 0, NULL);
+	if (!rv)
+		rv = db_exec(db, "commit", 0, NULL);
+	if (rv && db->conn) {
+		char keep[sizeof db->errstr];
+		memcpy(keep, db->errstr, sizeof keep);
+		db_exec(db, "rollback", 0, NULL);
+		memcpy(db->errstr, keep, sizeof keep);
+	}
+	return rv;
+}
+
+/* Writes h->rows (what is not carried): 0, or -1 when PostgreSQL is
+ * unreachable (nothing lost: the caller does not acknowledge).  The jr:runs
+ * entries of what was written or dropped join ack. */
+static int write_rows(struct history *h, struct acks *ack, int allow_carry)
+{
+	rows_reduce(&h->rows, ack);
+	rows_drop_stale(h, ack);
+	rows_hold(h, allow_carry);
 	if (!h->rows.n)
 		return 0;
-	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 1) == 0) {
-		h->counts.rows += h->rows.n;
-		return 0;
-	}
-	if (!h->db.conn)
+	int done = write_staged(h) == 0;
+	if (!done && !h->db.conn)
 		return h_fail(h, "postgres", h->db.errstr);
-	/* refused: without idempotency keys, then row by row */
-	if (upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0) {
+	/* refused (a constraint, bad data): without idempotency keys, then row by row */
+	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0)
+		done = 1;
+	if (!done && !h->db.conn)
+		return h_fail(h, "postgres", h->db.errstr);
+	if (done) {
 		h->counts.rows += h->rows.n;
+		for (size_t i = 0; i < h->rows.n; i++)
+			wcache_put(&h->wcache, &h->rows.v[i]);
+		ack_rows(&h->rows, 0, h->rows.n, ack);
 		return 0;
 	}
 	for (size_t i = 0; i < h->rows.n; i++) {
 		if (upsert(&h->db, h->rows.v, i, i + 1, 0) == 0) {
 			h->counts.rows++;
+			wcache_put(&h->wcache, &h->rows.v[i]);
 			continue;
 		}
 		if (!h->db.conn)
@@ -569,11 +883,15 @@ static int write_rows(struct history *h)
 		h->counts.dropped++;
 		h_fail(h, "row refused", h->db.errstr);
 	}
+	ack_rows(&h->rows, 0, h->rows.n, ack);
 	return 0;
 }
 
+/* XACK of ids in key, 1000 a command, pipelined.  0 or -1. */
 static int ack_all(struct history *h, struct rargv *ids, const char *key)
 {
+	size_t sent = 0;
+	int rv = 0;
 	for (size_t off = 0; off < ids->n; off += 1000) {
 		size_t k = ids->n - off < 1000 ? ids->n - off : 1000;
 		struct rargv a = { 0 };
@@ -583,13 +901,23 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 		for (size_t i = off; i < off + k; i++)
 			rargv_addref(&a, ids->argv[i], ids->lens[i]);
 		rargv_finish(&a);
-		redisReply *r = rconn_cmd(&h->rc, (int)a.n, a.argv, a.lens);
+		rv = rconn_append(&h->rc, (int)a.n, a.argv, a.lens);
 		rargv_release(&a);
+		if (rv)
+			return h_fail(h, "redis", h->rc.errstr);
+		sent++;
+	}
+	for (; sent > 0; sent--) {
+		redisReply *r = rconn_get(&h->rc);
 		if (!r)
 			return h_fail(h, "redis", h->rc.errstr);
+		if (r->type == REDIS_REPLY_ERROR && !rv) {
+			rconn_reply_error(&h->rc, r);
+			rv = h_fail(h, "redis", h->rc.errstr);
+		}
 		freeReplyObject(r);
 	}
-	return 0;
+	return rv;
 }
 
 int history_step(struct history *h, int64_t block_ms, size_t *written)
@@ -597,18 +925,29 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	*written = 0;
 	h->errstr[0] = '\0';
 	if (ensure_groups(h))
-		return -1;
+		goto failed;
 	if (mono_ms() >= h->next_reclaim_ms && reclaim(h))
-		return -1;
+		goto failed;
+	if (h->pending)
+		rows_reset(&h->carry);   /* pending entries are read again from Redis */
+	/* what waited joins this batch */
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	if (h->rows.n && block_ms > CARRY_MS / 10)
+		block_ms = CARRY_MS / 10;
 	struct acks ack;
 	memset(&ack, 0, sizeof ack);
 	size_t nentries = 0;
 	uint64_t rows_before = h->counts.rows;
 	int rv = read_batch(h, block_ms, &ack, &nentries);
-	if (rv == 0 && nentries) {
-		rv = write_rows(h);
+	if (rv) {
+		h->pending = 1;
+	} else if (nentries || h->rows.n) {
+		rv = write_rows(h, &ack, block_ms > 0 && ack.events.n > 0);
 		if (rv) {
 			h->pending = 1;   /* read them again once PostgreSQL is back */
+			rows_reset(&h->carry);
 		} else {
 			rargv_finish(&ack.runs);
 			rargv_finish(&ack.events);
@@ -616,7 +955,7 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 			if (!rv)
 				rv = ack_all(h, &ack.events, RENTRY_EVENTS);
 			if (!rv) {
-				h->counts.entries += nentries;
+				h->counts.entries += ack.runs.n + ack.events.n;
 				h->counts.batches++;
 			}
 		}
@@ -626,6 +965,10 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	rargv_release(&ack.runs);
 	rargv_release(&ack.events);
 	return rv;
+failed:
+	rows_reset(&h->carry);
+	h->pending = 1;
+	return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -653,6 +996,7 @@ static void *history_main(void *arg)
 		history_get_counts(t->h, &before);
 		int rv = history_step(t->h, stopping ? 0 : 1000, &written);
 		history_get_counts(t->h, &c);
+		jrm_history(c.rows - before.rows, c.skipped - before.skipped, c.dropped - before.dropped);
 		if (c.dropped > dropped_logged) {
 			LOGF(LOG_ERROR, "history_rows_dropped", "PostgreSQL refused history rows",
 			     LF_I("rows", (int64_t)(c.dropped - dropped_logged)),
@@ -677,6 +1021,13 @@ static void *history_main(void *arg)
 			sleep_ms(50);
 		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
 	}
+	struct history_counts c;
+	history_get_counts(t->h, &c);
+	LOGF(LOG_INFO, "history_stopped", "history writer stopped",
+	     LF_I("rows", (int64_t)c.rows),
+	     LF_I("skipped", (int64_t)c.skipped), LF_I("carried", (int64_t)c.carried),
+	     LF_I("dropped", (int64_t)c.dropped),
+	     LF_I("entries", (int64_t)c.entries), LF_I("batches", (int64_t)c.batches));
 	return NULL;
 }
 

@@ -5,13 +5,16 @@
  *   jr:runs    every enqueued run (-> a row with status queued)
  *   jr:events  every finished attempt, written by the completion script
  *              (-> succeeded / failed with run_at / dead / queued (deferred))
- * and upserts job_runs rows (transport 'redis') in one statement per batch,
- * then acknowledges the entries.  A row only moves forward: an update is
- * applied when its state is not older than the stored one (the order is
- * defined at row_cmp() in history.c), so batches may arrive in any order and
- * from any number of writers.
+ * and upserts job_runs rows (transport 'redis') in one transaction per batch
+ * (COPY into a stage, then INSERT ... ON CONFLICT DO UPDATE), then
+ * acknowledges the entries.  A row only moves forward: an update is applied
+ * when its state is not older than the stored one (the order is defined at
+ * row_cmp() in history.c), so batches may arrive in any order and from any
+ * number of writers.  While runs are finishing, a queued row waits up to a
+ * second for its run's end, so that most runs cost one row write.
  *
- *   jr:events also carries a `running` event per claimed run.
+ *   jr:events also carries a `running` event for a run that has executed
+ *   for WORKER_ANNOUNCE_AFTER_MS (worker.h).
  *
  * Every consumer and producer runs a history writer: the consumer group shares
  * the work, a writer that died has its entries reclaimed after
@@ -33,6 +36,8 @@ struct history_counts {
 	uint64_t entries;     /* stream entries acknowledged */
 	uint64_t dropped;     /* rows PostgreSQL refused (logged by the thread) */
 	uint64_t batches;
+	uint64_t skipped;     /* rows not sent: older than what this writer stored */
+	uint64_t carried;     /* queued rows held back for their run's end (a row may count twice) */
 };
 
 /* Connects to Redis (cfg->redis_url) and prepares a PostgreSQL connection

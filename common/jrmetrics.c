@@ -23,6 +23,7 @@ static struct {
 	struct metric_series *latency[MAX_JOBS + 1];
 	struct metric_series *cycles, *cycle_dur, *last_cycle, *reclaims, *fallbacks;
 	struct metric_series *reconnect_redis, *reconnect_pg;
+	struct metric_series *hist_written, *hist_skipped, *hist_dropped;
 	struct metric *depth;
 } m;
 
@@ -77,6 +78,13 @@ void jrm_init(void)
 	m.fallbacks = metrics_with(metrics_counter(reg, "jobrunner_enqueue_fallbacks_total",
 						   "Enqueue batches written to PostgreSQL because Redis was down.",
 						   NULL, NULL), NULL, NULL);
+	struct metric *hist = metrics_counter(reg, "jobrunner_history_rows_total",
+					      "Run states from Redis for job_runs (Redis mode): written, "
+					      "skipped (older than what is stored), dropped (refused).",
+					      "result", NULL);
+	m.hist_written = metrics_with(hist, "written", NULL);
+	m.hist_skipped = metrics_with(hist, "skipped", NULL);
+	m.hist_dropped = metrics_with(hist, "dropped", NULL);
 	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
 }
 
@@ -134,6 +142,15 @@ void jrm_reconnect(const char *backend)
 {
 	if (m.ready)
 		metrics_inc(!strcmp(backend, "redis") ? m.reconnect_redis : m.reconnect_pg);
+}
+
+void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped)
+{
+	if (!m.ready)
+		return;
+	metrics_add(m.hist_written, written);
+	metrics_add(m.hist_skipped, skipped);
+	metrics_add(m.hist_dropped, dropped);
 }
 
 void jrm_enqueue_fallback(void)

@@ -37,6 +37,9 @@ void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms);
 void jrm_reclaims(uint64_t n);
 void jrm_reconnect(const char *backend);
 void jrm_enqueue_fallback(void);
+/* History writer (Redis mode): rows written to job_runs, rows not sent
+ * (older than what the writer stored), rows PostgreSQL refused. */
+void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped);
 
 struct queue_stats;
 /* Emits the four queue-depth values of s (for a queue-depth source). */

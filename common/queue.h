@@ -76,6 +76,12 @@ struct queue_ops {
 	/* Extends the lease of n claimed, still running runs (heartbeat). */
 	int (*extend)(struct queue *q, const struct run *runs, size_t n);
 
+	/* Records that claimed run r is running (job_runs shows it so), for runs
+	 * that take a while: the worker calls it once a run has run for
+	 * WORKER_ANNOUNCE_AFTER_MS; quicker runs go from queued to their end.
+	 * NULL where claiming already records it (PostgreSQL). */
+	int (*announce)(struct queue *q, const struct run *r);
+
 	int (*stats)(struct queue *q, struct queue_stats *out);
 
 	/* Closes connections and frees q. */

@@ -1049,11 +1049,11 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	return rv ? rq->q.err : 0;
 }
 
-/* Appends one jr:events entry with a `running` event per claimed run, so
- * that job_runs shows the run as running while it runs.  Best effort: a
- * failure here loses only that intermediate state (the outcome is written
- * by complete()), so it does not fail the claim. */
-static void announce_started(struct rqueue *rq, const struct run *runs, size_t n)
+/* Appends one jr:events entry with a `running` event per run, so that
+ * job_runs shows the runs as running while they run.  Best effort: a
+ * failure loses only that intermediate state (the outcome is written by
+ * complete()). */
+static int announce_started(struct rqueue *rq, const struct run *runs, size_t n)
 {
 	struct strbuf *sb = &rq->scratch;
 	size_t count = 0;
@@ -1071,14 +1071,24 @@ static void announce_started(struct rqueue *rq, const struct run *runs, size_t n
 	}
 	sb_add(sb, "]", 1);
 	if (!count)
-		return;
+		return 0;
 	snprintf(num, sizeof num, "%zu", count);
 	const char *av[] = { "XADD", RENTRY_EVENTS, "*", "v", RENTRY_VERSION, "n", num, "e", sb->buf };
 	size_t lens[] = { 4, strlen(RENTRY_EVENTS), 1, 1, strlen(RENTRY_VERSION), 1, strlen(num), 1,
 			  sb->len };
 	redisReply *r = rconn_cmd(&rq->rc, 9, av, lens);
-	if (r)
-		freeReplyObject(r);
+	if (!r)
+		return -1;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int rq_announce(struct queue *q, const struct run *r)
+{
+	struct rqueue *rq = rq_of(q);
+	if (rconn_connect(&rq->rc) || announce_started(rq, r, 1))
+		return rq_fail(rq);
+	return rq_ok(rq);
 }
 
 static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_ms, size_t *n)
@@ -1127,8 +1137,6 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 	int drv = flush_dead(rq, &dead);
 	if (!rv)
 		rv = drv;
-	if (!rv && got)
-		announce_started(rq, out, got);
 	if (rv) {
 		/* the runs already claimed stay pending and will be reclaimed */
 		for (size_t i = 0; i < got; i++)
@@ -1292,6 +1300,7 @@ static const struct queue_ops redis_ops = {
 	.claim = rq_claim,
 	.complete = rq_complete,
 	.extend = rq_extend,
+	.announce = rq_announce,
 	.stats = rq_stats,
 	.destroy = rq_destroy,
 };

@@ -37,12 +37,18 @@ enum transport { T_NONE = 0, T_REDIS, T_PG };
 #define PG_POLL_MS 1000
 #define REDIS_RETRY_MS 1000
 
-/* What the heartbeat needs to extend a lease: copies, no owned strings. */
+/* What the heartbeat needs to extend a lease: copies, no owned strings;
+ * and the run being executed, to announce it once it has run for
+ * WORKER_ANNOUNCE_AFTER_MS (read under mu: the run thread does not change
+ * it, nor free it, while cur points to it). */
 struct hand {
 	pthread_mutex_t mu;
 	enum transport from;
 	size_t n;
 	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
+	const struct run *cur;               /* being executed, or NULL */
+	int64_t cur_since_ms;                /* mono ms it started */
+	int cur_announced;
 };
 
 struct wthread {
@@ -384,7 +390,15 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			snprintf(res[i].error, sizeof res[i].error, "consumer shutting down");
 			continue;
 		}
+		pthread_mutex_lock(&t->hand.mu);
+		t->hand.cur = &runs[i];
+		t->hand.cur_since_ms = mono_ms();
+		t->hand.cur_announced = 0;
+		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
+		pthread_mutex_lock(&t->hand.mu);
+		t->hand.cur = NULL;
+		pthread_mutex_unlock(&t->hand.mu);
 	}
 	struct queue *q = from == T_REDIS ? t->rq : t->pq;
 	int rc = q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
@@ -445,6 +459,33 @@ static void *run_thread(void *arg)
 /* heartbeat and cycle timer                                           */
 /* ------------------------------------------------------------------ */
 
+/* The run thread t executes a run that has run for WORKER_ANNOUNCE_AFTER_MS
+ * and is not announced yet: a copy of it into *out (0), else -1. */
+static int hand_take_announce(struct wthread *t, struct run *out)
+{
+	int rv = -1;
+	pthread_mutex_lock(&t->hand.mu);
+	const struct run *r = t->hand.cur;
+	if (r && !r->is_tick && !t->hand.cur_announced && t->hand.from == T_REDIS &&
+	    mono_ms() - t->hand.cur_since_ms >= WORKER_ANNOUNCE_AFTER_MS) {
+		run_copy(out, r);
+		t->hand.cur_announced = 1;
+		rv = 0;
+	}
+	pthread_mutex_unlock(&t->hand.mu);
+	return rv;
+}
+
+/* Opens the heartbeat's handle of a transport if needed: 0 or -1. */
+static int hb_queue(struct worker *w, enum transport from, struct queue **q)
+{
+	char err[256];
+	if (*q)
+		return 0;
+	return from == T_REDIS ? queue_redis_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err)
+			       : queue_pg_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err);
+}
+
 static void *heartbeat_thread(void *arg)
 {
 	struct worker *w = arg;
@@ -453,9 +494,22 @@ static void *heartbeat_thread(void *arg)
 	int64_t every = w->cfg->job_lease_ms / 3;
 	if (every < 50)
 		every = 50;
+	int64_t next_extend = mono_ms() + every;
 	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
-		for (int64_t slept = 0; slept < every && __atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0; slept += 50)
-			sleep_ms(50);
+		sleep_ms(50);
+		/* runs that take a while: job_runs shows them running */
+		for (int i = 0; i < w->nthreads; i++) {
+			struct run r;
+			if (hand_take_announce(&w->threads[i], &r))
+				continue;
+			if (hb_queue(w, T_REDIS, &rq) == 0 && rq->ops->announce &&
+			    rq->ops->announce(rq, &r) == QUEUE_EDOWN)
+				drop(&rq);
+			run_clear(&r);
+		}
+		if (mono_ms() < next_extend)
+			continue;
+		next_extend = mono_ms() + every;
 		for (int i = 0; i < w->nthreads; i++) {
 			struct wthread *t = &w->threads[i];
 			pthread_mutex_lock(&t->hand.mu);
@@ -465,10 +519,8 @@ static void *heartbeat_thread(void *arg)
 			pthread_mutex_unlock(&t->hand.mu);
 			if (!n || from == T_NONE)
 				continue;
-			char err[256];
 			struct queue **q = from == T_REDIS ? &rq : &pq;
-			if (!*q && (from == T_REDIS ? queue_redis_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err)
-						    : queue_pg_open(w->cfg, w->cfg->consumer_name, q, err, sizeof err)))
+			if (hb_queue(w, from, q))
 				continue;
 			if ((*q)->ops->extend(*q, copy, n) == QUEUE_EDOWN)
 				drop(q);

@@ -4,7 +4,9 @@
  *
  * Threads of one worker:
  *   run threads (WORKER_CONCURRENCY)  claim a batch → run each → complete the batch
- *   heartbeat                         extends the leases of runs in hand
+ *   heartbeat                         extends the leases of runs in hand;
+ *                                     announces runs executing for
+ *                                     WORKER_ANNOUNCE_AFTER_MS (Redis mode)
  *   cycle timer                       Redis-less mode, or Redis down for
  *                                     REDIS_FALLBACK_AFTER_MS: a cycle per interval
  * Each thread owns its connections (a queue handle per transport, a
@@ -30,6 +32,9 @@ struct config;
 struct worker;
 
 #define WORKER_MAX_BATCH 128
+/* A run executing this long is announced (job_runs: running) by the
+ * heartbeat thread; quicker runs go from queued straight to their end. */
+#define WORKER_ANNOUNCE_AFTER_MS 100
 #define WORKER_BLOCK_MS 1000
 
 struct worker_counts {

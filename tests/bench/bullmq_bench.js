@@ -53,14 +53,17 @@ async function child() {
   const idle = rss();
   process.send({ ready: true });
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   worker.run();
   const timer = setTimeout(finish, PROCESS_TIMEOUT_S * 1000);
   await finished;
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   clearTimeout(timer);
   const peak = maxRss();
   await worker.close(true);
-  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat });
+  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat,
+                 cpu_s: (cpu.user + cpu.system) / 1e6 });
   process.exit(0);
 }
 
@@ -77,6 +80,13 @@ function startChild(cfg) {
 }
 
 // ---- the producer side ----------------------------------------------------
+
+// redis-server's CPU seconds so far (INFO cpu: used_cpu_user + used_cpu_sys).
+async function redisCpuS(queue) {
+  const info = await (await queue.client).info('cpu');
+  const v = (k) => Number((info.match(new RegExp(k + ':([0-9.]+)')) || [0, 0])[1]);
+  return v('used_cpu_user') + v('used_cpu_sys');
+}
 
 async function main() {
   const queueName = 'bench-' + mode + '-' + process.pid;
@@ -97,10 +107,13 @@ async function main() {
     await addAll(queue, n);
     const w = startChild({ queueName, conc, n, latency: false });
     await w.ready;
+    const redis0 = await redisCpuS(queue);
     const r = await w.result;
+    const redisCpu = (await redisCpuS(queue)) - redis0;
     out = { n, concurrency: conc, completed: r.done, seconds: r.seconds,
             per_s: Math.round(r.done / r.seconds), worker_idle_rss_mib: r.idle_rss_mib,
-            worker_busy_rss_mib: r.busy_rss_mib };
+            worker_busy_rss_mib: r.busy_rss_mib,
+            cpu_us: { client: 1e6 * r.cpu_s / r.done, redis: 1e6 * redisCpu / r.done } };
   } else if (mode === 'latency') {
     const n = Number(arg1);
     const w = startChild({ queueName, conc: 1, n, latency: true });

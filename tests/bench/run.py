@@ -47,6 +47,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,65 @@ def proc_mem_mib(pid):
     return round(vals["VmRSS"], 1), round(vals["VmHWM"], 1)
 
 
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid, reaped=False):
+    """User + system CPU seconds of a process (all its threads), plus those
+    of its children it has waited for when reaped; 0 when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TCK
+
+
+def pg_cpu_s(pg):
+    """CPU seconds of a PostgreSQL cluster so far: the postmaster, its live
+    children (backends, background processes) and the ones that ended."""
+    with open(os.path.join(pg.datadir, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    total = proc_cpu_s(pm, reaped=True)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pm:
+            total += proc_cpu_s(int(d))
+    return total
+
+
+def redis_cpu_s(redis):
+    """redis-server's CPU seconds so far (INFO cpu)."""
+    c = redis.client()
+    try:
+        info = c.info("cpu")
+    finally:
+        c.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def children_cpu_s():
+    """CPU seconds of this process's children that have ended."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_us(n, **seconds):
+    """{part: µs per item, ..., total} from CPU seconds per part."""
+    out = {k: round(v * 1e6 / n, 1) for k, v in seconds.items() if v is not None}
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
 def node(script, args, timeout=300):
     env = dict(os.environ, NODE_PATH=os.path.join(NPM_DIR, "node_modules"))
     p = subprocess.run(["node", os.path.join(HERE, script)] + [str(a) for a in args],
@@ -237,7 +297,10 @@ def bench_raw(redis, quick):
     def drain_once():
         flush(redis)
         rawloop(redis, "xadd", n, 1000)
-        return rawloop(redis, "drain", n, 100)
+        r0, c0 = redis_cpu_s(redis), children_cpu_s()
+        out = rawloop(redis, "drain", n, 100)
+        out["cpu_us"] = cpu_us(n, client=children_cpu_s() - c0, redis=redis_cpu_s(redis) - r0)
+        return out
     drain = best_of(drain_once, quick)
     say("raw: enqueue-to-start latency")
     lat = rawloop(redis, "latency", size("latency_samples", quick), 0)
@@ -394,6 +457,8 @@ def jr_process(mode, pg, redis, consumers, n):
         readies = [jr.start_consumer()[1] for _ in range(consumers)]
         for r in readies:
             harness.wait_until(r, timeout=30, msg="consumer health")
+        cpu0 = ([proc_cpu_s(p.pid) for p in jr.consumers], pg_cpu_s(pg),
+                redis_cpu_s(redis) if rc is not None else None)
         t_start = time.monotonic()
         samples = []
         drained = None
@@ -412,6 +477,9 @@ def jr_process(mode, pg, redis, consumers, n):
                                   timeout=max(1, deadline - time.monotonic()), interval=0.5,
                                   msg="all %d runs to succeed" % n)
         t_all = time.monotonic() - t_start
+        cpu = cpu_us(n, consumer=sum(proc_cpu_s(p.pid) for p in jr.consumers) - sum(cpu0[0]),
+                     redis=redis_cpu_s(redis) - cpu0[2] if rc is not None else None,
+                     postgres=pg_cpu_s(pg) - cpu0[1])
         k = len(sample)
         t10, t90 = crossing(samples, 0.1 * k), crossing(samples, 0.9 * k)
         if t10 is None or t90 is None or t90 <= t10:
@@ -420,7 +488,7 @@ def jr_process(mode, pg, redis, consumers, n):
             per_s = round(0.8 * n / (t90 - t10))
         hwm = max(proc_mem_mib(p.pid)[1] for p in jr.consumers)
         out = {"consumers": consumers, "n": n, "succeeded": done, "per_s": per_s,
-               "all_seconds": round(t_all, 2), "consumer_busy_hwm_mib": hwm}
+               "all_seconds": round(t_all, 2), "consumer_busy_hwm_mib": hwm, "cpu_us": cpu}
         if drained is not None:
             out["stream_drained_seconds"] = round(drained, 2)
         return out
@@ -807,6 +875,60 @@ def machine_facts(res):
             ("pg-boss / pg", "%s / %s" % (pv.get("pg-boss"), pv.get("pg")))]
 
 
+def cpu_text(res):
+    """CPU per run of every process involved, from the processing runs (the
+    best of each): the machine's ceiling is cores × 10^6 / total µs."""
+    cores = os.cpu_count() or 1
+    rows = []
+    raw, bull = res.get("raw"), res.get("bullmq")
+    for mode, label in (("redis", "jobrunner, Redis mode"), ("redisless", "jobrunner, Redis-less")):
+        j = res.get("jr-" + mode)
+        for k in (1, 2, 4):
+            pr = j and (j["process"].get(k) or j["process"].get(str(k)))
+            if pr and pr.get("cpu_us"):
+                rows.append(("%s, %d consumer%s" % (label, k, "s" if k > 1 else ""),
+                             "consumer", pr["cpu_us"], pr["per_s"]))
+    if bull:
+        for k, v in sorted(bull["process"].items(), key=lambda x: int(x[0])):
+            if v.get("cpu_us"):
+                rows.append(("BullMQ, 1 Worker, concurrency %s" % k, "node Worker", v["cpu_us"],
+                             v["per_s"]))
+    if raw and raw["drain"].get("cpu_us"):
+        rows.append(("raw XREADGROUP + XACK (rawloop.c)", "rawloop", raw["drain"]["cpu_us"],
+                     raw["drain"]["per_s"]))
+    if not rows:
+        return ""
+    md = ["CPU time per run of every process involved (user + system, from `/proc` and Redis's "
+          "`INFO cpu`, over the whole processing run), and the rate that this machine's %d cores "
+          "could reach at that cost if nothing else ran (%d × 10⁶ ÷ total µs):\n" % (cores, cores),
+          "| what | client process | client µs | redis-server µs | postgres µs | total µs "
+          "| ceiling on %d cores (runs/s) | measured (runs/s) |" % cores,
+          "|---|---|---|---|---|---|---|---|"]
+    for what, client, c, per_s in rows:
+        c = dict(c)
+        c.setdefault("total", round(sum(c.values()), 1))
+
+        def f(key):
+            return "%.1f" % c[key] if key in c else "—"
+        md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            what, client, f("client") if "client" in c else f("consumer"), f("redis"),
+            f("postgres"), f("total"), "{:,}".format(int(cores * 1e6 / c["total"])) if c["total"] else "—",
+            "{:,}".format(per_s)))
+    j1 = (res.get("jr-redis") or {}).get("process", {})
+    j1 = j1.get(1) or j1.get("1")
+    if j1 and j1.get("cpu_us") and bull and raw:
+        goal = max(10 * best(bull["process"])[1], 0.4 * raw["drain"]["per_s"])
+        md.append("\nThe processing targets for one consumer (10× BullMQ's best, 40 %% of the raw "
+                  "loop) ask for %s runs/s here. On %d cores shared by every process, that leaves "
+                  "at most %.1f µs of CPU per run for the consumer, Redis and PostgreSQL together; "
+                  "jobrunner used %.1f µs (of which PostgreSQL %.1f µs to write the run's row, which "
+                  "neither BullMQ nor the raw loop writes), so this machine's ceiling for it is "
+                  "about %s runs/s however the time is split between the processes."
+                  % ("{:,}".format(int(goal)), cores, cores * 1e6 / goal, j1["cpu_us"]["total"],
+                     j1["cpu_us"].get("postgres", 0), "{:,}".format(int(cores * 1e6 / j1["cpu_us"]["total"]))))
+    return "\n".join(md) + "\n"
+
+
 def profile_text(res):
     out = []
     for mode, label in (("redis", "Redis mode"), ("redisless", "Redis-less mode")):
@@ -897,8 +1019,15 @@ Details:
   node's `maxRSS`) after the work.
 - **Raw limit**: `tests/bench/rawloop.c`, a minimal hiredis loop: XADD pipelined 1,000 deep;
   XREADGROUP COUNT 100 then one XACK of those ids, on one connection.
+- **CPU per run**: user + system CPU time over the processing run, divided by the runs:
+  jobrunner's consumer processes (`/proc/PID/stat`), PostgreSQL (the postmaster and its
+  processes, live and ended; the bench's own progress look-ups are a small part of it) and
+  redis-server (`INFO cpu`); BullMQ's Worker process (its own `process.cpuUsage()`) and
+  redis-server over its processing; the raw loop's process and redis-server.  It moves much
+  less than a rate with what else shares the cores (contention still raises it: caches, context
+  switches), so it is the better figure to compare costs by.
 """ % {"date": res["date"], "facts": f, "table": table, "details": details,
-       "targets": tg_text, "poll": POLL_S, "profile": profile_text(res),
+       "targets": tg_text, "poll": POLL_S, "profile": cpu_text(res) + "\n" + profile_text(res),
        "repeat": 1 if res.get("quick") else REPEAT}
 
 
@@ -972,6 +1101,8 @@ def main():
     print(table)
     print()
     print(targets_text(tg))
+    print()
+    print(cpu_text(res))
     if not args.no_doc:
         plot(res, PNG)
         with open(DOC, "w") as f:

@@ -503,6 +503,7 @@ PRODUCER_FAMILIES = {
     "jobrunner_last_cycle_timestamp_seconds": "gauge",
     "jobrunner_reclaims_total": "counter",
     "jobrunner_reconnects_total": "counter",
+    "jobrunner_history_rows_total": "counter",
 }
 CONSUMER_FAMILIES = {k: v for k, v in PRODUCER_FAMILIES.items() if k != "jobrunner_queue_depth"}
 
@@ -546,6 +547,16 @@ def test_prometheus_on_producer_and_consumer(system):
     for state in ("queued", "running", "delayed", "dead"):
         assert metric(smp, "jobrunner_queue_depth", state=state) is not None, state
     assert metric(smp, "jobrunner_queue_depth", state="dead") >= 1
+    if system.mode == "redis":
+        # the history writers (producer's and consumer's) count the rows they wrote
+        def history_written():
+            total = 0
+            for st, _, body in (api.get("/metrics", token=""), health.get("/metrics")):
+                assert st == 200
+                total += metric(prometheus(body)[1], "jobrunner_history_rows_total",
+                                result="written") or 0
+            return total if total >= 2 else None
+        harness.wait_until(history_written, timeout=15, msg="history rows counted")
 
 
 # ---- the consumer's port --------------------------------------------------

@@ -263,6 +263,28 @@ static void produce(struct queue *q, int n)
 /* tests                                                               */
 /* ------------------------------------------------------------------ */
 
+/* A fresh Redis and job_runs, a queue handle "c1" and a history writer
+ * "h1" that has made its groups (a first step): 0, or -1 (both NULL). */
+static int open_pair(struct queue **q, struct history **h)
+{
+	char err[256];
+	reset();
+	*q = NULL;
+	*h = NULL;
+	CHECK(queue_redis_open(&cfg_, "c1", q, err, sizeof err) == 0);
+	CHECK(history_open(&cfg_, "h1", h, err, sizeof err) == 0);
+	size_t w;
+	if (*q && *h && history_step(*h, 0, &w) == 0)
+		return 0;
+	CHECK(!"queue or history writer did not open");
+	if (*q)
+		(*q)->ops->destroy(*q);
+	history_close(*h);
+	*q = NULL;
+	*h = NULL;
+	return -1;
+}
+
 static void test_final_states_reach_job_runs(void)
 {
 	reset();
@@ -323,7 +345,7 @@ static void test_two_writers_share_the_work(void)
 	size_t w;
 	CHECK(history_step(a, 0, &w) == 0);
 	CHECK(history_step(b, 0, &w) == 0);
-	produce(q, 3000);
+	produce(q, 10000);   /* more than one writer's batch (RUNS_COUNT_MAX) */
 	size_t wa = 0, wb = 0;
 	for (int i = 0; i < 200; i++) {
 		size_t x = 0, y = 0;
@@ -335,8 +357,8 @@ static void test_two_writers_share_the_work(void)
 			break;
 	}
 	CHECK(wa > 0 && wb > 0);
-	CHECK(sql_count("true") == 3000);
-	CHECK(sql_count("status = 'succeeded'") == 1500);
+	CHECK(sql_count("true") == 10000);
+	CHECK(sql_count("status = 'succeeded'") == 5000);
 	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
 	history_close(a);
 	history_close(b);
@@ -345,16 +367,11 @@ static void test_two_writers_share_the_work(void)
 
 static void test_postgres_connection_lost(void)
 {
-	reset();
-	struct queue *q = NULL;
-	struct history *h = NULL;
-	char err[256];
-	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
-	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
-	if (!q || !h)
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
 		return;
 	size_t w;
-	CHECK(history_step(h, 0, &w) == 0);
 	produce(q, 40);
 	/* the writer's connection dies between two batches */
 	struct db db;
@@ -423,16 +440,11 @@ static const char *status_of(const char *id, char *buf, size_t len)
 
 static void test_running_deferred_running_succeeded(void)
 {
-	reset();
-	struct queue *q = NULL;
-	struct history *h = NULL;
-	char err[256], st[64];
-	CHECK(queue_redis_open(&cfg_, "c1", &q, err, sizeof err) == 0);
-	CHECK(history_open(&cfg_, "h1", &h, err, sizeof err) == 0);
-	if (!q || !h)
+	struct queue *q;
+	struct history *h;
+	char st[64];
+	if (open_pair(&q, &h))
 		return;
-	size_t w;
-	CHECK(history_step(h, 0, &w) == 0);
 	struct run r;
 	memset(&r, 0, sizeof r);
 	r.job = xstrdup("noop");
@@ -444,6 +456,7 @@ static void test_running_deferred_running_succeeded(void)
 	CHECK(strcmp(status_of(id, st, sizeof st), "queued/0") == 0);
 	size_t n = 0;
 	CHECK(q->ops->claim(q, &r, 1, 500, &n) == 0 && n == 1);
+	CHECK(q->ops->announce(q, &r) == 0);   /* the worker's heartbeat, for a run that takes a while */
 	drain(h);
 	CHECK(strcmp(status_of(id, st, sizeof st), "running/1") == 0);
 	struct run_result res = { .outcome = RUN_DEFER, .retry_after_ms = 30 };
@@ -455,6 +468,7 @@ static void test_running_deferred_running_succeeded(void)
 	for (int i = 0; i < 20 && n == 0; i++)
 		CHECK(q->ops->claim(q, &r, 1, 200, &n) == 0);
 	CHECK(n == 1);
+	CHECK(q->ops->announce(q, &r) == 0);
 	drain(h);
 	CHECK(strcmp(status_of(id, st, sizeof st), "running/1") == 0);
 	res.outcome = RUN_OK;
@@ -462,6 +476,99 @@ static void test_running_deferred_running_succeeded(void)
 	run_clear(&r);
 	drain(h);
 	CHECK(strcmp(status_of(id, st, sizeof st), "succeeded/1") == 0);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
+/* Claims up to n runs and completes them all as succeeded; how many. */
+static size_t succeed(struct queue *q, size_t n)
+{
+	struct run *runs = xcalloc(n, sizeof *runs);
+	struct run_result *res = xcalloc(n, sizeof *res);
+	size_t k = 0;
+	CHECK(q->ops->claim(q, runs, n, 500, &k) == 0);
+	if (k)
+		CHECK(q->ops->complete(q, runs, res, k, NULL) == 0);
+	for (size_t i = 0; i < k; i++)
+		run_clear(&runs[i]);
+	free(runs);
+	free(res);
+	return k;
+}
+
+/* While runs are finishing, a queued row read before its run's end waits
+ * (the carry) and meets it: a quick run costs one row write, not two. */
+static void test_quick_runs_cost_one_row(void)
+{
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
+		return;
+	size_t w;
+	struct run *runs = xcalloc(1000, sizeof *runs);
+	for (int i = 0; i < 1000; i++)
+		runs[i].job = xstrdup("noop");
+	CHECK(q->ops->enqueue(q, runs, 1000) == 0);
+	for (int i = 0; i < 1000; i++)
+		run_clear(&runs[i]);
+	free(runs);
+	CHECK(succeed(q, 500) == 500);
+	/* ends of 500 runs, then 1000 queued entries: 500 rows, 500 wait */
+	CHECK(history_step(h, 100, &w) == 0);
+	struct history_counts c;
+	history_get_counts(h, &c);
+	CHECK(c.rows == 500 && c.carried == 500);
+	CHECK(sql_count("true") == 500);
+	CHECK(sql_count("status = 'succeeded'") == 500);
+	CHECK(succeed(q, 500) == 500);
+	CHECK(history_step(h, 100, &w) == 0);
+	history_get_counts(h, &c);
+	CHECK(c.rows == 1000);   /* not 1500: the waiting rows met their ends */
+	CHECK(sql_count("status = 'succeeded'") == 1000);
+	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
+	CHECK(rint_("XPENDING %s jr:history", "jr:events") == 0);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
+/* Rows waiting in the carry when PostgreSQL goes away are not lost: they
+ * are still pending in Redis and are read again once it is back. */
+static void test_carried_rows_survive_a_postgres_failure(void)
+{
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
+		return;
+	struct run *runs = xcalloc(600, sizeof *runs);
+	for (int i = 0; i < 600; i++)
+		runs[i].job = xstrdup("noop");
+	CHECK(q->ops->enqueue(q, runs, 600) == 0);
+	for (int i = 0; i < 600; i++)
+		run_clear(&runs[i]);
+	free(runs);
+	CHECK(succeed(q, 100) == 100);
+	size_t w;
+	CHECK(history_step(h, 100, &w) == 0);
+	struct history_counts c;
+	history_get_counts(h, &c);
+	CHECK(c.carried == 500);
+	struct db db;
+	db_init(&db, pg_url, "test", 10000);
+	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
+		      " where application_name = 'jobrunner-history'", 0, NULL) == 0);
+	db_release(&db);
+	CHECK(succeed(q, 500) == 500);
+	int failed = 0;
+	for (int i = 0; i < 20; i++) {
+		if (history_step(h, 100, &w))
+			failed++;
+		else if (!w && i > 1)
+			break;
+	}
+	CHECK(failed == 1);
+	CHECK(sql_count("status = 'succeeded'") == 600);
+	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
+	CHECK(rint_("XPENDING %s jr:history", "jr:events") == 0);
 	history_close(h);
 	q->ops->destroy(q);
 }
@@ -497,6 +604,8 @@ int main(void)
 		{ "postgres_connection_lost", test_postgres_connection_lost },
 		{ "refused_idempotency_key", test_refused_idempotency_key },
 		{ "running_deferred_running_succeeded", test_running_deferred_running_succeeded },
+		{ "quick_runs_cost_one_row", test_quick_runs_cost_one_row },
+		{ "carried_rows_survive_a_postgres_failure", test_carried_rows_survive_a_postgres_failure },
 		{ "thread", test_thread },
 	};
 	int rv = unit_run(tests, JR_ARRAY_LEN(tests));
