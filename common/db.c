@@ -84,6 +84,8 @@ int db_connect(struct db *db)
 		jrm_reconnect("postgres");
 	}
 	db->connected_once = 1;
+	db->generation++;
+	db->nprepared = 0;   /* a new session has none of the old one's */
 	db->err = 0;
 	db->errstr[0] = '\0';
 	return 0;
@@ -108,6 +110,7 @@ void db_close(struct db *db)
 	if (db->conn)
 		PQfinish(db->conn);
 	db->conn = NULL;
+	db->nprepared = 0;
 }
 
 void db_release(struct db *db)
@@ -118,11 +121,10 @@ void db_release(struct db *db)
 	db->url = db->app_name = NULL;
 }
 
-PGresult *db_query(struct db *db, const char *sql, int n, const char *const *params)
+/* r is the result of a statement on db: returns it when it succeeded, else
+ * frees it, records the error (closing a dead connection) and returns NULL. */
+static PGresult *db_result(struct db *db, PGresult *r)
 {
-	if (db_connect(db))
-		return NULL;
-	PGresult *r = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(r);
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		db->err = 0;
@@ -135,6 +137,40 @@ PGresult *db_query(struct db *db, const char *sql, int n, const char *const *par
 	if (PQstatus(db->conn) != CONNECTION_OK)
 		db_close(db);   /* dead: replaced on the next call, never reused */
 	return NULL;
+}
+
+PGresult *db_query(struct db *db, const char *sql, int n, const char *const *params)
+{
+	if (db_connect(db))
+		return NULL;
+	return db_result(db, PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0));
+}
+
+PGresult *db_query_prepared(struct db *db, const char *name, const char *sql, int n,
+			    const char *const *params)
+{
+	if (db_connect(db))
+		return NULL;
+	int have = 0;
+	for (int i = 0; i < db->nprepared && !have; i++)
+		have = !strcmp(db->prepared[i], name);
+	if (!have) {
+		if (db->nprepared == DB_MAX_PREPARED)
+			return db_query(db, sql, n, params);
+		PGresult *r = db_result(db, PQprepare(db->conn, name, sql, n, NULL));
+		if (!r)
+			return NULL;
+		PQclear(r);
+		db->prepared[db->nprepared++] = name;
+	}
+	PGresult *r = db_result(db, PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0));
+	if (!r && db->conn && !strcmp(db->sqlstate, "26000")) {
+		/* the session lost its statements (DISCARD ALL, a pooler that
+		 * changed the server connection): forget them, run this one plain */
+		db->nprepared = 0;
+		return db_query(db, sql, n, params);
+	}
+	return r;
 }
 
 int db_exec(struct db *db, const char *sql, int n, const char *const *params)
@@ -244,10 +280,16 @@ void db_array_add(struct strbuf *sb, const char *v)
 		return;
 	}
 	sb_add(sb, "\"", 1);
-	for (const char *p = v; *p; p++) {
-		if (*p == '"' || *p == '\\')
+	/* plain stretches in one piece, not a call per byte: the complete of
+	 * every Redis-less batch passes its ids through here */
+	for (const char *p = v; *p;) {
+		size_t plain = strcspn(p, "\"\\");
+		sb_add(sb, p, plain);
+		p += plain;
+		if (*p) {
 			sb_add(sb, "\\", 1);
-		sb_add(sb, p, 1);
+			sb_add(sb, p++, 1);
+		}
 	}
 	sb_add(sb, "\"", 1);
 }

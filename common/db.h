@@ -15,6 +15,8 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#define DB_MAX_PREPARED 16
+
 struct db {
 	PGconn *conn;            /* NULL while disconnected */
 	char *url;               /* owned */
@@ -25,6 +27,11 @@ struct db {
 	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
 	int connected_once;
 	uint64_t reconnects;     /* successful reconnects after the first connect */
+	uint64_t generation;     /* bumped by every successful connect */
+	/* statements prepared on the current connection (names and SQL are
+	 * the callers' static strings); emptied when the connection goes */
+	const char *prepared[DB_MAX_PREPARED];
+	int nprepared;
 };
 
 /* Prepares db (no I/O).  url and app_name are copied. */
@@ -40,6 +47,16 @@ void db_release(struct db *db);        /* closes and frees everything */
  * PGresult with PGRES_TUPLES_OK or PGRES_COMMAND_OK that the caller frees
  * with PQclear(), or NULL with errstr set.  Reconnects first if needed. */
 PGresult *db_query(struct db *db, const char *sql, int n, const char *const *params);
+/* db_query() through a named prepared statement: the statement is
+ * prepared (PQprepare) on the first call on each connection, then only
+ * executed (PQexecPrepared), so the server parses it once per connection.
+ * name must be a static string (it is kept), one sql per name; sql is
+ * read during the call only.  Beyond DB_MAX_PREPARED names, and when the
+ * server no longer knows the statement (SQLSTATE 26000: DISCARD ALL, a
+ * transaction-mode pooler), it runs db_query() instead.  Same result and
+ * ownership as db_query(). */
+PGresult *db_query_prepared(struct db *db, const char *name, const char *sql, int n,
+			    const char *const *params);
 /* db_query() for statements whose result is not needed: 0 or -1. */
 int db_exec(struct db *db, const char *sql, int n, const char *const *params);
 /* COPY ... FROM STDIN (sql, a constant statement) with len bytes of data

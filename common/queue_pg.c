@@ -14,10 +14,22 @@
  *           also the safety net poll: a notification lost (or a retry
  *           becoming due) is picked up by the next claim.
  * Batches:  arrays of values through unnest(), one round trip per batch.
+ * Prepared: claim (one statement per batch size), complete and the dead
+ *           sweep are prepared once per connection (db_query_prepared):
+ *           the server parses and plans them once, not per batch.  Enqueue
+ *           is not: a generic plan sized for 10 rows would be wrong for a
+ *           bulk of 10,000.
  *
  * Rejected: a separate queue table apart from job_runs (two writes per
  * state change, and the record is the queue in the seed's world anyway);
  * advisory locks per run (they leak on poolers and cost a round trip each).
+ * Measured and rejected for speed (PostgreSQL CPU per run, two consumers
+ * side by side on one server): joining the claim by ctid, one claim at a
+ * time per process, complete + next claim in one round trip, batches of
+ * 256, fillfactor 70, no job_runs_finished_idx, synchronous_commit off.
+ * None did better than the noise; the cost is the two non-HOT updates
+ * per run (status is in the partial indexes' predicates) and their index
+ * entries, which every design that shows 'running' in job_runs pays.
  */
 #include <errno.h>
 #include <poll.h>
@@ -197,29 +209,53 @@ out:
 /* claim                                                               */
 /* ------------------------------------------------------------------ */
 
-static const char claim_sql[] =
+/* The claim, with its batch size written in (printf format: %zu = the
+ * limit).  A LIMIT given as a parameter would leave the planner, for a
+ * prepared statement's generic plan, assuming a tenth of the table and
+ * joining it by a sequential scan: so it kept planning every claim afresh
+ * (a seventh of the claim's time).  With the number in the text, each
+ * batch size is its own prepared statement whose generic plan is the one
+ * that a fresh plan would be. */
+static const char claim_sql_fmt[] =
 	/* two index-ordered scans (job_runs_claim_idx, job_runs_lease_idx): one
 	 * OR over both made the planner scan and sort the whole backlog on
 	 * every claim.  Rows locked by a branch but cut by the outer limit stay
 	 * locked only until this statement commits. */
 	"with due as (select id, run_at from job_runs"
 	"              where transport = 'pg' and status in ('queued','failed') and run_at <= now()"
-	"              order by run_at limit $1::int for update skip locked),"
+	"              order by run_at limit %zu for update skip locked),"
 	"     lost as (select id, run_at from job_runs"
 	"               where status = 'running' and lease_until < now() and transport = 'pg'"
 	"                 and attempts < max_attempts"
-	"               order by lease_until limit $1::int for update skip locked)"
+	"               order by lease_until limit %zu for update skip locked)"
 	"update job_runs j set status = 'running', attempts = j.attempts + 1,"
-	"       started_at = now(), finished_at = null, consumer = $2,"
-	"       lease_until = now() + make_interval(secs => $3::bigint / 1000.0),"
+	"       started_at = now(), finished_at = null, consumer = $1,"
+	"       lease_until = now() + make_interval(secs => $2::bigint / 1000.0),"
 	"       updated_at = now()"
 	"  from (select id, reclaimed from (select id, run_at, false as reclaimed from due"
 	"                                   union all select id, run_at, true from lost) b"
-	"         order by run_at limit $1::int) c"
+	"         order by run_at limit %zu) c"
 	" where j.id = c.id"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.source, j.attempts, j.max_attempts,"
 	"   (extract(epoch from j.enqueued_at) * 1000)::bigint, j.idempotency_key,"
 	"   (extract(epoch from j.started_at) * 1000)::bigint, c.reclaimed";
+
+/* Prepared claims by batch size: the worker's batches are powers of two
+ * (worker.c); other sizes are planned each time. */
+static const char *const claim_names[] = {
+	"jr_claim_1", "jr_claim_2", "jr_claim_4", "jr_claim_8",
+	"jr_claim_16", "jr_claim_32", "jr_claim_64", "jr_claim_128",
+};
+
+static PGresult *claim_query(struct pgq *p, size_t max, const char *const *params)
+{
+	char sql[sizeof claim_sql_fmt + 64];
+	snprintf(sql, sizeof sql, claim_sql_fmt, max, max, max);
+	for (size_t i = 0; i < sizeof claim_names / sizeof claim_names[0]; i++)
+		if (max == (size_t)1 << i)
+			return db_query_prepared(&p->db, claim_names[i], sql, 2, params);
+	return db_query(&p->db, sql, 2, params);
+}
 
 /* A run whose consumer went silent on its last attempt has no attempt left
  * to give to another consumer: it is dead. */
@@ -280,24 +316,25 @@ static void pgq_wait(struct pgq *p, int64_t ms)
 static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block_ms, size_t *n)
 {
 	struct pgq *p = (struct pgq *)q;
-	char lim[16], lease[24];
-	snprintf(lim, sizeof lim, "%zu", max);
+	char lease[24];
 	snprintf(lease, sizeof lease, "%lld", (long long)q->cfg->job_lease_ms);
-	const char *params[3] = { lim, q->consumer, lease };
+	const char *params[2] = { q->consumer, lease };
 	*n = 0;
 	if (block_ms > 0 && pgq_listen(p))
 		return pgq_code(p);
 	int64_t now = mono_ms();
 	if (now - p->last_dead_sweep_ms > 1000) {
 		p->last_dead_sweep_ms = now;
-		if (db_exec(&p->db, dead_sweep_sql, 0, NULL))
+		PGresult *r = db_query_prepared(&p->db, "jr_dead_sweep", dead_sweep_sql, 0, NULL);
+		if (!r)
 			return pgq_code(p);
+		PQclear(r);
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
 		if (q->stop && *q->stop)
 			return QUEUE_OK;   /* shutting down: claim nothing more */
-		PGresult *res = db_query(&p->db, claim_sql, 3, params);
+		PGresult *res = claim_query(p, max, params);
 		if (!res)
 			return pgq_code(p);
 		int rows = PQntuples(res);
@@ -397,7 +434,7 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		params[c] = col[c].buf;
 	}
 	params[NCOL] = q->consumer;
-	PGresult *r = db_query(&p->db, complete_sql, NCOL + 1, params);
+	PGresult *r = db_query_prepared(&p->db, "jr_complete", complete_sql, NCOL + 1, params);
 	if (!r) {
 		rc = pgq_code(p);
 		goto out;

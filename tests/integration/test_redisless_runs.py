@@ -191,6 +191,50 @@ def test_fencing_discards_a_stale_result(bins, migrated, spawn, db_url):
     assert stopped(b)["succeeded"] == 1
 
 
+def test_queue_connections_dropped_mid_stream_prepare_again_and_every_run_finishes(
+        bins, migrated, spawn, db_url):
+    """The claim and the complete are prepared statements, prepared once per
+    connection.  When PostgreSQL drops the consumer's queue connections in the
+    middle of a stream of runs, the new connections prepare them again: every
+    run still succeeds (a run whose completion was lost with its connection
+    runs again after its lease), and runs enqueued afterwards flow too."""
+    db = migrated
+    a = start(spawn, db_url, "A")
+    ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1}', count=2000)
+    harness.wait_until(lambda: db.scalar(
+        "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND status = 'succeeded'", (ids,)) >= 200,
+        timeout=30, msg="the first runs to succeed")
+    # the statements exist on the server side of the queue connections
+    assert db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobrunner-queue'") >= 1
+    killed = db.scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                       " WHERE application_name = 'jobrunner-queue'")
+    assert killed >= 1
+    rows = jrcli.wait_runs(db, ids, "succeeded", timeout=60)
+    assert sum(1 for r in rows.values() if r["attempts"] == 1) > 1000
+    more = jrcli.enqueue(bins, db_url, "noop", count=50)
+    jrcli.wait_runs(db, more, "succeeded", timeout=20)
+    assert jrcli.events(a, "run_fenced") == []
+    ca = stopped(a)
+    assert ca["dead"] == 0
+
+
+def test_a_stale_result_is_fenced_when_the_run_went_back_to_the_queue(bins, migrated, spawn, db_url):
+    """Fencing is the row's (attempts, consumer, status = 'running'): a result
+    whose run was reset behind the consumer's back (an operator requeued it)
+    is discarded, and the row keeps the newer state."""
+    db = migrated
+    a = start(spawn, db_url, "A", WORKER_CONCURRENCY=1)
+    ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1500}')
+    jrcli.wait_runs(db, ids, "running")
+    db.execute("UPDATE job_runs SET status = 'queued', run_at = now() + interval '1 hour',"
+               " lease_until = null WHERE id = %s", (ids[0],))
+    fenced = a.wait_for_log({"event": "run_fenced", "runId": ids[0]}, timeout=10)
+    assert fenced["attempt"] == 1
+    row = jrcli.runs(db, ids)[ids[0]]
+    assert (row["status"], row["attempts"], row["finished_at"]) == ("queued", 1, None)
+    stopped(a)
+
+
 # ---- --drain-once ---------------------------------------------------------------------------
 
 def drain(bins, db_url, args=("--drain-once",), **kw):
