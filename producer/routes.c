@@ -17,7 +17,7 @@
  * after an outage are not answered 503 for a dependency that is back.
  * Reads (run status, dead list, job metrics) come from PostgreSQL, the
  * system of record; in Redis mode a run's row is written behind the stream
- * by the consumers' history writer and appears within about a second.
+ * by the consumers' history writer and appears within a second or two.
  */
 #include <pthread.h>
 #include <stdio.h>
