@@ -1086,7 +1086,7 @@ static int announce_started(struct rqueue *rq, const struct run *runs, size_t n)
 static int rq_announce(struct queue *q, const struct run *r)
 {
 	struct rqueue *rq = rq_of(q);
-	if (rconn_connect(&rq->rc) || announce_started(rq, r, 1))
+	if (announce_started(rq, r, 1))   /* rconn_cmd connects if needed */
 		return rq_fail(rq);
 	return rq_ok(rq);
 }

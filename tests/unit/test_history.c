@@ -365,6 +365,16 @@ static void test_two_writers_share_the_work(void)
 	q->ops->destroy(q);
 }
 
+/* Ends the history writers' PostgreSQL sessions (the server side). */
+static void kill_writer_connection(void)
+{
+	struct db db;
+	db_init(&db, pg_url, "test", 10000);
+	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
+		      " where application_name = 'jobrunner-history'", 0, NULL) == 0);
+	db_release(&db);
+}
+
 static void test_postgres_connection_lost(void)
 {
 	struct queue *q;
@@ -374,11 +384,7 @@ static void test_postgres_connection_lost(void)
 	size_t w;
 	produce(q, 40);
 	/* the writer's connection dies between two batches */
-	struct db db;
-	db_init(&db, pg_url, "test", 10000);
-	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
-		      " where application_name = 'jobrunner-history'", 0, NULL) == 0);
-	db_release(&db);
+	kill_writer_connection();
 	int failed = 0;
 	for (int i = 0; i < 10; i++) {
 		if (history_step(h, 0, &w))
@@ -480,6 +486,18 @@ static void test_running_deferred_running_succeeded(void)
 	q->ops->destroy(q);
 }
 
+/* Enqueues n noop runs (nothing else set). */
+static void enqueue_noops(struct queue *q, size_t n)
+{
+	struct run *runs = xcalloc(n, sizeof *runs);
+	for (size_t i = 0; i < n; i++)
+		runs[i].job = xstrdup("noop");
+	CHECK(q->ops->enqueue(q, runs, n) == 0);
+	for (size_t i = 0; i < n; i++)
+		run_clear(&runs[i]);
+	free(runs);
+}
+
 /* Claims up to n runs and completes them all as succeeded; how many. */
 static size_t succeed(struct queue *q, size_t n)
 {
@@ -505,13 +523,7 @@ static void test_quick_runs_cost_one_row(void)
 	if (open_pair(&q, &h))
 		return;
 	size_t w;
-	struct run *runs = xcalloc(1000, sizeof *runs);
-	for (int i = 0; i < 1000; i++)
-		runs[i].job = xstrdup("noop");
-	CHECK(q->ops->enqueue(q, runs, 1000) == 0);
-	for (int i = 0; i < 1000; i++)
-		run_clear(&runs[i]);
-	free(runs);
+	enqueue_noops(q, 1000);
 	CHECK(succeed(q, 500) == 500);
 	/* ends of 500 runs, then 1000 queued entries: 500 rows, 500 wait */
 	CHECK(history_step(h, 100, &w) == 0);
@@ -539,24 +551,14 @@ static void test_carried_rows_survive_a_postgres_failure(void)
 	struct history *h;
 	if (open_pair(&q, &h))
 		return;
-	struct run *runs = xcalloc(600, sizeof *runs);
-	for (int i = 0; i < 600; i++)
-		runs[i].job = xstrdup("noop");
-	CHECK(q->ops->enqueue(q, runs, 600) == 0);
-	for (int i = 0; i < 600; i++)
-		run_clear(&runs[i]);
-	free(runs);
+	enqueue_noops(q, 600);
 	CHECK(succeed(q, 100) == 100);
 	size_t w;
 	CHECK(history_step(h, 100, &w) == 0);
 	struct history_counts c;
 	history_get_counts(h, &c);
 	CHECK(c.carried == 500);
-	struct db db;
-	db_init(&db, pg_url, "test", 10000);
-	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
-		      " where application_name = 'jobrunner-history'", 0, NULL) == 0);
-	db_release(&db);
+	kill_writer_connection();
 	CHECK(succeed(q, 500) == 500);
 	int failed = 0;
 	for (int i = 0; i < 20; i++) {
