@@ -460,6 +460,21 @@ out:
 	return rc;
 }
 
+/* SKIP LOCKED: a row that another session holds locked is being completed
+ * (or reclaimed, its lease already gone): it needs no extension, and the
+ * heartbeat must not wait for it.  A plain UPDATE waited there, and an
+ * extend and a complete of the same batch, each locking the rows in its
+ * own order, deadlocked: PostgreSQL broke the cycle after deadlock_timeout
+ * (1 s), by which time the batch's leases had run out, its runs were
+ * reclaimed and ran twice, and every other thread's extension waited too. */
+static const char extend_sql[] =
+	"update job_runs j set lease_until = now() + make_interval(secs => $4::bigint / 1000.0)"
+	"  from (select r.id from job_runs r join unnest($1::text[], $2::int[]) as u(id, fence)"
+	"          on r.id = u.id"
+	"         where r.attempts = u.fence and r.status = 'running' and r.consumer = $3"
+	"           for update of r skip locked) s"
+	" where j.id = s.id";
+
 static int pgq_extend(struct queue *q, const struct run *runs, size_t n)
 {
 	struct pgq *p = (struct pgq *)q;
@@ -482,11 +497,7 @@ static int pgq_extend(struct queue *q, const struct run *runs, size_t n)
 	snprintf(lease, sizeof lease, "%lld", (long long)q->cfg->job_lease_ms);
 	const char *params[4] = { ids.buf, fences.buf, q->consumer, lease };
 	int rc = QUEUE_OK;
-	if (m && db_exec(&p->db,
-			 "update job_runs j set lease_until = now() + make_interval(secs => $4::bigint / 1000.0)"
-			 "  from unnest($1::text[], $2::int[]) as u(id, fence)"
-			 " where j.id = u.id and j.attempts = u.fence and j.status = 'running'"
-			 "   and j.consumer = $3", 4, params))
+	if (m && db_exec(&p->db, extend_sql, 4, params))
 		rc = pgq_code(p);
 	sb_release(&ids);
 	sb_release(&fences);

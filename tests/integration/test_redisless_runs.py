@@ -86,6 +86,39 @@ def test_a_live_consumer_keeps_its_lease(bins, migrated, spawn, db_url):
     assert jrcli.events(a, "run_fenced") == []
 
 
+def test_a_row_locked_by_another_session_does_not_stall_the_heartbeat(
+        bins, migrated, spawn, db_url):
+    """The heartbeat extends each thread's runs in turn on one connection.  A
+    run's row held locked by another session (a complete in flight, an
+    operator's transaction) is skipped, not waited for: while one row stays
+    locked for longer than the lease, the other runs' leases are still
+    extended and a hungry second consumer takes none of them.  (A plain
+    UPDATE waited there; extend and complete of the same batch then
+    deadlocked for deadlock_timeout, long enough for leases to run out.)"""
+    db = migrated
+    a = start(spawn, db_url, "A", WORKER_CONCURRENCY=4)
+    ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 3500}', count=4)
+    jrcli.wait_runs(db, ids, "running")
+    b = start(spawn, db_url, "B")
+    conn = db.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT id FROM job_runs WHERE id = %s FOR UPDATE", (ids[0],))
+        time.sleep(2.5)   # 2.5 leases
+        cur.execute("ROLLBACK")
+    finally:
+        conn.close()
+    rows = jrcli.wait_runs(db, ids, "succeeded", timeout=20)
+    # the locked run may have lost its lease (nobody could extend it); the
+    # other three never did
+    for i in ids[1:]:
+        assert (rows[i]["consumer"], rows[i]["attempts"]) == ("A", 1), rows[i]
+        assert run_events(a, "run_fenced", i) == []
+    stopped(b)
+    stopped(a)
+
+
 # ---- failures, retries, dead runs ------------------------------------------------------
 
 def test_fail_times_2_succeeds_on_the_third_attempt(bins, migrated, spawn, db_url):
