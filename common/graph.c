@@ -1,12 +1,14 @@
 /* graph.c -- see graph.h for the contract and the error classification.
  *
- * Layout: URL helpers (redaction, origin, path) -> message scrubbing ->
- * classification of answers -> the curl transport -> the API.
+ * Layout: libcurl loading -> URL helpers (redaction, origin, path) ->
+ * message scrubbing -> classification of answers -> the curl transport ->
+ * the API.
  */
 #include "graph.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #define GRAPH_MAX_HEADER_BYTES 8192   /* captured header values are cut here */
 #define GRAPH_CONNECT_TIMEOUT_MAX_MS 10000
+#define GRAPH_LIBCURL "libcurl.so.4"   /* curl's ABI 4, the one its headers describe */
 
 struct graph_client {
 	CURL *curl;
@@ -35,6 +38,59 @@ struct graph_client {
 	struct strbuf usage;        /* X-Business-Use-Case-Usage */
 	struct strbuf retry_after;  /* Retry-After */
 };
+
+/* ------------------------------------------------------------------ */
+/* libcurl, loaded on first use                                        */
+/* ------------------------------------------------------------------ */
+
+/* libcurl is opened with dlopen() the first time a Graph client is made,
+ * not linked: only the Meta jobs use it, and with what it pulls in (nghttp2,
+ * ssh2, rtmp, idn2, psl, brotli, ...) it added 0.8 MiB to the resident size
+ * of every consumer and producer, idle or not.  The calls go through this
+ * table; the names keep curl's without the "curl_" prefix. */
+#define CURL_FUNCS(X)                                                          \
+	X(global_init) X(easy_init) X(easy_setopt) X(easy_perform) X(easy_getinfo) \
+	X(easy_strerror) X(easy_cleanup) X(free) X(slist_append) X(slist_free_all) \
+	X(url) X(url_set) X(url_get) X(url_cleanup)
+
+static struct {
+#define X(f) __typeof__(curl_##f) *f;
+	CURL_FUNCS(X)
+#undef X
+	void *lib;            /* NULL: not loaded, err says why */
+	char err[200];
+} cl;
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_load(void)
+{
+	void *lib = dlopen(GRAPH_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		const char *e = dlerror();
+		snprintf(cl.err, sizeof cl.err, "cannot load %s: %s", GRAPH_LIBCURL, e ? e : "?");
+		return;
+	}
+	/* POSIX's way of storing a dlsym() result in a function pointer */
+#define X(f)                                                                   \
+	if (!cl.err[0] && !(*(void **)&cl.f = dlsym(lib, "curl_" #f)))         \
+		snprintf(cl.err, sizeof cl.err, "%s has no curl_" #f, GRAPH_LIBCURL);
+	CURL_FUNCS(X)
+#undef X
+	if (!cl.err[0] && cl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		snprintf(cl.err, sizeof cl.err, "curl_global_init failed");
+	if (cl.err[0])
+		dlclose(lib);
+	else
+		cl.lib = lib;
+}
+
+/* 1 when libcurl is usable (loading it the first time), else 0. */
+static int curl_ready(void)
+{
+	pthread_once(&curl_once, curl_load);
+	return cl.lib != NULL;
+}
 
 /* ------------------------------------------------------------------ */
 /* URL helpers                                                         */
@@ -91,11 +147,11 @@ void graph_redact_url(const char *url, char *out, size_t outlen)
 static int origin_parts(CURLU *u, const char *url, char **scheme, char **host, char **port)
 {
 	*scheme = *host = *port = NULL;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+	if (cl.url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
 		return -1;
-	if (curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+	if (cl.url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
+	    cl.url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK ||
+	    cl.url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) != CURLUE_OK)
 		return -1;
 	if (strcasecmp(*scheme, "http") && strcasecmp(*scheme, "https"))
 		return -1;
@@ -104,7 +160,9 @@ static int origin_parts(CURLU *u, const char *url, char **scheme, char **host, c
 
 int graph_same_origin(const char *a, const char *b)
 {
-	CURLU *ua = curl_url(), *ub = curl_url();
+	if (!curl_ready())
+		return 0;   /* nothing can be fetched anyway */
+	CURLU *ua = cl.url(), *ub = cl.url();
 	char *sa, *ha, *pa, *sb, *hb, *pb;
 	int same = 0;
 	if (!ua || !ub)
@@ -113,14 +171,14 @@ int graph_same_origin(const char *a, const char *b)
 	int rb = origin_parts(ub, b, &sb, &hb, &pb);
 	if (!ra && !rb)
 		same = !strcasecmp(sa, sb) && !strcasecmp(ha, hb) && !strcmp(pa, pb);
-	curl_free(sa);
-	curl_free(ha);
-	curl_free(pa);
-	curl_free(sb);
-	curl_free(hb);
-	curl_free(pb);
-	curl_url_cleanup(ua);
-	curl_url_cleanup(ub);
+	cl.free(sa);
+	cl.free(ha);
+	cl.free(pa);
+	cl.free(sb);
+	cl.free(hb);
+	cl.free(pb);
+	cl.url_cleanup(ua);
+	cl.url_cleanup(ub);
 	return same;
 }
 
@@ -338,16 +396,6 @@ int graph_day_range(int64_t now_ms, int64_t days, char since[11], char until[11]
 /* transport                                                           */
 /* ------------------------------------------------------------------ */
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		fprintf(stderr, "jobrunner: curl_global_init failed\n");
-		abort();
-	}
-}
-
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct graph_client *c = arg;
@@ -391,7 +439,6 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 
 struct graph_client *graph_client_new(const struct config *cfg)
 {
-	pthread_once(&curl_once, curl_init_once);
 	struct graph_client *c = xcalloc(1, sizeof(*c));
 	const char *base = cfg->meta_graph_url && *cfg->meta_graph_url
 				   ? cfg->meta_graph_url : "https://graph.facebook.com/v21.0";
@@ -403,27 +450,27 @@ struct graph_client *graph_client_new(const struct config *cfg)
 				? xstrdup(cfg->meta_app_secret) : NULL;
 	c->timeout_ms = cfg->meta_http_timeout_ms > 0 ? cfg->meta_http_timeout_ms
 						      : GRAPH_DEFAULT_TIMEOUT_MS;
-	c->curl = curl_easy_init();
-	if (!c->curl) {
-		fprintf(stderr, "jobrunner: curl_easy_init failed\n");
-		abort();
-	}
+	/* without libcurl the client is made all the same; perform() then
+	 * answers every request with the reason (cl.err) */
+	c->curl = curl_ready() ? cl.easy_init() : NULL;
+	if (!c->curl)
+		return c;
 	long connect_ms = (long)(c->timeout_ms < GRAPH_CONNECT_TIMEOUT_MAX_MS
 					 ? c->timeout_ms : GRAPH_CONNECT_TIMEOUT_MAX_MS);
 	CURL *h = c->curl;
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "jobrunner/" JR_VERSION);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+	cl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	cl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+	cl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
+	cl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	cl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	cl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	cl.easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	cl.easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	cl.easy_setopt(h, CURLOPT_USERAGENT, "jobrunner/" JR_VERSION);
+	cl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	cl.easy_setopt(h, CURLOPT_WRITEDATA, c);
+	cl.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	cl.easy_setopt(h, CURLOPT_HEADERDATA, c);
 	return c;
 }
 
@@ -431,7 +478,8 @@ void graph_client_free(struct graph_client *c)
 {
 	if (!c)
 		return;
-	curl_easy_cleanup(c->curl);
+	if (c->curl)
+		cl.easy_cleanup(c->curl);
 	free(c->base_url);
 	if (c->app_secret)
 		explicit_bzero(c->app_secret, strlen(c->app_secret));
@@ -469,7 +517,7 @@ static void wipe_slist(struct curl_slist *l)
 {
 	for (struct curl_slist *p = l; p; p = p->next)
 		explicit_bzero(p->data, strlen(p->data));
-	curl_slist_free_all(l);
+	cl.slist_free_all(l);
 }
 
 /* One GET of url.  what names it in messages (no query); secrets are
@@ -482,21 +530,28 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 	sb_reset(&c->usage);
 	sb_reset(&c->retry_after);
 	c->body_over = 0;
+	if (!c->curl) {
+		/* a deployment without libcurl: no retry will do better */
+		res->kind = GRAPH_PERMANENT;
+		snprintf(res->message, sizeof(res->message), "%s: %s", what,
+			 cl.err[0] ? cl.err : "curl_easy_init failed");
+		return -1;
+	}
 
-	struct curl_slist *hdrs = curl_slist_append(NULL, "Accept: application/json");
+	struct curl_slist *hdrs = cl.slist_append(NULL, "Accept: application/json");
 	if (token) {
 		char *auth = xasprintf("Authorization: Bearer %s", token);
-		hdrs = curl_slist_append(hdrs, auth);
+		hdrs = cl.slist_append(hdrs, auth);
 		explicit_bzero(auth, strlen(auth));
 		free(auth);
 	}
 	if (!hdrs)
 		abort();
-	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
-	curl_easy_setopt(c->curl, CURLOPT_URL, url);
-	CURLcode rc = curl_easy_perform(c->curl);
-	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
+	cl.easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
+	cl.easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
+	cl.easy_setopt(c->curl, CURLOPT_URL, url);
+	CURLcode rc = cl.easy_perform(c->curl);
+	cl.easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
 	wipe_slist(hdrs);
 
 	if (rc == CURLE_WRITE_ERROR && c->body_over) {
@@ -509,10 +564,10 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 			 (long long)c->timeout_ms);
 	} else if (rc != CURLE_OK) {
 		res->kind = curl_kind(rc);
-		snprintf(res->message, sizeof(res->message), "%s: %s", what, curl_easy_strerror(rc));
+		snprintf(res->message, sizeof(res->message), "%s: %s", what, cl.easy_strerror(rc));
 	} else {
 		long status = 0;
-		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+		cl.easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
 		graph_classify(status, c->body.buf ? c->body.buf : "", c->body.len,
 			       c->usage.len ? c->usage.buf : NULL,
 			       c->retry_after.len ? c->retry_after.buf : NULL, what, res);
@@ -523,16 +578,20 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 	return res->kind == GRAPH_OK ? 0 : -1;
 }
 
-/* Appends "&name=value" (escaped) to sb; the first one gets '?'. */
-static void add_param(struct graph_client *c, struct strbuf *sb, const char *name,
-		      const char *value)
+/* Appends "&name=value" to sb, value percent-encoded (all but RFC 3986's
+ * unreserved characters, as curl_easy_escape); the first one gets '?'. */
+static void add_param(struct strbuf *sb, const char *name, const char *value)
 {
-	char *v = curl_easy_escape(c->curl, value, 0);
-	if (!v)
-		abort();
-	sb_addf(sb, "%c%s=%s", strchr(sb->buf, '?') ? '&' : '?', name, v);
-	explicit_bzero(v, strlen(v));
-	curl_free(v);
+	static const char hex[] = "0123456789ABCDEF";
+	sb_addf(sb, "%c%s=", strchr(sb->buf, '?') ? '&' : '?', name);
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+			sb_add(sb, (const char *)p, 1);
+		} else {
+			char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
+			sb_add(sb, e, 3);
+		}
+	}
 }
 
 static void add_proof(struct graph_client *c, struct strbuf *sb, const char *token)
@@ -541,7 +600,7 @@ static void add_proof(struct graph_client *c, struct strbuf *sb, const char *tok
 	char hex[SHA256_HEX_LEN + 1];
 	sha256_hmac(c->app_secret, strlen(c->app_secret), token, strlen(token), mac);
 	sha256_hex(mac, hex);
-	add_param(c, sb, "appsecret_proof", hex);
+	add_param(sb, "appsecret_proof", hex);
 }
 
 /* The secrets of one call: token, app secret and secret params. */
@@ -579,7 +638,7 @@ int graph_get(struct graph_client *c, const char *path, const struct graph_param
 	sb_addf(&url, "%s%s", c->base_url, path);
 	for (size_t i = 0; i < nparams; i++)
 		if (params[i].value)          /* a NULL value leaves the parameter out */
-			add_param(c, &url, params[i].name, params[i].value);
+			add_param(&url, params[i].name, params[i].value);
 	if (c->app_secret && access_token)
 		add_proof(c, &url, access_token);
 

@@ -79,8 +79,10 @@ struct graph_param {
 struct graph_client;
 
 /* Makes a client for cfg's META_GRAPH_URL, META_APP_SECRET and
- * META_HTTP_TIMEOUT_MS (strings are copied).  Never NULL (aborts on OOM or
- * when curl cannot make a handle).  Free with graph_client_free(). */
+ * META_HTTP_TIMEOUT_MS (strings are copied); the first one opens libcurl
+ * (dlopen).  Never NULL (aborts on OOM); when libcurl cannot be loaded or
+ * make a handle, every request of the client fails GRAPH_PERMANENT with the
+ * reason.  Free with graph_client_free(). */
 struct graph_client *graph_client_new(const struct config *cfg);
 void graph_client_free(struct graph_client *c);   /* NULL is fine */
 /* The calling thread's client: ctx->http, made on first use.  The worker

@@ -405,6 +405,41 @@ def test_spend_permanent_error_fails_with_metas_message(meta, stub):
     assert meta.conn("org_p")["status"] == "active"
 
 
+def mapped(proc, name):
+    with open("/proc/%d/maps" % proc.pid) as f:
+        return any(name in line for line in f)
+
+
+def test_libcurl_is_loaded_by_the_first_graph_call_only(meta, stub):
+    """libcurl is opened on first use (dlopen): a consumer that never calls
+    the Graph API does not carry it (0.6 MiB of resident memory)."""
+    stub.add_account("161", token="tokL-16161616", rows=[(days_ago(0), "1.61")])
+    meta.connect("org_l", "161", "tokL-16161616")
+    c = meta.consumer()
+    r = meta.wait_run(meta.enqueue("noop"))
+    assert r["status"] == "succeeded"
+    assert not mapped(c, "libcurl.so")
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_l"))
+    assert r["status"] == "succeeded", r
+    assert mapped(c, "libcurl.so")
+
+
+def test_without_a_loadable_libcurl_meta_runs_fail_with_the_reason(meta, stub, tmp_path):
+    """A deployment whose libcurl cannot be loaded: the Meta runs are dead
+    at once (no retry will do better), the error says why, and the consumer
+    carries on with other work."""
+    (tmp_path / "libcurl.so.4").write_text("not a shared object\n")
+    stub.add_account("171", token="tokM-17171717", rows=[(days_ago(0), "1.71")])
+    meta.connect("org_m", "171", "tokM-17171717")
+    c = meta.consumer(LD_LIBRARY_PATH=str(tmp_path))
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_m"))
+    assert r["status"] == "dead" and r["attempts"] == 1, r
+    assert "cannot load libcurl.so.4" in r["error"], r["error"]
+    assert stub.count("/act_171/") == 0
+    assert meta.wait_run(meta.enqueue("noop"))["status"] == "succeeded"
+    assert c.returncode is None, c.log_tail()
+
+
 def test_spend_metas_message_echoing_the_token_is_scrubbed(meta, stub):
     tok = "EAAGm0PX4ZCpsBAMalformed77"
     stub.add_account("131", token=tok, rows=[(days_ago(0), "1.31")])
