@@ -3,7 +3,11 @@
  * share one "_other" series so that junk input cannot grow memory. */
 #include "jrmetrics.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "metrics.h"
 #include "queue.h"
@@ -12,7 +16,7 @@
 
 #define MAX_JOBS 16
 
-enum { F_ENQ, F_START, F_OK, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_NFAM };
+enum { F_ENQ, F_START, F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_NFAM };
 
 static struct {
 	int ready;
@@ -36,6 +40,114 @@ static const char *const fam_names[F_NFAM][2] = {
 	{ "jobrunner_runs_deferred_total", "Runs put back without an attempt (per-org limits, shutdown)." },
 	{ "jobrunner_runs_fenced_total", "Results discarded because the lease had passed to another consumer." },
 };
+
+/* ---- process_*: the families Prometheus client libraries export by
+ * default, with their names and units, read from /proc at scrape time ---- */
+
+static double start_time_s;   /* the process's start, Unix seconds */
+
+/* The process's start from /proc: boot time (btime of /proc/stat) plus
+ * starttime (field 22 of /proc/self/stat, in clock ticks); 0 if unknown. */
+static double read_start_time(void)
+{
+	char buf[1024];
+	double btime = 0;
+	FILE *f = fopen("/proc/stat", "r");
+	if (f) {
+		while (fgets(buf, sizeof buf, f))
+			if (sscanf(buf, "btime %lf", &btime) == 1)
+				break;
+		fclose(f);
+	}
+	unsigned long long ticks = 0;
+	f = fopen("/proc/self/stat", "r");
+	if (f) {
+		size_t n = fread(buf, 1, sizeof buf - 1, f);
+		buf[n] = '\0';
+		fclose(f);
+		/* after "pid (comm) ": comm may hold spaces and parentheses */
+		const char *p = strrchr(buf, ')');
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u"
+				       " %*d %*d %*d %*d %*d %*d %llu", &ticks) != 1)
+			ticks = 0;
+	}
+	long hz = sysconf(_SC_CLK_TCK);
+	return btime > 0 && ticks && hz > 0 ? btime + (double)ticks / (double)hz : 0;
+}
+
+static void emit_cpu(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		metrics_emit(e, (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+				(double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6, NULL, NULL);
+}
+
+/* /proc/self/statm: size and resident, in pages; which: 0 or 1 */
+static void emit_statm(struct metrics_emitter *e, int which)
+{
+	unsigned long long v[2];
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return;
+	int ok = fscanf(f, "%llu %llu", &v[0], &v[1]) == 2;
+	fclose(f);
+	if (ok)
+		metrics_emit(e, (double)v[which] * (double)sysconf(_SC_PAGESIZE), NULL, NULL);
+}
+
+static void emit_vsize(void *ctx, struct metrics_emitter *e) { (void)ctx; emit_statm(e, 0); }
+static void emit_rss(void *ctx, struct metrics_emitter *e) { (void)ctx; emit_statm(e, 1); }
+
+static void emit_open_fds(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	long n = 0;
+	for (struct dirent *de; (de = readdir(d)) != NULL;)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	metrics_emit(e, (double)(n - 1), NULL, NULL);   /* not the one opendir holds */
+}
+
+static void emit_max_fds(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		metrics_emit(e, (double)rl.rlim_cur, NULL, NULL);
+}
+
+static void emit_start_time(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	if (start_time_s > 0)
+		metrics_emit(e, start_time_s, NULL, NULL);
+}
+
+static void process_metrics_init(struct metrics *reg)
+{
+	static const struct {
+		enum metric_type type;
+		const char *name, *help;
+		metrics_collect_fn *fn;
+	} fams[] = {
+		{ METRIC_COUNTER, "process_cpu_seconds_total",
+		  "Total user and system CPU time spent in seconds.", emit_cpu },
+		{ METRIC_GAUGE, "process_resident_memory_bytes", "Resident memory size in bytes.", emit_rss },
+		{ METRIC_GAUGE, "process_virtual_memory_bytes", "Virtual memory size in bytes.", emit_vsize },
+		{ METRIC_GAUGE, "process_open_fds", "Number of open file descriptors.", emit_open_fds },
+		{ METRIC_GAUGE, "process_max_fds", "Maximum number of open file descriptors.", emit_max_fds },
+		{ METRIC_GAUGE, "process_start_time_seconds",
+		  "Start time of the process since unix epoch in seconds.", emit_start_time },
+	};
+	start_time_s = read_start_time();
+	for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++)
+		metrics_callback(reg, fams[i].type, fams[i].name, fams[i].help, NULL, NULL, fams[i].fn, NULL);
+}
 
 void jrm_init(void)
 {
@@ -85,6 +197,7 @@ void jrm_init(void)
 	m.hist_written = metrics_with(hist, "written", NULL);
 	m.hist_skipped = metrics_with(hist, "skipped", NULL);
 	m.hist_dropped = metrics_with(hist, "dropped", NULL);
+	process_metrics_init(reg);
 	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
 }
 
@@ -116,7 +229,7 @@ void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms
 {
 	if (!m.ready)
 		return;
-	static const int fam[] = { F_OK, F_FAIL, F_DEAD, F_DEFER, F_FENCE };
+	static const int fam[] = { F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE };
 	size_t i = job_index(job);
 	metrics_inc(m.per_job[fam[outcome]][i]);
 	if (outcome != JRM_DEFERRED)

@@ -11,6 +11,7 @@ Most tests share one system per mode (module scope); those that need an
 empty queue or no consumer start their own.
 """
 
+import os
 import threading
 import time
 
@@ -506,6 +507,32 @@ PRODUCER_FAMILIES = {
     "jobrunner_history_rows_total": "counter",
 }
 CONSUMER_FAMILIES = {k: v for k, v in PRODUCER_FAMILIES.items() if k != "jobrunner_queue_depth"}
+PROCESS_FAMILIES = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+}
+
+
+def assert_process_metrics(text, proc):
+    """The process_* families describe proc itself: its start, its resident
+    size (against /proc's VmRSS), its descriptors (against /proc/PID/fd)."""
+    types, samples = prometheus(text)
+    for fam, kind in PROCESS_FAMILIES.items():
+        assert types.get(fam) == kind, (fam, types.get(fam))
+    assert abs(metric(samples, "process_start_time_seconds") - proc.started_at) < 5
+    assert metric(samples, "process_cpu_seconds_total") > 0
+    with open("/proc/%d/status" % proc.pid) as f:
+        vmrss = int(next(ln for ln in f if ln.startswith("VmRSS:")).split()[1]) * 1024
+    rss = metric(samples, "process_resident_memory_bytes")
+    assert vmrss / 2 < rss < vmrss * 2, (rss, vmrss)
+    assert metric(samples, "process_virtual_memory_bytes") >= rss
+    fds = len(os.listdir("/proc/%d/fd" % proc.pid))
+    assert 3 <= metric(samples, "process_open_fds") <= fds + 8, fds
+    assert metric(samples, "process_max_fds") >= metric(samples, "process_open_fds")
 
 
 def test_prometheus_on_producer_and_consumer(system):
@@ -526,6 +553,7 @@ def test_prometheus_on_producer_and_consumer(system):
     for state in ("queued", "running", "delayed", "dead"):
         assert metric(samples, "jobrunner_queue_depth", state=state) is not None, state
     assert metric(samples, "jobrunner_queue_depth", state="dead") >= 1
+    assert_process_metrics(text, system.producer)
 
     def consumer_counts():
         st, hd, body = health.get("/metrics")
@@ -547,6 +575,7 @@ def test_prometheus_on_producer_and_consumer(system):
     for state in ("queued", "running", "delayed", "dead"):
         assert metric(smp, "jobrunner_queue_depth", state=state) is not None, state
     assert metric(smp, "jobrunner_queue_depth", state="dead") >= 1
+    assert_process_metrics(health.get("/metrics")[2], proc)
     if system.mode == "redis":
         # the history writers (producer's and consumer's) count the rows they wrote
         def history_written():

@@ -609,6 +609,7 @@ class Proc:
         self._lines = []
         self._partial = b""
         self._offset = 0
+        self.started_at = time.time()
         self.popen = _popen(self.argv, env=self.env, log_path=self.log_path,
                             cwd=cwd or self.dir)
         _REGISTRY.append(self)
