@@ -11,21 +11,14 @@
 // its own.  Jobs use BullMQ's default options (completed jobs are kept).
 'use strict';
 
-const { fork } = require('child_process');
-const path = require('path');
 const { performance } = require('perf_hooks');
+const { PROCESS_TIMEOUT_S, wallMs, sleep, rss, maxRss, startChild, latencySummary, run } =
+  require('./bench_lib');
 const { Queue, Worker } = require('bullmq');
 
 const [port, mode, arg1, arg2] = process.argv.slice(2);
 const connection = { host: '127.0.0.1', port: Number(port), maxRetriesPerRequest: null };
 const CHUNK = 1000;
-const PROCESS_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S || 20);
-
-const wallMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const mib = (bytes) => Math.round((bytes / 1048576) * 10) / 10;
-const rss = () => mib(process.memoryUsage().rss);
-const maxRss = () => mib(process.resourceUsage().maxRSS * 1024);
 
 async function addAll(queue, n) {
   for (let done = 0; done < n; done += CHUNK) {
@@ -67,18 +60,6 @@ async function child() {
   process.exit(0);
 }
 
-function startChild(cfg) {
-  const c = fork(__filename, process.argv.slice(2), {
-    env: Object.assign({}, process.env, { BENCH_CHILD: JSON.stringify(cfg) }),
-  });
-  const ready = new Promise((r) => c.on('message', (m) => { if (m.ready) r(); }));
-  const result = new Promise((r, j) => {
-    c.on('message', (m) => { if (!m.ready) r(m); });
-    c.on('exit', (code) => j(new Error('worker child exited with ' + code)));
-  });
-  return { ready, result };
-}
-
 // ---- the producer side ----------------------------------------------------
 
 // redis-server's CPU seconds so far (INFO cpu: used_cpu_user + used_cpu_sys).
@@ -105,7 +86,7 @@ async function main() {
     const n = Number(arg1);
     const conc = Number(arg2);
     await addAll(queue, n);
-    const w = startChild({ queueName, conc, n, latency: false });
+    const w = startChild(__filename, { queueName, conc, n, latency: false });
     await w.ready;
     const redis0 = await redisCpuS(queue);
     const r = await w.result;
@@ -116,7 +97,7 @@ async function main() {
             cpu_us: { client: 1e6 * r.cpu_s / r.done, redis: 1e6 * redisCpu / r.done } };
   } else if (mode === 'latency') {
     const n = Number(arg1);
-    const w = startChild({ queueName, conc: 1, n, latency: true });
+    const w = startChild(__filename, { queueName, conc: 1, n, latency: true });
     await w.ready;
     await sleep(200);
     for (let i = 0; i < n; i++) {
@@ -124,9 +105,7 @@ async function main() {
       await sleep(20);
     }
     const r = await w.result;
-    const lat = r.lat.sort((a, b) => a - b);
-    out = { samples: lat.length, p50_ms: +lat[Math.floor(lat.length / 2)].toFixed(3),
-            p99_ms: +lat[Math.floor((lat.length * 99) / 100)].toFixed(3) };
+    out = latencySummary(r.lat);
   } else {
     throw new Error('unknown mode ' + mode);
   }
@@ -136,7 +115,4 @@ async function main() {
   process.exit(0);
 }
 
-(process.env.BENCH_CHILD ? child() : main()).catch((e) => {
-  console.error(e);
-  process.exit(2);
-});
+run(child, main);

@@ -11,19 +11,13 @@
 // its own.  Queues use pg-boss's defaults (completed jobs are kept).
 'use strict';
 
-const { fork } = require('child_process');
 const { performance } = require('perf_hooks');
+const { PROCESS_TIMEOUT_S, wallMs, sleep, rss, maxRss, startChild, latencySummary, run } =
+  require('./bench_lib');
 const PgBoss = require('pg-boss');
 
 const [url, mode, arg1, arg2, arg3] = process.argv.slice(2);
 const CHUNK = 1000;
-const PROCESS_TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S || 20);
-
-const wallMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const mib = (bytes) => Math.round((bytes / 1048576) * 10) / 10;
-const rss = () => mib(process.memoryUsage().rss);
-const maxRss = () => mib(process.resourceUsage().maxRSS * 1024);
 
 async function startBoss() {
   // No maintenance or cron schedules during a measurement.
@@ -83,18 +77,6 @@ async function child() {
   process.exit(0);
 }
 
-function startChild(cfg) {
-  const c = fork(__filename, process.argv.slice(2), {
-    env: Object.assign({}, process.env, { BENCH_CHILD: JSON.stringify(cfg) }),
-  });
-  const ready = new Promise((r) => c.on('message', (m) => { if (m.ready) r(); }));
-  const result = new Promise((r, j) => {
-    c.on('message', (m) => { if (!m.ready && !('got' in m)) r(m); });
-    c.on('exit', (code) => j(new Error('consumer child exited with ' + code)));
-  });
-  return { ready, result, child: c };
-}
-
 // ---- the producer side ----------------------------------------------------
 
 async function main() {
@@ -115,7 +97,7 @@ async function main() {
     const batch = Number(arg2);
     const loops = Number(arg3 || 1);
     await insertAll(boss, queue, n);
-    const c = startChild({ queue, n, batch, loops, latency: false });
+    const c = startChild(__filename, { queue, n, batch, loops, latency: false }, (m) => !('got' in m));
     await c.ready;
     const r = await c.result;
     out = { n, batch, loops, completed: r.done, seconds: r.seconds,
@@ -123,7 +105,7 @@ async function main() {
             worker_busy_rss_mib: r.busy_rss_mib };
   } else if (mode === 'latency') {
     const n = Number(arg1);
-    const c = startChild({ queue, n, batch: 1, loops: 1, latency: true });
+    const c = startChild(__filename, { queue, n, batch: 1, loops: 1, latency: true }, (m) => !('got' in m));
     await c.ready;
     await sleep(600);
     // One job at a time: the next is sent once the worker has started the
@@ -136,9 +118,7 @@ async function main() {
       await sleep(Math.random() * 100);
     }
     const r = await c.result;
-    const lat = r.lat.sort((a, b) => a - b);
-    out = { samples: lat.length, p50_ms: +lat[Math.floor(lat.length / 2)].toFixed(3),
-            p99_ms: +lat[Math.floor((lat.length * 99) / 100)].toFixed(3) };
+    out = latencySummary(r.lat);
   } else {
     throw new Error('unknown mode ' + mode);
   }
@@ -147,7 +127,4 @@ async function main() {
   process.exit(0);
 }
 
-(process.env.BENCH_CHILD ? child() : main()).catch((e) => {
-  console.error(e);
-  process.exit(2);
-});
+run(child, main);
