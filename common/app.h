@@ -16,8 +16,13 @@ struct db;
  * the message, naming the variable, is already printed on stderr). */
 int app_init(struct config *cfg, enum config_role role, int argc, char **argv);
 
-/* Connects db within STARTUP_TIMEOUT_MS and applies migrations.  Returns -1
- * to continue, or EXIT_UNREACHABLE (logged). */
+/* Connects db (a session connection: DATABASE_DIRECT_URL, else
+ * DATABASE_URL) within STARTUP_TIMEOUT_MS, refuses a transaction pooler as
+ * DATABASE_URL when DATABASE_DIRECT_URL is unset, and applies migrations
+ * (waiting for the migration lock, logging its holder).  Returns -1 to
+ * continue, or an exit code (logged): EXIT_UNREACHABLE, EXIT_USAGE (a
+ * transaction pooler without DATABASE_DIRECT_URL), EXIT_OK (SIGTERM or
+ * SIGINT arrived meanwhile: signals must be blocked, app_signals_block()). */
 int app_database(const struct config *cfg, struct db *db, const char *app_name);
 
 struct queue;

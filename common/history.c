@@ -55,6 +55,7 @@
 #include "db.h"
 #include "jrmetrics.h"
 #include "log.h"
+#include "session.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "run.h"
@@ -618,7 +619,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 		free(h);
 		return -1;
 	}
-	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
+	session_db_init(&h->db, cfg, "jobrunner-history", 30000);
 	h->pending = 1;   /* Redis is reached on the first step, not here */
 	*out = h;
 	return 0;

@@ -84,6 +84,9 @@ struct httpd_response;
 
 enum httpd_route_flags {
 	HTTPD_AUTH = 1 << 0,    /* requires Authorization: Bearer <api_token> */
+	HTTPD_INLINE = 1 << 1,  /* with opt.workers: run on the polling thread
+				   anyway (quick handlers that never wait on a
+				   dependency: liveness, cached health, metrics) */
 };
 
 /* A handler fills resp (with the helpers below).  It does not return a code:
@@ -130,6 +133,11 @@ struct httpd_options {
 	size_t conn_memory_bytes;       /* per-connection buffer; bounds the request
 	                                   line and headers; default 32 KiB */
 	unsigned threads;               /* pool threads; default 4 */
+	/* 0 (default): handlers run on the polling threads.  >0: handlers run
+	 * on this many worker threads while the connection is suspended, so a
+	 * handler that waits on a dependency never stops the polling threads
+	 * from accepting and answering the HTTPD_INLINE routes (liveness). */
+	unsigned workers;
 };
 
 /* Fills opt with the defaults above. */

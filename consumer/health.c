@@ -1,13 +1,17 @@
 /* health.c -- the consumer's health and metrics port (WORKER_HTTP_PORT).
  *
- *   GET /health        liveness: 200 while the process serves
+ *   GET /health        liveness: 200 while the process serves; answered
+ *                      from the process alone, never touching a dependency
  *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
- *                      mode) cannot be reached; the checks are live pings
+ *                      mode) cannot be reached, refuses connections, or its
+ *                      check is overdue ("database check timed out")
  *   GET /metrics       Prometheus text
  *
  * The port is served in every mode, JOB_RUNNER_ENABLED=false included
- * (debugging).  Checks use their own connections, serialised by a mutex:
- * probes are rare, and a probe must not take a worker's connection.
+ * (debugging).  Readiness and the queue depth of /metrics come from the
+ * probe thread (probe.h), refreshed in the background on its own
+ * connections with client-side timeouts: no handler waits for PostgreSQL
+ * or Redis, so a stalled database cannot take the health port down.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +28,7 @@
 #include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
-#include "rconn.h"
+#include "probe.h"
 #include "util.h"
 #include "worker.h"
 
@@ -32,11 +36,7 @@ struct health {
 	const struct config *cfg;
 	struct worker *w;             /* NULL when the job runner is disabled */
 	struct httpd *srv;
-	pthread_mutex_t mu;
-	struct db db;
-	struct rconn rc;
-	int rc_ok;
-	struct enqueuer enq;          /* only for queue statistics (metrics) */
+	struct probe *probe;
 	int64_t started_ms;
 };
 
@@ -45,28 +45,8 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct health *h = req->app;
 	const struct config *cfg = h->cfg;
-	pthread_mutex_lock(&h->mu);
-	int64_t db_lat = 0, r_lat = 0;
-	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
-	int r_ok = 1;
-	if (cfg->redis_url) {
-		char err[256] = "";
-		int64_t t0 = mono_ms();
-		if (!h->rc_ok)
-			h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0;
-		redisReply *r = h->rc_ok ? rconn_cmdf(&h->rc, "PING") : NULL;
-		r_lat = mono_ms() - t0;
-		r_ok = r != NULL;
-		if (r)
-			freeReplyObject(r);
-		else if (h->rc_ok)
-			snprintf(err, sizeof err, "%s", h->rc.errstr);
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
-	}
-	pthread_mutex_unlock(&h->mu);
-	int ok = db_ok && r_ok;
+	int ok = probe_checks(h->probe, checks);
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
 	cJSON_AddStringToObject(o, "mode", "worker");
@@ -100,20 +80,6 @@ static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
 	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
-/* jobrunner_queue_depth at scrape time, on the health port's own handles. */
-static void queue_depth(void *ctx, struct metrics_emitter *emit)
-{
-	struct health *h = ctx;
-	struct queue_stats qs;
-	const char *backend;
-	pthread_mutex_lock(&h->mu);
-	if (enqueuer_stats(&h->enq, &qs, &backend) == 0) {
-		jrm_emit_depth(emit, &qs);
-		queue_stats_free(&qs);
-	}
-	pthread_mutex_unlock(&h->mu);
-}
-
 static const struct httpd_route routes[] = {
 	{ "GET", "/health", httpd_ok, 0 },
 	{ "GET", "/health/ready", h_ready, 0 },
@@ -125,10 +91,8 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	struct health *h = xcalloc(1, sizeof *h);
 	h->cfg = cfg;
 	h->started_ms = mono_ms();
-	pthread_mutex_init(&h->mu, NULL);
-	db_init(&h->db, cfg->database_url, "jobrunner-health", 5000);
-	enqueuer_init(&h->enq, cfg, cfg->consumer_name);
-	jrm_queue_depth_source(queue_depth, h);
+	h->probe = probe_start(cfg, cfg->consumer_name);
+	jrm_queue_depth_source(probe_queue_depth, h->probe);
 	struct httpd_options opt;
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
@@ -153,10 +117,6 @@ void health_stop(struct health *h)
 	if (!h)
 		return;
 	httpd_stop(h->srv);
-	db_release(&h->db);
-	enqueuer_release(&h->enq);
-	if (h->rc_ok)
-		rconn_release(&h->rc);
-	pthread_mutex_destroy(&h->mu);
+	probe_stop(h->probe);
 	free(h);
 }

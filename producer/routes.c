@@ -33,10 +33,12 @@
 #include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "producer.h"
 #include "rconn.h"
 #include "registry.h"
 #include "runreq.h"
+#include "session.h"
 #include "util.h"
 #include "worker.h"
 
@@ -60,6 +62,7 @@ struct producer_api {
 	pthread_cond_t cv;
 	struct api_conn conns[API_POOL];
 	int busy[API_POOL];
+	struct probe *probe;         /* health/extended and the queue depth (probe.h) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -132,44 +135,17 @@ static void add_num(cJSON *o, const char *k, const char *v)
 /* ------------------------------------------------------------------ */
 
 
-/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
-static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
-{
-	int64_t t0 = mono_ms();
-	*lat = 0;
-	if (!c->rc_ok) {
-		char e[256];
-		if (rconn_init(&c->rc, cfg->redis_url, NULL, 0, e, sizeof e)) {
-			snprintf(err, errlen, "%s", e);
-			return -1;
-		}
-		c->rc_ok = 1;
-	}
-	redisReply *r = rconn_cmdf(&c->rc, "PING");
-	*lat = mono_ms() - t0;
-	if (!r) {
-		snprintf(err, errlen, "%s", c->rc.errstr);
-		return -1;
-	}
-	freeReplyObject(r);
-	return 0;
-}
-
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const struct config *cfg = api->cfg;
-	struct api_conn *c = borrow(api);
-	int64_t db_lat = 0, r_lat = 0;
-	int db_ok = db_ping(&c->db, &db_lat) == 0;
-	char db_err[256], r_err[256] = "";
-	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
-	int r_ok = 1;
-	if (cfg->redis_url)
-		r_ok = redis_ping(c, cfg, &r_lat, r_err, sizeof r_err) == 0;
-	give_back(api, c);
-
-	int ok = db_ok && r_ok;
+	cJSON *checks = cJSON_CreateObject();
+	int ok = probe_checks(api->probe, checks);
+	if (!cfg->redis_url) {
+		cJSON *r = httpd_check(1, 0, NULL);   /* not used: Redis-less mode */
+		cJSON_AddBoolToObject(r, "configured", 0);
+		cJSON_AddItemToObject(checks, "redis", r);
+	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
 	cJSON_AddStringToObject(o, "mode", "api");
@@ -177,14 +153,7 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
-	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, db_err));
-	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, r_err));
-	else
-		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
-	if (!cfg->redis_url)
-		cJSON_AddBoolToObject(cJSON_GetObjectItem(checks, "redis"), "configured", 0);
+	cJSON_AddItemToObject(o, "checks", checks);
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - api->started_ms) / 1000));
 	httpd_json(resp, ok ? 200 : 503, o);
@@ -262,19 +231,6 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	else
 		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
 	httpd_json(resp, 200, o);
-}
-
-static void queue_depth(void *ctx, struct metrics_emitter *emit)
-{
-	struct producer_api *api = ctx;
-	struct api_conn *c = borrow(api);
-	struct queue_stats qs;
-	const char *backend;
-	if (enqueuer_stats(&c->enq, &qs, &backend) == 0) {
-		jrm_emit_depth(emit, &qs);
-		queue_stats_free(&qs);
-	}
-	give_back(api, c);
 }
 
 static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
@@ -515,10 +471,10 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", httpd_ok, 0 },
-	{ "GET", "/api/health/extended", h_health_extended, 0 },
+	{ "GET", "/api/health", httpd_ok, HTTPD_INLINE },
+	{ "GET", "/api/health/extended", h_health_extended, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
-	{ "GET", "/metrics", h_prometheus, 0 },
+	{ "GET", "/metrics", h_prometheus, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
@@ -534,11 +490,12 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	pthread_mutex_init(&api->mu, NULL);
 	pthread_cond_init(&api->cv, NULL);
 	for (int i = 0; i < API_POOL; i++) {
-		db_init(&api->conns[i].db, cfg->database_url, "jobrunner-api", 10000);
+		session_db_init(&api->conns[i].db, cfg, "jobrunner-api", 10000);
 		enqueuer_init(&api->conns[i].enq, cfg, "producer");
 	}
 	jrm_init();
-	jrm_queue_depth_source(queue_depth, api);
+	api->probe = probe_start(cfg, "producer");
+	jrm_queue_depth_source(probe_queue_depth, api->probe);
 
 	struct httpd_options opt;
 	httpd_options_init(&opt);
@@ -548,6 +505,7 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.max_connections = (unsigned)cfg->http_max_connections;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
+	opt.workers = API_POOL;   /* handlers that wait on PostgreSQL or Redis */
 	char err[256];
 	int rc = httpd_start(&opt, routes, JR_ARRAY_LEN(routes), api, &api->srv, err, sizeof err);
 	if (rc < 0) {
@@ -565,6 +523,7 @@ void producer_api_stop(struct producer_api *api)
 	if (!api)
 		return;
 	httpd_stop(api->srv);
+	probe_stop(api->probe);
 	for (int i = 0; i < API_POOL; i++) {
 		db_release(&api->conns[i].db);
 		enqueuer_release(&api->conns[i].enq);
