@@ -12,7 +12,6 @@
 #include "lock.h"
 #include "registry.h"
 #include "run.h"
-#include "session.h"
 #include "util.h"
 
 #define PRUNE_BATCH 5000
@@ -170,11 +169,8 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 	const struct config *cfg = env->cfg;
 	int acquired = 0, rc = -1;
 	memset(out, 0, sizeof *out);
-	char lerr[256];
-	if (session_cycle_acquire(cfg, env->holder, &acquired, lerr, sizeof lerr)) {
-		snprintf(env->db->errstr, sizeof env->db->errstr, "cycle lock: %s", lerr);
+	if (lock_try_acquire(env->db, cfg->job_runner_lock_key, env->holder, &acquired))
 		return -1;
-	}
 	if (!acquired)
 		return 0;
 	out->ran = 1;
@@ -193,7 +189,7 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 			continue;
 		if ((job->plan ? run_fanout(env, job, out) : run_inline(env, job, out)))
 			goto out;
-		session_cycle_heartbeat(cfg, env->holder);
+		lock_heartbeat(env->db, env->holder);
 	}
 	out->pruned = prune(env->db, cfg->job_history_retention_ms);
 	out->duration_ms = mono_ms() - t0;
@@ -203,8 +199,8 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 	rc = 0;
 out:
 	free(since);
-	/* on a dead session connection the lock went with it */
-	session_cycle_release(cfg, env->holder);
+	/* on a dead connection the session is gone and the lock with it */
+	lock_release(env->db, cfg->job_runner_lock_key, env->holder);
 	if (rc)
 		out->duration_ms = mono_ms() - t0;
 	return rc;

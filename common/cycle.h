@@ -23,8 +23,7 @@ typedef int (*cycle_enqueue_fn)(void *arg, struct run *runs, size_t n, char *err
 
 struct cycle_env {
 	const struct config *cfg;
-	struct db *db;               /* the jobs' connection; the lock is on the
-					  process's session connection (session.h) */
+	struct db *db;               /* the lock is taken on this session */
 	const char *holder;          /* consumer name, shown in job_runner_lock */
 	cycle_enqueue_fn enqueue;
 	void *enqueue_arg;

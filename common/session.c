@@ -10,7 +10,6 @@
 
 #include "config.h"
 #include "db.h"
-#include "lock.h"
 #include "log.h"
 #include "orglimit.h"
 #include "util.h"
@@ -88,8 +87,6 @@ static struct {
 	struct db db;
 	struct held_slot *slots;
 	size_t nslots, cap;
-	int cycle_held;
-	uint64_t cycle_gen;
 	/* the listener (pooled mode) */
 	pthread_mutex_t nmu;
 	pthread_cond_t ncv;
@@ -127,8 +124,6 @@ static void s_prune_stale(void)
 			free(S.slots[i].org);
 	}
 	S.nslots = k;
-	if (S.cycle_held && (S.cycle_gen != S.db.generation || !S.db.conn))
-		S.cycle_held = 0;
 }
 
 static int s_held(const char *org, int slot)
@@ -191,46 +186,25 @@ void session_org_release(const struct config *cfg, const char *org, int slot)
 	pthread_mutex_unlock(&S.mu);
 }
 
-int session_cycle_acquire(const struct config *cfg, const char *holder, int *acquired,
-			  char *err, size_t errlen)
+static pthread_mutex_t cycle_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct db cycle_db;
+static int cycle_ready;
+
+struct db *session_cycle_db(const struct config *cfg)
 {
-	*acquired = 0;
-	s_lock(cfg);
-	int rc = 0;
-	if (db_connect(&S.db)) {
-		s_err(err, errlen);
-		rc = -1;
-	} else {
-		s_prune_stale();
-		if (!S.cycle_held) {
-			rc = lock_try_acquire(&S.db, cfg->job_runner_lock_key, holder, acquired);
-			if (rc)
-				s_err(err, errlen);
-			if (*acquired) {
-				S.cycle_held = 1;
-				S.cycle_gen = S.db.generation;
-			}
-		}
+	if (pthread_mutex_trylock(&cycle_mu))
+		return NULL;
+	if (!cycle_ready) {
+		db_init(&cycle_db, session_url(cfg), "jobrunner-cycle", 0);
+		cycle_ready = 1;
 	}
-	pthread_mutex_unlock(&S.mu);
-	return rc;
+	return &cycle_db;
 }
 
-void session_cycle_heartbeat(const struct config *cfg, const char *holder)
+void session_cycle_db_done(struct db *db)
 {
-	s_lock(cfg);
-	if (S.cycle_held && S.cycle_gen == S.db.generation && S.db.conn)
-		lock_heartbeat(&S.db, holder);
-	pthread_mutex_unlock(&S.mu);
-}
-
-void session_cycle_release(const struct config *cfg, const char *holder)
-{
-	s_lock(cfg);
-	if (S.cycle_held && S.cycle_gen == S.db.generation && S.db.conn)
-		lock_release(&S.db, cfg->job_runner_lock_key, holder);
-	S.cycle_held = 0;
-	pthread_mutex_unlock(&S.mu);
+	if (db == &cycle_db)
+		pthread_mutex_unlock(&cycle_mu);
 }
 
 /* ------------------------------------------------------------------ */

@@ -7,7 +7,8 @@
  * plain one (no named prepared statements, no session settings: db.h) and
  * everything that needs a session goes through here, on DATABASE_DIRECT_URL:
  *
- *   the cycle lock        pg_try_advisory_lock(JOB_RUNNER_LOCK_KEY)
+ *   cycles                the cycle lock, pg_try_advisory_lock(JOB_RUNNER_LOCK_KEY),
+ *                         and the cycle's writes, on one cycle connection
  *   per-org slots         pg_try_advisory_lock(hashtext(org), slot)
  *   LISTEN jobrunner_runs one listener thread wakes the PostgreSQL claimers
  *   migrations            app.c, under their own advisory lock
@@ -16,8 +17,8 @@
  * connection to DATABASE_URL, which start-up has checked is not a
  * transaction pooler (session_check_pooling()).
  *
- * One connection holds every lock of the process, shared under a mutex:
- * the cycle lock and all the org slots of all worker threads (advisory
+ * One connection holds every org slot of the process, shared under a
+ * mutex by all worker threads (advisory
  * locks are re-entrant within a session, so the process keeps its own
  * table of what it holds and never asks twice).  If that connection dies
  * the server frees its locks with it; holders notice through the
@@ -54,12 +55,14 @@ int session_org_acquire(const struct config *cfg, const char *org, int limit, in
 			char *err, size_t errlen);
 void session_org_release(const struct config *cfg, const char *org, int slot);
 
-/* The cycle lock (lock.h) on the session connection.  0 with *acquired
- * set, or -1 (err set). */
-int session_cycle_acquire(const struct config *cfg, const char *holder, int *acquired,
-			  char *err, size_t errlen);
-void session_cycle_heartbeat(const struct config *cfg, const char *holder);
-void session_cycle_release(const struct config *cfg, const char *holder);
+/* The process's cycle connection, a session connection (DATABASE_DIRECT_URL,
+ * else DATABASE_URL): a cycle takes the cycle lock on it and does all its
+ * work on it, so that every write of a cycle is made by the session that
+ * holds the lock (if that session dies, the cycle's writes die with it).
+ * NULL while another thread of the process runs a cycle.  Give it back
+ * with session_cycle_db_done(). */
+struct db *session_cycle_db(const struct config *cfg);
+void session_cycle_db_done(struct db *db);
 
 /* Waits up to ms for a jobrunner_runs notification, received by the
  * process's listener thread on a session connection (used when DATABASE_URL

@@ -180,15 +180,19 @@ static void pool_return(struct worker *w, struct db *db)
 /* Runs one cycle on t's connections; 0, or -1 on a database failure (logged). */
 static int thread_cycle(struct wthread *t, const char *trigger)
 {
-	struct db *own = t->db ? NULL : (t->db = pool_borrow(t->w));
+	struct db *db = session_cycle_db(t->w->cfg);
+	if (!db) {
+		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "a cycle of this process is under way");
+		return 0;
+	}
 	int rc = 0;
-	struct cycle_env env = { .cfg = t->w->cfg, .db = t->db, .holder = t->w->cfg->consumer_name,
+	struct cycle_env env = { .cfg = t->w->cfg, .db = db, .holder = t->w->cfg->consumer_name,
 				 .enqueue = enqueuer_cycle_fn, .enqueue_arg = &t->enq, .http = &t->http,
 				 .stop = &t->w->aborting };
 	struct cycle_report rep;
 	if (cycle_run(&env, &rep)) {
 		LOGF(LOG_ERROR, "job_runner_cycle_failed", "cycle failed",
-		     LF_S("error", t->db->errstr), LF_S("trigger", trigger));
+		     LF_S("error", db->errstr), LF_S("trigger", trigger));
 		rc = -1;
 	} else if (rep.ran) {
 		COUNT(t->w, cycles, 1);
@@ -197,10 +201,7 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 	} else {
 		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "cycle lock held elsewhere");
 	}
-	if (own) {
-		pool_return(t->w, own);
-		t->db = NULL;
-	}
+	session_cycle_db_done(db);
 	return rc;
 }
 
