@@ -117,6 +117,50 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 	return -1;
 }
 
+void app_log_connection_budget(const struct config *cfg, enum config_role role)
+{
+	int64_t n = cfg->worker_concurrency, p = cfg->database_pool_size;
+	int redis = cfg->redis_url != NULL, direct = cfg->database_direct_url != NULL;
+	int64_t pooled, pooled_max, session;
+	const char *formula;
+	if (role == ROLE_PRODUCER && !cfg->job_runner_enabled) {
+		/* 4 request connections, their 4 queue handles (Redis-less, or Redis
+		 * down), the probe's 2, the history writer (Redis mode) */
+		pooled = redis ? 4 + 2 + 1 : 4 + 4 + 2;
+		pooled_max = 4 + 4 + 2 + redis;
+		session = 0;
+		formula = redis ? "producer: 4 API + 2 health + 1 history (+4 queue handles while Redis is down)"
+				: "producer: 4 API + 4 queue handles + 2 health";
+	} else if (!cfg->job_runner_enabled) {
+		pooled = pooled_max = 2;
+		session = 0;
+		formula = "idle consumer: 2 health";
+	} else if (redis) {
+		pooled = 1 + 1 + p + 2;
+		pooled_max = pooled + n + 1 + 1;
+		session = 1 + (cfg->org_concurrency > 0) + direct;
+		formula = "Redis mode: 1 PostgreSQL-queue poll + 1 history + DATABASE_POOL_SIZE jobs + 2 health "
+			  "(+ WORKER_CONCURRENCY claims + 1 heartbeat + 1 fan-out while Redis is down); "
+			  "session: 1 cycle + 1 org slots if ORG_CONCURRENCY > 0 + 1 listener with DATABASE_DIRECT_URL";
+	} else {
+		pooled = pooled_max = n + 1 + p + 1 + 2;
+		session = 1 + (cfg->org_concurrency > 0) + direct;
+		formula = "Redis-less: WORKER_CONCURRENCY claims + 1 heartbeat + DATABASE_POOL_SIZE jobs + 1 fan-out "
+			  "+ 2 health; session: 1 cycle + 1 org slots if ORG_CONCURRENCY > 0 "
+			  "+ 1 listener with DATABASE_DIRECT_URL";
+	}
+	if (role == ROLE_PRODUCER && cfg->job_runner_enabled)
+		pooled += 4 + 4 + 2, pooled_max += 4 + 4 + 2;
+	LOGF(LOG_INFO, "connection_budget",
+	     direct ? "PostgreSQL connections this process may open: on DATABASE_URL (the pooler) and on "
+		      "DATABASE_DIRECT_URL (sessions)"
+		    : "PostgreSQL connections this process may open on DATABASE_URL",
+	     LF_I("databaseUrl", direct ? pooled : pooled + session),
+	     LF_I("databaseUrlMax", direct ? pooled_max : pooled_max + session),
+	     LF_I("databaseDirectUrl", direct ? session : 0),
+	     LF_I("concurrency", n), LF_I("poolSize", p), LF_S("formula", formula));
+}
+
 void app_redis_policy_check(struct queue *q)
 {
 	char policy[64];

@@ -25,6 +25,11 @@ int app_init(struct config *cfg, enum config_role role, int argc, char **argv);
  * SIGINT arrived meanwhile: signals must be blocked, app_signals_block()). */
 int app_database(const struct config *cfg, struct db *db, const char *app_name);
 
+/* Logs the connection budget (event connection_budget): how many
+ * PostgreSQL connections this process may open, on DATABASE_URL and on
+ * DATABASE_DIRECT_URL, with the formula (docs/deployment.md). */
+void app_log_connection_budget(const struct config *cfg, enum config_role role);
+
 struct queue;
 /* Reads Redis' maxmemory-policy through q (a Redis queue) and logs loudly
  * (error level) unless it is noeviction: an evicting Redis loses queued

@@ -66,6 +66,7 @@ int main(int argc, char **argv)
 	}
 	db_close(&db);   /* the worker threads open their own */
 	jrm_init();
+	app_log_connection_budget(&cfg, ROLE_CONSUMER);
 	if (cfg.redis_url) {
 		struct queue *q;
 		char qerr[256];

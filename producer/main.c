@@ -125,6 +125,7 @@ static int serve(struct config *cfg)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
+	app_log_connection_budget(cfg, ROLE_PRODUCER);
 	if (!cfg->api_token || !*cfg->api_token)
 		LOGF(LOG_WARN, "api_token_missing", "API_TOKEN is not set: the authenticated endpoints answer 401");
 
