@@ -61,12 +61,22 @@ static void end(struct probe *p, struct check *c, int ok, int64_t lat, const cha
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* Reads the queue counts (on the enqueuer's PostgreSQL handle, and Redis'
+ * in Redis mode): 0, or -1 when PostgreSQL failed (err set). */
+static int read_depth(struct probe *p, char *err, size_t errlen);
+
+/* The ping and the queue counts are one check: while either waits on
+ * PostgreSQL, the check is under way (and overdue past the budget). */
 static void check_db(struct probe *p)
 {
+	char err[256];
 	begin(p, &p->db);
 	int64_t lat = 0;
 	int ok = db_ping(&p->pdb, &lat) == 0;
-	end(p, &p->db, ok, lat, p->pdb.errstr);
+	snprintf(err, sizeof err, "%s", p->pdb.errstr);
+	if (ok && read_depth(p, err, sizeof err))
+		ok = 0;
+	end(p, &p->db, ok, lat, err);
 }
 
 static void check_redis(struct probe *p)
@@ -84,16 +94,25 @@ static void check_redis(struct probe *p)
 	end(p, &p->redis, r != NULL, mono_ms() - t0, err);
 }
 
-static void read_depth(struct probe *p)
+static int read_depth(struct probe *p, char *err, size_t errlen)
 {
 	struct queue *pq = enqueuer_pg(&p->enq);
-	if (!pq)
-		return;
+	if (!pq) {
+		snprintf(err, errlen, "cannot connect for the queue counts");
+		return -1;
+	}
 	queue_pg_set_timeout(pq, PROBE_TIMEOUT_MS);
 	struct queue_stats qs;
 	const char *backend;
-	if (enqueuer_stats(&p->enq, &qs, &backend))
-		return;
+	int64_t t0 = mono_ms();
+	if (enqueuer_stats(&p->enq, &qs, &backend)) {
+		/* the handle is gone with its message; the time tells which */
+		if (mono_ms() - t0 >= PROBE_TIMEOUT_MS)
+			snprintf(err, errlen, "database check timed out after %d ms", PROBE_TIMEOUT_MS);
+		else
+			snprintf(err, errlen, "the queue counts could not be read");
+		return -1;
+	}
 	pthread_mutex_lock(&p->mu);
 	p->depth = qs;
 	p->depth.consumers = NULL;
@@ -101,6 +120,7 @@ static void read_depth(struct probe *p)
 	p->have_depth = 1;
 	pthread_mutex_unlock(&p->mu);
 	queue_stats_free(&qs);
+	return 0;
 }
 
 /* Refusals (max_connections) seen by any connection of the process. */
@@ -127,7 +147,6 @@ static void *probe_thread(void *arg)
 		check_db(p);
 		if (p->cfg->redis_url)
 			check_redis(p);
-		read_depth(p);
 		read_refusals(p);
 		while (!p->stop && mono_ms() - t0 < PROBE_EVERY_MS)
 			sleep_ms(50);
