@@ -225,31 +225,40 @@ def test_producer_liveness_while_enqueues_hang_on_a_stopped_redis(bins, db, redi
     base = "http://127.0.0.1:%d" % pport
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     results = []
+    stop = threading.Event()
 
     def post():
-        try:
-            results.append(harness.http("POST", base + "/api/integrations/jobs/noop/run", body={},
-                                        headers={"Authorization": "Bearer t0ken-for-it"},
-                                        timeout=30)[0])
-        except Exception as e:  # noqa: BLE001 -- recorded, asserted below
-            results.append(repr(e))
+        # enqueues, one after another, for as long as Redis is stopped: each
+        # holds an API thread while it waits on Redis
+        while not stop.is_set():
+            try:
+                results.append(harness.http("POST", base + "/api/integrations/jobs/noop/run", body={},
+                                            headers={"Authorization": "Bearer t0ken-for-it"},
+                                            timeout=30)[0])
+            except Exception as e:  # noqa: BLE001 -- recorded, asserted below
+                results.append(repr(e))
+    threads = [threading.Thread(target=post) for _ in range(12)]
     try:
-        threads = [threading.Thread(target=post) for _ in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1)   # every API worker is now waiting on Redis
+        time.sleep(1)
         lat = []
         for _ in range(10):
-            st, _, dt = timed_get(base + "/api/health", 2)
-            assert st == 200
+            try:
+                st, _, dt = timed_get(base + "/api/health", 2)
+            except Exception:  # noqa: BLE001 -- a timeout is the failure measured
+                st, dt = None, 2.0
+            assert st in (200, None)
             lat.append(dt)
+            time.sleep(0.1)
         lat.sort()
         assert lat[len(lat) // 2] < 0.1, lat
     finally:
+        stop.set()
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     for t in threads:
         t.join(60)
-    assert len(results) == 8 and all(isinstance(r, int) for r in results), results
+    assert results and all(isinstance(r, int) for r in results), results
 
 
 # ---------------------------------------------------------------------------
