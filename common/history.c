@@ -418,6 +418,15 @@ static const char stage_create_sql[] =
 	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
 	" finished bigint, duration int, error text, consumer text, idem text)"
 	" on commit delete rows";
+/* Behind a transaction pooler (db.pooled) the session may change between
+ * transactions: the stage is made inside the batch's transaction and
+ * dropped at its commit, so no temporary table is left on a pooled server
+ * connection. */
+static const char stage_create_tx_sql[] =
+	"create temp table " STAGE " (id text, job text, org text, payload text,"
+	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
+	" finished bigint, duration int, error text, consumer text, idem text)"
+	" on commit drop";
 static const char stage_copy_sql[] = "copy " STAGE " from stdin";
 static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
 
@@ -824,13 +833,18 @@ static int write_staged(struct history *h)
 	struct db *db = &h->db;
 	if (db_connect(db))
 		return -1;
-	if (h->stage_for != db->reconnects + 1) {
+	if (!db->pooled && h->stage_for != db->reconnects + 1) {
 		if (db_exec(db, stage_create_sql, 0, NULL))
 			return -1;
 		h->stage_for = db->reconnects + 1;
 	}
 	if (db_exec(db, "begin", 0, NULL))
 		return -1;
+	if (db->pooled && db_exec(db, stage_create_tx_sql, 0, NULL)) {
+		if (db->conn)
+			db_exec(db, "rollback", 0, NULL);
+		return -1;
+	}
 	struct strbuf sb = STRBUF_INIT;
 	copy_rows(&sb, h->rows.v, 0, h->rows.n);
 	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);

@@ -66,27 +66,37 @@ def _intervals_overlap(rows):
     return [(a, b) for a, b in zip(rows, rows[1:]) if b[0] < a[1]]
 
 
-def test_transaction_pooler_with_direct_url(bins, db, pg, bouncer_tx, spawn):
+@pytest.mark.parametrize("mode", ["redisless", "redis"])
+def test_transaction_pooler_with_direct_url(bins, db, pg, bouncer_tx, spawn, mode, request):
     pooled, direct = bouncer_tx.url(db.dbname), db.url
     env = dict(DATABASE_DIRECT_URL=direct, ORG_CONCURRENCY=1, WORKER_CONCURRENCY=4,
                JOB_LEASE_MS=5000)
+    procs = []
+    if mode == "redis":
+        # the producer ticks (cycles) and the history writers write job_runs,
+        # all through the pooler
+        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+        procs.append(spawn("producer", env=jrcli.env(pooled, PORT=harness.free_port(), **env),
+                           name="P"))
+        procs[0].wait_for_log({"event": "producer_started"}, timeout=30)
     a = spawn("consumer", env=consumer_env(pooled, "A", **env), name="A")
     b = spawn("consumer", env=consumer_env(pooled, "B", **env), name="B")
     for p in (a, b):
         p.wait_for_log({"event": "job_runner_started"}, timeout=30)
+    procs += [a, b]
     budget = jrcli.events(a, "connection_budget")[0]
     assert budget["databaseDirectUrl"] >= 2, budget
     # eight runs of one org (ORG_CONCURRENCY=1: one at a time across both
     # consumers), and eight of eight other orgs
-    one = jrcli.enqueue(bins, pooled, "noop", org="org-1", payload='{"sleepMs": 300}', count=8,
-                        DATABASE_DIRECT_URL=direct)
+    qenv = {k: env[k] for k in ("DATABASE_DIRECT_URL", "REDIS_URL") if k in env}
+    one = jrcli.enqueue(bins, pooled, "noop", org="org-1", payload='{"sleepMs": 300}', count=8, **qenv)
     many = [jrcli.enqueue(bins, pooled, "noop", org="org-%d" % (10 + i), payload='{"sleepMs": 50}',
-                          DATABASE_DIRECT_URL=direct)[0] for i in range(8)]
+                          **qenv)[0] for i in range(8)]
     jrcli.wait_runs(db, one + many, "succeeded", timeout=60)
     # cycles ran (the NOTIFY-woken claims and timer cycles went through the pooler)
     harness.wait_until(lambda: db.scalar("SELECT count(*) FROM job_runs WHERE source = 'cycle'") >= 4,
                        timeout=20, msg="cycles")
-    for p in (a, b):
+    for p in procs:
         assert p.terminate(timeout=30) == 0, p.log_tail()
     # ORG_CONCURRENCY=1 across eight threads in two processes: the 8 runs
     # of 300 ms each, enqueued at once, took at least 8 x 300 ms from the
@@ -100,7 +110,8 @@ def test_transaction_pooler_with_direct_url(bins, db, pg, bouncer_tx, spawn):
     cycles = db.query("SELECT started_at, finished_at FROM job_runs WHERE source = 'cycle'")
     assert _intervals_overlap(cycles) == [], "two cycles at once"
     assert {r[0] for r in db.query("SELECT DISTINCT consumer FROM job_runs WHERE org_id = 'org-1'")} <= {"A", "B"}
-    text = all_output(a, b) + pg.log_tail(2000) + bouncer_tx.log_tail(2000)
+    text = all_output(*procs) + pg.log_tail(2000) + bouncer_tx.log_tail(2000)
+    assert "history_failed" not in text and "does not exist" not in text
     assert "prepared statement" not in text
     assert "jr_claim" not in text
     # no advisory lock left on any server connection, pooled ones included
