@@ -270,9 +270,9 @@ int rconn_connect(struct rconn *rc)
 		if (!failed && r->type == REDIS_REPLY_ERROR) {
 			failed = 1;
 			/* never echo AUTH arguments; the server's message is safe */
-			set_err(rc, RCONN_EDOWN, "redis %s:%d: %s: %.120s", rc->host, rc->port,
-				i == auth_at ? "AUTH" : i == select_at ? "SELECT" : "SCRIPT LOAD",
-				r->str);
+			set_err(rc, RCONN_EDOWN, "redis %s:%d: %s%s: %.120s", rc->host, rc->port,
+				i == auth_at ? "AUTH" : i == select_at ? "SELECT" : "SCRIPT LOAD ",
+				i >= scripts_at ? rc->scripts[i - scripts_at].name : "", r->str);
 		} else if (!failed && i >= scripts_at && r->type == REDIS_REPLY_STRING && r->len == 40) {
 			memcpy(rc->sha[i - scripts_at], r->str, 40);
 			rc->sha[i - scripts_at][40] = '\0';
