@@ -355,12 +355,6 @@ void graph_result_clear(struct graph_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-const char *graph_kind_name(enum graph_kind kind)
-{
-	static const char *const names[] = { "ok", "auth", "throttled", "transient", "permanent" };
-	return (unsigned)kind < JR_ARRAY_LEN(names) ? names[kind] : "?";
-}
-
 void graph_to_run_result(const struct graph_result *res, struct run_result *out)
 {
 	switch (res->kind) {

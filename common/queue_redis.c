@@ -653,9 +653,10 @@ static int flush_dead(struct rqueue *rq, struct deadbuf *d)
 }
 
 /* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
- * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max). */
+ * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max); reclaimed:
+ * the entries were taken over from a consumer that went silent. */
 static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *out, size_t max,
-			size_t *got, struct deadbuf *dead)
+			size_t *got, struct deadbuf *dead, int reclaimed)
 {
 	for (size_t i = 0; i < arr->elements; i++) {
 		const redisReply *e = arr->element[i];
@@ -677,6 +678,7 @@ static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *ou
 			}
 			dead->n++;
 		} else if (*got < max) {
+			slot->reclaimed = reclaimed;
 			(*got)++;
 		} else {
 			/* more than max came back (cannot happen: COUNT bounds it) */
@@ -777,8 +779,8 @@ static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	    r->element[0]->type == REDIS_REPLY_INTEGER) {
 		if ((size_t)r->element[0]->integer < max - *got)
 			rq->own_done = 1;
-		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)   /* left by a previous incarnation */
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->own_done = 1;
 	}
@@ -805,7 +807,7 @@ static int claim_reclaim(struct rqueue *rq, struct run *out, size_t max, size_t 
 		snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "%s", wrapped ? "0-0" : cur->str);
 		rq->next_reclaim_ms = mono_ms() + (wrapped ? rq->reclaim_ms : 0);
 		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->next_reclaim_ms = mono_ms() + rq->reclaim_ms;
 	}
@@ -838,7 +840,7 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 		const redisReply *s = r->element[0];
 		if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
 		    s->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, s->element[1], out, max, got, dead);
+			rv = take_entries(rq, s->element[1], out, max, got, dead, 0);
 	}
 	freeReplyObject(r);
 	return rv ? rq->q.err : 0;
