@@ -38,7 +38,7 @@ struct crow {
 #define I64MAX INT64_MAX
 
 static const struct crow rows[] = {
-	/* ---- from the seed guide ---- */
+	/* ---- the legacy worker's variables (docs/operations.md, "Environment variables") ---- */
 	{ "NODE_ENV", "node-env", T_STR, F(node_env), "development", 0, 0,
 	  "Environment name (development, production); informational." },
 	{ "PORT", "port", T_INT, F(port), "4000", 1, 65535,
@@ -292,7 +292,7 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 	cfg->nargs = argc - i;
 	cfg->args = argv + i;
 
-	/* roles (SPEC §3) */
+	/* roles (docs/operations.md, "Mode matrix") */
 	if (role == ROLE_PRODUCER && cfg->worker_mode == 1) {
 		snprintf(err, errlen, "WORKER_MODE=1 is the worker's mode: run the `consumer` binary "
 			 "(the producer is the API, WORKER_MODE=0 or unset)");

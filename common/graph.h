@@ -20,7 +20,7 @@
  * without its query, and every message is scrubbed of the token, the app
  * secret and any parameter flagged secret before it is returned.
  *
- * Error classification (SPEC §7), in this order:
+ * Error classification (docs/jobs.md, "Graph API errors"), in this order:
  *   Meta error code 190                               -> GRAPH_AUTH (re-auth, no retry)
  *   codes 4, 17, 32, 613, 80000-80014 or HTTP 429     -> GRAPH_THROTTLED (retry after
  *        max estimated_time_to_regain_access of X-Business-Use-Case-Usage, else

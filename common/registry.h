@@ -1,7 +1,9 @@
 /* registry.h -- the job table.
  *
  * A job is a name, a handler, and the settings that make it due.  Adding a
- * job is one new file in common/jobs/ plus one line in registry.c.
+ * job is one new file in common/jobs/ plus one line in registry.c and here;
+ * CONTRIBUTING.md ("Adding a job") lists the settings, documents and test
+ * that go with it.
  *
  * The handler runs one run (ad hoc, fanned out, or inline in a cycle).  It
  * reports through struct run_result: RUN_OK, RUN_RETRY (transient: retried

@@ -1,4 +1,4 @@
-/* routes.c -- the producer's HTTP API (SPEC §5).
+/* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
  * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each

@@ -1,5 +1,5 @@
 """Start-up, configuration, migrations and `producer enqueue`, with the real
-binaries (SPEC §3, §4, §6).  Redis-less: REDIS_URL is never set here."""
+binaries (docs/operations.md, docs/configuration.md, docs/jobs.md).  Redis-less: REDIS_URL is never set here."""
 
 import os
 import time
@@ -13,7 +13,7 @@ import jrcli
 # would fail with exit 3 after its start-up timeout, not exit 2 at once.
 CLOSED_URL = "postgresql://postgres@127.0.0.1:%d/nowhere" % harness.free_port()
 
-# Variables SPEC §4 names: --help of both binaries lists every one.
+# Variables of the operations guide (docs/operations.md): --help of both binaries lists every one.
 SPEC_VARIABLES = [
     "NODE_ENV", "PORT", "DATABASE_URL", "WORKER_MODE", "JOB_RUNNER_ENABLED",
     "JOB_RUNNER_INTERVAL_MS", "NO_REPLY_SCAN_ENABLED", "NO_REPLY_SCAN_INTERVAL_MS",

@@ -1,6 +1,7 @@
 """Runs in Redis-less mode: job_runs is the queue.  Claims by several
 consumers, retries, dead runs, leases and their expiry after a crash, the
-fencing of a stale result, --drain-once and SIGTERM.  SPEC §2, §3, §6, §7."""
+fencing of a stale result, --drain-once and SIGTERM (docs/architecture.md, "The run
+lifecycle"; docs/guarantees.md)."""
 
 import signal
 import time
