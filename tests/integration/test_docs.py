@@ -176,11 +176,11 @@ def test_source_map_lists_every_source_file():
 
 def test_no_reference_outside_the_repository():
     """Comments, tests and docs point at files in the repository."""
-    pat = re.compile(r"SPEC §|STYLE\.md|seed guide|\.\./shared/")
+    pat = re.compile(r"SPEC [§]|STYLE[.]md|seed[ ]guide|[.][.]/shared/")
     hits = []
     for p in _tracked("common", "producer", "consumer", "tests", "docs", "README.md",
                       "CONTRIBUTING.md", "compose", "scripts", "cmake", "CMakeLists.txt"):
-        if p.endswith((".png", ".ico")) or p == "tests/integration/test_docs.py":
+        if p.endswith((".png", ".ico")):
             continue
         with open(os.path.join(ROOT, p), encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
