@@ -226,7 +226,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (size_t j = 0; j < n; j++) {
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
-		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
