@@ -193,6 +193,26 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* ------------------------------------------------------------------ */
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
+/* answers several routes give                                         */
+/* ------------------------------------------------------------------ */
+
+/* 503: what the route needs from PostgreSQL could not be had. */
+static void answer_db_down(struct httpd_response *resp)
+{
+	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+}
+
+/* 404 for a run id: what ("run", "dead run") with this id does not exist;
+ * id NULL when the id is not even well-formed (it is not echoed then). */
+static void answer_no_run(struct httpd_response *resp, const char *what, const char *id)
+{
+	if (id)
+		httpd_error(resp, 404, "unknown_run", "no %s with id %s", what, id);
+	else
+		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
+}
+
+/* ------------------------------------------------------------------ */
 
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -204,7 +224,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
 		give_back(api, c);
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	struct queue_stats qs;
@@ -394,7 +414,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
 	if (!valid_id(id)) {
-		httpd_error(resp, 404, "unknown_run", "no run with this id");
+		answer_no_run(resp, "run", NULL);
 		return;
 	}
 	const char *p[1] = { id };
@@ -402,11 +422,11 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	if (PQntuples(r) == 0)
-		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		answer_no_run(resp, "run", id);
 	else
 		httpd_json(resp, 200, run_json(r, 0));
 	PQclear(r);
@@ -429,7 +449,7 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	cJSON *o = cJSON_CreateObject();
@@ -448,7 +468,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
 	if (!valid_id(id)) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
+		answer_no_run(resp, "dead run", NULL);
 		return;
 	}
 	struct api_conn *c = borrow(api);
@@ -497,9 +517,9 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	PQclear(r);
 	give_back(api, c);
 	if (status == 404) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+		answer_no_run(resp, "dead run", id);
 	} else if (status == 503) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 	} else {
 		jrm_enqueued(job, 1);
 		cJSON *o = cJSON_CreateObject();
