@@ -393,9 +393,11 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = &runs[i];
 		t->hand.cur_since_ms = mono_ms();
+		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
 		t->hand.cur_announced = 0;
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
+		res[i].finished_at_ms = wall_ms();
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
 		pthread_mutex_unlock(&t->hand.mu);

@@ -377,23 +377,11 @@ static cJSON *run_json(const PGresult *r, int row)
 	return o;
 }
 
-static int valid_id(const char *id)
-{
-	size_t n = strlen(id);
-	if (n == 0 || n > 64)
-		return 0;
-	for (const char *p = id; *p; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      *p == '-' || *p == '_'))
-			return 0;
-	return 1;
-}
-
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!id || !run_id_valid(id, strlen(id))) {
 		httpd_error(resp, 404, "unknown_run", "no run with this id");
 		return;
 	}
@@ -447,7 +435,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!id || !run_id_valid(id, strlen(id))) {
 		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
 		return;
 	}
