@@ -131,3 +131,87 @@ def test_redisless_mode_records_each_run_with_its_own_times(bins, db, db_url, sp
     ids = jrcli.enqueue(bins, db_url, "noop", count=3, payload='{"sleepMs":300}')
     rows = jrcli.wait_runs(db, ids, "succeeded", timeout=30)
     _assert_own_times(rows, ids, 300)
+
+
+# ---- items 1, 2, 8: one idempotency key, one run ---------------------------
+
+def _count_runs(db):
+    return db.scalar("SELECT count(*) FROM job_runs WHERE job = 'noop'")
+
+
+def test_a_key_retried_while_redis_is_stopped_is_one_run(bins, db, db_url, redis_server, spawn):
+    jrcli.migrate(bins, db_url)
+    jrredis.consumer(spawn, db_url, redis_server, "k1-a")
+    _prod, url = _producer(spawn, db_url, redis_server)
+    body = {"idempotencyKey": "k1", "payload": {"sleepMs": 50}}
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        answers = [_post(url, "noop", body) for _ in range(2)]
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    ids = {b["id"] for st, _h, b in answers if st == 202}
+    assert all(st in (202, 503) for st, _h, _b in answers), answers
+    assert len(ids) == 1, answers
+    [rid] = ids
+    jrcli.wait_runs(db, [rid], "succeeded", timeout=30)
+    # whatever Redis applies late, and whatever the history writer records,
+    # the key has one run, and only one run exists at all
+    time.sleep(2.5)
+    assert _count_runs(db) == 1, db.query("SELECT id, status, transport, idempotency_key"
+                                          " FROM job_runs")
+    # a repeat answers that run with its current status
+    st, _h, b = _post(url, "noop", body)
+    assert (st, b["id"], b["status"]) == (202, rid, "succeeded"), b
+
+
+def test_a_key_first_used_while_redis_is_down_holds_once_it_is_back(bins, db, db_url,
+                                                                   redis_aof, spawn):
+    jrcli.migrate(bins, db_url)
+    jrredis.consumer(spawn, db_url, redis_aof, "k2-a")
+    _prod, url = _producer(spawn, db_url, redis_aof)
+    body = {"idempotencyKey": "k2"}
+    redis_aof.kill()
+    st, _h, first = _post(url, "noop", body)
+    assert st == 202, first
+    redis_aof.start()
+    # once Redis answers again (an unkeyed enqueue goes through it) ...
+    harness.wait_until(lambda: _post(url, "noop", {})[2].get("id"), timeout=20,
+                       msg="an enqueue accepted after the restart")
+    st, _h, again = _post(url, "noop", body)
+    assert st == 202 and again["id"] == first["id"], (first, again)
+    rows = db.query("SELECT id FROM job_runs WHERE idempotency_key = 'k2'")
+    assert rows == [(first["id"],)], rows
+    jrcli.wait_runs(db, [first["id"]], "succeeded", timeout=30)
+    # the CLI path agrees
+    assert jrredis.enqueue(bins, db_url, redis_aof, key="k2") == [first["id"]]
+
+
+# ---- item 3: runs that fell back to PostgreSQL drain promptly --------------
+
+def _drain_s(db, ids):
+    return db.scalar("SELECT extract(epoch from max(finished_at) - min(enqueued_at))"
+                     " FROM job_runs WHERE id = ANY(%s)", (ids,))
+
+
+def test_the_postgresql_queue_drains_as_fast_as_redis_once_redis_is_back(bins, db, db_url,
+                                                                        redis_server, spawn):
+    jrcli.migrate(bins, db_url)
+    jrredis.consumer(spawn, db_url, redis_server, "d3-a", WORKER_CONCURRENCY=4)
+    n, payload = 120, '{"sleepMs":50}'
+    via_redis = jrredis.enqueue(bins, db_url, redis_server, count=n, payload=payload)
+    jrcli.wait_runs(db, via_redis, "succeeded", timeout=60)
+    # what a producer accepts while Redis is down goes to the PostgreSQL
+    # queue (transport 'pg'): a producer without REDIS_URL writes the same
+    via_pg = jrcli.enqueue(bins, db_url, "noop", count=n, payload=payload)
+    # and a run enqueued through Redis meanwhile is not held behind them
+    time.sleep(0.3)
+    [fresh] = jrredis.enqueue(bins, db_url, redis_server)
+    jrcli.wait_runs(db, via_pg, "succeeded", timeout=120)
+    row = jrcli.wait_runs(db, [fresh], "succeeded", timeout=30)[fresh]
+    t_redis, t_pg = float(_drain_s(db, via_redis)), float(_drain_s(db, via_pg))
+    wait = db.scalar("SELECT extract(epoch from started_at - enqueued_at) FROM job_runs"
+                     " WHERE id = %s", (fresh,))
+    print("drain of %d runs: redis %.2f s, postgres %.2f s; fresh run waited %.3f s"
+          % (n, t_redis, t_pg, wait))
+    assert t_pg <= 2 * t_redis + 1.0, (t_redis, t_pg)
+    assert wait < 3.0, (wait, row)
