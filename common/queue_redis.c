@@ -87,7 +87,8 @@
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
 /* ------------------------------------------------------------------ */
 
-enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC, S_COUNT };
+enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
+       S_RELEASE, S_COUNT };
 
 /* KEYS: idem key, runs, delayed.  ARGV: id, ttl_s, due (0 = now), member,
  * fields...  Returns {1, id} when added, {0, first id} when the key was used. */
@@ -232,6 +233,35 @@ static const char lua_extend[] =
 	"if #ids > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids), 'JUSTID') end\n"
 	"return #ids\n";
 
+/* KEYS: runs.  ARGV: group, consumer, then handle, fence pairs.  Gives back
+ * entries claimed but not started: each one still owned with the same fence
+ * is acknowledged and added again at the stream's end, its attempt field
+ * raised by the deliveries before this one (they counted; this one does
+ * not), so a free consumer's XREADGROUP takes it at once.  Returns one
+ * integer per entry: 1 given back, 0 fenced. */
+static const char lua_release[] =
+	"local out = {}\n"
+	"for i = 3, #ARGV, 2 do\n"
+	"  local h, f = ARGV[i], tonumber(ARGV[i + 1])\n"
+	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], h, h, 1)[1]\n"
+	"  local e = redis.call('XRANGE', KEYS[1], h, h)[1]\n"
+	"  if p and p[2] == ARGV[2] and p[4] == f and e then\n"
+	"    local fl, seen = e[2], false\n"
+	"    for k = 1, #fl - 1, 2 do\n"
+	"      if fl[k] == 'attempt' then\n"
+	"        fl[k + 1] = tostring((tonumber(fl[k + 1]) or 0) + f - 1); seen = true\n"
+	"      end\n"
+	"    end\n"
+	"    if not seen and f > 1 then fl[#fl + 1] = 'attempt'; fl[#fl + 1] = tostring(f - 1) end\n"
+	"    redis.call('XACK', KEYS[1], ARGV[1], h)\n"
+	"    redis.call('XADD', KEYS[1], '*', unpack(fl))\n"
+	"    out[#out + 1] = 1\n"
+	"  else\n"
+	"    out[#out + 1] = 0\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
 /* KEYS: stream.  ARGV: protected group ('' = none), max len, cap step.
  * Trims entries older than every group's oldest pending or undelivered
  * entry; above max len, drops more but never past the protected group's.
@@ -307,6 +337,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_EXTEND] = { "extend", lua_extend },
 	[S_TRIM] = { "trim", lua_trim },
 	[S_GC] = { "consumer_gc", lua_gc },
+	[S_RELEASE] = { "release", lua_release },
 };
 
 /* ------------------------------------------------------------------ */
@@ -1187,6 +1218,42 @@ static int rq_extend(struct queue *q, const struct run *runs, size_t n)
 	return rq_ok(rq);
 }
 
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "1");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, q->consumer);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, runs[i].handle);
+			rargv_addi64(a, runs[i].fence);
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
+		for (size_t i = 0; released && i < k; i++)
+			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
+					    r->element[i]->integer == 1;
+		freeReplyObject(r);
+		if (!ok)
+			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
+	}
+	return rq_ok(rq);
+}
+
 static const redisReply *kv(const redisReply *flat, const char *key)
 {
 	if (!flat || flat->type != REDIS_REPLY_ARRAY)
@@ -1305,6 +1372,7 @@ static const struct queue_ops redis_ops = {
 	.enqueue = rq_enqueue,
 	.claim = rq_claim,
 	.complete = rq_complete,
+	.release = rq_release,
 	.extend = rq_extend,
 	.announce = rq_announce,
 	.stats = rq_stats,
