@@ -849,6 +849,7 @@ static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const red
 			out->enqueued_at_ms = rentry_id_ms(out->handle);
 		return 1;
 	}
+	out->started_at_ms = wall_ms();   /* the claim; the worker sets the run's own start */
 	if (out->is_tick)
 		return 0;
 	out->attempt += (int)(fence > 0 ? fence : 1);

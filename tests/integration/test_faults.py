@@ -257,3 +257,42 @@ def test_redisless_mode_a_short_run_is_not_held_behind_a_long_one(bins, db, db_u
                " ('h6p-short', 'noop', '{\"sleepMs\":50}', now() - interval '1 s');"
                " NOTIFY jobrunner_runs")
     _assert_not_held(db, "h6p-long", "h6p-short", 50)
+
+
+# ---- item 9: Redis data loss is detected and repaired once -----------------
+
+def _requeued(procs):
+    return sum(e.get("requeued", 0) for p in procs for e in jrcli.events(p, "redis_data_loss"))
+
+
+def test_redis_data_loss_requeues_what_the_record_says_is_unfinished_once(bins, db, db_url,
+                                                                         redis_server, spawn):
+    jrcli.migrate(bins, db_url)
+    over = dict(WORKER_CONCURRENCY=1, JOB_LEASE_MS=3000)
+    a = jrredis.consumer(spawn, db_url, redis_server, "g9-a", **over)
+    b = jrredis.consumer(spawn, db_url, redis_server, "g9-b", **over)
+    busy = jrredis.enqueue(bins, db_url, redis_server, count=2, payload='{"sleepMs":3000}')
+    harness.wait_until(lambda: db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)"
+                                         " AND status = 'running'", (busy,)) == 2,
+                       timeout=15, msg="both consumers busy, recorded running")
+    queued = jrredis.enqueue(bins, db_url, redis_server, count=10)
+    harness.wait_until(lambda: db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)"
+                                         " AND status = 'queued'", (queued,)) == 10,
+                       timeout=15, msg="the queued runs recorded")
+    # Redis without persistence dies and comes back empty
+    redis_server.kill()
+    redis_server.start()
+    rows = jrcli.wait_runs(db, busy + queued, "succeeded", timeout=60)
+    assert all(r["attempts"] == 1 for i, r in rows.items() if i in queued), rows
+    assert db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND transport = 'pg'",
+                     (busy + queued,)) == 12
+    # each unfinished run was moved once, whichever writer saw the loss first
+    harness.wait_until(lambda: _requeued((a, b)) == 12, timeout=10,
+                       msg="12 runs requeued in all")
+    time.sleep(1.5)
+    assert _requeued((a, b)) == 12
+    # and work goes on through the new Redis
+    after = jrredis.enqueue(bins, db_url, redis_server, count=5)
+    jrcli.wait_runs(db, after, "succeeded", timeout=30)
+    assert db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND transport = 'redis'",
+                     (after,)) == 5
