@@ -296,3 +296,25 @@ def test_redis_data_loss_requeues_what_the_record_says_is_unfinished_once(bins, 
     jrcli.wait_runs(db, after, "succeeded", timeout=30)
     assert db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND transport = 'redis'",
                      (after,)) == 5
+
+
+# ---- item 8: jobrunner_queue_depth is one cluster-wide value ---------------
+
+def test_queue_depth_is_labelled_cluster_wide_and_says_how_to_aggregate(bins, db, db_url, spawn):
+    import apiclient
+    jrcli.migrate(bins, db_url)
+    _prod, url = _producer(spawn, db_url)
+    port = harness.free_port()
+    spawn("consumer", [], name="qd-idle",
+          env=jrcli.env(db_url, CONSUMER_NAME="qd-idle", JOB_RUNNER_ENABLED="false",
+                        WORKER_HTTP_PORT=port)).wait_for_log({"event": "job_runner_disabled"},
+                                                             timeout=20)
+    jrcli.enqueue(bins, db_url, "noop", count=3)
+    texts = [harness.http("GET", url + "/metrics")[2],
+             harness.http("GET", "http://127.0.0.1:%d/metrics" % port)[2]]
+    for text in texts:
+        _types, samples = apiclient.prometheus(text)
+        assert apiclient.metric(samples, "jobrunner_queue_depth", state="queued",
+                                scope="cluster") == 3, text
+        help_line = [x for x in text.splitlines() if x.startswith("# HELP jobrunner_queue_depth")]
+        assert help_line and "max by (state)" in help_line[0] and "never sum" in help_line[0]
