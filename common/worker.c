@@ -443,6 +443,13 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 	unsigned char gone[WORKER_MAX_BATCH];   /* given back by the heartbeat */
 	size_t ngone = 0;
 	COUNT(w, claimed, n);
+	uint64_t reclaimed = 0;
+	for (size_t i = 0; i < n; i++)
+		reclaimed += runs[i].reclaimed != 0;
+	if (reclaimed) {
+		COUNT(w, reclaimed, reclaimed);
+		jrm_reclaims(reclaimed);
+	}
 	hand_set(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {
 		gone[i] = 0;
