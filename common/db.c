@@ -11,11 +11,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "jrmetrics.h"
 #include "log.h"
 #include "util.h"
 
@@ -141,6 +141,10 @@ void db_init(struct db *db, const char *url, const char *app_name, int64_t state
 	db->role = role_index(db->app_name);
 }
 
+static _Atomic(void (*)(void)) reconnect_hook;
+
+void db_on_reconnect(void (*fn)(void)) { atomic_store_explicit(&reconnect_hook, fn, memory_order_relaxed); }
+
 int db_connect(struct db *db)
 {
 	if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
@@ -190,7 +194,9 @@ int db_connect(struct db *db)
 connected:
 	if (db->connected_once) {
 		db->reconnects++;
-		jrm_reconnect("postgres");
+		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
+		if (fn)
+			fn();
 	}
 	db->connected_once = 1;
 	db->generation++;

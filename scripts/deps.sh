@@ -12,7 +12,7 @@
 # (tests/support/harness.py PgBouncer) in front of their own PostgreSQL.
 set -eu
 
-BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev"
+BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev libcurl4-openssl-dev"
 SERVERS="redis-server postgresql-15 pgbouncer"
 TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml curl procps"
 

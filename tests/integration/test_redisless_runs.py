@@ -1,6 +1,7 @@
 """Runs in Redis-less mode: job_runs is the queue.  Claims by several
 consumers, retries, dead runs, leases and their expiry after a crash, the
-fencing of a stale result, --drain-once and SIGTERM.  SPEC §2, §3, §6, §7."""
+fencing of a stale result, --drain-once and SIGTERM (docs/architecture.md, "The run
+lifecycle"; docs/guarantees.md)."""
 
 import signal
 import time
@@ -363,9 +364,9 @@ def test_sigterm_finishes_the_run_in_hand_and_exits_0(bins, migrated, spawn, db_
     ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1500}', count=2)
     first = harness.wait_until(
         lambda: [i for i, r in jrcli.runs(db, ids).items() if r["status"] == "running"],
-        timeout=10, msg="a run to start")[0]
+        timeout=60, msg="a run to start")[0]
     a.signal(sig)
-    assert a.wait(timeout=15) == 0, a.log_tail()
+    assert a.wait(timeout=120) == 0, a.log_tail()
     rows = jrcli.runs(db, ids)
     assert (rows[first]["status"], rows[first]["attempts"], rows[first]["error"]) == (
         "succeeded", 1, None), rows[first]
@@ -383,26 +384,27 @@ def test_sigterm_past_the_shutdown_timeout_gives_the_run_back(bins, migrated, sp
     without counting an attempt, and another consumer takes it at once
     (not after the lease)."""
     db = migrated
-    b = start(spawn, db_url, "B", JOB_LEASE_MS=60000)
-    a = start(spawn, db_url, "A", WORKER_SHUTDOWN_TIMEOUT_MS=300, JOB_LEASE_MS=60000)
+    b = start(spawn, db_url, "B", JOB_LEASE_MS=120000)
+    a = start(spawn, db_url, "A", WORKER_SHUTDOWN_TIMEOUT_MS=300, JOB_LEASE_MS=120000)
     b.signal(signal.SIGSTOP)   # A must be the one that takes it
     try:
-        ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 20000}')
-        jrcli.wait_runs(db, ids, "running")
+        ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 600000}')
+        jrcli.wait_runs(db, ids, "running", timeout=60)
     finally:
         b.signal(signal.SIGCONT)
     assert jrcli.runs(db, ids)[ids[0]]["consumer"] == "A"
     a.signal(signal.SIGTERM)
-    assert a.wait(timeout=10) == 0, a.log_tail()
-    t_exit = time.monotonic()
-    # taken up by B well within the 60 s lease: handed back, not reclaimed
+    # The run takes ten minutes: a consumer that exits with the run handed
+    # back did not wait for it (no clock is read).
+    assert a.wait(timeout=120) == 0, a.log_tail()
+    assert jrcli.events(a, "shutdown_timeout") == [] and len(jrcli.events(a, "stopped")) == 1
+    # B takes it up long before the two-minute lease could have passed:
+    # handed back, not reclaimed
     harness.wait_until(lambda: jrcli.runs(db, ids)[ids[0]]["consumer"] == "B",
-                       timeout=10, msg="B to take the run again")
-    took = time.monotonic() - t_exit
+                       timeout=60, msg="B to take the run again")
     row = jrcli.runs(db, ids)[ids[0]]
     # A's interrupted attempt did not count: B's is the first
     assert row["status"] == "running" and row["attempts"] == 1, row
-    assert took < 5.0, took   # generous under load; typically well under a second
     b.kill9()
 
 
@@ -412,7 +414,7 @@ def test_after_sigterm_no_new_run_is_claimed(bins, migrated, spawn, db_url):
     busy = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1500}')
     jrcli.wait_runs(db, busy, "running")
     a.signal(signal.SIGTERM)
-    a.wait_for_log({"event": "shutdown"}, timeout=5)
+    a.wait_for_log({"event": "shutdown"}, timeout=60)
     # a run arrives right after: inserted and announced as the enqueue path
     # does it (a producer process would take longer to start than the
     # window in which this consumer's idle threads are still waiting)
