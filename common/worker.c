@@ -716,6 +716,11 @@ static void *heartbeat_thread(void *arg)
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
+	/* Redis-less: the lease extensions' connection is opened now, with the
+	 * claims', not when the first run is in hand: a server that runs out
+	 * of connections later cannot keep leases from being extended */
+	if (!w->cfg->redis_url)
+		hb_queue(w, T_PG, &pq);
 	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
 		sleep_ms(HB_TICK_MS);
 		/* runs waiting behind a long one: back to the queue, for a free thread */

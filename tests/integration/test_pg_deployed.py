@@ -332,6 +332,33 @@ def test_max_connections_exhausted(bins, spawn):
 
 
 # ---------------------------------------------------------------------------
+# rollouts
+# ---------------------------------------------------------------------------
+
+def test_sigterm_during_a_long_run_redis_mode(bins, db, redis_server, spawn):
+    """Redis mode: a run cut off by the shutdown deadline is handed back
+    without counting an attempt and another consumer takes it long before
+    its lease (two minutes here) could pass."""
+    env = dict(REDIS_URL=redis_server.url, JOB_LEASE_MS=120000)
+    a = spawn("consumer", env=consumer_env(db.url, "A", WORKER_SHUTDOWN_TIMEOUT_MS=300, **env), name="A")
+    a.wait_for_log({"event": "job_runner_started"}, timeout=30)
+    ids = jrcli.enqueue(bins, db.url, "noop", payload='{"sleepMs": 600000}',
+                        REDIS_URL=redis_server.url)
+    jrcli.wait_runs(db, ids, "running", timeout=60)
+    b = spawn("consumer", env=consumer_env(db.url, "B", **env), name="B")
+    b.wait_for_log({"event": "job_runner_started"}, timeout=30)
+    a.signal(signal.SIGTERM)
+    assert a.wait(timeout=120) == 0, a.log_tail()
+    t0 = time.monotonic()
+    harness.wait_until(lambda: jrcli.runs(db, ids)[ids[0]]["consumer"] == "B"
+                       and jrcli.runs(db, ids)[ids[0]]["status"] == "running",
+                       timeout=60, msg="B to take the run again")
+    print("taken up %.2f s after A exited" % (time.monotonic() - t0))
+    row = jrcli.runs(db, ids)[ids[0]]
+    assert row["attempts"] == 1, row
+
+
+# ---------------------------------------------------------------------------
 # start-up: the migration lock and signals
 # ---------------------------------------------------------------------------
 
