@@ -1,12 +1,15 @@
 /* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
- * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
- * borrows a connection set (struct api_conn: a PostgreSQL connection, an
- * enqueuer with its Redis and PostgreSQL queue handles, a Redis connection
- * for health checks) from a small pool for the length of the request: no
- * connection is ever used by two threads, and there is no connect per
- * request.
+ * 4xx itself.  Handlers that touch PostgreSQL or Redis run on httpd's
+ * worker threads (opt.workers), several at once, so each borrows a
+ * connection set (struct api_conn: a PostgreSQL connection, an enqueuer
+ * with its Redis and PostgreSQL queue handles) from a small pool for the
+ * length of the request: no connection is ever used by two threads, and
+ * there is no connect per request.  /api/health, /api/health/extended and
+ * /metrics are HTTPD_INLINE: they answer on the polling threads from the
+ * process alone and the background probe (probe.h), so they answer while
+ * every worker waits on a stalled dependency.
  *
  * The body of POST .../run is parsed and validated by runreq_parse()
  * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
