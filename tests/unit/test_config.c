@@ -190,11 +190,13 @@ static void test_bad_dsn_not_echoed(void)
 	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
 	CHECK(strstr(err, "DATABASE_URL") != NULL);
 	CHECK(strstr(err, "hunter2") == NULL);
+	config_free(&cfg);
 	setenv("DATABASE_URL", "postgresql://u@h/db", 1);
 	setenv("DATABASE_DIRECT_URL", "postgresql://u:hunter2@[oops", 1);
 	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
 	CHECK(strstr(err, "DATABASE_DIRECT_URL") != NULL);
 	CHECK(strstr(err, "hunter2") == NULL);
+	config_free(&cfg);
 	unsetenv("DATABASE_DIRECT_URL");
 }
 
