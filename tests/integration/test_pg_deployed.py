@@ -392,6 +392,16 @@ def test_sigterm_while_waiting_for_the_migration_lock(bins, db, spawn):
         holder.close()
 
 
+def test_sigterm_while_waiting_for_postgres(bins, spawn):
+    dead = "postgresql://postgres@127.0.0.1:%d/x" % harness.free_port()
+    c = spawn("consumer", env=consumer_env(dead, "A", STARTUP_TIMEOUT_MS=600000), name="A")
+    time.sleep(1)   # in the connect-retry loop now
+    c.signal(signal.SIGTERM)
+    # well before the ten-minute start-up timeout
+    assert c.wait(timeout=60) == 0, c.log_tail()
+    assert jrcli.events(c, "shutdown"), c.log_tail()
+
+
 # ---------------------------------------------------------------------------
 # secrets
 # ---------------------------------------------------------------------------
