@@ -172,10 +172,11 @@ static void log_cycle(const struct cycle_report *rep, const char *trigger)
 /* the jobs' connection pool                                           */
 /* ------------------------------------------------------------------ */
 
-/* Borrows a pool connection, connected: waits for a free one, and while
+/* Borrows a pool connection: waits for a free one and connects it; while
  * PostgreSQL refuses a new connection (max_connections) waits and tries
  * again every 500 ms (the failure is counted and logged by db.c) instead
- * of failing the run.  NULL once the worker is stopping. */
+ * of failing the run.  Any other failure leaves it unconnected: the job's
+ * first query fails, as it would have. */
 static struct db *pool_borrow(struct worker *w)
 {
 	pthread_mutex_lock(&w->pool_mu);
@@ -190,11 +191,10 @@ static struct db *pool_borrow(struct worker *w)
 	w->pool_busy[i] = 1;
 	pthread_mutex_unlock(&w->pool_mu);
 	struct db *db = &w->pool[i];
-	while (db_connect(db)) {
-		if (w->stopping)
-			break;
+	/* only a refusal is waited out; PostgreSQL down fails the run as
+	 * before (retried with backoff), so threads stay free for other work */
+	while (db_connect(db) && db_fail_reason_of(db->errstr) == DBF_TOO_MANY && !w->stopping)
 		sleep_ms(500);
-	}
 	return db;
 }
 
@@ -266,10 +266,12 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 	 * connection: wait for it (the run keeps its lease) rather than call
 	 * it an org limit */
 	while (session_org_acquire(cfg, r->org_id, (int)cfg->org_concurrency, slot, err, sizeof err)) {
-		if (t->w->stopping) {
+		if (t->w->stopping || db_fail_reason_of(err) != DBF_TOO_MANY) {
+			/* not run, no attempt counted; and said for what it is */
 			res->outcome = RUN_DEFER;
-			res->retry_after_ms = 1;
-			snprintf(res->error, sizeof res->error, "consumer shutting down");
+			res->retry_after_ms = t->w->stopping ? 1 : 1000;
+			snprintf(res->error, sizeof res->error, "%s: %.200s",
+				 t->w->stopping ? "consumer shutting down" : "database unavailable", err);
 			return 1;
 		}
 		sleep_ms(500);
