@@ -33,7 +33,8 @@ struct probe *probe_start(const struct config *cfg, const char *name);
 void probe_stop(struct probe *p);
 
 /* Fills checks with "database" (and "redis" in Redis mode) check objects
- * (httpd_check()); returns 1 when all are ok. */
+ * (httpd_check()); returns 1 when all are ok.  Right after the start it
+ * waits (up to PROBE_BUDGET_MS) for the first results; never otherwise. */
 int probe_checks(struct probe *p, cJSON *checks);
 /* A jrm_queue_depth_source() callback (ctx: the probe): the last counts read. */
 void probe_queue_depth(void *ctx, struct metrics_emitter *emit);
