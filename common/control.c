@@ -120,15 +120,6 @@ void control_watch_stop(void)
 /* search                                                              */
 /* ------------------------------------------------------------------ */
 
-#define ISO(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
-#define CONTROL_RUN_COLUMNS \
-	"id, job, org_id," \
-	" case when status = 'queued' and run_at > now() then 'delayed' else status end," \
-	" attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " ISO("finished_at") "," \
-	" duration_ms, error, consumer, max_attempts, source, payload::text, " ISO("run_at") "," \
-	" " ISO("cancel_requested_at")
-
 /* status filter → SQL (constants from this table only) */
 static const struct {
 	const char *name, *sql;

@@ -44,6 +44,18 @@ void control_watch_stop(void);
 
 /* ---- search ---- */
 
+/* The columns of a run as control_run_json() reads them ("delayed" for a
+ * queued run due later). */
+#define CONTROL_ISO(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+#define CONTROL_RUN_COLUMNS \
+	"id, job, org_id," \
+	" case when status = 'queued' and run_at > now() then 'delayed' else status end," \
+	" attempts, " CONTROL_ISO("enqueued_at") ", " CONTROL_ISO("started_at") ", " CONTROL_ISO("finished_at") "," \
+	" duration_ms, error, consumer, max_attempts, source, payload::text, " CONTROL_ISO("run_at") "," \
+	" " CONTROL_ISO("cancel_requested_at")
+
+
 struct control_search {
 	const char *job, *org_id, *status;   /* NULL = any; status: a run status or "delayed" */
 	int64_t since_ms, until_ms;          /* enqueued in [since, until); 0 = open */

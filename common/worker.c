@@ -775,6 +775,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		pthread_mutex_destroy(&t->hand.mu);
 	}
 	free(w->threads);
+	control_watch_stop();
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->done_cv);
 	free(w);
