@@ -151,7 +151,9 @@ static const char lua_promote[] =
  * consumer, n, lowest and highest handle, then per run: handle, fence,
  * kind, due, member, event (JSON object, '' = none), run id ('' = none).
  * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead
- * count, c = ack + event (cancelled) + the cancel request removed.
+ * count, c = ack + event (cancelled) + the cancel request marked done
+ * (its score negated: kept an hour, so a later request is told the run
+ * had finished).
  * A run with a cancel request that ends otherwise (it finished before it
  * saw the request) is recorded cancelled all the same: the request was
  * answered as accepted, so it is the run's one final state.
@@ -189,7 +191,10 @@ static const char lua_complete[] =
 	"    end\n"
 	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
 	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
-	"    if kind == 'c' then redis.call('ZREM', KEYS[5], id) end\n"
+	"    if kind == 'c' then\n"
+	"      local sc = tonumber(redis.call('ZSCORE', KEYS[5], id))\n"
+	"      if sc and sc > 0 then redis.call('ZADD', KEYS[5], 'XX', -sc, id) end\n"
+	"    end\n"
 	"    if ev ~= '' then evs[#evs + 1] = ev end\n"
 	"  else\n"
 	"    out[r] = 1\n"
@@ -318,9 +323,10 @@ static const char lua_gc[] =
  * is one) and tells whether a consumer holds the run now (its entry is
  * pending in the group): from here on, a consumer that reads the entry
  * finds the request before it starts the run.  Returns {held (0/1), last
- * id of runs, last id of events} (the ids for S_CAUGHT_UP). */
+ * id of runs, last id of events (the ids for S_CAUGHT_UP), added (0: there
+ * was a request already)}. */
 static const char lua_cancel[] =
-	"redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])\n"
+	"local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])\n"
 	"local held = 0\n"
 	"if redis.call('EXISTS', KEYS[2]) == 1 then\n"
 	"  for _, p in ipairs(redis.call('XPENDING', KEYS[2], ARGV[3], '-', '+', tonumber(ARGV[4]))) do\n"
@@ -342,7 +348,7 @@ static const char lua_cancel[] =
 	"  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]\n"
 	"  return r and r[1] or '0-0'\n"
 	"end\n"
-	"return {held, last(KEYS[2]), last(KEYS[3])}\n";
+	"return {held, last(KEYS[2]), last(KEYS[3]), added}\n";
 
 /* KEYS: runs, events.  ARGV: history group, runs id, events id.  1 when
  * the history writer has written (acknowledged) every entry of both
@@ -1048,14 +1054,23 @@ static int64_t default_gc_idle(const struct rqueue *rq)
 	return idle > 600000 ? idle : 600000;
 }
 
-/* Cancel requests live until the run's consumer records it cancelled; one
- * whose run never came (its entry lost with a Redis that restarted empty)
- * goes after the longest delay a run may have plus a day. */
+/* Cancel requests (score: the request's ms) live until the run's consumer
+ * records it cancelled, then an hour more (score negated); one whose run
+ * never came (its entry lost with a Redis that restarted empty) goes after
+ * the longest delay a run may have plus a day. */
 #define CANCEL_KEEP_MS ((int64_t)91 * 86400 * 1000)
+#define CANCEL_DONE_KEEP_MS ((int64_t)3600 * 1000)
 static int prune_cancel(struct rqueue *rq)
 {
-	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s -inf %lld", RENTRY_CANCEL,
-				   (long long)(wall_ms() - CANCEL_KEEP_MS));
+	int64_t now = wall_ms();
+	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s 0 (%lld", RENTRY_CANCEL,
+				   (long long)(now - CANCEL_KEEP_MS));
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	/* done (negative score -T): T older than an hour */
+	r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s (%lld (0", RENTRY_CANCEL,
+		       (long long)-(now - CANCEL_DONE_KEEP_MS));
 	if (!r)
 		return rq_fail(rq);
 	freeReplyObject(r);
@@ -1437,12 +1452,14 @@ static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *
 	return rq_ok(rq);
 }
 
-int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held,
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
 				int64_t history_wait_ms)
 {
 	struct rqueue *rq = rq_of(q);
 	if (held)
 		*held = 0;
+	if (added)
+		*added = 0;
 	if (!on) {
 		redisReply *r = rconn_cmdf(&rq->rc, "ZREM %s %s", RENTRY_CANCEL, id);
 		if (!r)
@@ -1459,7 +1476,9 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 	if (!r)
 		return rq_fail(rq);
 	char runs_id[48] = "0-0", events_id[48] = "0-0";
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+		if (added && r->element[3]->type == REDIS_REPLY_INTEGER)
+			*added = r->element[3]->integer == 1;
 		if (held && r->element[0]->type == REDIS_REPLY_INTEGER)
 			*held = r->element[0]->integer == 1;
 		if (r->element[1]->type == REDIS_REPLY_STRING)
