@@ -372,3 +372,88 @@ def test_cancel_race_busy_pool(fresh):
         else:
             assert st == "succeeded", (i, st, answers[i])
     assert counts.get("cancelled", 0) > 0 and counts.get("succeeded", 0) > 0, counts
+
+
+# ---- the CLI ------------------------------------------------------------------------
+
+
+def _cli(system, *args, **env_over):
+    import json
+    import os
+    import jrcli
+    e = {k: str(v) for k, v in system.base_env.items()}
+    e.update({k: str(v) for k, v in env_over.items()})
+    p = jrcli.run(os.path.join(os.environ["JR_BIN"], "producer"), list(args), e, timeout=60)
+    out = None
+    if "--json" in args and p.returncode == 0:
+        out = json.loads(p.stdout)
+    return p, out
+
+
+def test_cli_delay_show_list_cancel(system):
+    tag = "org-cli-%d" % int(time.time() * 1000)
+    p, _ = _cli(system, "enqueue", "noop", "--org", tag, "--delay-ms", "60000")
+    assert p.returncode == 0, p.stderr
+    rid = p.stdout.strip()
+    run = harness.wait_until(lambda: _cli(system, "runs", "show", rid, "--json")[1], timeout=20,
+                             msg="runs show")
+    assert run["status"] == "delayed" and run["orgId"] == tag, run
+    p, page = _cli(system, "runs", "list", "--org", tag, "--status", "delayed", "--json")
+    assert p.returncode == 0 and [r["id"] for r in page["runs"]] == [rid], (p.stderr, page)
+    p, _ = _cli(system, "runs", "list", "--org", tag)
+    assert p.returncode == 0 and rid in p.stdout and "delayed" in p.stdout, p.stdout
+    p, out = _cli(system, "runs", "cancel", rid, "--json")
+    assert p.returncode == 0 and out["status"] == "cancelled", (p.stderr, out)
+    p, _ = _cli(system, "runs", "cancel", rid)
+    assert p.returncode == 1 and "already finished" in p.stderr, p.stderr
+    p, _ = _cli(system, "runs", "show", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+    p, _ = _cli(system, "runs", "cancel", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+    p, _ = _cli(system, "enqueue", "noop", "--run-at", "2030-01-01T00:00:00Z", "--delay-ms", "5")
+    assert p.returncode == 2, p.stderr
+    p, _ = _cli(system, "enqueue", "noop", "--delay-ms", "-5")
+    assert p.returncode == 2 and "--delay-ms" in p.stderr, p.stderr
+
+
+def test_cli_pause_resume_retry(system):
+    p, out = _cli(system, "pause", "noop", "--json")
+    assert p.returncode == 0 and out == {"job": "noop", "paused": True}, (p.stderr, out)
+    _, _, m = system.api.get(J + "/metrics")
+    assert [j for j in m["jobs"] if j["name"] == "noop"][0]["paused"] is True
+    p, _ = _cli(system, "resume", "noop")
+    assert p.returncode == 0 and "resumed" in p.stdout, p.stderr
+    _, _, m = system.api.get(J + "/metrics")
+    assert [j for j in m["jobs"] if j["name"] == "noop"][0]["paused"] is False
+    p, _ = _cli(system, "pause", "nope")
+    assert p.returncode == 1, p.stderr
+    tag = "org-clid-%d" % int(time.time() * 1000)
+    ids = [system.api.enqueue(body={"orgId": tag, "payload": {"failAlways": True}})["id"]
+           for _ in range(2)]
+    for i in ids:
+        system.api.wait_status(i, "dead", timeout=30)
+    p, out = _cli(system, "runs", "retry", "--dead", "--org", tag, "--json")
+    assert p.returncode == 0 and sorted(out["ids"]) == sorted(ids), (p.stderr, out)
+    for i in ids:
+        system.api.wait_run(i, lambda r: r["source"] == "retry" and r["status"] == "dead", timeout=30)
+    p, _ = _cli(system, "runs", "retry", ids[0])
+    assert p.returncode == 0 and ids[0] in p.stdout, p.stderr
+    p, _ = _cli(system, "runs", "retry", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["runs"], ["runs", "frob"], ["runs", "list", "--limit", "0"], ["runs", "list", "--status", "x"],
+    ["runs", "list", "--cursor", "zz"], ["runs", "list", "--since", "now"], ["runs", "show"],
+    ["runs", "retry"], ["runs", "retry", "x", "--dead"], ["runs", "cancel", "x", "--job", "noop"],
+    ["pause"], ["runs", "list", "--frob"],
+])
+def test_cli_usage(system, args):
+    p, _ = _cli(system, *args)
+    assert p.returncode == 2 and "usage" in p.stderr, (args, p.returncode, p.stderr)
+
+
+def test_cli_database_unreachable(system):
+    closed = "postgresql://postgres@127.0.0.1:%d/nowhere" % harness.free_port()
+    p, _ = _cli(system, "runs", "list", DATABASE_URL=closed, STARTUP_TIMEOUT_MS=500)
+    assert p.returncode == 3, (p.returncode, p.stderr)
