@@ -57,7 +57,7 @@ from (
               when g * 37 % 1000 < 975 then 'failed' when g * 37 % 1000 < 985 then 'queued'
               when g * 37 % 1000 < 990 then 'running' else 'cancelled' end as st
   from (select g, now() - interval '30 days' + (g * (interval '30 days' / ROWS)) as ts
-          from generate_series(1, ROWS) g) t
+          from generate_series(1::bigint, ROWS) g) t
 ) s
 """
 
