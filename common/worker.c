@@ -343,6 +343,7 @@ static int control_gate(struct wthread *t, size_t i, struct run *r, struct run_r
 		res->outcome = RUN_DEFER;
 		res->retry_after_ms = 1000;
 		snprintf(res->error, sizeof res->error, "job %.64s is paused", r->job);
+		r->started_at_ms = 0;   /* not started: its record must not say so */
 		return 1;
 	}
 	return 0;
