@@ -63,6 +63,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,14 +116,14 @@ static const struct rscript scripts[S_COUNT] = {
  * name) are never taken.  The one piece of process-wide state here. */
 #define OWN_MARGIN_MS 1000
 static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
-static int64_t epoch_mono_ms;
+static _Atomic int64_t epoch_mono_ms;
 
-static void epoch_init(void) { __atomic_store_n(&epoch_mono_ms, mono_ms(), __ATOMIC_RELAXED); }
+static void epoch_init(void) { atomic_store_explicit(&epoch_mono_ms, mono_ms(), memory_order_relaxed); }
 
 static int64_t epoch_ms(void)
 {
 	pthread_once(&epoch_once, epoch_init);
-	return __atomic_load_n(&epoch_mono_ms, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&epoch_mono_ms, memory_order_relaxed);
 }
 
 void queue_redis_reset_epoch(void)
