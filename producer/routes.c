@@ -574,10 +574,10 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
 		*out = NULL;
-		return EXIT_USAGE;
+		return -1;
 	}
 	*out = api;
-	return -1;
+	return 0;
 }
 
 void producer_api_stop(struct producer_api *api)
