@@ -17,7 +17,7 @@
 
 static void db_fail(struct db *db, const char *what, const char *detail)
 {
-	db->err = 1;
+	db->err = -1;
 	char clean[200];
 	snprintf(clean, sizeof clean, "%s", detail ? detail : "");
 	/* libpq messages end with a newline; keep log lines single-line */

@@ -23,7 +23,7 @@ struct db {
 	char *url;               /* owned */
 	char *app_name;          /* owned; shows in pg_stat_activity */
 	int64_t statement_timeout_ms;
-	int err;                 /* nonzero after a failure: errstr says what */
+	int err;                 /* -1 after a failure (errstr says what), 0 after a success */
 	char errstr[256];
 	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
 	int connected_once;
