@@ -41,7 +41,8 @@ struct worker;
 #define WORKER_COUNTS(X)                                                       \
 	X(claimed) X(succeeded) X(retried) X(dead) X(deferred) X(fenced) X(cycles)  \
 	X(reclaimed)                                                           \
-	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */
+	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */   \
+	X(released)            /* claimed, not started, given back (head-of-line) */
 
 struct worker_counts {
 #define X(f) uint64_t f;
