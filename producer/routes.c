@@ -390,17 +390,21 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 
 static cJSON *run_json(const PGresult *r, int row)
 {
-	/* RUN_COLUMNS in order, but the payload (last): the JSON key, and
-	 * whether the value is a number */
-	static const struct { const char *key; int num; } cols[] = {
-		{ "id", 0 }, { "job", 0 }, { "orgId", 0 }, { "status", 0 }, { "attempts", 1 },
-		{ "enqueuedAt", 0 }, { "startedAt", 0 }, { "finishedAt", 0 }, { "durationMs", 1 },
-		{ "error", 0 }, { "consumer", 0 }, { "maxAttempts", 1 }, { "source", 0 },
-	};
 	cJSON *o = cJSON_CreateObject();
-	for (size_t i = 0; i < JR_ARRAY_LEN(cols); i++)
-		(cols[i].num ? add_num : add_str)(o, cols[i].key, db_get(r, row, (int)i));
-	const char *payload = db_get(r, row, (int)JR_ARRAY_LEN(cols));
+	add_str(o, "id", db_get(r, row, 0));
+	add_str(o, "job", db_get(r, row, 1));
+	add_str(o, "orgId", db_get(r, row, 2));
+	add_str(o, "status", db_get(r, row, 3));
+	add_num(o, "attempts", db_get(r, row, 4));
+	add_str(o, "enqueuedAt", db_get(r, row, 5));
+	add_str(o, "startedAt", db_get(r, row, 6));
+	add_str(o, "finishedAt", db_get(r, row, 7));
+	add_num(o, "durationMs", db_get(r, row, 8));
+	add_str(o, "error", db_get(r, row, 9));
+	add_str(o, "consumer", db_get(r, row, 10));
+	add_num(o, "maxAttempts", db_get(r, row, 11));
+	add_str(o, "source", db_get(r, row, 12));
+	const char *payload = db_get(r, row, 13);
 	cJSON *p = payload ? cJSON_Parse(payload) : NULL;
 	if (p)
 		cJSON_AddItemToObject(o, "payload", p);
@@ -450,6 +454,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 
 static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 {
+	struct producer_api *api = req->app;
 	const char *lim = httpd_query(req, "limit");
 	int64_t limit = DEAD_LIMIT_DEFAULT;
 	if (lim && parse_i64(lim, 1, DEAD_LIMIT_MAX, &limit)) {
@@ -459,10 +464,14 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	char l[16];
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	const char *p[1] = { l };
-	PGresult *r = api_read(req->app, resp, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
-			       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
-	if (!r)
+	struct api_conn *c = borrow(api);
+	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
+	give_back(api, c);
+	if (!r) {
+		answer_db_down(resp);
 		return;
+	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
 	for (int i = 0; i < PQntuples(r); i++)
