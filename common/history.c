@@ -581,15 +581,8 @@ static int ensure_groups(struct history *h)
 		return h_fail(h, "redis", h->rc.errstr);
 	if (h->groups_at == h->rc.connects)
 		return 0;
-	static const char *const keys[] = { RENTRY_RUNS, RENTRY_EVENTS };
-	for (size_t i = 0; i < JR_ARRAY_LEN(keys); i++) {
-		const char *av[] = { "XGROUP", "CREATE", keys[i], RENTRY_HISTORY_GROUP, "$", "MKSTREAM" };
-		redisReply *r = rconn_cmd(&h->rc, 6, av, NULL);
-		if (r)
-			freeReplyObject(r);
-		else if (!strstr(h->rc.errstr, "BUSYGROUP"))
-			return h_fail(h, "redis", h->rc.errstr);
-	}
+	if (rentry_create_groups(&h->rc))
+		return h_fail(h, "redis", h->rc.errstr);
 	h->groups_at = h->rc.connects;
 	h->pending = 1;
 	return 0;

@@ -51,18 +51,16 @@ struct pgq {
 
 #define NOTIFY_CHANNEL "jobrunner_runs"
 
-static void pgq_fail(struct pgq *p)
-{
-	p->q.err = 1;
-	snprintf(p->q.errstr, sizeof p->q.errstr, "postgres: %s", p->db.errstr);
-}
-
+/* Records the database's failure in the queue (err and errstr, as
+ * queue.h promises) and returns its QUEUE_E* code: QUEUE_EDOWN when the
+ * connection is gone, QUEUE_EINTERNAL when PostgreSQL refused. */
 static int pgq_code(struct pgq *p)
 {
-	pgq_fail(p);
 	if (!p->db.conn)
 		p->listening = 0;
-	return p->db.conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+	p->q.err = p->db.conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+	snprintf(p->q.errstr, sizeof p->q.errstr, "postgres: %s", p->db.errstr);
+	return p->q.err;
 }
 
 /* ------------------------------------------------------------------ */

@@ -186,37 +186,15 @@ static int rq_ok(struct rqueue *rq)
 	return 0;
 }
 
-/* Creates the groups (idempotent).  After every (re)connect, because a
- * Redis without persistence comes back empty. */
+/* Creates the groups (rentry_create_groups()) once per connection. */
 static int ensure_groups(struct rqueue *rq)
 {
 	if (rconn_connect(&rq->rc))
 		return rq_fail(rq);
 	if (rq->groups_at == rq->rc.connects)
 		return 0;
-	static const char *const cmds[][2] = {
-		{ RENTRY_RUNS, RENTRY_GROUP },
-		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
-		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
-	};
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		const char *av[] = { "XGROUP", "CREATE", cmds[i][0], cmds[i][1], "$", "MKSTREAM" };
-		if (rconn_append(&rq->rc, 6, av, NULL))
-			return rq_fail(rq);
-	}
-	int rv = 0;
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		redisReply *r = rconn_get(&rq->rc);
-		if (!r)
-			return rq_fail(rq);
-		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv) {
-			rconn_reply_error(&rq->rc, r);
-			rv = rq_fail(rq);
-		}
-		freeReplyObject(r);
-	}
-	if (rv)
-		return rv;
+	if (rentry_create_groups(&rq->rc))
+		return rq_fail(rq);
 	rq->groups_at = rq->rc.connects;
 	return 0;
 }

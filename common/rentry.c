@@ -258,3 +258,29 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	}
 	return 0;
 }
+
+int rentry_create_groups(struct rconn *rc)
+{
+	static const char *const groups[][2] = {
+		{ RENTRY_RUNS, RENTRY_GROUP },
+		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
+		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
+	};
+	if (rconn_connect(rc))
+		return rc->err;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		const char *av[] = { "XGROUP", "CREATE", groups[i][0], groups[i][1], "$", "MKSTREAM" };
+		if (rconn_append(rc, 6, av, NULL))
+			return rc->err;
+	}
+	int rv = 0;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		redisReply *r = rconn_get(rc);
+		if (!r)
+			return rc->err;
+		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv)
+			rv = rconn_reply_error(rc, r);
+		freeReplyObject(r);
+	}
+	return rv;
+}

@@ -27,7 +27,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
-#include "graph.h"
+#include "http.h"
 #include "history.h"
 #include "jrmetrics.h"
 #include "log.h"
@@ -86,7 +86,7 @@ struct wthread {
 	struct queue *rq, *pq;
 	int64_t redis_retry_at_ms, pg_poll_at_ms;
 	struct db db;                  /* for jobs and cycles */
-	void *http;
+	struct http_client *http;      /* for jobs (job_http()), made on first use */
 	struct enqueuer enq;           /* for fan-out from cycles */
 	size_t batch;
 	int pg_first;                  /* backlog: which transport this claim tries first */
@@ -714,7 +714,7 @@ static void *timer_thread(void *arg)
 	}
 	enqueuer_release(&t.enq);
 	db_release(&t.db);
-	graph_client_free(t.http);
+	http_client_free(t.http);
 	return NULL;
 }
 
@@ -818,7 +818,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		drop(&t->pq);
 		db_release(&t->db);
 		enqueuer_release(&t->enq);
-		graph_client_free(t->http);
+		http_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
 		pthread_cond_destroy(&t->hand.cv);
 	}

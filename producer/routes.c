@@ -1,4 +1,4 @@
-/* routes.c -- the producer's HTTP API (SPEC §5).
+/* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
  * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
@@ -193,6 +193,26 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* ------------------------------------------------------------------ */
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
+/* answers several routes give                                         */
+/* ------------------------------------------------------------------ */
+
+/* 503: what the route needs from PostgreSQL could not be had. */
+static void answer_db_down(struct httpd_response *resp)
+{
+	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+}
+
+/* 404 for a run id: what ("run", "dead run") with this id does not exist;
+ * id NULL when the id is not even well-formed (it is not echoed then). */
+static void answer_no_run(struct httpd_response *resp, const char *what, const char *id)
+{
+	if (id)
+		httpd_error(resp, 404, "unknown_run", "no %s with id %s", what, id);
+	else
+		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
+}
+
+/* ------------------------------------------------------------------ */
 
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -204,7 +224,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
 		give_back(api, c);
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	struct queue_stats qs;
@@ -226,7 +246,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (size_t j = 0; j < n; j++) {
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
-		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
@@ -398,7 +418,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
 	if (!id || !run_id_valid(id, strlen(id))) {
-		httpd_error(resp, 404, "unknown_run", "no run with this id");
+		answer_no_run(resp, "run", NULL);
 		return;
 	}
 	const char *p[1] = { id };
@@ -406,11 +426,11 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	if (PQntuples(r) == 0)
-		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		answer_no_run(resp, "run", id);
 	else
 		httpd_json(resp, 200, run_json(r, 0));
 	PQclear(r);
@@ -433,7 +453,7 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	cJSON *o = cJSON_CreateObject();
@@ -452,7 +472,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
 	if (!id || !run_id_valid(id, strlen(id))) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
+		answer_no_run(resp, "dead run", NULL);
 		return;
 	}
 	struct api_conn *c = borrow(api);
@@ -501,9 +521,9 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	PQclear(r);
 	give_back(api, c);
 	if (status == 404) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+		answer_no_run(resp, "dead run", id);
 	} else if (status == 503) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 	} else {
 		jrm_enqueued(job, 1);
 		cJSON *o = cJSON_CreateObject();
