@@ -42,6 +42,7 @@ Run it alone:  JR_BUILD=build python3 tests/chaos/chaos_run.py build/bin /tmp/ch
 (CTest runs it through test_chaos.py; label `chaos`.)
 """
 
+import datetime
 import json
 import os
 import random
@@ -93,16 +94,17 @@ def log(msg):
 class Cluster:
     """The servers and the jobrunner processes of the run."""
 
-    def __init__(self, bin_dir):
+    def __init__(self, bin_dir, mode="redis"):
         bin_dir = os.path.abspath(bin_dir)
         self.producer_bin = os.path.join(bin_dir, "producer")
         self.consumer_bin = os.path.join(bin_dir, "consumer")
         self.pg = harness.Postgres()
         self.db = self.pg.create_database()
-        self.redis = harness.Redis(appendonly=True)
+        self.redis = harness.Redis(appendonly=True) if mode == "redis" else None
+        self.redis_url = self.redis.url if self.redis else None   # None: Redis-less
         self.procs = []          # every consumer Proc ever started (their logs)
         self.consumers = {}      # name -> running Proc
-        self.cli_env = jrcli.env(self.db.url, REDIS_URL=self.redis.url, **COMMON)
+        self.cli_env = jrcli.env(self.db.url, REDIS_URL=self.redis_url, **COMMON)
         p = jrcli.run(self.consumer_bin, ["--migrate-only"], self.cli_env)
         assert p.returncode == 0, p.stdout + p.stderr
         self.db.execute(STATE_LOG_SQL)
@@ -110,14 +112,14 @@ class Cluster:
         self.url = "http://127.0.0.1:%d" % self.port
         self.producer = harness.Proc(
             [self.producer_bin],
-            env=jrcli.env(self.db.url, REDIS_URL=self.redis.url, PORT=self.port, API_TOKEN=TOKEN,
+            env=jrcli.env(self.db.url, REDIS_URL=self.redis_url, PORT=self.port, API_TOKEN=TOKEN,
                           CONSUMER_NAME="producer", **COMMON),
             name="producer")
         self.producer.wait_for_log({"event": "producer_started"}, timeout=30)
 
     def start_consumer(self, name):
         p = harness.Proc([self.consumer_bin], name=name, env=jrcli.env(
-            self.db.url, REDIS_URL=self.redis.url, CONSUMER_NAME=name, LOG_LEVEL="debug",
+            self.db.url, REDIS_URL=self.redis_url, CONSUMER_NAME=name, LOG_LEVEL="debug",
             **COMMON))
         self.procs.append(p)
         self.consumers[name] = p
@@ -139,6 +141,17 @@ class Cluster:
                     out.append(e)
         return out
 
+    def skipped_cycle_times(self):
+        """Epoch seconds of every job_runner_cycle_skipped line (a consumer
+        tried a cycle and found the lock held elsewhere)."""
+        out = []
+        for p in self.procs:
+            for e in p.json_lines():
+                if e.get("event") == "job_runner_cycle_skipped" and e.get("ts"):
+                    t = datetime.datetime.strptime(e["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                    out.append(t.replace(tzinfo=datetime.timezone.utc).timestamp())
+        return out
+
     def runs(self):
         cols = ("id", "tag", "status", "attempts", "max_attempts", "consumer",
                 "idempotency_key", "transport")
@@ -155,7 +168,8 @@ class Cluster:
     def cleanup(self):
         for p in list(self.procs) + [self.producer]:
             p.cleanup()
-        self.redis.cleanup()
+        if self.redis:
+            self.redis.cleanup()
         self.pg.cleanup()
 
 
@@ -340,8 +354,9 @@ class Run:
         """inject() returns when the fault is lifted; the recovery is measured
         from then until everything accepted so far is finished."""
         log("fault %s" % name)
-        start = time.time()
+        self.started = start = time.time()
         after = inject()
+        start = self.started      # inject() may set it later (after its preparation)
         end = time.time()
         rec = wait_finished(self.cl.db, self.load.accepted_until(end), RECOVERY_DEADLINE_S)
         if after:
@@ -370,13 +385,17 @@ class Run:
         req = self.load._new(tag, "http", None, 6)
         outcome, ids, _ = self.load._post([{"payload": {"tag": tag, "sleepMs": 1000}}] * 6)
         self.load._record(req, outcome, ids)
+        name = "c3"
         try:
-            harness.wait_until(lambda: self.cl.db.scalar(
-                "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND status = 'running'"
-                " AND consumer = 'c3'", (ids,)), timeout=10, ignore=(Exception,))
+            name = harness.wait_until(lambda: self.cl.db.scalar(
+                "SELECT consumer FROM job_runs WHERE id = ANY(%s) AND status = 'running'"
+                " AND consumer = ANY(%s) LIMIT 1", (ids, list(self.cl.consumers))),
+                timeout=10, ignore=(Exception,))
         except AssertionError:
-            log("consumer_sigstop: no slow run seen running on c3; stopping it anyway")
-        p = self.cl.consumers["c3"]
+            log("consumer_sigstop: no slow run seen running; stopping c3 anyway")
+        log("consumer_sigstop: stopping %s" % name)
+        p = self.cl.consumers[name]
+        self.started = time.time()
         p.signal(signal.SIGSTOP)
         time.sleep(2.5 * LEASE_MS / 1000.0)
         p.signal(signal.SIGCONT)
@@ -476,14 +495,19 @@ class Run:
                 s.close()
 
 
-FAULTS = ("consumers_kill9", "consumer_sigstop", "redis_kill_aof", "redis_sigstop",
-          "pg_restart", "legacy_lock_kills", "slowloris")
+FAULTS = {
+    "redis": ("consumers_kill9", "consumer_sigstop", "redis_kill_aof", "redis_sigstop",
+              "pg_restart", "legacy_lock_kills", "slowloris"),
+    "redisless": ("consumers_kill9", "consumer_sigstop", "pg_restart", "legacy_lock_kills"),
+}
 
 
-def run(bin_dir, out_dir, faults=FAULTS):
+def run(bin_dir, out_dir, mode="redis", faults=None):
+    """The whole run in `mode` ("redis" or "redisless"); returns the
+    checker's Report (its figures include the mode and the wall time)."""
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.time()
-    cl = Cluster(bin_dir)
+    cl = Cluster(bin_dir, mode)
     try:
         for name in ("c1", "c2", "c3"):
             cl.start_consumer(name)
@@ -491,7 +515,7 @@ def run(bin_dir, out_dir, faults=FAULTS):
         r = Run(cl, load)
         load.start()
         time.sleep(3.0)
-        for name in faults:
+        for name in faults or FAULTS[mode]:
             r.fault(name, getattr(r, name))
         load.stop()
         t_stop = time.time()
@@ -506,12 +530,18 @@ def run(bin_dir, out_dir, faults=FAULTS):
         history = {"requests": load.requests, "runs": cl.runs(), "events": cl.events(),
                    "state_writes": cl.state_writes(), "legacy_holds": r.legacy_holds,
                    "faults": r.faults, "probes": r.probes}
+        skipped = cl.skipped_cycle_times()
     except BaseException:
         sys.stderr.write("chaos: failed; logs:\n%s\n" % harness.failure_report())
         raise
     finally:
         cl.cleanup()
     rep = checker.check(history)
+    rep.figures["mode"] = mode
+    # evidence that the legacy-lock check was exercised: cycles were tried
+    # (and skipped) while the lock was held
+    rep.figures["cycles_skipped_under_legacy_lock"] = sum(
+        1 for t in skipped for t1, t2 in r.legacy_holds if t1 <= t <= t2)
     rep.figures["final_drain_s"] = None if final is None else round(final, 1)
     rep.figures["wall_s"] = round(time.time() - t_start, 1)
     rep.figures["violations"] = {k: rep.count(k) for k in rep.kinds()}
@@ -526,10 +556,11 @@ def run(bin_dir, out_dir, faults=FAULTS):
 
 def main(argv):
     if len(argv) < 2:
-        sys.stderr.write("usage: chaos_run.py BIN_DIR [OUT_DIR] [FAULT...]\n")
+        sys.stderr.write("usage: chaos_run.py BIN_DIR [OUT_DIR [redis|redisless [FAULT...]]]\n")
         return 2
     out = argv[2] if len(argv) > 2 else harness.make_tmpdir("chaos-out")
-    rep = run(argv[1], out, tuple(argv[3:]) or FAULTS)
+    mode = argv[3] if len(argv) > 3 else "redis"
+    rep = run(argv[1], out, mode, tuple(argv[4:]) or None)
     print("history and figures in %s" % out)
     return 0 if rep.ok else 1
 
