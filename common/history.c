@@ -387,8 +387,10 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer)," \
 	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key)," \
 	" updated_at = now()" \
-	/* the order of states: see row_cmp() */ \
-	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
+	/* a run carried by the PostgreSQL queue is its own record: a copy of it \
+	 * that reached Redis too (an enqueue whose reply was lost) never \
+	 * overwrites it */ \
+	" where j.transport = 'redis' and (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
 	"        coalesce(excluded.started_at, '-infinity')," \
 	"        case when excluded.status = 'queued' then" \
 	"             case when excluded.started_at is null then 0 else 2 end" \

@@ -378,11 +378,15 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 static const char complete_sql[] =
 	"update job_runs j set status = u.status, attempts = u.attempts,"
 	"       run_at = case when u.next_ms > 0 then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
-	"       finished_at = case when u.status = 'queued' then null else now() end,"
-	"       started_at = case when u.status = 'queued' then null else j.started_at end,"
+	/* each run's own start and end, not its batch's claim and completion */
+	"       finished_at = case when u.status = 'queued' then null"
+	"                          when u.fin_ms > 0 then to_timestamp(u.fin_ms / 1000.0) else now() end,"
+	"       started_at = case when u.status = 'queued' then null"
+	"                         when u.start_ms > 0 then to_timestamp(u.start_ms / 1000.0) else j.started_at end,"
 	"       duration_ms = u.duration_ms, error = u.error, lease_until = null, updated_at = now()"
-	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[])"
-	"       as u(id, fence, status, attempts, next_ms, duration_ms, error)"
+	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[],"
+	"              $9::bigint[], $10::bigint[])"
+	"       as u(id, fence, status, attempts, next_ms, duration_ms, error, start_ms, fin_ms)"
 	/* "status || ''": a plain status = 'running' lets the planner walk
 	 * job_runs_lease_idx (partial on status = 'running'), whose dead
 	 * entries grow with every run until vacuum, instead of looking the
@@ -394,15 +398,15 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 			size_t n, int *fenced)
 {
 	struct pgq *p = (struct pgq *)q;
-	enum { NCOL = 7 };
-	struct strbuf col[NCOL] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
-				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	enum { NCOL = 7, NARR = NCOL + 2 };   /* + started, finished ($9, $10) */
+	struct strbuf col[NARR] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
+				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
 	struct backoff b = { q->cfg->job_backoff_base_ms, q->cfg->job_backoff_max_ms };
 	int rc = QUEUE_OK;
 	int64_t now = wall_ms();
 	size_t m = 0;
 	int requeued = 0;
-	for (int c = 0; c < NCOL; c++)
+	for (int c = 0; c < NARR; c++)
 		arr_open(&col[c]);
 	for (size_t i = 0; i < n; i++) {
 		fenced[i] = 0;
@@ -424,17 +428,24 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		arr_next(&col[4], nx, m);
 		arr_next(&col[5], dur, m);
 		arr_next(&col[6], res[i].outcome == RUN_OK ? NULL : res[i].error, m);
+		char st_ms[24], fin_ms[24];
+		snprintf(st_ms, sizeof st_ms, "%lld", (long long)runs[i].started_at_ms);
+		snprintf(fin_ms, sizeof fin_ms, "%lld", (long long)res[i].finished_at_ms);
+		arr_next(&col[7], st_ms, m);
+		arr_next(&col[8], fin_ms, m);
 		m++;
 	}
 	if (m == 0)
 		goto out;
-	const char *params[NCOL + 1];
-	for (int c = 0; c < NCOL; c++) {
+	const char *params[NCOL + 3];
+	for (int c = 0; c < NARR; c++)
 		sb_add(&col[c], "}", 1);
+	for (int c = 0; c < NCOL; c++)
 		params[c] = col[c].buf;
-	}
 	params[NCOL] = q->consumer;
-	PGresult *r = db_query_prepared(&p->db, "jr_complete", complete_sql, NCOL + 1, params);
+	params[NCOL + 1] = col[NCOL].buf;
+	params[NCOL + 2] = col[NCOL + 1].buf;
+	PGresult *r = db_query_prepared(&p->db, "jr_complete", complete_sql, NCOL + 3, params);
 	if (!r) {
 		rc = pgq_code(p);
 		goto out;
@@ -455,7 +466,7 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
 	PQclear(r);
 out:
-	for (int c = 0; c < NCOL; c++)
+	for (int c = 0; c < NARR; c++)
 		sb_release(&col[c]);
 	return rc;
 }

@@ -603,6 +603,7 @@ struct outcome {
 	int attempt;
 	int64_t due_ms;          /* d: when to run again */
 	int64_t duration_ms;
+	int64_t finished_ms;     /* the run's own end (0: the time of recording) */
 	const char *error;
 };
 
@@ -646,7 +647,8 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 	if (r->started_at_ms)
 		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
 	if (o->kind != 'r')   /* running: not finished yet */
-		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld",
+			(long long)(o->finished_ms ? o->finished_ms : now),
 			(long long)o->duration_ms);
 	if (o->kind == 'd')
 		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
@@ -759,6 +761,7 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		x->handle = r->handle;
 		x->fence = r->fence;
 		x->duration_ms = res[i].duration_ms;
+		x->finished_ms = res[i].finished_at_ms;
 		x->error = res[i].error;
 		if (r->is_tick) {
 			x->kind = 'a';
@@ -809,9 +812,12 @@ static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const red
 	memcpy(out->handle, id, idlen);
 	out->handle[idlen] = '\0';
 	out->fence = fence;
-	out->started_at_ms = wall_ms();
-	if (rv)
+	if (rv) {
+		/* malformed: recorded dead as of the entry's own time (its id) */
+		if (!out->enqueued_at_ms)
+			out->enqueued_at_ms = rentry_id_ms(out->handle);
 		return 1;
+	}
 	if (out->is_tick)
 		return 0;
 	out->attempt += (int)(fence > 0 ? fence : 1);

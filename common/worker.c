@@ -3,8 +3,12 @@
  * Transport choice per claim (run threads):
  *   Redis-less mode          PostgreSQL queue only, blocking on NOTIFY.
  *   Redis mode, Redis up     Redis stream, blocking XREADGROUP; thread 0 also
- *                            polls the PostgreSQL queue once a second for
- *                            runs accepted there while Redis was down.
+ *                            polls the PostgreSQL queue every PG_POLL_MS for
+ *                            runs accepted there (while Redis was down, or
+ *                            with an idempotency key).  When a poll finds
+ *                            runs, every thread drains the PostgreSQL queue
+ *                            too (the backlog, below), alternating with
+ *                            the stream so that neither waits on the other.
  *   Redis mode, Redis down   PostgreSQL queue, blocking; Redis retried every
  *                            second.  After REDIS_FALLBACK_AFTER_MS the cycle
  *                            timer runs cycles itself (ticks cannot arrive).
@@ -34,7 +38,8 @@
 
 enum transport { T_NONE = 0, T_REDIS, T_PG };
 
-#define PG_POLL_MS 1000
+#define PG_POLL_MS 250
+#define PG_BACKLOG_MS 1000   /* all threads look at PostgreSQL this long after a find */
 #define REDIS_RETRY_MS 1000
 
 /* What the heartbeat needs to extend a lease: copies, no owned strings;
@@ -61,6 +66,7 @@ struct wthread {
 	void *http;
 	struct enqueuer enq;           /* for fan-out from cycles */
 	size_t batch;
+	int pg_first;                  /* backlog: which transport this claim tries first */
 	struct hand hand;
 };
 
@@ -78,6 +84,8 @@ struct worker {
 	pthread_cond_t done_cv;
 	int running;                   /* threads not yet finished */
 	int64_t redis_down_since_ms;   /* mono ms, 0 while up (atomic) */
+	int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
+					  runs lately; every thread claims there too (atomic) */
 	struct worker_counts counts;   /* atomic adds */
 };
 
@@ -323,13 +331,51 @@ static int open_q(struct wthread *t, enum transport which)
 	return rc;
 }
 
+/* Claims from PostgreSQL (opened if needed): the transport or T_NONE. */
+static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, int64_t block,
+			       int redis_up)
+{
+	struct worker *w = t->w;
+	if (open_q(t, T_PG)) {
+		if (!redis_up && !w->drain)
+			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		return T_NONE;
+	}
+	int rc = t->pq->ops->claim(t->pq, runs, t->batch, block, n);
+	if (rc != QUEUE_OK) {
+		LOGF(LOG_ERROR, "claim_failed", "claim from PostgreSQL failed", LF_S("error", t->pq->errstr));
+		if (rc == QUEUE_EDOWN)
+			drop(&t->pq);
+		sleep_ms(200);
+		return T_NONE;
+	}
+	if (w->cfg->redis_url && redis_up)   /* found some: every thread helps; none: over */
+		__atomic_store_n(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
+				 __ATOMIC_RELAXED);
+	return *n ? T_PG : T_NONE;
+}
+
 /* Claims a batch into runs; returns the transport it came from (T_NONE: nothing). */
 static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 {
 	struct worker *w = t->w;
 	int64_t block = w->drain ? 0 : WORKER_BLOCK_MS;
 	*n = 0;
-	int redis_up = 0;
+	int redis_up = 0, tried_pg = 0;
+	int backlog = w->cfg->redis_url &&
+		      mono_ms() < __atomic_load_n(&w->pg_backlog_until_ms, __ATOMIC_RELAXED);
+	if (backlog) {
+		/* runs wait in both queues: take turns, and block in neither */
+		t->pg_first = !t->pg_first;
+		if (t->pg_first) {
+			if (claim_pg(t, runs, n, 0, 1) == T_PG)
+				return T_PG;
+			tried_pg = 1;
+		}
+		block = 0;
+	} else if (t->idx == 0 && block > PG_POLL_MS) {
+		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
+	}
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
@@ -351,26 +397,15 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 		}
 	}
 	/* the PostgreSQL queue: always in Redis-less mode and while Redis is
-	 * down; otherwise thread 0 looks once a second, and drain looks always */
-	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain ||
+	 * down; otherwise during a backlog, when thread 0's poll is due, and
+	 * always in drain */
+	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain || (backlog && !tried_pg) ||
 		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
 	if (!pg_turn)
 		return T_NONE;
-	t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
-	if (open_q(t, T_PG)) {
-		if (!redis_up && !w->drain)
-			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
-		return T_NONE;
-	}
-	int rc = t->pq->ops->claim(t->pq, runs, t->batch, redis_up ? 0 : block, n);
-	if (rc != QUEUE_OK) {
-		LOGF(LOG_ERROR, "claim_failed", "claim from PostgreSQL failed", LF_S("error", t->pq->errstr));
-		if (rc == QUEUE_EDOWN)
-			drop(&t->pq);
-		sleep_ms(200);
-		return T_NONE;
-	}
-	return *n ? T_PG : T_NONE;
+	if (t->idx == 0)
+		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
+	return claim_pg(t, runs, n, redis_up ? 0 : block, redis_up);
 }
 
 static void run_batch(struct wthread *t, enum transport from, struct run *runs, size_t n)
@@ -393,9 +428,11 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = &runs[i];
 		t->hand.cur_since_ms = mono_ms();
+		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
 		t->hand.cur_announced = 0;
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
+		res[i].finished_at_ms = wall_ms();
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
 		pthread_mutex_unlock(&t->hand.mu);

@@ -313,10 +313,26 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		return;
 	}
 	const char *backend = NULL;
+	/* a new id of our own: a key already used answers another id, and then
+	 * that run's current status */
+	char mine[RUN_ID_LEN + 1] = "";
+	if (!bulk && runs[0].idempotency_key && !runs[0].id[0]) {
+		run_id_new(runs[0].id);
+		memcpy(mine, runs[0].id, sizeof mine);
+	}
+	char status_now[16] = "queued";
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
 		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	if (rc == 0 && mine[0] && strcmp(mine, runs[0].id)) {
+		const char *p[1] = { runs[0].id };
+		PGresult *r = api_query(c, "select status from job_runs where id = $1", 1, p);
+		if (r && PQntuples(r) == 1)
+			snprintf(status_now, sizeof status_now, "%s", PQgetvalue(r, 0, 0));
+		if (r)
+			PQclear(r);
+	}
 	give_back(api, c);
 	if (rc == 0) {
 		cJSON *o = cJSON_CreateObject();
@@ -327,7 +343,7 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		} else {
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
-			cJSON_AddStringToObject(o, "status", "queued");
+			cJSON_AddStringToObject(o, "status", status_now);
 		}
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
@@ -377,23 +393,11 @@ static cJSON *run_json(const PGresult *r, int row)
 	return o;
 }
 
-static int valid_id(const char *id)
-{
-	size_t n = strlen(id);
-	if (n == 0 || n > 64)
-		return 0;
-	for (const char *p = id; *p; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      *p == '-' || *p == '_'))
-			return 0;
-	return 1;
-}
-
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!id || !run_id_valid(id, strlen(id))) {
 		httpd_error(resp, 404, "unknown_run", "no run with this id");
 		return;
 	}
@@ -447,7 +451,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!id || !run_id_valid(id, strlen(id))) {
 		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
 		return;
 	}
