@@ -324,9 +324,10 @@ class Load:
 # faults
 # --------------------------------------------------------------------------
 
-def wait_finished(db, ids, deadline_s):
+def wait_finished(db, ids, deadline_s, why=None):
     """Polls job_runs until every id is succeeded or dead; returns the
-    seconds it took, or None past the deadline."""
+    seconds it took, or None past the deadline (then why, a list, gets
+    what was not finished)."""
     t0 = time.monotonic()
     ids = list(set(ids))
     while True:
@@ -338,6 +339,21 @@ def wait_finished(db, ids, deadline_s):
         if n == len(ids):
             return time.monotonic() - t0
         if time.monotonic() - t0 > deadline_s:
+            try:
+                rows = db.query(
+                    "SELECT status, transport, count(*), min(id), min(consumer),"
+                    " min(attempts), max(attempts) FROM job_runs WHERE id = ANY(%s)"
+                    " AND status NOT IN ('succeeded','dead') GROUP BY 1, 2", (ids,))
+                absent = len(ids) - db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)",
+                                              (ids,))
+                text = "%s; %d without a row" % (
+                    ", ".join("%d %s on %s (oldest %s, attempts %s-%s)" % (n, st, tr, rid, a0, a1)
+                              for st, tr, n, rid, _c, a0, a1 in rows), absent)
+            except Exception as e:
+                text = "could not tell (%r)" % (e,)
+            log("not finished after %.0f s: %s" % (deadline_s, text))
+            if why is not None:
+                why.append(text)
             return None
         time.sleep(0.25)
 
@@ -358,13 +374,16 @@ class Run:
         after = inject()
         start = self.started      # inject() may set it later (after its preparation)
         end = time.time()
-        rec = wait_finished(self.cl.db, self.load.accepted_until(end), RECOVERY_DEADLINE_S)
+        why = []
+        rec = wait_finished(self.cl.db, self.load.accepted_until(end), RECOVERY_DEADLINE_S, why)
         if after:
             after()
         log("fault %s: %.1f s, recovered %s" % (
             name, end - start, "in %.1f s" % rec if rec is not None else
             "NOT within %.0f s" % RECOVERY_DEADLINE_S))
-        self.faults.append({"name": name, "start": start, "end": end, "recovery_s": rec})
+        self.faults.append({"name": name, "start": start, "end": end, "recovery_s": rec,
+                            "deadline_s": RECOVERY_DEADLINE_S,
+                            "unfinished": why[0] if why else None})
         time.sleep(2.0)   # normal load between faults
 
     # ---- the faults ----

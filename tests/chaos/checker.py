@@ -30,14 +30,20 @@ plain dict (JSON-serialisable, so a failed run can be kept and re-checked):
                 session (standing in for the legacy monolith) held the
                 advisory lock (t1 after pg_advisory_lock returned, t2 before
                 pg_advisory_unlock was sent).
-  faults        [{"name", "start", "end", "recovery_s"}] (figures only).
+  faults        [{"name", "start", "end", "recovery_s", "deadline_s",
+                "unfinished"}]: recovery_s is how long after the fault was
+                lifted every run accepted until then was finished; None when
+                that took longer than deadline_s (unfinished says what was
+                left), which counts as runs stuck.
   probes        optional, per fault: [{"fault", "ok", "detail"}] -- checks
                 the run made itself during a fault (e.g. the API answered
                 during the slowloris); a probe with ok false is a violation.
 
 Violation kinds (Report.KINDS):
   lost            a run id an accepted request was given has no row
-  stuck           an accepted run's row is not finished (succeeded/dead)
+  stuck           an accepted run's row is not finished (succeeded/dead) at
+                  the end, or runs accepted before a fault was lifted were
+                  not all finished within the deadline after it
   duplicate_run   a request produced more runs than it was given ids for
                   (an unkeyed request; or a refused request that ran)
   key_two_runs    one idempotency key, more than one run (or two different
@@ -233,6 +239,12 @@ def check(h):
     accepted, duplicated, unknown = _check_requests(h, rep, runs_by_tag, rows)
     twice, fenced = _check_events(h, rep, rows)
     ncycles = _check_cycles(h, rep)
+    not_recovered = 0
+    for x in h.get("faults", ()):
+        if "recovery_s" in x and x["recovery_s"] is None:
+            not_recovered += 1
+            rep.add("stuck", "runs accepted before the end of fault %s were not all finished %s s "
+                    "after it: %s" % (x["name"], x.get("deadline_s"), x.get("unfinished")))
     for p in h.get("probes", ()):
         if not p.get("ok"):
             rep.add("probe", "%s: %s" % (p.get("fault"), p.get("detail")))
@@ -245,7 +257,8 @@ def check(h):
     f["accepted_runs"] = len(accepted)
     f["runs_recorded"] = len(rows)
     f["lost"] = rep.count("lost")
-    f["stuck"] = rep.count("stuck")
+    f["stuck"] = rep.count("stuck") - not_recovered
+    f["faults_not_recovered"] = not_recovered
     f["duplicated"] = duplicated
     f["results_twice"] = twice
     f["fenced"] = fenced

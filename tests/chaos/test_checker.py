@@ -129,6 +129,15 @@ def test_an_accepted_run_not_finished_is_stuck(status):
     assert rep.figures["stuck"] == 1
 
 
+def test_runs_not_finished_within_the_deadline_after_a_fault_are_stuck():
+    h = clean()
+    h["faults"].append({"name": "redis_sigstop", "start": T0 + 5, "end": T0 + 15,
+                        "recovery_s": None, "deadline_s": 45,
+                        "unfinished": "83 queued on pg (oldest x)"})
+    rep = only(h, "stuck")
+    assert "redis_sigstop" in rep.violations[0][1] and "83 queued" in rep.violations[0][1]
+
+
 def test_an_unkeyed_request_that_made_more_runs_than_ids_is_duplicated():
     h = clean()
     h["runs"].append(row("a3", "u1"))
