@@ -38,8 +38,10 @@ process prints late.  Keys and tags in the payload make every run traceable
 to the request that made it, including runs the client was never told about
 (an enqueue of unknown outcome that Redis applied later).
 
-Run it alone:  JR_BUILD=build python3 tests/chaos/chaos_run.py build/bin /tmp/chaos
-(CTest runs it through test_chaos.py; label `chaos`.)
+Run it alone:  JR_BUILD=build python3 tests/chaos/chaos_run.py build/bin /tmp/chaos [redis|redisless]
+(CTest runs it through test_chaos.py; label `chaos`), and print the tables
+of docs/guarantees.md from the figures:
+  python3 tests/chaos/chaos_run.py --table build/chaos-redis/figures.json build/chaos-redisless/figures.json
 """
 
 import datetime
@@ -573,7 +575,58 @@ def run(bin_dir, out_dir, mode="redis", faults=None):
     return rep
 
 
+def markdown(figures):
+    """The tables of docs/guarantees.md from figures.json dicts (one per
+    mode): the totals, then the recovery time of each fault per mode."""
+    def cell(v):
+        return "—" if v is None else str(v)
+    rows = [("accepted runs", "accepted_runs"), ("requests (keyed)", None),
+            ("enqueues of unknown outcome", "outcome_unknown_requests"),
+            ("lost", "lost"), ("stuck", "stuck"), ("duplicated", "duplicated"),
+            ("results recorded twice", "results_twice"), ("fenced results", "fenced"),
+            ("runs executed again", "executed_again"), ("dead", "dead"),
+            ("cycles (tried and skipped under the legacy lock)", None),
+            ("faults not recovered within 45 s", "faults_not_recovered"),
+            ("violations", None), ("wall time, s", "wall_s")]
+    out = ["| | " + " | ".join(f["mode"] for f in figures) + " |",
+           "|---|" + "---|" * len(figures)]
+    for label, key in rows:
+        vals = []
+        for f in figures:
+            if label.startswith("requests"):
+                vals.append("%d (%d)" % (f["requests"], f["keyed_requests"]))
+            elif label.startswith("cycles"):
+                vals.append("%d (%d)" % (f["cycles"], f["cycles_skipped_under_legacy_lock"]))
+            elif label == "violations":
+                vals.append(", ".join("%s %d" % kv for kv in sorted(f["violations"].items()))
+                            or "none")
+            else:
+                vals.append(cell(f.get(key)))
+        out.append("| %s | %s |" % (label, " | ".join(vals)))
+    out += ["", "| fault | " + " | ".join("%s: lasted, s | recovered in, s" % f["mode"]
+                                          for f in figures) + " |",
+            "|---|" + "---|---|" * len(figures)]
+    names = []
+    for f in figures:
+        names += [x["name"] for x in f["faults"] if x["name"] not in names]
+    for n in names:
+        vals = []
+        for f in figures:
+            x = [x for x in f["faults"] if x["name"] == n]
+            vals += [cell(x[0]["duration_s"]), cell(x[0]["recovery_s"]) if x[0]["recovery_s"]
+                     is not None else "not within 45"] if x else ["", ""]
+        out.append("| %s | %s |" % (n, " | ".join(vals)))
+    return "\n".join(out)
+
+
 def main(argv):
+    if len(argv) > 1 and argv[1] == "--table":
+        figs = []
+        for path in argv[2:]:
+            with open(path) as f:
+                figs.append(json.load(f))
+        print(markdown(figs))
+        return 0
     if len(argv) < 2:
         sys.stderr.write("usage: chaos_run.py BIN_DIR [OUT_DIR [redis|redisless [FAULT...]]]\n")
         return 2
