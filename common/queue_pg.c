@@ -467,6 +467,51 @@ out:
 	return rc;
 }
 
+/* Gives back claimed runs that have not started: queued again with the
+ * attempt uncounted, fenced like complete(). */
+static const char release_sql[] =
+	"update job_runs j set status = 'queued', attempts = j.attempts - 1, consumer = null,"
+	"       lease_until = null, started_at = null, updated_at = now()"
+	"  from unnest($1::text[], $2::int[]) as u(id, fence)"
+	" where j.id = u.id and j.status || '' = 'running' and j.attempts = u.fence and j.consumer = $3"
+	" returning j.id";
+
+static int pgq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct pgq *p = (struct pgq *)q;
+	struct strbuf ids = STRBUF_INIT, fences = STRBUF_INIT;
+	arr_open(&ids);
+	arr_open(&fences);
+	for (size_t i = 0; i < n; i++) {
+		char f[24];
+		snprintf(f, sizeof f, "%lld", (long long)runs[i].fence);
+		arr_next(&ids, runs[i].id, i);
+		arr_next(&fences, f, i);
+		if (released)
+			released[i] = 0;
+	}
+	sb_add(&ids, "}", 1);
+	sb_add(&fences, "}", 1);
+	const char *params[3] = { ids.buf, fences.buf, q->consumer };
+	int rc = QUEUE_OK;
+	PGresult *r = n ? db_query(&p->db, release_sql, 3, params) : NULL;
+	if (n && !r) {
+		rc = pgq_code(p);
+	} else if (r) {
+		for (int row = 0; row < PQntuples(r); row++)
+			for (size_t i = 0; released && i < n; i++)
+				if (!strcmp(PQgetvalue(r, row, 0), runs[i].id))
+					released[i] = 1;
+		/* wake the idle claimers: the runs are waiting now */
+		if (PQntuples(r) > 0)
+			db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
+		PQclear(r);
+	}
+	sb_release(&ids);
+	sb_release(&fences);
+	return rc;
+}
+
 /* SKIP LOCKED: a row that another session holds locked is being completed
  * (or reclaimed, its lease already gone): it needs no extension, and the
  * heartbeat must not wait for it.  A plain UPDATE waited there, and an
@@ -566,6 +611,7 @@ static const struct queue_ops pg_ops = {
 	.enqueue = pgq_enqueue,
 	.claim = pgq_claim,
 	.complete = pgq_complete,
+	.release = pgq_release,
 	.extend = pgq_extend,
 	.stats = pgq_stats,
 	.destroy = pgq_destroy,

@@ -90,7 +90,8 @@
 
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
-enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC, S_COUNT };
+enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
+       S_RELEASE, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -102,6 +103,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_EXTEND] = { "extend.lua", jr_lua_extend },
 	[S_TRIM] = { "trim.lua", jr_lua_trim },
 	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
+	[S_RELEASE] = { "release.lua", jr_lua_release },
 };
 
 /* ------------------------------------------------------------------ */
@@ -613,6 +615,7 @@ static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const red
 			out->enqueued_at_ms = rentry_id_ms(out->handle);
 		return 1;
 	}
+	out->started_at_ms = wall_ms();   /* the claim; the worker sets the run's own start */
 	if (out->is_tick)
 		return 0;
 	out->attempt += (int)(fence > 0 ? fence : 1);
@@ -984,6 +987,42 @@ static int rq_extend(struct queue *q, const struct run *runs, size_t n)
 	return rq_ok(rq);
 }
 
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "1");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, q->consumer);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, runs[i].handle);
+			rargv_addi64(a, runs[i].fence);
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
+		for (size_t i = 0; released && i < k; i++)
+			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
+					    r->element[i]->integer == 1;
+		freeReplyObject(r);
+		if (!ok)
+			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
+	}
+	return rq_ok(rq);
+}
+
 static const redisReply *kv(const redisReply *flat, const char *key)
 {
 	if (!flat || flat->type != REDIS_REPLY_ARRAY)
@@ -1102,6 +1141,7 @@ static const struct queue_ops redis_ops = {
 	.enqueue = rq_enqueue,
 	.claim = rq_claim,
 	.complete = rq_complete,
+	.release = rq_release,
 	.extend = rq_extend,
 	.announce = rq_announce,
 	.stats = rq_stats,

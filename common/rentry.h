@@ -33,6 +33,7 @@
 #define RENTRY_TICK_LAST RENTRY_PREFIX "tick:last"  /* stream id of the newest tick */
 #define RENTRY_IDEM_KEY RENTRY_PREFIX "idem:"     /* + job ":" key */
 #define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
+#define RENTRY_GEN RENTRY_PREFIX "gen"            /* generation marker (history.c) */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)

@@ -42,15 +42,38 @@ enum transport { T_NONE = 0, T_REDIS, T_PG };
 #define PG_BACKLOG_MS 1000   /* all threads look at PostgreSQL this long after a find */
 #define REDIS_RETRY_MS 1000
 
+/* No head-of-line blocking.  A run thread claims a batch (batches are what
+ * make quick runs cheap) and runs it in order; a run of the batch that has
+ * not started must not wait behind a long one while a thread is free.  The
+ * heartbeat (every HB_TICK_MS) gives the waiting runs back to the queue
+ * (queue->release: no attempt counted, at the stream's end or queued again
+ * in job_runs, with a wake-up) as soon as the run ahead of them has run
+ * HANDBACK_RUN_MS, or the batch has been in hand HANDBACK_BATCH_MS: any free
+ * thread of any consumer takes them at once.  Quick runs never trigger it,
+ * so batches of them cost nothing more.  Rejected: claiming one run per
+ * free thread (a round trip per run: a third of the throughput of quick
+ * runs), and stealing inside the process (idle threads block in their
+ * claim, in Redis or on NOTIFY, and could not be woken without a wake-up
+ * through the queue anyway; a release helps other consumers too). */
+#define HB_TICK_MS 10
+#define HANDBACK_RUN_MS 20
+#define HANDBACK_BATCH_MS 200
+
+enum hand_state { H_WAIT = 0, H_STARTED, H_RELEASING, H_RELEASED };
+
 /* What the heartbeat needs to extend a lease: copies, no owned strings;
  * and the run being executed, to announce it once it has run for
  * WORKER_ANNOUNCE_AFTER_MS (read under mu: the run thread does not change
  * it, nor free it, while cur points to it). */
 struct hand {
 	pthread_mutex_t mu;
+	pthread_cond_t cv;                   /* a release finished */
 	enum transport from;
 	size_t n;
 	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
+	unsigned char state[WORKER_MAX_BATCH];   /* enum hand_state, per run */
+	int64_t claimed_ms;                  /* mono ms the batch was claimed */
+	int no_release;                      /* a release failed: keep this batch */
 	const struct run *cur;               /* being executed, or NULL */
 	int64_t cur_since_ms;                /* mono ms it started */
 	int cur_announced;
@@ -296,6 +319,9 @@ static void hand_set(struct wthread *t, enum transport from, const struct run *r
 	pthread_mutex_lock(&t->hand.mu);
 	t->hand.from = from;
 	t->hand.n = n;
+	t->hand.claimed_ms = mono_ms();
+	t->hand.no_release = 0;
+	memset(t->hand.state, H_WAIT, sizeof t->hand.state);
 	for (size_t i = 0; i < n; i++) {
 		struct run *h = &t->hand.runs[i];
 		memset(h, 0, sizeof *h);
@@ -414,6 +440,8 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 	struct run_result res[WORKER_MAX_BATCH];
 	int fenced[WORKER_MAX_BATCH];
 	int64_t t0 = mono_ms();
+	unsigned char gone[WORKER_MAX_BATCH];   /* given back by the heartbeat */
+	size_t ngone = 0;
 	COUNT(w, claimed, n);
 	uint64_t reclaimed = 0;
 	for (size_t i = 0; i < n; i++)
@@ -424,7 +452,19 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 	}
 	hand_set(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {
+		gone[i] = 0;
+		pthread_mutex_lock(&t->hand.mu);
+		while (t->hand.state[i] == H_RELEASING)
+			pthread_cond_wait(&t->hand.cv, &t->hand.mu);
+		if (t->hand.state[i] == H_RELEASED) {
+			pthread_mutex_unlock(&t->hand.mu);
+			gone[i] = 1;
+			ngone++;
+			continue;
+		}
+		t->hand.state[i] = H_STARTED;
 		if (w->stopping && !runs[i].is_tick) {
+			pthread_mutex_unlock(&t->hand.mu);
 			/* not started: give it back without counting an attempt */
 			memset(&res[i], 0, sizeof res[i]);
 			res[i].outcome = RUN_DEFER;
@@ -432,7 +472,6 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			snprintf(res[i].error, sizeof res[i].error, "consumer shutting down");
 			continue;
 		}
-		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = &runs[i];
 		t->hand.cur_since_ms = mono_ms();
 		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
@@ -444,8 +483,23 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		t->hand.cur = NULL;
 		pthread_mutex_unlock(&t->hand.mu);
 	}
+	/* the runs given back are another consumer's now: complete the rest */
+	size_t ran = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (gone[i]) {
+			run_clear(&runs[i]);
+			continue;
+		}
+		if (ran != i) {
+			runs[ran] = runs[i];   /* moves the owned strings */
+			res[ran] = res[i];
+			memset(&runs[i], 0, sizeof runs[i]);
+		}
+		ran++;
+	}
+	n = ran;
 	struct queue *q = from == T_REDIS ? t->rq : t->pq;
-	int rc = q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
+	int rc = !n ? QUEUE_OK : q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
 	if (rc != QUEUE_OK) {
 		/* the results are lost with the connection; the runs' leases
 		 * expire and they run again elsewhere (at least once) */
@@ -464,12 +518,14 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		run_clear(&runs[i]);
 	}
 	hand_set(t, T_NONE, NULL, 0);
-	/* adapt the batch to the run time */
-	int64_t per_run_ms = (mono_ms() - t0) / (int64_t)n;
-	if (per_run_ms < 5 && t->batch < WORKER_MAX_BATCH)
+	/* adapt the batch to the run time (runs given back: it was too big) */
+	int64_t per_run_ms = n ? (mono_ms() - t0) / (int64_t)n : 0;
+	if (ngone || per_run_ms > 50) {
+		if (t->batch > 1)
+			t->batch /= 2;
+	} else if (per_run_ms < 5 && t->batch < WORKER_MAX_BATCH) {
 		t->batch *= 2;
-	else if (per_run_ms > 50 && t->batch > 1)
-		t->batch /= 2;
+	}
 }
 
 static void thread_done(struct worker *w)
@@ -520,6 +576,45 @@ static int hand_take_announce(struct wthread *t, struct run *out)
 	return rv;
 }
 
+/* The runs of thread t's batch that wait behind a run that has run
+ * HANDBACK_RUN_MS (or in a batch held HANDBACK_BATCH_MS): copied into out
+ * with their indexes, marked H_RELEASING.  Returns how many. */
+static size_t hand_take_release(struct wthread *t, struct run *out, size_t *idx,
+				enum transport *from)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&t->hand.mu);
+	int64_t now = mono_ms();
+	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !t->w->stopping &&
+	    (now - t->hand.cur_since_ms >= HANDBACK_RUN_MS ||
+	     now - t->hand.claimed_ms >= HANDBACK_BATCH_MS)) {
+		*from = t->hand.from;
+		for (size_t i = 0; i < t->hand.n; i++) {
+			if (t->hand.state[i] != H_WAIT)
+				continue;
+			t->hand.state[i] = H_RELEASING;
+			out[k] = t->hand.runs[i];
+			idx[k++] = i;
+		}
+	}
+	pthread_mutex_unlock(&t->hand.mu);
+	return k;
+}
+
+/* Settles a release: H_RELEASED where released[i], else the run stays
+ * with its thread (H_WAIT), which is woken. */
+static void hand_end_release(struct wthread *t, const size_t *idx, size_t k, const int *released,
+			     int failed)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < k; i++)
+		t->hand.state[idx[i]] = released[i] ? H_RELEASED : H_WAIT;
+	if (failed)
+		t->hand.no_release = 1;
+	pthread_cond_broadcast(&t->hand.cv);
+	pthread_mutex_unlock(&t->hand.mu);
+}
+
 /* Opens the heartbeat's handle of a transport if needed: 0 or -1. */
 static int hb_queue(struct worker *w, enum transport from, struct queue **q)
 {
@@ -535,12 +630,34 @@ static void *heartbeat_thread(void *arg)
 	struct worker *w = arg;
 	struct queue *rq = NULL, *pq = NULL;
 	struct run *copy = xcalloc(WORKER_MAX_BATCH, sizeof *copy);
+	size_t idx[WORKER_MAX_BATCH];
+	int released[WORKER_MAX_BATCH];
 	int64_t every = w->cfg->job_lease_ms / 3;
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
 	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
-		sleep_ms(50);
+		sleep_ms(HB_TICK_MS);
+		/* runs waiting behind a long one: back to the queue, for a free thread */
+		for (int i = 0; i < w->nthreads; i++) {
+			enum transport from = T_NONE;
+			size_t k = hand_take_release(&w->threads[i], copy, idx, &from);
+			if (!k)
+				continue;
+			struct queue **q = from == T_REDIS ? &rq : &pq;
+			int rc = hb_queue(w, from, q) ? QUEUE_EDOWN
+						       : (*q)->ops->release(*q, copy, k, released);
+			if (rc != QUEUE_OK) {
+				memset(released, 0, k * sizeof *released);
+				if (rc == QUEUE_EDOWN)
+					drop(q);
+			}
+			hand_end_release(&w->threads[i], idx, k, released, rc != QUEUE_OK);
+			size_t nrel = 0;
+			for (size_t j = 0; j < k; j++)
+				nrel += released[j] != 0;
+			COUNT(w, released, nrel);
+		}
 		/* runs that take a while: job_runs shows them running */
 		for (int i = 0; i < w->nthreads; i++) {
 			struct run r;
@@ -620,6 +737,7 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		t->idx = i;
 		t->batch = 1;
 		pthread_mutex_init(&t->hand.mu, NULL);
+		pthread_cond_init(&t->hand.cv, NULL);
 		db_init(&t->db, cfg->database_url, "jobrunner-worker", 0);
 		enqueuer_init(&t->enq, cfg, cfg->consumer_name);
 	}
@@ -702,6 +820,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		enqueuer_release(&t->enq);
 		graph_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
+		pthread_cond_destroy(&t->hand.cv);
 	}
 	free(w->threads);
 	pthread_mutex_destroy(&w->mu);
