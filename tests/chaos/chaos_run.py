@@ -354,6 +354,15 @@ def wait_finished(db, ids, deadline_s, why=None):
             except Exception as e:
                 text = "could not tell (%r)" % (e,)
             log("not finished after %.0f s: %s" % (deadline_s, text))
+            try:
+                for r in db.query(
+                        "SELECT id, status, transport, attempts, consumer, payload->>'tag',"
+                        " enqueued_at, started_at, updated_at, error FROM job_runs"
+                        " WHERE id = ANY(%s) AND status NOT IN ('succeeded','dead')"
+                        " ORDER BY id LIMIT 3", (ids,)):
+                    log("  e.g. %s" % (r,))
+            except Exception:
+                pass
             if why is not None:
                 why.append(text)
             return None
@@ -378,6 +387,15 @@ class Run:
         end = time.time()
         why = []
         rec = wait_finished(self.cl.db, self.load.accepted_until(end), RECOVERY_DEADLINE_S, why)
+        if rec is None and self.cl.redis:
+            try:
+                r = self.cl.redis.client()
+                log("  jr:runs pending: %s; groups: %s" % (
+                    r.xpending("jr:runs", "jr:workers"),
+                    [(g["name"], g["pending"], g.get("lag")) for g in r.xinfo_groups("jr:runs")]))
+                r.close()
+            except Exception as e:
+                log("  (Redis: %r)" % (e,))
         if after:
             after()
         log("fault %s: %.1f s, recovered %s" % (
