@@ -65,7 +65,10 @@ import jrcli  # noqa: E402
 TOKEN = "c" * 32
 LEASE_MS = 2000
 LOCK_KEY = jrcli.DEFAULT_LOCK_KEY
-RECOVERY_DEADLINE_S = 45.0
+# After a kill -9 the record of runs the killed consumer's history writer had
+# read but not written waits for another writer to take them over
+# (HISTORY_RECLAIM_IDLE_MS, 60 s, checked every 5 s): the deadline is above.
+RECOVERY_DEADLINE_S = 90.0
 FINAL_DEADLINE_S = 90.0
 
 COMMON = {
@@ -156,10 +159,11 @@ class Cluster:
 
     def runs(self):
         cols = ("id", "tag", "status", "attempts", "max_attempts", "consumer",
-                "idempotency_key", "transport")
+                "idempotency_key", "transport", "enqueued_at", "started_at")
         rows = self.db.query(
             "SELECT id, payload->>'tag', status, attempts, max_attempts, consumer,"
-            " idempotency_key, transport FROM job_runs WHERE payload ? 'tag'")
+            " idempotency_key, transport, extract(epoch from enqueued_at)::float8,"
+            " extract(epoch from started_at)::float8 FROM job_runs WHERE payload ? 'tag'")
         return [dict(zip(cols, r)) for r in rows]
 
     def state_writes(self):
@@ -387,6 +391,8 @@ class Run:
         end = time.time()
         why = []
         rec = wait_finished(self.cl.db, self.load.accepted_until(end), RECOVERY_DEADLINE_S, why)
+        if rec is None:
+            self.diagnose(self.load.accepted_until(end))
         if rec is None and self.cl.redis:
             try:
                 r = self.cl.redis.client()
@@ -405,6 +411,33 @@ class Run:
                             "deadline_s": RECOVERY_DEADLINE_S,
                             "unfinished": why[0] if why else None})
         time.sleep(2.0)   # normal load between faults
+
+    def diagnose(self, ids):
+        """What the logs and Redis say of the first unfinished run."""
+        try:
+            rid = self.cl.db.scalar(
+                "SELECT min(id) FROM job_runs WHERE id = ANY(%s)"
+                " AND status NOT IN ('succeeded','dead')", (list(set(ids)),))
+            if not rid:
+                return
+            for p in self.cl.procs + [self.cl.producer]:
+                for line in p.lines():
+                    if rid in line:
+                        log("  %s: %s" % (p.name, line[:400]))
+            if self.cl.redis:
+                r = self.cl.redis.client()
+                for m, score in r.zrange("jr:delayed", 0, -1, withscores=True):
+                    if rid in m:
+                        log("  jr:delayed due %.3f: %s" % (score / 1000.0, m[:300]))
+                for eid, fields in r.xrange("jr:runs", "-", "+"):
+                    if fields.get("id") == rid:
+                        log("  jr:runs %s: %s" % (eid, fields))
+                log("  jr:runs length %d, first %s; jr:delayed %d members" % (
+                    r.xlen("jr:runs"), (r.xrange("jr:runs", "-", "+", count=1) or [("-",)])[0][0],
+                    r.zcard("jr:delayed")))
+                r.close()
+        except Exception as e:
+            log("  (diagnosis failed: %r)" % (e,))
 
     # ---- the faults ----
 
@@ -603,8 +636,9 @@ def markdown(figures):
             ("lost", "lost"), ("stuck", "stuck"), ("duplicated", "duplicated"),
             ("results recorded twice", "results_twice"), ("fenced results", "fenced"),
             ("runs executed again", "executed_again"), ("dead", "dead"),
+            ("enqueue to start, p99 / max, s", None),
             ("cycles (tried and skipped under the legacy lock)", None),
-            ("faults not recovered within 45 s", "faults_not_recovered"),
+            ("faults not recovered within 90 s", "faults_not_recovered"),
             ("violations", None), ("wall time, s", "wall_s")]
     out = ["| | " + " | ".join(f["mode"] for f in figures) + " |",
            "|---|" + "---|" * len(figures)]
@@ -613,6 +647,8 @@ def markdown(figures):
         for f in figures:
             if label.startswith("requests"):
                 vals.append("%d (%d)" % (f["requests"], f["keyed_requests"]))
+            elif label.startswith("enqueue to start"):
+                vals.append("%s / %s" % (f.get("start_wait_p99_s"), f.get("start_wait_max_s")))
             elif label.startswith("cycles"):
                 vals.append("%d (%d)" % (f["cycles"], f["cycles_skipped_under_legacy_lock"]))
             elif label == "violations":
@@ -632,7 +668,7 @@ def markdown(figures):
         for f in figures:
             x = [x for x in f["faults"] if x["name"] == n]
             vals += [cell(x[0]["duration_s"]), cell(x[0]["recovery_s"]) if x[0]["recovery_s"]
-                     is not None else "not within 45"] if x else ["", ""]
+                     is not None else "not within 90"] if x else ["", ""]
         out.append("| %s | %s |" % (n, " | ".join(vals)))
     return "\n".join(out)
 

@@ -16,7 +16,9 @@ plain dict (JSON-serialisable, so a failed run can be kept and re-checked):
                 (503 enqueue_outcome_unknown, a timeout, a CLI exit != 0).
   runs          the job_runs rows whose payload has a tag: {"id", "tag",
                 "status", "attempts", "max_attempts", "consumer",
-                "idempotency_key", "transport"}.
+                "idempotency_key", "transport", "enqueued_at", "started_at"}
+                (the two times in epoch seconds; started_at is the start of
+                the attempt that is the record).
   events        the consumers' JSON log lines about runs: {"event":
                 "run_succeeded"|"run_fenced"|"run_dead"|..., "runId",
                 "attempt", "maxAttempts", "consumer", "proc"}.
@@ -42,8 +44,11 @@ plain dict (JSON-serialisable, so a failed run can be kept and re-checked):
 Violation kinds (Report.KINDS):
   lost            a run id an accepted request was given has no row
   stuck           an accepted run's row is not finished (succeeded/dead) at
-                  the end, or runs accepted before a fault was lifted were
-                  not all finished within the deadline after it
+                  the end; or runs accepted before a fault was lifted were
+                  not all finished within the deadline after it; or an
+                  accepted run started more than WAIT_LIMIT_S after it was
+                  enqueued (no fault lasts a third of that: such a run sat
+                  in a queue nobody served)
   duplicate_run   a request produced more runs than it was given ids for
                   (an unkeyed request; or a refused request that ran)
   key_two_runs    one idempotency key, more than one run (or two different
@@ -68,6 +73,7 @@ RESULT_EVENTS = ("run_succeeded", "run_dead")
 # Timestamps: lastRunAt is whole milliseconds and durations are measured on
 # a monotonic clock; one millisecond absorbs the rounding.
 TOLERANCE_S = 0.001
+WAIT_LIMIT_S = 30.0
 
 
 class Report:
@@ -104,6 +110,13 @@ class Report:
         return "\n".join(out) if out else "no violation"
 
 
+def _waited(row):
+    """Seconds from enqueue to the start of the recorded attempt, or None."""
+    if row.get("enqueued_at") is None or row.get("started_at") is None:
+        return None
+    return float(row["started_at"]) - float(row["enqueued_at"])
+
+
 def _check_requests(h, rep, runs_by_tag, rows):
     accepted_ids = set()
     duplicated = 0
@@ -126,6 +139,10 @@ def _check_requests(h, rep, runs_by_tag, rows):
             elif row["status"] not in FINISHED:
                 rep.add("stuck", "%s is %s after %d attempt(s) on %s (request %s)" % (
                     rid, row["status"], row.get("attempts") or 0, row.get("transport"), tag))
+            elif _waited(row) is not None and _waited(row) > WAIT_LIMIT_S:
+                rep.add("stuck", "%s (%s, request %s) started %.1f s after it was enqueued "
+                        "(attempt %s)" % (rid, row.get("transport"), tag, _waited(row),
+                                          row.get("attempts")))
         if key is not None:
             ids = sorted({r["id"] for r in mine} | answered)
             if len(ids) > 1:
@@ -262,6 +279,9 @@ def check(h):
     f["duplicated"] = duplicated
     f["results_twice"] = twice
     f["fenced"] = fenced
+    waits = sorted(w for w in map(_waited, rows.values()) if w is not None)
+    f["start_wait_p99_s"] = round(waits[int(len(waits) * 0.99)], 2) if waits else None
+    f["start_wait_max_s"] = round(waits[-1], 2) if waits else None
     f["executed_again"] = sum(1 for r in rows.values() if (r.get("attempts") or 0) > 1)
     f["dead"] = sum(1 for r in rows.values() if r["status"] == "dead")
     f["cycles"] = ncycles

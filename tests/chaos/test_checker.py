@@ -19,10 +19,10 @@ T0 = 1_800_000_000.0
 
 
 def row(rid, tag, status="succeeded", attempts=1, consumer="c1", key=None, transport="redis",
-        max_attempts=5):
+        max_attempts=5, waited=0.2):
     return {"id": rid, "tag": tag, "status": status, "attempts": attempts,
             "max_attempts": max_attempts, "consumer": consumer, "idempotency_key": key,
-            "transport": transport}
+            "transport": transport, "enqueued_at": T0, "started_at": T0 + waited}
 
 
 def ev(event, rid, attempt=1, consumer="c1", max_attempts=5):
@@ -60,7 +60,7 @@ def clean():
         ],
         "runs": [
             row("a1", "u1"),
-            row("a2", "u1", attempts=2, consumer="c2"),     # the fenced c1 attempt 1 lost
+            row("a2", "u1", attempts=2, consumer="c2", waited=12.0),  # fenced c1 attempt 1
             row("x9", "u2", transport="pg"),
             row("k1run", "k1", key="k1", transport="pg"),
             row("k2run", "k2", key="k2", status="dead", attempts=5, consumer="c3"),
@@ -98,6 +98,7 @@ def test_a_clean_history_passes_and_gives_its_figures():
     assert (f["lost"], f["stuck"], f["duplicated"], f["results_twice"]) == (0, 0, 0, 0)
     assert f["fenced"] == 1 and f["executed_again"] == 2 and f["dead"] == 1
     assert f["cycles"] == 4
+    assert f["start_wait_max_s"] == 12.0
     assert f["faults"] == [{"name": "kill9", "duration_s": 1.0, "recovery_s": 2.5}]
 
 
@@ -136,6 +137,13 @@ def test_runs_not_finished_within_the_deadline_after_a_fault_are_stuck():
                         "unfinished": "83 queued on pg (oldest x)"})
     rep = only(h, "stuck")
     assert "redis_sigstop" in rep.violations[0][1] and "83 queued" in rep.violations[0][1]
+
+
+def test_an_accepted_run_that_waited_too_long_to_start_is_stuck():
+    h = clean()
+    h["runs"][3]["started_at"] = h["runs"][3]["enqueued_at"] + checker.WAIT_LIMIT_S + 1
+    rep = only(h, "stuck")
+    assert "k1run" in rep.violations[0][1] and rep.figures["start_wait_max_s"] == 31.0
 
 
 def test_an_unkeyed_request_that_made_more_runs_than_ids_is_duplicated():
