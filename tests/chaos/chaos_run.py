@@ -603,6 +603,18 @@ def run(bin_dir, out_dir, mode="redis", faults=None):
                    "state_writes": cl.state_writes(), "legacy_holds": r.legacy_holds,
                    "faults": r.faults, "probes": r.probes}
         skipped = cl.skipped_cycle_times()
+        # every process the run did not kill is still alive, and no
+        # sanitizer said anything (in an ASan/UBSan build)
+        for p in list(cl.consumers.values()) + [cl.producer]:
+            if p.returncode is not None:
+                r.probes.append({"fault": "end", "ok": False,
+                                 "detail": "%s exited with %s" % (p.name, p.returncode)})
+        for p in cl.procs + [cl.producer]:
+            bad = [ln for ln in p.lines() if "AddressSanitizer" in ln or "runtime error:" in ln
+                   or "LeakSanitizer" in ln]
+            if bad:
+                r.probes.append({"fault": "end", "ok": False,
+                                 "detail": "%s: %s" % (p.name, bad[0][:300])})
     except BaseException:
         sys.stderr.write("chaos: failed; logs:\n%s\n" % harness.failure_report())
         raise
