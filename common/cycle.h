@@ -11,11 +11,13 @@
 #ifndef JOBRUNNER_COMMON_CYCLE_H
 #define JOBRUNNER_COMMON_CYCLE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct config;
 struct db;
+struct http_client;
 struct run;
 
 /* Enqueues n fan-out runs: 0 or -1 with a message in err. */
@@ -27,8 +29,8 @@ struct cycle_env {
 	const char *holder;          /* consumer name, shown in job_runner_lock */
 	cycle_enqueue_fn enqueue;
 	void *enqueue_arg;
-	void **http;                 /* the calling thread's HTTP client slot (graph.h) */
-	volatile int *stop;
+	struct http_client **http;   /* the calling thread's HTTP client slot (registry.h job_http()) */
+	atomic_int *stop;
 };
 
 struct cycle_report {

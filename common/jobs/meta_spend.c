@@ -231,8 +231,9 @@ static void sync_org(struct job_ctx *ctx, const char *org_id, const char *ad_acc
 
 	struct sync s = { .db = ctx->db, .org_id = org_id, .account = account };
 	struct graph_result res = { 0 };
-	graph_get_paged(graph_client_for(ctx), path, params, JR_ARRAY_LEN(params), token, upsert_page,
-			&s, &res);
+	struct graph_client *g = graph_client_new(ctx->cfg, job_http(ctx));
+	graph_get_paged(g, path, params, JR_ARRAY_LEN(params), token, upsert_page, &s, &res);
+	graph_client_free(g);
 	if (res.kind == GRAPH_THROTTLED && res.retry_after_ms > 0) {
 		/* the org's other runs wait too (orglimit.h); best effort: this
 		 * run's own retry waits retry_after_ms either way */
@@ -258,7 +259,7 @@ static void meta_spend_run(struct job_ctx *ctx, struct run_result *out)
 	}
 	struct meta_tally t = { 0 };
 	int rows = 0, n = PQntuples(r), i;
-	for (i = 0; i < n && !(i > 0 && ctx->stop && *ctx->stop); i++) {
+	for (i = 0; i < n && !(i > 0 && job_stopping(ctx)); i++) {
 		const char *org_id = db_get(r, i, 0), *account = db_get(r, i, 1);
 		const char *token = db_get(r, i, 2), *status = db_get(r, i, 3);
 		if (strcmp(status, "active") || !account || !*account) {

@@ -80,8 +80,9 @@ static void refresh_org(struct job_ctx *ctx, const char *org_id, const char *tok
 	};
 	struct graph_result res = { 0 };
 	char msg[300];
-	graph_get(graph_client_for(ctx), "/oauth/access_token", params, JR_ARRAY_LEN(params), NULL,
-		  &res);
+	struct graph_client *g = graph_client_new(cfg, job_http(ctx));
+	graph_get(g, "/oauth/access_token", params, JR_ARRAY_LEN(params), NULL, &res);
+	graph_client_free(g);
 
 	if (res.kind == GRAPH_OK) {
 		const cJSON *nt = cJSON_GetObjectItemCaseSensitive(res.body, "access_token");
@@ -142,7 +143,7 @@ static void meta_token_refresh_run(struct job_ctx *ctx, struct run_result *out)
 	}
 
 	struct meta_tally t = { 0 };
-	for (i = 0; i < n && !(i > 0 && ctx->stop && *ctx->stop); i++)
+	for (i = 0; i < n && !(i > 0 && job_stopping(ctx)); i++)
 		refresh_org(ctx, db_get(r, i, 0), db_get(r, i, 1), &t, &refreshed);
 	PQclear(r);
 

@@ -1,4 +1,4 @@
-"""The producer's HTTP API, row by row of SPEC §5, over real HTTP against the
+"""The producer's HTTP API, row by row of docs/operations.md ("Endpoints"), over real HTTP against the
 real producer and consumer with real PostgreSQL (and Redis in Redis mode).
 
 Every test runs in both modes: Redis-less (no REDIS_URL: PostgreSQL is the
@@ -396,7 +396,7 @@ def test_retried_run_can_succeed(system):
 
 
 JOB_FIELDS = {"name", "enabled", "intervalMs", "lastRunAt", "lastRunDurationMs", "lastStatus",
-              "runCount", "failureCount"}
+              "runCount", "failureCount", "paused"}
 
 
 def test_jobs_metrics_reads_job_runner_state(system):
