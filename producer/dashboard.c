@@ -79,7 +79,7 @@ static void serve(struct httpd_request *req, struct httpd_response *resp, const 
 	const char *inm = httpd_header(req, "If-None-Match");
 	int gz = accepts_gzip(httpd_header(req, "Accept-Encoding"));
 	if (inm && strstr(inm, a->etag)) {
-		httpd_body(resp, 304, NULL, NULL, 0);
+		httpd_body(resp, 304, a->ctype, NULL, 0);
 	} else if (gz) {
 		char *b = xmalloc(a->gzlen);
 		memcpy(b, a->gz, a->gzlen);
