@@ -412,7 +412,7 @@
   /* Stacked bars, one per step, drawn as SVG rectangles. */
   function drawChart(series) {
     const NS = 'http://www.w3.org/2000/svg';
-    const W = 720, H = 200, L = 36, B = 18, TOP = 6;
+    const W = 1000, H = 220, L = 36, B = 18, TOP = 6;
     const svg = document.createElementNS(NS, 'svg');
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     svg.setAttribute('class', 'chart');
