@@ -5,6 +5,8 @@
 #   make test   install what is missing, build, run the whole suite (CTest)
 #   make bench  the benchmark suite against BullMQ, pg-boss and raw Redis
 #               (not part of make test; writes docs/performance.md)
+#   make dashboard-screenshot  regenerates docs/dashboard.png (headless
+#               chromium against a throwaway system)
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -12,7 +14,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 45
 JOBS ?= 2
 
-.PHONY: all build test test-asan run deps fuzz bench docs clean
+.PHONY: all build test test-asan run deps fuzz bench docs clean dashboard-screenshot
 
 all: build
 
@@ -45,6 +47,10 @@ run: build
 # Builds its own Release binaries in build-bench/; see tests/bench/run.py.
 bench:
 	/usr/bin/python3 tests/bench/run.py
+
+# The dashboard's overview, logged in, on a throwaway system with some work.
+dashboard-screenshot: build
+	JR_BIN=$(CURDIR)/$(BUILD)/bin /usr/bin/python3 tests/browser/screenshot.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .run
