@@ -100,7 +100,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1000000)
     ap.add_argument("--busy", type=int, default=100000)
-    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=100)
     ap.add_argument("--dashboards", type=int, default=10)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--skip-browser", action="store_true")
@@ -123,6 +123,14 @@ def main():
             plan = db.query("explain (analyze, buffers) select job, status, count(*) from job_runs"
                             " where finished_at >= now() - interval '1 hour' group by 1, 2")
             out[name]["plan"] = [r[0] for r in plan]
+            plan = db.query("explain analyze select"
+                            " (select count(*) from job_runs where transport = 'pg'"
+                            "   and status in ('queued','failed') and run_at <= now()),"
+                            " (select count(*) from job_runs where status = 'running' and transport = 'pg'),"
+                            " (select count(*) from job_runs where transport = 'pg'"
+                            "   and status in ('queued','failed') and run_at > now()),"
+                            " (select count(*) from job_runs where status = 'dead')")
+            out[name]["plan"] += [r[0] for r in plan]
             print("%s: stats p50 %.1f ms, p95 %.1f ms, max %.1f ms" % (
                 name, out[name]["p50"], out[name]["p95"], out[name]["max"]), flush=True)
             for line in out[name]["plan"]:
