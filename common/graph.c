@@ -31,6 +31,7 @@ struct graph_client {
 	char *base_url;             /* META_GRAPH_URL without trailing '/' */
 	char *app_secret;           /* NULL: no appsecret_proof */
 	int64_t timeout_ms;
+	volatile int *stop;         /* the job's ctx.stop (shutdown, cancel): a transfer under way ends */
 
 	/* per request */
 	struct strbuf body;
@@ -437,6 +438,16 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* Progress callback: a nonzero answer ends the transfer at once
+ * (CURLE_ABORTED_BY_CALLBACK), within about a second of the stop flag. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	const struct graph_client *c = arg;
+	return c->stop && *c->stop;
+}
+
 struct graph_client *graph_client_new(const struct config *cfg)
 {
 	struct graph_client *c = xcalloc(1, sizeof(*c));
@@ -471,6 +482,9 @@ struct graph_client *graph_client_new(const struct config *cfg)
 	cl.easy_setopt(h, CURLOPT_WRITEDATA, c);
 	cl.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	cl.easy_setopt(h, CURLOPT_HEADERDATA, c);
+	cl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	cl.easy_setopt(h, CURLOPT_XFERINFODATA, c);
+	cl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	return c;
 }
 
@@ -494,6 +508,7 @@ struct graph_client *graph_client_for(struct job_ctx *ctx)
 {
 	if (!ctx->http)
 		ctx->http = graph_client_new(ctx->cfg);
+	((struct graph_client *)ctx->http)->stop = ctx->stop;   /* this run's */
 	return ctx->http;
 }
 
@@ -558,6 +573,9 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 		res->kind = GRAPH_PERMANENT;
 		snprintf(res->message, sizeof(res->message), "%s: response body over %u bytes",
 			 what, GRAPH_MAX_BODY_BYTES);
+	} else if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		res->kind = GRAPH_TRANSIENT;
+		snprintf(res->message, sizeof(res->message), "%s: stopped (shutdown or cancel)", what);
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		res->kind = GRAPH_TRANSIENT;
 		snprintf(res->message, sizeof(res->message), "%s: timed out after %lld ms", what,

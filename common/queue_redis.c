@@ -87,7 +87,8 @@
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
 /* ------------------------------------------------------------------ */
 
-enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC, S_COUNT };
+enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
+       S_CANCEL, S_CAUGHT_UP, S_COUNT };
 
 /* KEYS: idem key, runs, delayed.  ARGV: id, ttl_s, due (0 = now), member,
  * fields...  Returns {1, id} when added, {0, first id} when the key was used. */
@@ -146,23 +147,28 @@ static const char lua_promote[] =
 	"end\n"
 	"return #due\n";
 
-/* KEYS: runs, events, delayed, dead counter.  ARGV: group, consumer, n,
- * lowest and highest handle, then per run: handle, fence, kind, due, member,
- * event (JSON object, '' = none).
- * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead count.
+/* KEYS: runs, events, delayed, dead counter, cancel requests.  ARGV: group,
+ * consumer, n, lowest and highest handle, then per run: handle, fence,
+ * kind, due, member, event (JSON object, '' = none), run id ('' = none).
+ * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead
+ * count, c = ack + event (cancelled) + the cancel request removed.
+ * A run with a cancel request that ends otherwise (it finished before it
+ * saw the request) is recorded cancelled all the same: the request was
+ * answered as accepted, so it is the run's one final state.
  * Ownership and fences come from one XPENDING over the batch's id range
  * (per entry only if that range holds too many of this consumer's entries).
  * The events of the batch go into one jr:events entry (e = JSON array).
  * Returns one integer per run: 0 recorded, 1 fenced. */
 static const char lua_complete[] =
 	"local g, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+	"local ncancel = redis.call('ZCARD', KEYS[5])\n"
 	"local lim = n * 4 + 64\n"
 	"local pl = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], lim, me)\n"
 	"local pend = {}\n"
 	"for _, p in ipairs(pl) do pend[p[1]] = p[4] end\n"
 	"local out, acks, evs = {}, {}, {}\n"
 	"for r = 1, n do\n"
-	"  local i = 6 + (r - 1) * 6\n"
+	"  local i = 6 + (r - 1) * 7\n"
 	"  local h, kind = ARGV[i], ARGV[i + 2]\n"
 	"  local cnt = pend[h]\n"
 	"  if cnt == nil and #pl == lim then\n"
@@ -172,9 +178,19 @@ static const char lua_complete[] =
 	"  if cnt ~= nil and cnt == tonumber(ARGV[i + 1]) then\n"
 	"    out[r] = 0\n"
 	"    acks[#acks + 1] = h\n"
+	"    local ev, id = ARGV[i + 5], ARGV[i + 6]\n"
+	"    if kind ~= 'c' and kind ~= 'a' and ev ~= '' and id ~= '' and ncancel > 0\n"
+	"       and redis.call('ZSCORE', KEYS[5], id) then\n"
+	"      local t = cjson.decode(ev)\n"
+	"      t.error = 'cancelled (the run had ended ' .. tostring(t.status) .. ' when it saw the request)'\n"
+	"      t.status = 'cancelled'\n"
+	"      t.runat = nil\n"
+	"      ev, kind = cjson.encode(t), 'c'\n"
+	"    end\n"
 	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
 	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
-	"    if ARGV[i + 5] ~= '' then evs[#evs + 1] = ARGV[i + 5] end\n"
+	"    if kind == 'c' then redis.call('ZREM', KEYS[5], id) end\n"
+	"    if ev ~= '' then evs[#evs + 1] = ev end\n"
 	"  else\n"
 	"    out[r] = 1\n"
 	"  end\n"
@@ -297,6 +313,66 @@ static const char lua_gc[] =
 	"end\n"
 	"return n\n";
 
+/* KEYS: cancel requests, runs, events.  ARGV: run id, now ms, group, max
+ * pending entries to look at.  Adds the run's cancel request (kept if there
+ * is one) and tells whether a consumer holds the run now (its entry is
+ * pending in the group): from here on, a consumer that reads the entry
+ * finds the request before it starts the run.  Returns {held (0/1), last
+ * id of runs, last id of events} (the ids for S_CAUGHT_UP). */
+static const char lua_cancel[] =
+	"redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])\n"
+	"local held = 0\n"
+	"if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+	"  for _, p in ipairs(redis.call('XPENDING', KEYS[2], ARGV[3], '-', '+', tonumber(ARGV[4]))) do\n"
+	"    local e = redis.call('XRANGE', KEYS[2], p[1], p[1])[1]\n"
+	"    if e then\n"
+	"      local f = e[2]\n"
+	"      for k = 1, #f, 2 do\n"
+	"        if f[k] == 'id' then\n"
+	"          if f[k + 1] == ARGV[1] then held = 1 end\n"
+	"          break\n"
+	"        end\n"
+	"      end\n"
+	"    end\n"
+	"    if held == 1 then break end\n"
+	"  end\n"
+	"end\n"
+	"local function last(key)\n"
+	"  if redis.call('EXISTS', key) == 0 then return '0-0' end\n"
+	"  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]\n"
+	"  return r and r[1] or '0-0'\n"
+	"end\n"
+	"return {held, last(KEYS[2]), last(KEYS[3])}\n";
+
+/* KEYS: runs, events.  ARGV: history group, runs id, events id.  1 when
+ * the history writer has written (acknowledged) every entry of both
+ * streams up to the given ids, else 0. */
+static const char lua_caught_up[] =
+	"local function split(id)\n"
+	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
+	"  return tonumber(a), tonumber(b)\n"
+	"end\n"
+	"local function less(x, y)\n"
+	"  local a1, b1 = split(x); local a2, b2 = split(y)\n"
+	"  if a1 ~= a2 then return a1 < a2 end\n"
+	"  return b1 < b2\n"
+	"end\n"
+	"local function caught(key, upto)\n"
+	"  if upto == '0-0' or redis.call('EXISTS', key) == 0 then return true end\n"
+	"  local last\n"
+	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do\n"
+	"    local name, id\n"
+	"    for k = 1, #g, 2 do\n"
+	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
+	"    end\n"
+	"    if name == ARGV[1] then last = id end\n"
+	"  end\n"
+	"  if not last or less(last, upto) then return false end\n"
+	"  return #redis.call('XPENDING', key, ARGV[1], '-', upto, 1) == 0\n"
+	"end\n"
+	"if caught(KEYS[1], ARGV[2]) and caught(KEYS[2], ARGV[3]) then return 1 end\n"
+	"return 0\n";
+
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem", lua_enq_idem },
 	[S_TICK] = { "tick", lua_tick },
@@ -307,6 +383,8 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_EXTEND] = { "extend", lua_extend },
 	[S_TRIM] = { "trim", lua_trim },
 	[S_GC] = { "consumer_gc", lua_gc },
+	[S_CANCEL] = { "cancel", lua_cancel },
+	[S_CAUGHT_UP] = { "caught_up", lua_caught_up },
 };
 
 /* ------------------------------------------------------------------ */
@@ -483,7 +561,9 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 			r->max_attempts = rq->default_max;
 		if (!r->enqueued_at_ms)
 			r->enqueued_at_ms = now;
-		int delayed = r->run_at_ms > now;
+		/* a delayed run goes on the stream too, with its runat field (so
+		 * the history writer records it at once); the consumer that reads
+		 * it early parks it in jr:delayed (park_delayed()) */
 		sl[i].start = a->n;
 		sl[i].scripted = r->idempotency_key != NULL;
 		if (r->idempotency_key) {
@@ -495,23 +575,9 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 			rargv_addrefs(a, RENTRY_DELAYED);
 			rargv_addrefs(a, r->id);
 			rargv_addi64(a, IDEM_TTL_S);
-			if (delayed) {
-				rargv_addi64(a, r->run_at_ms);
-				sb_reset(&rq->scratch);
-				rentry_delayed_json(&rq->scratch, r, r->attempt);
-				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
-			} else {
-				rargv_addrefs(a, "0");
-				rargv_addrefs(a, "");
-			}
+			rargv_addrefs(a, "0");
+			rargv_addrefs(a, "");
 			rentry_add_fields(a, r, r->attempt);
-		} else if (delayed) {
-			rargv_addrefs(a, "ZADD");
-			rargv_addrefs(a, RENTRY_DELAYED);
-			rargv_addi64(a, r->run_at_ms);
-			sb_reset(&rq->scratch);
-			rentry_delayed_json(&rq->scratch, r, r->attempt);
-			rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
 		} else {
 			rargv_addrefs(a, "XADD");
 			rargv_addrefs(a, RENTRY_RUNS);
@@ -604,6 +670,7 @@ struct outcome {
 	int64_t due_ms;          /* d: when to run again */
 	int64_t duration_ms;
 	const char *error;
+	int no_event;            /* d: park only (a delayed run read early) */
 };
 
 /* json_quote() with a fast path for the usual strings that need no escape. */
@@ -684,11 +751,12 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
 		struct rargv *a = &rq->av;
 		rargv_reset(a);
-		rargv_addrefs(a, "4");
+		rargv_addrefs(a, "5");
 		rargv_addrefs(a, RENTRY_RUNS);
 		rargv_addrefs(a, RENTRY_EVENTS);
 		rargv_addrefs(a, RENTRY_DELAYED);
 		rargv_addrefs(a, RENTRY_DEAD_COUNT);
+		rargv_addrefs(a, RENTRY_CANCEL);
 		rargv_addrefs(a, RENTRY_GROUP);
 		rargv_addrefs(a, rq->q.consumer);
 		rargv_addi64(a, (int64_t)k);
@@ -714,13 +782,14 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 				rargv_addrefs(a, "0");
 				rargv_addrefs(a, "");
 			}
-			if (o[i].kind == 'a' || !o[i].r) {
+			if (o[i].kind == 'a' || !o[i].r || o[i].no_event) {
 				rargv_addrefs(a, "");
 			} else {
 				sb_reset(&rq->scratch);
 				event_json(&rq->scratch, rq, &o[i], now);
 				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
 			}
+			rargv_addrefs(a, o[i].r && !o[i].r->is_tick ? o[i].r->id : "");
 		}
 		rargv_finish(a);
 		redisReply *r = rconn_eval(&rq->rc, S_COMPLETE, (int)a->n, a->argv, a->lens);
@@ -772,6 +841,9 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		switch (st) {
 		case RUN_SUCCEEDED:
 			x->kind = 'e';
+			break;
+		case RUN_CANCELLED:
+			x->kind = 'c';
 			break;
 		case RUN_QUEUED:   /* deferral: the attempt is given back */
 		case RUN_FAILED:   /* retry after backoff */
@@ -857,6 +929,26 @@ static int flush_dead(struct rqueue *rq, struct deadbuf *d)
 	return rv;
 }
 
+/* Moves a delayed run (an entry with runat in the future) from the
+ * stream into jr:delayed, acknowledged in the same script (S_COMPLETE kind
+ * 'd' without an event): the attempt it was given at claim is given back. */
+static int park_delayed(struct rqueue *rq, const struct run *r)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof o);
+	o.r = r;
+	o.handle = r->handle;
+	o.fence = r->fence;
+	o.kind = 'd';
+	o.status = "queued";
+	o.attempt = r->attempt - (int)(r->fence > 0 ? r->fence : 1);
+	if (o.attempt < 0)
+		o.attempt = 0;
+	o.due_ms = r->run_at_ms;
+	o.no_event = 1;
+	return record(rq, &o, 1, NULL);
+}
+
 /* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
  * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max). */
 static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *out, size_t max,
@@ -875,6 +967,14 @@ static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *ou
 		struct run *slot = *got < max ? &out[*got] : &dead->runs[dead->n];
 		int bad = take_entry(rq, e->element[0]->str, e->element[0]->len, e->element[1], fence,
 				     slot, dead->reasons[dead->n], sizeof dead->reasons[0]);
+		if (!bad && !slot->is_tick && slot->run_at_ms > wall_ms() && *got < max) {
+			/* a delayed run read before its time: into jr:delayed */
+			int prv = park_delayed(rq, slot);
+			run_clear(slot);
+			if (prv)
+				return -1;
+			continue;
+		}
 		if (bad) {
 			if (slot != &dead->runs[dead->n]) {
 				dead->runs[dead->n] = *slot;   /* move ownership */
@@ -948,6 +1048,20 @@ static int64_t default_gc_idle(const struct rqueue *rq)
 	return idle > 600000 ? idle : 600000;
 }
 
+/* Cancel requests live until the run's consumer records it cancelled; one
+ * whose run never came (its entry lost with a Redis that restarted empty)
+ * goes after the longest delay a run may have plus a day. */
+#define CANCEL_KEEP_MS ((int64_t)91 * 86400 * 1000)
+static int prune_cancel(struct rqueue *rq)
+{
+	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s -inf %lld", RENTRY_CANCEL,
+				   (long long)(wall_ms() - CANCEL_KEEP_MS));
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	return 0;
+}
+
 /* Housekeeping due at mono time now. */
 static int housekeeping(struct rqueue *rq, int64_t now)
 {
@@ -955,7 +1069,7 @@ static int housekeeping(struct rqueue *rq, int64_t now)
 		return -1;
 	if (now >= rq->next_trim_ms) {
 		if (trim_stream(rq, RENTRY_RUNS, RENTRY_GROUP, NULL) ||
-		    trim_stream(rq, RENTRY_EVENTS, "", NULL))
+		    trim_stream(rq, RENTRY_EVENTS, "", NULL) || prune_cancel(rq))
 			return -1;
 		rq->next_trim_ms = now + TRIM_MS;
 	}
@@ -1294,6 +1408,83 @@ static void rq_destroy(struct queue *q)
 	free(rq);
 }
 
+/* Cancel requests among runs[0..n): one ZMSCORE over the batch (a round
+ * trip per claimed batch: a request added before the entry was delivered
+ * is always seen before the run starts). */
+static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *flags)
+{
+	struct rqueue *rq = rq_of(q);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		flags[i] = 0;
+		m += !runs[i].is_tick;
+	}
+	if (!m)
+		return rq_ok(rq);
+	struct rargv *a = &rq->av;
+	rargv_reset(a);
+	rargv_addrefs(a, "ZMSCORE");
+	rargv_addrefs(a, RENTRY_CANCEL);
+	for (size_t i = 0; i < n; i++)
+		rargv_addrefs(a, runs[i].is_tick ? "" : runs[i].id);
+	rargv_finish(a);
+	redisReply *r = rconn_cmd(&rq->rc, (int)a->n, a->argv, a->lens);
+	if (!r)
+		return rq_fail(rq);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++)
+		flags[i] = !runs[i].is_tick && r->element[i]->type != REDIS_REPLY_NIL;
+	freeReplyObject(r);
+	return rq_ok(rq);
+}
+
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held,
+				int64_t history_wait_ms)
+{
+	struct rqueue *rq = rq_of(q);
+	if (held)
+		*held = 0;
+	if (!on) {
+		redisReply *r = rconn_cmdf(&rq->rc, "ZREM %s %s", RENTRY_CANCEL, id);
+		if (!r)
+			return rq_fail(rq);
+		freeReplyObject(r);
+		return rq_ok(rq);
+	}
+	if (ensure_groups(rq))
+		return q->err;
+	char now[24];
+	snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+	const char *av[] = { "3", RENTRY_CANCEL, RENTRY_RUNS, RENTRY_EVENTS, id, now, RENTRY_GROUP, "10000" };
+	redisReply *r = rconn_eval(&rq->rc, S_CANCEL, 8, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	char runs_id[48] = "0-0", events_id[48] = "0-0";
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+		if (held && r->element[0]->type == REDIS_REPLY_INTEGER)
+			*held = r->element[0]->integer == 1;
+		if (r->element[1]->type == REDIS_REPLY_STRING)
+			snprintf(runs_id, sizeof runs_id, "%s", r->element[1]->str);
+		if (r->element[2]->type == REDIS_REPLY_STRING)
+			snprintf(events_id, sizeof events_id, "%s", r->element[2]->str);
+	}
+	freeReplyObject(r);
+	/* wait for the history writer: job_runs then shows every state
+	 * reached before the request (a state after it is cancelled) */
+	int64_t end = mono_ms() + history_wait_ms;
+	for (;;) {
+		const char *cv[] = { "2", RENTRY_RUNS, RENTRY_EVENTS, RENTRY_HISTORY_GROUP, runs_id, events_id };
+		r = rconn_eval(&rq->rc, S_CAUGHT_UP, 6, cv, NULL);
+		if (!r)
+			return rq_fail(rq);
+		int done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+		freeReplyObject(r);
+		if (done || mono_ms() >= end)
+			break;
+		sleep_ms(20);
+	}
+	return rq_ok(rq);
+}
+
 static const struct queue_ops redis_ops = {
 	.backend = "redis",
 	.enqueue = rq_enqueue,
@@ -1301,6 +1492,7 @@ static const struct queue_ops redis_ops = {
 	.complete = rq_complete,
 	.extend = rq_extend,
 	.announce = rq_announce,
+	.cancelled = rq_cancelled,
 	.stats = rq_stats,
 	.destroy = rq_destroy,
 };

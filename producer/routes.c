@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
 #include "dashauth.h"
 #include "dashboard.h"
 #include "db.h"
@@ -224,6 +225,13 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
 		return;
 	}
+	uint64_t paused = 0;
+	if (control_load_paused(&c->db, &paused)) {
+		PQclear(r);
+		give_back(api, c);
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		return;
+	}
 	struct queue_stats qs;
 	const char *backend;
 	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
@@ -244,6 +252,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
 		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
@@ -344,7 +353,12 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		} else {
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
-			cJSON_AddStringToObject(o, "status", "queued");
+			cJSON_AddStringToObject(o, "status", runs[0].run_at_ms > wall_ms() ? "delayed" : "queued");
+			if (runs[0].run_at_ms > 0) {
+				char at[32];
+				iso8601_ms(runs[0].run_at_ms, at, sizeof at);
+				cJSON_AddStringToObject(o, "runAt", at);
+			}
 		}
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
@@ -365,44 +379,12 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 /* runs and the dead list                                              */
 /* ------------------------------------------------------------------ */
 
-#define RUN_COLUMNS \
-	"id, job, org_id, status, attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " \
-	ISO("finished_at") ", duration_ms, error, consumer, max_attempts, source, payload::text"
-
-static cJSON *run_json(const PGresult *r, int row)
+/* 503 for a database that did not answer; 1 if it was answered. */
+static int db_down(struct httpd_response *resp, const void *r)
 {
-	cJSON *o = cJSON_CreateObject();
-	add_str(o, "id", db_get(r, row, 0));
-	add_str(o, "job", db_get(r, row, 1));
-	add_str(o, "orgId", db_get(r, row, 2));
-	add_str(o, "status", db_get(r, row, 3));
-	add_num(o, "attempts", db_get(r, row, 4));
-	add_str(o, "enqueuedAt", db_get(r, row, 5));
-	add_str(o, "startedAt", db_get(r, row, 6));
-	add_str(o, "finishedAt", db_get(r, row, 7));
-	add_num(o, "durationMs", db_get(r, row, 8));
-	add_str(o, "error", db_get(r, row, 9));
-	add_str(o, "consumer", db_get(r, row, 10));
-	add_num(o, "maxAttempts", db_get(r, row, 11));
-	add_str(o, "source", db_get(r, row, 12));
-	const char *payload = db_get(r, row, 13);
-	cJSON *p = payload ? cJSON_Parse(payload) : NULL;
-	if (p)
-		cJSON_AddItemToObject(o, "payload", p);
-	else
-		cJSON_AddNullToObject(o, "payload");
-	return o;
-}
-
-static int valid_id(const char *id)
-{
-	size_t n = strlen(id);
-	if (n == 0 || n > 64)
+	if (r)
 		return 0;
-	for (const char *p = id; *p; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      *p == '-' || *p == '_'))
-			return 0;
+	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
 	return 1;
 }
 
@@ -410,24 +392,185 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!control_id_valid(id)) {
 		httpd_error(resp, 404, "unknown_run", "no run with this id");
 		return;
 	}
-	const char *p[1] = { id };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	PGresult *r = control_get_run(&c->db, id);
+	if (!r && !c->db.conn)
+		r = control_get_run(&c->db, id);   /* a pooled connection that died idle */
 	give_back(api, c);
-	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+	if (db_down(resp, r))
 		return;
-	}
 	if (PQntuples(r) == 0)
 		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
 	else
-		httpd_json(resp, 200, run_json(r, 0));
+		httpd_json(resp, 200, control_run_json(r, 0));
 	PQclear(r);
 }
+
+/* GET /runs?job=&orgId=&status=&since=&until=&limit=&cursor= */
+static void h_runs(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	static const char *const known[] = { "job", "orgId", "status", "since", "until", "limit", "cursor" };
+	const char *bad = httpd_query_unknown(req, known, JR_ARRAY_LEN(known));
+	if (bad) {
+		httpd_error(resp, 400, "bad_request", "unknown filter '%.40s' (expected job, orgId, status, since, until, limit, cursor)", bad);
+		return;
+	}
+	struct control_search s = { .limit = CONTROL_SEARCH_LIMIT_DEFAULT };
+	s.job = httpd_query(req, "job");
+	s.org_id = httpd_query(req, "orgId");
+	s.status = httpd_query(req, "status");
+	const char *since = httpd_query(req, "since"), *until = httpd_query(req, "until");
+	const char *lim = httpd_query(req, "limit"), *cur = httpd_query(req, "cursor");
+	char after[65];
+	int64_t limit = CONTROL_SEARCH_LIMIT_DEFAULT;
+	if (s.job && !registry_find(s.job)) {
+		httpd_error(resp, 400, "bad_request", "job: unknown job '%.64s'", s.job);
+		return;
+	}
+	if (s.org_id && (!*s.org_id || strlen(s.org_id) > RUN_MAX_ORG_LEN)) {
+		httpd_error(resp, 400, "bad_request", "orgId must be 1 to %d characters", RUN_MAX_ORG_LEN);
+		return;
+	}
+	if (s.status && !control_status_valid(s.status)) {
+		httpd_error(resp, 400, "bad_request",
+			    "status must be one of queued, delayed, running, succeeded, failed, dead, cancelled");
+		return;
+	}
+	if (since && iso8601_parse_ms(since, &s.since_ms)) {
+		httpd_error(resp, 400, "bad_request", "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (until && iso8601_parse_ms(until, &s.until_ms)) {
+		httpd_error(resp, 400, "bad_request", "until must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (lim && parse_i64(lim, 1, CONTROL_SEARCH_LIMIT_MAX, &limit)) {
+		httpd_error(resp, 400, "bad_request", "limit must be a whole number from 1 to %d", CONTROL_SEARCH_LIMIT_MAX);
+		return;
+	}
+	if (cur && control_cursor_decode(cur, after, sizeof after)) {
+		httpd_error(resp, 400, "bad_request", "cursor is malformed (give back the nextCursor of an answer)");
+		return;
+	}
+	s.limit = (int)limit;
+	s.after_id = cur ? after : NULL;
+	struct api_conn *c = borrow(api);
+	PGresult *r = control_search_runs(&c->db, &s);
+	if (!r && !c->db.conn)
+		r = control_search_runs(&c->db, &s);
+	give_back(api, c);
+	if (db_down(resp, r))
+		return;
+	int rows = PQntuples(r);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
+	for (int i = 0; i < rows && i < s.limit; i++)
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
+	if (rows > s.limit) {
+		char next[2 * 64 + 1];
+		control_cursor_encode(db_get(r, s.limit - 1, 0), next, sizeof next);
+		cJSON_AddStringToObject(o, "nextCursor", next);
+	} else {
+		cJSON_AddNullToObject(o, "nextCursor");
+	}
+	PQclear(r);
+	httpd_json(resp, 200, o);
+}
+
+/* The Redis handle for a control operation: NULL in Redis-less mode; 1 with
+ * a 503 answered when Redis mode has no Redis now. */
+static int control_redis(struct api_conn *c, const struct config *cfg, struct queue **rq,
+			 struct httpd_response *resp)
+{
+	*rq = cfg->redis_url ? enqueuer_redis(&c->enq) : NULL;
+	if (cfg->redis_url && !*rq) {
+		httpd_error(resp, 503, "queue_unavailable", "Redis is unavailable; try again later");
+		return 1;
+	}
+	return 0;
+}
+
+/* POST /runs/{id}/cancel */
+static void h_run_cancel(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *id = httpd_param(req, "id");
+	if (!control_id_valid(id)) {
+		httpd_error(resp, 404, "unknown_run", "no run with this id");
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	struct queue *rq;
+	if (control_redis(c, api->cfg, &rq, resp)) {
+		give_back(api, c);
+		return;
+	}
+	enum queue_cancel_result res;
+	char status[16], job[RUN_MAX_JOB_LEN + 1], err[256];
+	int rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc && rq && rq->err)
+		enqueuer_drop(&c->enq, rq);
+	give_back(api, c);
+	if (rc) {
+		LOGF(LOG_ERROR, "cancel_failed", "cancel failed", LF_S("runId", id), LF_S("error", err));
+		httpd_error(resp, 503, "unavailable", "PostgreSQL or Redis is unavailable; try again later");
+		return;
+	}
+	if (res == QUEUE_NOT_FOUND) {
+		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		return;
+	}
+	if (res == QUEUE_FINISHED) {
+		httpd_error(resp, 409, "already_finished", "run %s already finished (%s)", id, status);
+		return;
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddStringToObject(o, "status", res == QUEUE_CANCELLED ? "cancelled" : "running");
+	cJSON_AddStringToObject(o, "previousStatus", status);
+	cJSON_AddBoolToObject(o, "cancelRequested", 1);
+	if (res == QUEUE_CANCELLED)
+		jrm_finished(job, JRM_CANCELLED, -1);
+	LOGF(LOG_INFO, "run_cancel_requested", res == QUEUE_CANCELLED ? "run cancelled" : "running run asked to stop",
+	     LF_S("runId", id), LF_S("job", job), LF_S("previousStatus", status));
+	httpd_json(resp, res == QUEUE_CANCELLED ? 200 : 202, o);
+}
+
+/* POST /{job}/pause and /{job}/resume */
+static void pause_or_resume(struct httpd_request *req, struct httpd_response *resp, int on)
+{
+	struct producer_api *api = req->app;
+	const char *job = httpd_param(req, "job");
+	if (!registry_find(job)) {
+		httpd_error(resp, 404, "unknown_job", "unknown job '%.64s'", job);
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	int rc = control_pause(&c->db, job, on);
+	if (rc && !c->db.conn)
+		rc = control_pause(&c->db, job, on);
+	give_back(api, c);
+	if (rc) {
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		return;
+	}
+	LOGF(LOG_INFO, on ? "job_paused" : "job_resumed", on ? "job paused" : "job resumed", LF_S("job", job));
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddBoolToObject(o, "paused", on);
+	httpd_json(resp, 200, o);
+}
+
+static void h_pause(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 1); }
+static void h_resume(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 0); }
 
 static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -442,89 +585,135 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	const char *p[1] = { l };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+	PGresult *r = api_query(c, "select " CONTROL_RUN_COLUMNS " from job_runs where status = 'dead'"
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
-	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+	if (db_down(resp, r))
 		return;
-	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
 	for (int i = 0; i < PQntuples(r); i++)
-		cJSON_AddItemToArray(runs, run_json(r, i));
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
 	PQclear(r);
 	httpd_json(resp, 200, o);
 }
 
-/* Retry: the dead row becomes queued again with fresh attempts, under its
- * own id; then the run is put on the stream (Redis mode) or is claimable
- * from job_runs directly (transport 'pg'). */
+/* Both retries go through queue_retry_dead() (queue_ctl.c), the dead →
+ * queued transition: one run by id, or the dead runs a filter matches. */
+static int retry(struct producer_api *api, const struct queue_dead_filter *f,
+		 struct queue_retried **ids, size_t *n, struct httpd_response *resp)
+{
+	struct api_conn *c = borrow(api);
+	struct queue *rq = enqueuer_redis(&c->enq);   /* NULL: Redis-less, or down (the PostgreSQL queue carries them) */
+	char err[256];
+	int rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc && rq && rq->err)
+		enqueuer_drop(&c->enq, rq);
+	give_back(api, c);
+	if (rc == QUEUE_EUNKNOWN) {
+		httpd_error(resp, 503, "enqueue_outcome_unknown", "%s", err);
+		free(*ids);
+		return -1;
+	}
+	if (rc) {
+		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		free(*ids);
+		return -1;
+	}
+	for (size_t i = 0; i < *n; i++)
+		jrm_enqueued((*ids)[i].job, 1);
+	return 0;
+}
+
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
+	if (!control_id_valid(id)) {
 		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
 		return;
 	}
-	struct api_conn *c = borrow(api);
-	struct queue *rq = enqueuer_redis(&c->enq);
-	const char *p[2] = { id, rq ? "redis" : "pg" };
-	PGresult *r = api_query(c,
-		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
-		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
-		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
-		" where id = $1 and status = 'dead'"
-		" returning job, org_id, payload::text, max_attempts", 2, p);
-	int status = 202;
-	char err[256] = "";
-	if (!r) {
-		status = 503;
-	} else if (PQntuples(r) == 0) {
-		status = 404;
-	} else if (rq) {
-		struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
-				   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
-				   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
-		snprintf(run.id, sizeof run.id, "%s", id);
-		int erc = rq->ops->enqueue(rq, &run, 1);
-		if (erc == QUEUE_EUNKNOWN) {
-			/* the stream may hold it: putting it on the PostgreSQL queue
-			 * too could run it twice; the row stays queued for Redis */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			status = 503;
-		} else if (erc) {
-			/* Redis failed after the row changed: let the PostgreSQL queue carry it */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			const char *pp[1] = { id };
-			if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1 and status = 'queued'", 1, pp) == 0)
-				db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-			else
-				status = 503;
-		}
-	} else {
-		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-	}
-	char job[RUN_MAX_JOB_LEN + 1] = "";
-	if (r && PQntuples(r) > 0)
-		snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
-	PQclear(r);
-	give_back(api, c);
-	if (status == 404) {
+	struct queue_dead_filter f = { .id = id, .limit = 1 };
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	if (retry(api, &f, &ids, &n, resp))
+		return;
+	if (n == 0) {
 		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
-	} else if (status == 503) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
-	} else {
-		jrm_enqueued(job, 1);
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "id", id);
-		cJSON_AddStringToObject(o, "job", job);
-		cJSON_AddStringToObject(o, "status", "queued");
-		httpd_json(resp, 202, o);
+		return;
 	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", ids[0].job);
+	cJSON_AddStringToObject(o, "status", "queued");
+	free(ids);
+	httpd_json(resp, 202, o);
+}
+
+#define BULK_RETRY_DEFAULT 100
+
+/* POST /dead/retry {"job"?, "orgId"?, "since"?, "limit"?} */
+static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	struct queue_dead_filter f = { .limit = BULK_RETRY_DEFAULT };
+	cJSON *doc = NULL;
+	if (req->body_len) {
+		doc = cJSON_ParseWithLength(req->body, req->body_len);
+		if (!cJSON_IsObject(doc)) {
+			cJSON_Delete(doc);
+			httpd_error(resp, 400, "bad_request", "the body must be a JSON object {\"job\"?, \"orgId\"?, \"since\"?, \"limit\"?}");
+			return;
+		}
+	}
+	for (const cJSON *it = doc ? doc->child : NULL; it; it = it->next) {
+		const char *k = it->string ? it->string : "";
+		const char *why = NULL;
+		if (cJSON_IsNull(it))
+			continue;
+		if (!strcmp(k, "job")) {
+			if (!cJSON_IsString(it) || !registry_find(it->valuestring))
+				why = "job must be the name of a job";
+			else
+				f.job = it->valuestring;
+		} else if (!strcmp(k, "orgId")) {
+			if (!cJSON_IsString(it) || !*it->valuestring || strlen(it->valuestring) > RUN_MAX_ORG_LEN)
+				why = "orgId must be a string of 1 to 128 characters";
+			else
+				f.org_id = it->valuestring;
+		} else if (!strcmp(k, "since")) {
+			if (!cJSON_IsString(it) || iso8601_parse_ms(it->valuestring, &f.since_ms))
+				why = "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z";
+		} else if (!strcmp(k, "limit")) {
+			if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble ||
+			    it->valuedouble < 1 || it->valuedouble > QUEUE_RETRY_MAX)
+				why = "limit must be a whole number from 1 to 1000";
+			else
+				f.limit = (int)it->valuedouble;
+		} else {
+			why = "unknown field (expected job, orgId, since, limit)";
+		}
+		if (why) {
+			httpd_error(resp, 400, "bad_request", "%s", why);
+			cJSON_Delete(doc);
+			return;
+		}
+	}
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	int rc = retry(api, &f, &ids, &n, resp);
+	cJSON_Delete(doc);
+	if (rc)
+		return;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "retried", (double)n);
+	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
+	for (size_t i = 0; i < n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	free(ids);
+	httpd_json(resp, 200, o);
 }
 
 /* ------------------------------------------------------------------ */
@@ -601,6 +790,8 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 	PGresult *lock = db_ok ? api_query(c,
 		"select holder, " ISO("acquired_at") ", " ISO("heartbeat_at") " from job_runner_lock limit 1",
 		0, NULL) : NULL;
+	uint64_t paused = 0;
+	int paused_ok = db_ok && control_load_paused(&c->db, &paused) == 0;
 	struct queue_stats qs;
 	const char *backend;
 	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
@@ -638,6 +829,10 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
 		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		if (paused_ok)
+			cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
+		else
+			cJSON_AddNullToObject(jo, "paused");
 		int64_t interval = defs[j].interval_ms ? defs[j].interval_ms(cfg) : 0;
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)interval);
@@ -782,10 +977,15 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/stats", h_stats, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/pause", h_pause, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/resume", h_resume, HTTPD_AUTH },
 	/* the dashboard (DASHBOARD_ENABLED): these rows last, left out when off */
 	{ "GET", "/dashboard", dash_h_index, 0 },
 	{ "GET", "/dashboard/session", dash_h_session, 0 },
@@ -812,6 +1012,7 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	}
 	jrm_init();
 	jrm_queue_depth_source(queue_depth, api);
+	control_watch_start(cfg);   /* jobrunner_job_paused{job} */
 
 	struct httpd_options opt;
 	httpd_options_init(&opt);
@@ -843,6 +1044,7 @@ void producer_api_stop(struct producer_api *api)
 	if (!api)
 		return;
 	httpd_stop(api->srv);
+	control_watch_stop();
 	for (int i = 0; i < API_POOL; i++) {
 		db_release(&api->conns[i].db);
 		enqueuer_release(&api->conns[i].enq);
