@@ -68,6 +68,8 @@ struct producer_api {
 	char *stats_text;
 	char stats_key[64];
 	int64_t stats_at;
+	pthread_mutex_t series_mu;   /* the settled buckets (struct series_cache) */
+	struct series_cache *series;
 };
 
 struct dashauth *producer_dashauth(void *app)
@@ -761,6 +763,108 @@ static int64_t parse_span(const char *s)
 	return v * unit;
 }
 
+/* Finished runs per (step bucket, job, status).  A bucket that ended more
+ * than SERIES_SETTLE_MS ago is counted once and kept here; each answer
+ * then reads from job_runs only the runs finished since the last settled
+ * bucket (a step or two), so a busy hour costs what its last minute does.
+ * SERIES_SETTLE_MS covers the history writer's lag in Redis mode (a second
+ * or two); a record written later than that into a settled bucket is not
+ * added to it. */
+#define SERIES_SETTLE_MS 10000
+
+struct series_cell {
+	int64_t bucket;                  /* start, ms since the epoch */
+	char job[RUN_MAX_JOB_LEN + 1];
+	char status[16];
+	int64_t n;
+};
+
+struct series_cache {
+	int64_t step_ms;
+	int64_t settled_until;           /* buckets before this are in cells */
+	struct series_cell *cells;
+	size_t ncells, cap;
+};
+
+static void cells_add(struct series_cell **cells, size_t *n, size_t *cap, int64_t bucket,
+		      const char *job, const char *status, int64_t count)
+{
+	for (size_t i = 0; i < *n; i++) {
+		struct series_cell *c = &(*cells)[i];
+		if (c->bucket == bucket && !strcmp(c->job, job) && !strcmp(c->status, status)) {
+			c->n += count;
+			return;
+		}
+	}
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 256;
+		*cells = xrealloc(*cells, *cap * sizeof **cells);
+	}
+	struct series_cell *c = &(*cells)[(*n)++];
+	c->bucket = bucket;
+	snprintf(c->job, sizeof c->job, "%s", job);
+	snprintf(c->status, sizeof c->status, "%s", status);
+	c->n = count;
+}
+
+/* The cells of buckets [start, now] for step_ms: settled ones from the
+ * cache, the rest from one indexed query.  0, or -1 when PostgreSQL failed.
+ * *out is malloc'd (free it). */
+static int series_cells(struct producer_api *api, struct api_conn *c, int64_t now, int64_t start,
+			int64_t step_ms, struct series_cell **out, size_t *nout)
+{
+	pthread_mutex_lock(&api->series_mu);
+	struct series_cache *sc = api->series;
+	if (!sc)
+		sc = api->series = xcalloc(1, sizeof *sc);
+	if (sc->step_ms != step_ms || sc->settled_until < start) {
+		sc->step_ms = step_ms;
+		sc->settled_until = start;
+		sc->ncells = 0;
+	}
+	size_t keep = 0;                 /* forget the buckets that left the window */
+	for (size_t i = 0; i < sc->ncells; i++)
+		if (sc->cells[i].bucket >= start)
+			sc->cells[keep++] = sc->cells[i];
+	sc->ncells = keep;
+	int64_t settled = (now - SERIES_SETTLE_MS) / step_ms * step_ms;
+	char p_from[32], p_step[32];
+	snprintf(p_from, sizeof p_from, "%lld", (long long)sc->settled_until);
+	snprintf(p_step, sizeof p_step, "%lld", (long long)step_ms);
+	const char *p[2] = { p_from, p_step };
+	PGresult *r = api_query(c,
+		"select job, status,"
+		"       (floor(extract(epoch from finished_at) * 1000 / $2::float8) * $2::float8)::bigint,"
+		"       count(*)"
+		"  from job_runs where finished_at >= to_timestamp($1::float8 / 1000)"
+		" group by 1, 2, 3", 2, p);
+	if (!r) {
+		pthread_mutex_unlock(&api->series_mu);
+		return -1;
+	}
+	struct series_cell *cells = NULL;
+	size_t n = 0, cap = 0;
+	for (size_t i = 0; i < sc->ncells; i++)
+		cells_add(&cells, &n, &cap, sc->cells[i].bucket, sc->cells[i].job, sc->cells[i].status,
+			  sc->cells[i].n);
+	for (int i = 0; i < PQntuples(r); i++) {
+		int64_t b = db_get_i64(r, i, 2, 0), cnt = db_get_i64(r, i, 3, 0);
+		const char *job = PQgetvalue(r, i, 0), *st = PQgetvalue(r, i, 1);
+		if (b < sc->settled_until)
+			continue;        /* counted already (a clock step between two answers) */
+		if (b < settled)
+			cells_add(&sc->cells, &sc->ncells, &sc->cap, b, job, st, cnt);
+		cells_add(&cells, &n, &cap, b, job, st, cnt);
+	}
+	PQclear(r);
+	if (settled > sc->settled_until)
+		sc->settled_until = settled;
+	pthread_mutex_unlock(&api->series_mu);
+	*out = cells;
+	*nout = n;
+	return 0;
+}
+
 static void stats_build(struct producer_api *api, int64_t window_ms, int64_t step_ms,
 			const char *wtext, const char *stext, cJSON *o, int *status)
 {
@@ -768,21 +872,14 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 	int64_t now = wall_ms();
 	int64_t nb = window_ms / step_ms;
 	int64_t start = (now / step_ms + 1) * step_ms - nb * step_ms;   /* the last bucket holds now */
-	char p_start[32], p_step[32];
-	snprintf(p_start, sizeof p_start, "%lld", (long long)start);
-	snprintf(p_step, sizeof p_step, "%lld", (long long)step_ms);
-	const char *p[2] = { p_start, p_step };
-
 	struct api_conn *c = borrow(api);
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&c->db, &db_lat) == 0 || db_ping(&c->db, &db_lat) == 0;
 	char db_err[256], r_err[256] = "";
 	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
-	PGresult *series = db_ok ? api_query(c,
-		"select job, status, floor((extract(epoch from finished_at) * 1000 - $1::float8) / $2::float8)::int,"
-		"       count(*)"
-		"  from job_runs where finished_at >= to_timestamp($1::float8 / 1000)"
-		" group by 1, 2, 3", 2, p) : NULL;
+	struct series_cell *cells = NULL;
+	size_t ncells = 0;
+	int series_ok = db_ok && series_cells(api, c, now, start, step_ms, &cells, &ncells) == 0;
 	PGresult *state = db_ok ? api_query(c,
 		"select s.id, " ISO("s.\"lastRunAt\"") ", s.\"lastRunDurationMs\", s.\"lastStatus\","
 		"       (extract(epoch from s.\"lastRunAt\") * 1000)::bigint"
@@ -856,9 +953,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		window_counts[j] = cJSON_AddObjectToObject(jo, "window");
 		cJSON_AddItemToArray(jobs, jo);
 	}
-	for (int i = 0; series && i < PQntuples(series); i++) {
-		const char *job = PQgetvalue(series, i, 0), *st = PQgetvalue(series, i, 1);
-		int64_t bi = db_get_i64(series, i, 2, -1), n = db_get_i64(series, i, 3, 0);
+	for (size_t i = 0; i < ncells; i++) {
+		const char *job = cells[i].job, *st = cells[i].status;
+		int64_t bi = (cells[i].bucket - start) / step_ms, n = cells[i].n;
 		if (bi >= 0 && bi < nb) {
 			cJSON *cur = cJSON_GetObjectItemCaseSensitive(b[bi], st);
 			if (cur)
@@ -878,6 +975,7 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 	}
 	free(b);
 	free(window_counts);
+	free(cells);
 
 	const char *holder = lock && PQntuples(lock) ? db_get(lock, 0, 0) : NULL;
 	cJSON *q = cJSON_AddObjectToObject(o, "queue");
@@ -908,12 +1006,11 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		cJSON_AddNullToObject(o, "cycleLock");
 	}
 	cJSON *h = cJSON_AddObjectToObject(o, "health");
-	cJSON_AddItemToObject(h, "database", httpd_check(db_ok && series && state, db_lat, db_err));
+	cJSON_AddItemToObject(h, "database", httpd_check(db_ok && series_ok && state, db_lat, db_err));
 	cJSON *rh = httpd_check(r_ok, r_lat, r_err);
 	cJSON_AddBoolToObject(rh, "configured", cfg->redis_url != NULL);
 	cJSON_AddItemToObject(h, "redis", rh);
-	*status = db_ok && series && state ? 200 : 503;
-	PQclear(series);
+	*status = db_ok && series_ok && state ? 200 : 503;
 	PQclear(state);
 	PQclear(lock);
 }
@@ -1004,6 +1101,7 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	pthread_mutex_init(&api->mu, NULL);
 	pthread_cond_init(&api->cv, NULL);
 	pthread_mutex_init(&api->stats_mu, NULL);
+	pthread_mutex_init(&api->series_mu, NULL);
 	if (cfg->dashboard_enabled)
 		api->auth = dashauth_new(cfg->api_token, cfg->dashboard_session_ttl_ms);
 	for (int i = 0; i < API_POOL; i++) {
@@ -1054,6 +1152,10 @@ void producer_api_stop(struct producer_api *api)
 	pthread_mutex_destroy(&api->mu);
 	pthread_cond_destroy(&api->cv);
 	pthread_mutex_destroy(&api->stats_mu);
+	pthread_mutex_destroy(&api->series_mu);
+	if (api->series)
+		free(api->series->cells);
+	free(api->series);
 	free(api->stats_text);
 	dashauth_free(api->auth);
 	free(api);

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -227,8 +228,14 @@ def test_dashboard_disabled(db):
 # stats
 # --------------------------------------------------------------------------
 
-def test_stats_counts_finished_runs_and_rejects_bad_parameters(system):
+def test_stats_counts_finished_runs_and_rejects_bad_parameters(system, db):
     api = system.api
+    # five runs that finished five minutes ago (a settled bucket, counted once
+    # and then kept by the producer) and two an hour and a half ago (outside)
+    db.execute("""insert into job_runs (id, job, status, finished_at, transport)
+                  select 'old-' || g, 'noop', 'succeeded',
+                         now() - case when g <= 5 then interval '5 minutes' else interval '90 minutes' end, 'pg'
+                    from generate_series(1, 7) g""")
     ok = [api.enqueue("noop", {"orgId": "o-1"})["id"] for _ in range(3)]
     bad = api.enqueue("noop", {"payload": {"failAlways": True}})["id"]
     for r in ok:
@@ -244,10 +251,23 @@ def test_stats_counts_finished_runs_and_rejects_bad_parameters(system):
             for k, v in b.items():
                 if k != "t":
                     total[k] = total.get(k, 0) + v
-        return s if noop["window"].get("succeeded") == 3 and noop["window"].get("dead") == 1 \
-            and total.get("succeeded", 0) >= 3 and total.get("dead") == 1 else None
+        return s if noop["window"].get("succeeded") == 8 and noop["window"].get("dead") == 1 \
+            and total.get("succeeded", 0) >= 8 and total.get("dead") == 1 else None
 
     s = harness.wait_until(counted, timeout=20, msg="stats count the finished runs")
+    # later answers (past the one-second shared answer) count the settled
+    # bucket once, not again, and still see new runs
+    time.sleep(1.2)
+    more = api.enqueue("noop", {"orgId": "o-2"})["id"]
+    api.wait_status(more, "succeeded")
+
+    def counted_again():
+        st, _, s3 = api.get(API + "/stats?window=1h&step=1m")
+        noop = [j for j in s3["jobs"] if j["name"] == "noop"][0]
+        return noop["window"] if noop["window"].get("succeeded") == 9 else None
+
+    w = harness.wait_until(counted_again, timeout=20, msg="the new run counted, the old ones once")
+    assert w.get("dead") == 1, w
     assert len(s["series"]["buckets"]) == 60 and s["series"]["stepMs"] == 60000
     assert s["queue"]["backend"] == "postgres" and s["queue"]["dead"] >= 1
     assert s["health"]["database"]["ok"] is True and s["health"]["redis"]["configured"] is False
