@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,6 @@
 #include "config.h"
 #include "registry.h"
 #include "run.h"
-#include "sha256.h"
 #include "util.h"
 
 #define GRAPH_MAX_HEADER_BYTES 8192   /* captured header values are cut here */
@@ -51,7 +51,7 @@ struct graph_client {
  * table; the names keep curl's without the "curl_" prefix. */
 #define CURL_FUNCS(X)                                                          \
 	X(global_init) X(easy_init) X(easy_setopt) X(easy_perform) X(easy_getinfo) \
-	X(easy_strerror) X(easy_cleanup) X(free) X(slist_append) X(slist_free_all) \
+	X(easy_strerror) X(easy_escape) X(easy_cleanup) X(free) X(slist_append) X(slist_free_all) \
 	X(url) X(url_set) X(url_get) X(url_cleanup)
 
 static struct {
@@ -356,12 +356,6 @@ void graph_result_clear(struct graph_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-const char *graph_kind_name(enum graph_kind kind)
-{
-	static const char *const names[] = { "ok", "auth", "throttled", "transient", "permanent" };
-	return (unsigned)kind < JR_ARRAY_LEN(names) ? names[kind] : "?";
-}
-
 void graph_to_run_result(const struct graph_result *res, struct run_result *out)
 {
 	switch (res->kind) {
@@ -596,29 +590,29 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 	return res->kind == GRAPH_OK ? 0 : -1;
 }
 
-/* Appends "&name=value" to sb, value percent-encoded (all but RFC 3986's
- * unreserved characters, as curl_easy_escape); the first one gets '?'. */
-static void add_param(struct strbuf *sb, const char *name, const char *value)
+/* Appends "&name=value" to sb, value percent-encoded by curl_easy_escape
+ * (all but RFC 3986's unreserved characters); the first one gets '?'. */
+static void add_param(struct graph_client *c, struct strbuf *sb, const char *name,
+		      const char *value)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	sb_addf(sb, "%c%s=", strchr(sb->buf, '?') ? '&' : '?', name);
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-			sb_add(sb, (const char *)p, 1);
-		} else {
-			char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
-			sb_add(sb, e, 3);
-		}
+	if (!c->curl)          /* no libcurl: perform() answers with the reason */
+		return;
+	size_t n = strlen(value);
+	char *e = cl.easy_escape(c->curl, value, n > INT_MAX ? INT_MAX : (int)n);
+	if (!e) {
+		fprintf(stderr, "jobrunner: out of memory in curl_easy_escape\n");
+		abort();
 	}
+	sb_addf(sb, "%c%s=%s", strchr(sb->buf, '?') ? '&' : '?', name, e);
+	explicit_bzero(e, strlen(e));    /* the value may be a token */
+	cl.free(e);
 }
 
 static void add_proof(struct graph_client *c, struct strbuf *sb, const char *token)
 {
-	uint8_t mac[SHA256_LEN];
-	char hex[SHA256_HEX_LEN + 1];
-	sha256_hmac(c->app_secret, strlen(c->app_secret), token, strlen(token), mac);
-	sha256_hex(mac, hex);
-	add_param(sb, "appsecret_proof", hex);
+	char hex[HMAC_SHA256_HEX_LEN + 1];
+	hmac_sha256_hex(c->app_secret, strlen(c->app_secret), token, strlen(token), hex);
+	add_param(c, sb, "appsecret_proof", hex);
 }
 
 /* The secrets of one call: token, app secret and secret params. */
@@ -656,7 +650,7 @@ int graph_get(struct graph_client *c, const char *path, const struct graph_param
 	sb_addf(&url, "%s%s", c->base_url, path);
 	for (size_t i = 0; i < nparams; i++)
 		if (params[i].value)          /* a NULL value leaves the parameter out */
-			add_param(&url, params[i].name, params[i].value);
+			add_param(c, &url, params[i].name, params[i].value);
 	if (c->app_secret && access_token)
 		add_proof(c, &url, access_token);
 

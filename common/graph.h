@@ -116,7 +116,6 @@ void graph_result_clear(struct graph_result *res);
 /* Maps a failed result to a run outcome: AUTH and PERMANENT -> RUN_FAIL,
  * THROTTLED and TRANSIENT -> RUN_RETRY (retry_after_ms kept); message copied. */
 void graph_to_run_result(const struct graph_result *res, struct run_result *out);
-const char *graph_kind_name(enum graph_kind kind);
 
 /* ---- pure parts, exposed for the unit tests ---- */
 

@@ -425,21 +425,12 @@ static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
 
+/* One element of an array literal: the comma, then db_array_add(). */
 static void arr_text(struct strbuf *sb, const char *s)
 {
 	if (sb->len > 1)
 		sb_add(sb, ",", 1);
-	if (!s) {
-		sb_adds(sb, "NULL");
-		return;
-	}
-	sb_add(sb, "\"", 1);
-	for (const char *p = s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			sb_add(sb, "\\", 1);
-		sb_add(sb, p, 1);
-	}
-	sb_add(sb, "\"", 1);
+	db_array_add(sb, s);
 }
 
 static void arr_int(struct strbuf *sb, int64_t v, int null_if_negative)

@@ -9,8 +9,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "metrics.h"
 #include "queue.h"
+#include "rconn.h"
 #include "registry.h"
 #include "util.h"
 
@@ -150,6 +152,18 @@ static void process_metrics_init(struct metrics *reg)
 		metrics_callback(reg, fams[i].type, fams[i].name, fams[i].help, NULL, NULL, fams[i].fn, NULL);
 }
 
+static void reconnect_redis(void)
+{
+	if (m.ready)
+		metrics_inc(m.reconnect_redis);
+}
+
+static void reconnect_pg(void)
+{
+	if (m.ready)
+		metrics_inc(m.reconnect_pg);
+}
+
 void jrm_init(void)
 {
 	if (m.ready)
@@ -200,6 +214,10 @@ void jrm_init(void)
 	m.hist_dropped = metrics_with(hist, "dropped", NULL);
 	process_metrics_init(reg);
 	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
+	/* every connection of the process counts (queues, history writer,
+	 * health checks, cycles) */
+	rconn_on_reconnect(reconnect_redis);
+	db_on_reconnect(reconnect_pg);
 }
 
 static size_t job_index(const char *job)
@@ -250,12 +268,6 @@ void jrm_reclaims(uint64_t n)
 {
 	if (m.ready)
 		metrics_add(m.reclaims, n);
-}
-
-void jrm_reconnect(const char *backend)
-{
-	if (m.ready)
-		metrics_inc(!strcmp(backend, "redis") ? m.reconnect_redis : m.reconnect_pg);
 }
 
 void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped)

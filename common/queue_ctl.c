@@ -29,7 +29,8 @@
 #include "util.h"
 
 #define NOTIFY_SQL "select pg_notify('jobrunner_runs', '')"
-#define HISTORY_WAIT_MS 3000   /* Redis mode: how long a cancel waits for job_runs to catch up */
+#define HISTORY_WAIT_MS 3000
+#define CLOCK_SLACK_MS 1000    /* between this host's clock and a consumer's */   /* Redis mode: how long a cancel waits for job_runs to catch up */
 
 static const char cancel_sql[] =
 	"update job_runs j set"
@@ -42,17 +43,18 @@ static const char cancel_sql[] =
 	"   updated_at = case when o.status in ('queued','failed','running') then now() else j.updated_at end"
 	"  from (select id, status, run_at > now() as later from job_runs where id = $1 for update) o"
 	" where j.id = o.id"
-	" returning o.status, o.later, j.job";
+	" returning o.status, o.later, j.job, (extract(epoch from j.finished_at) * 1000)::bigint";
 
 int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_cancel_result *res,
 		 char *status, size_t statuslen, char *job, size_t joblen, char *err, size_t errlen)
 {
-	int held = 0;
+	int held = 0, added = 0;
+	int64_t asked_ms = wall_ms();
 	*res = QUEUE_NOT_FOUND;
 	snprintf(status, statuslen, "%s", "");
 	snprintf(job, joblen, "%s", "");
 	if (redis) {
-		int rc = queue_redis_cancel_request(redis, id, 1, &held, HISTORY_WAIT_MS);
+		int rc = queue_redis_cancel_request(redis, id, 1, &held, &added, HISTORY_WAIT_MS);
 		if (rc) {
 			snprintf(err, errlen, "%s", redis->errstr);
 			return rc;
@@ -77,15 +79,22 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
 	else if (!strcmp(old, "running"))
 		*res = QUEUE_STOPPING;
-	else
+	else if (!strcmp(old, "cancelled") && added && db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
+		/* Redis: this request was the first, and while it waited for
+		 * job_runs a consumer read it and recorded the run cancelled
+		 * before starting it (it had been queued) */
+		*res = QUEUE_CANCELLED;
+		snprintf(status, statuslen, "queued");
+	} else
 		*res = QUEUE_FINISHED;
 	if (held && *res == QUEUE_STOPPING && strcmp(old, "running"))
 		snprintf(status, statuslen, "running");   /* claimed, not yet shown running */
 	PQclear(r);
-	/* a request for a run that is gone or ended would wait for nothing
-	 * (one for a cancelled run stays: its entry may still be queued) */
-	if (redis && (*res == QUEUE_NOT_FOUND || (*res == QUEUE_FINISHED && strcmp(status, "cancelled"))))
-		queue_redis_cancel_request(redis, id, 0, NULL, 0);
+	/* a request this call added for a run that is unknown or had ended
+	 * would wait for nothing (a cancelled run's entry that may still be
+	 * queued keeps the earlier request, which this call did not add) */
+	if (redis && added && (*res == QUEUE_NOT_FOUND || *res == QUEUE_FINISHED))
+		queue_redis_cancel_request(redis, id, 0, NULL, NULL, 0);
 	return QUEUE_OK;
 }
 

@@ -39,7 +39,6 @@
 
 #include "config.h"
 #include "db.h"
-#include "jrmetrics.h"
 #include "queue.h"
 #include "util.h"
 
@@ -341,7 +340,6 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 		if (!res)
 			return pgq_code(p);
 		int rows = PQntuples(res);
-		uint64_t reclaimed = 0;
 		for (int i = 0; i < rows && (size_t)i < max; i++) {
 			struct run *r = &out[i];
 			memset(r, 0, sizeof *r);
@@ -357,10 +355,8 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 			r->idempotency_key = xstrdup(db_get(res, i, 8));
 			r->started_at_ms = db_get_i64(res, i, 9, wall_ms());
 			r->fence = r->attempt;
-			reclaimed += db_get(res, i, 10) && db_get(res, i, 10)[0] == 't';
+			r->reclaimed = db_get(res, i, 10) && db_get(res, i, 10)[0] == 't';
 		}
-		if (reclaimed)
-			jrm_reclaims(reclaimed);
 		PQclear(res);
 		*n = (size_t)rows;
 		if (rows > 0 || block_ms <= 0)

@@ -69,6 +69,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "lua_gen.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "run.h"
@@ -87,304 +88,23 @@
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
 /* ------------------------------------------------------------------ */
 
+/* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
+ * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
        S_CANCEL, S_CAUGHT_UP, S_COUNT };
 
-/* KEYS: idem key, runs, delayed.  ARGV: id, ttl_s, due (0 = now), member,
- * fields...  Returns {1, id} when added, {0, first id} when the key was used. */
-static const char lua_enq_idem[] =
-	"local prev = redis.call('GET', KEYS[1])\n"
-	"if prev then return {0, prev} end\n"
-	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-	"if ARGV[3] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])\n"
-	"else redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end\n"
-	"return {1, ARGV[1]}\n";
-
-/* KEYS: tick key, runs, last tick key.  ARGV: px, slot, enq, group.
- * 1 if this call added the slot's tick; 0 if another caller had the slot;
- * 2 if the slot was ours but the previous tick is still undelivered (it
- * will run a cycle that catches up: ticks never pile up while no consumer
- * runs, and "queued" counts at most one of them). */
-static const char lua_tick[] =
-	"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
-	"local last = redis.call('GET', KEYS[3])\n"
-	"if last and redis.call('EXISTS', KEYS[2]) == 1 then\n"
-	"  local delivered = '0-0'\n"
-	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do\n"
-	"    local name, id\n"
-	"    for k = 1, #g, 2 do\n"
-	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
-	"    end\n"
-	"    if name == ARGV[4] then delivered = id end\n"
-	"  end\n"
-	"  local a1, b1 = string.match(last, '^(%d+)-(%d+)$')\n"
-	"  local a2, b2 = string.match(delivered, '^(%d+)-(%d+)$')\n"
-	"  a1, b1, a2, b2 = tonumber(a1), tonumber(b1), tonumber(a2), tonumber(b2)\n"
-	"  if a1 > a2 or (a1 == a2 and b1 > b2) then return 2 end\n"
-	"end\n"
-	"local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'tick', 'slot', ARGV[2], 'enq', ARGV[3])\n"
-	"redis.call('SET', KEYS[3], id)\n"
-	"return 1\n";
-
-/* KEYS: delayed, runs.  ARGV: now ms, limit.  Moves due members into the
- * stream; a member that is not a JSON object becomes an entry without an id
- * (claim turns it into a dead record).  Returns how many moved. */
-static const char lua_promote[] =
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
-	"for _, m in ipairs(due) do\n"
-	"  local ok, t = pcall(cjson.decode, m)\n"
-	"  local a = {}\n"
-	"  if ok and type(t) == 'table' then\n"
-	"    for k, v in pairs(t) do\n"
-	"      if type(k) == 'string' and (type(v) == 'string' or type(v) == 'number') then\n"
-	"        a[#a + 1] = k; a[#a + 1] = tostring(v)\n"
-	"      end\n"
-	"    end\n"
-	"  end\n"
-	"  if #a == 0 then a = {'v', '1', 'type', 'run', 'bad', 'delayed member is not a JSON object'} end\n"
-	"  redis.call('XADD', KEYS[2], '*', unpack(a))\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
-	"end\n"
-	"return #due\n";
-
-/* KEYS: runs, events, delayed, dead counter, cancel requests.  ARGV: group,
- * consumer, n, lowest and highest handle, then per run: handle, fence,
- * kind, due, member, event (JSON object, '' = none), run id ('' = none).
- * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead
- * count, c = ack + event (cancelled) + the cancel request removed.
- * A run with a cancel request that ends otherwise (it finished before it
- * saw the request) is recorded cancelled all the same: the request was
- * answered as accepted, so it is the run's one final state.
- * Ownership and fences come from one XPENDING over the batch's id range
- * (per entry only if that range holds too many of this consumer's entries).
- * The events of the batch go into one jr:events entry (e = JSON array).
- * Returns one integer per run: 0 recorded, 1 fenced. */
-static const char lua_complete[] =
-	"local g, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-	"local ncancel = redis.call('ZCARD', KEYS[5])\n"
-	"local lim = n * 4 + 64\n"
-	"local pl = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], lim, me)\n"
-	"local pend = {}\n"
-	"for _, p in ipairs(pl) do pend[p[1]] = p[4] end\n"
-	"local out, acks, evs = {}, {}, {}\n"
-	"for r = 1, n do\n"
-	"  local i = 6 + (r - 1) * 7\n"
-	"  local h, kind = ARGV[i], ARGV[i + 2]\n"
-	"  local cnt = pend[h]\n"
-	"  if cnt == nil and #pl == lim then\n"
-	"    local p = redis.call('XPENDING', KEYS[1], g, h, h, 1, me)[1]\n"
-	"    cnt = p and p[4]\n"
-	"  end\n"
-	"  if cnt ~= nil and cnt == tonumber(ARGV[i + 1]) then\n"
-	"    out[r] = 0\n"
-	"    acks[#acks + 1] = h\n"
-	"    local ev, id = ARGV[i + 5], ARGV[i + 6]\n"
-	"    if kind ~= 'c' and kind ~= 'a' and ev ~= '' and id ~= '' and ncancel > 0\n"
-	"       and redis.call('ZSCORE', KEYS[5], id) then\n"
-	"      local t = cjson.decode(ev)\n"
-	"      t.error = 'cancelled (the run had ended ' .. tostring(t.status) .. ' when it saw the request)'\n"
-	"      t.status = 'cancelled'\n"
-	"      t.runat = nil\n"
-	"      ev, kind = cjson.encode(t), 'c'\n"
-	"    end\n"
-	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
-	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
-	"    if kind == 'c' then redis.call('ZREM', KEYS[5], id) end\n"
-	"    if ev ~= '' then evs[#evs + 1] = ev end\n"
-	"  else\n"
-	"    out[r] = 1\n"
-	"  end\n"
-	"end\n"
-	"if #acks > 0 then redis.call('XACK', KEYS[1], g, unpack(acks)) end\n"
-	"if #evs > 0 then\n"
-	"  redis.call('XADD', KEYS[2], '*', 'v', '1', 'n', #evs, 'e', '[' .. table.concat(evs, ',') .. ']')\n"
-	"end\n"
-	"return out\n";
-
-/* KEYS: runs.  ARGV: group, consumer, min idle ms, cursor, count, max
- * iterations.  Returns {cursor, {{id, fields, deliveries}...}}. */
-static const char lua_reclaim[] =
-	"local g, me, idle, cur = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-	"local want, res = tonumber(ARGV[5]), {}\n"
-	"for it = 1, tonumber(ARGV[6]) do\n"
-	"  local r = redis.call('XAUTOCLAIM', KEYS[1], g, me, idle, cur, 'COUNT', want - #res)\n"
-	"  cur = r[1]\n"
-	"  for _, e in ipairs(r[2]) do\n"
-	"    local p = redis.call('XPENDING', KEYS[1], g, e[1], e[1], 1)[1]\n"
-	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
-	"  end\n"
-	"  if cur == '0-0' or #res >= want then break end\n"
-	"end\n"
-	"return {cur, res}\n";
-
-/* KEYS: runs.  ARGV: group, consumer, min idle ms, count.  This consumer
- * name's entries that were last delivered before this process started (idle
- * longer than the process has lived): left by its previous incarnation.
- * XCLAIM re-checks the idle time atomically and counts a delivery.
- * Returns {found, {{id, fields, deliveries}...}}. */
-static const char lua_own[] =
-	"local pl = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[2])\n"
-	"local ids, res = {}, {}\n"
-	"for _, p in ipairs(pl) do ids[#ids + 1] = p[1] end\n"
-	"if #ids == 0 then return {0, res} end\n"
-	"local es = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
-	"for _, e in ipairs(es) do\n"
-	"  if e and e[2] then\n"
-	"    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
-	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
-	"  end\n"
-	"end\n"
-	"return {#ids, res}\n";
-
-/* KEYS: runs.  ARGV: group, consumer, then handle, fence pairs.  Resets the
- * idle time of the entries still owned with the same fence.  Returns how
- * many were extended. */
-static const char lua_extend[] =
-	"local ids = {}\n"
-	"for i = 3, #ARGV, 2 do\n"
-	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]\n"
-	"  if p and p[2] == ARGV[2] and p[4] == tonumber(ARGV[i + 1]) then ids[#ids + 1] = ARGV[i] end\n"
-	"end\n"
-	"if #ids > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids), 'JUSTID') end\n"
-	"return #ids\n";
-
-/* KEYS: stream.  ARGV: protected group ('' = none), max len, cap step.
- * Trims entries older than every group's oldest pending or undelivered
- * entry; above max len, drops more but never past the protected group's.
- * Returns how many entries were removed. */
-static const char lua_trim[] =
-	"local function split(id)\n"
-	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
-	"  return tonumber(a), tonumber(b)\n"
-	"end\n"
-	"local function less(x, y)\n"
-	"  local a1, b1 = split(x); local a2, b2 = split(y)\n"
-	"  if a1 ~= a2 then return a1 < a2 end\n"
-	"  return b1 < b2\n"
-	"end\n"
-	"local function nextid(id)\n"
-	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
-	"  return a .. '-' .. string.format('%d', tonumber(b) + 1)\n"
-	"end\n"
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-	"local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"
-	"local minall, minprot\n"
-	"for _, g in ipairs(groups) do\n"
-	"  local name, last\n"
-	"  for k = 1, #g, 2 do\n"
-	"    if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end\n"
-	"  end\n"
-	"  local m = nextid(last)\n"
-	"  local pend = redis.call('XPENDING', KEYS[1], name)\n"
-	"  if pend[1] > 0 and less(pend[2], m) then m = pend[2] end\n"
-	"  if not minall or less(m, minall) then minall = m end\n"
-	"  if name == ARGV[1] then minprot = m end\n"
-	"end\n"
-	"if not minall then return 0 end\n"
-	"local n = redis.call('XTRIM', KEYS[1], 'MINID', minall)\n"
-	"local maxlen = tonumber(ARGV[2])\n"
-	"local len = redis.call('XLEN', KEYS[1])\n"
-	"if maxlen > 0 and len > maxlen then\n"
-	"  local over = math.min(len - maxlen, tonumber(ARGV[3]))\n"
-	"  local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over + 1)\n"
-	"  local target = r[#r][1]\n"
-	"  if minprot and less(minprot, target) then target = minprot end\n"
-	"  if less(minall, target) then n = n + redis.call('XTRIM', KEYS[1], 'MINID', target) end\n"
-	"end\n"
-	"return n\n";
-
-/* KEYS: stream.  ARGV: group, min idle ms.  Deletes consumers with nothing
- * pending that were idle that long.  Returns how many. */
-static const char lua_gc[] =
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-	"local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])\n"
-	"local n = 0\n"
-	"for _, c in ipairs(cs) do\n"
-	"  local name, pending, idle\n"
-	"  for k = 1, #c, 2 do\n"
-	"    if c[k] == 'name' then name = c[k + 1]\n"
-	"    elseif c[k] == 'pending' then pending = c[k + 1]\n"
-	"    elseif c[k] == 'idle' then idle = c[k + 1] end\n"
-	"  end\n"
-	"  if pending == 0 and idle > tonumber(ARGV[2]) then\n"
-	"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
-	"    n = n + 1\n"
-	"  end\n"
-	"end\n"
-	"return n\n";
-
-/* KEYS: cancel requests, runs, events.  ARGV: run id, now ms, group, max
- * pending entries to look at.  Adds the run's cancel request (kept if there
- * is one) and tells whether a consumer holds the run now (its entry is
- * pending in the group): from here on, a consumer that reads the entry
- * finds the request before it starts the run.  Returns {held (0/1), last
- * id of runs, last id of events} (the ids for S_CAUGHT_UP). */
-static const char lua_cancel[] =
-	"redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])\n"
-	"local held = 0\n"
-	"if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-	"  for _, p in ipairs(redis.call('XPENDING', KEYS[2], ARGV[3], '-', '+', tonumber(ARGV[4]))) do\n"
-	"    local e = redis.call('XRANGE', KEYS[2], p[1], p[1])[1]\n"
-	"    if e then\n"
-	"      local f = e[2]\n"
-	"      for k = 1, #f, 2 do\n"
-	"        if f[k] == 'id' then\n"
-	"          if f[k + 1] == ARGV[1] then held = 1 end\n"
-	"          break\n"
-	"        end\n"
-	"      end\n"
-	"    end\n"
-	"    if held == 1 then break end\n"
-	"  end\n"
-	"end\n"
-	"local function last(key)\n"
-	"  if redis.call('EXISTS', key) == 0 then return '0-0' end\n"
-	"  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]\n"
-	"  return r and r[1] or '0-0'\n"
-	"end\n"
-	"return {held, last(KEYS[2]), last(KEYS[3])}\n";
-
-/* KEYS: runs, events.  ARGV: history group, runs id, events id.  1 when
- * the history writer has written (acknowledged) every entry of both
- * streams up to the given ids, else 0. */
-static const char lua_caught_up[] =
-	"local function split(id)\n"
-	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
-	"  return tonumber(a), tonumber(b)\n"
-	"end\n"
-	"local function less(x, y)\n"
-	"  local a1, b1 = split(x); local a2, b2 = split(y)\n"
-	"  if a1 ~= a2 then return a1 < a2 end\n"
-	"  return b1 < b2\n"
-	"end\n"
-	"local function caught(key, upto)\n"
-	"  if upto == '0-0' or redis.call('EXISTS', key) == 0 then return true end\n"
-	"  local last\n"
-	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do\n"
-	"    local name, id\n"
-	"    for k = 1, #g, 2 do\n"
-	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
-	"    end\n"
-	"    if name == ARGV[1] then last = id end\n"
-	"  end\n"
-	"  if not last or less(last, upto) then return false end\n"
-	"  return #redis.call('XPENDING', key, ARGV[1], '-', upto, 1) == 0\n"
-	"end\n"
-	"if caught(KEYS[1], ARGV[2]) and caught(KEYS[2], ARGV[3]) then return 1 end\n"
-	"return 0\n";
-
 static const struct rscript scripts[S_COUNT] = {
-	[S_ENQ_IDEM] = { "enqueue_idem", lua_enq_idem },
-	[S_TICK] = { "tick", lua_tick },
-	[S_PROMOTE] = { "promote", lua_promote },
-	[S_COMPLETE] = { "complete", lua_complete },
-	[S_RECLAIM] = { "reclaim", lua_reclaim },
-	[S_OWN] = { "own_pending", lua_own },
-	[S_EXTEND] = { "extend", lua_extend },
-	[S_TRIM] = { "trim", lua_trim },
-	[S_GC] = { "consumer_gc", lua_gc },
-	[S_CANCEL] = { "cancel", lua_cancel },
-	[S_CAUGHT_UP] = { "caught_up", lua_caught_up },
+	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
+	[S_TICK] = { "tick.lua", jr_lua_tick },
+	[S_PROMOTE] = { "promote.lua", jr_lua_promote },
+	[S_COMPLETE] = { "complete.lua", jr_lua_complete },
+	[S_RECLAIM] = { "reclaim.lua", jr_lua_reclaim },
+	[S_OWN] = { "own_pending.lua", jr_lua_own_pending },
+	[S_EXTEND] = { "extend.lua", jr_lua_extend },
+	[S_TRIM] = { "trim.lua", jr_lua_trim },
+	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
+	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
+	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 };
 
 /* ------------------------------------------------------------------ */
@@ -950,9 +670,10 @@ static int park_delayed(struct rqueue *rq, const struct run *r)
 }
 
 /* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
- * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max). */
+ * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max); reclaimed:
+ * the entries were taken over from a consumer that went silent. */
 static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *out, size_t max,
-			size_t *got, struct deadbuf *dead)
+			size_t *got, struct deadbuf *dead, int reclaimed)
 {
 	for (size_t i = 0; i < arr->elements; i++) {
 		const redisReply *e = arr->element[i];
@@ -982,6 +703,7 @@ static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *ou
 			}
 			dead->n++;
 		} else if (*got < max) {
+			slot->reclaimed = reclaimed;
 			(*got)++;
 		} else {
 			/* more than max came back (cannot happen: COUNT bounds it) */
@@ -1048,14 +770,23 @@ static int64_t default_gc_idle(const struct rqueue *rq)
 	return idle > 600000 ? idle : 600000;
 }
 
-/* Cancel requests live until the run's consumer records it cancelled; one
- * whose run never came (its entry lost with a Redis that restarted empty)
- * goes after the longest delay a run may have plus a day. */
+/* Cancel requests (score: the request's ms) live until the run's consumer
+ * records it cancelled, then an hour more (score negated); one whose run
+ * never came (its entry lost with a Redis that restarted empty) goes after
+ * the longest delay a run may have plus a day. */
 #define CANCEL_KEEP_MS ((int64_t)91 * 86400 * 1000)
+#define CANCEL_DONE_KEEP_MS ((int64_t)3600 * 1000)
 static int prune_cancel(struct rqueue *rq)
 {
-	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s -inf %lld", RENTRY_CANCEL,
-				   (long long)(wall_ms() - CANCEL_KEEP_MS));
+	int64_t now = wall_ms();
+	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s 0 (%lld", RENTRY_CANCEL,
+				   (long long)(now - CANCEL_KEEP_MS));
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	/* done (negative score -T): T older than an hour */
+	r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s (%lld (0", RENTRY_CANCEL,
+		       (long long)-(now - CANCEL_DONE_KEEP_MS));
 	if (!r)
 		return rq_fail(rq);
 	freeReplyObject(r);
@@ -1096,8 +827,8 @@ static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	    r->element[0]->type == REDIS_REPLY_INTEGER) {
 		if ((size_t)r->element[0]->integer < max - *got)
 			rq->own_done = 1;
-		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)   /* left by a previous incarnation */
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->own_done = 1;
 	}
@@ -1124,7 +855,7 @@ static int claim_reclaim(struct rqueue *rq, struct run *out, size_t max, size_t 
 		snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "%s", wrapped ? "0-0" : cur->str);
 		rq->next_reclaim_ms = mono_ms() + (wrapped ? rq->reclaim_ms : 0);
 		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->next_reclaim_ms = mono_ms() + rq->reclaim_ms;
 	}
@@ -1157,7 +888,7 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 		const redisReply *s = r->element[0];
 		if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
 		    s->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, s->element[1], out, max, got, dead);
+			rv = take_entries(rq, s->element[1], out, max, got, dead, 0);
 	}
 	freeReplyObject(r);
 	return rv ? rq->q.err : 0;
@@ -1437,12 +1168,14 @@ static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *
 	return rq_ok(rq);
 }
 
-int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held,
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
 				int64_t history_wait_ms)
 {
 	struct rqueue *rq = rq_of(q);
 	if (held)
 		*held = 0;
+	if (added)
+		*added = 0;
 	if (!on) {
 		redisReply *r = rconn_cmdf(&rq->rc, "ZREM %s %s", RENTRY_CANCEL, id);
 		if (!r)
@@ -1459,7 +1192,9 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 	if (!r)
 		return rq_fail(rq);
 	char runs_id[48] = "0-0", events_id[48] = "0-0";
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+		if (added && r->element[3]->type == REDIS_REPLY_INTEGER)
+			*added = r->element[3]->integer == 1;
 		if (held && r->element[0]->type == REDIS_REPLY_INTEGER)
 			*held = r->element[0]->integer == 1;
 		if (r->element[1]->type == REDIS_REPLY_STRING)

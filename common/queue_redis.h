@@ -50,10 +50,11 @@ int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *mov
  * (docs/protocol.md).  A consumer never starts a run with a request, stops
  * one that is running, and records it cancelled (whatever it ended with).
  * On adding: *held (may be NULL) is 1 when a consumer holds the run at
- * that moment (it may be running); then it waits up to history_wait_ms for
+ * that moment (it may be running), *added (may be NULL) is 0 when there
+ * was a request already; then it waits up to history_wait_ms for
  * the history writer to write what happened before the request, so that
  * job_runs tells whether the run had already finished. */
-int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held,
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
 				int64_t history_wait_ms);
 
 /* Starts a new "incarnation" for the restart rule above, as if the process

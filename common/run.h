@@ -59,6 +59,9 @@ struct run {
 	int64_t enqueued_at_ms;
 	int64_t run_at_ms;         /* not before; 0 = now */
 	int64_t started_at_ms;     /* set by claim */
+	int reclaimed;             /* set by claim: taken over from a consumer that
+				      went silent (its lease expired, or it was this
+				      consumer's previous incarnation) */
 	/* transport handle, opaque above the queue */
 	char handle[48];           /* Redis stream entry id */
 	int64_t fence;             /* see the fencing note above */

@@ -468,6 +468,13 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 	int fenced[WORKER_MAX_BATCH];
 	int64_t t0 = mono_ms();
 	COUNT(w, claimed, n);
+	uint64_t reclaimed = 0;
+	for (size_t i = 0; i < n; i++)
+		reclaimed += runs[i].reclaimed != 0;
+	if (reclaimed) {
+		COUNT(w, reclaimed, reclaimed);
+		jrm_reclaims(reclaimed);
+	}
 	hand_set(t, from, runs, n);
 	cancel_look_batch(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {

@@ -226,3 +226,234 @@ def test_pause_survives_restart_and_skips_cycle(mode, pg):
         s2.stop()
         if redis is not None:
             redis.cleanup()
+
+
+# ---- search -------------------------------------------------------------------
+
+
+def test_search_filters_and_pages(system):
+    api = system.api
+    tag = "org-s-%d" % int(time.time() * 1000)
+    ids = [api.enqueue(body={"orgId": tag})["id"] for _ in range(7)]
+    other = api.enqueue(body={"orgId": tag + "-x"})["id"]
+    for i in ids + [other]:
+        api.wait_status(i, "succeeded")
+    # newest first, pages of 3 with an opaque cursor
+    seen, cursor = [], None
+    for _ in range(5):
+        q = J + "/runs?orgId=%s&limit=3" % tag + ("&cursor=" + cursor if cursor else "")
+        status, _, data = api.get(q)
+        assert status == 200, data
+        seen += [r["id"] for r in data["runs"]]
+        assert all(r["orgId"] == tag for r in data["runs"]), data
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True), (seen, ids)
+    # job + status + time window
+    since = iso(now_utc() - datetime.timedelta(minutes=5))
+    status, _, data = api.get(J + "/runs?job=noop&status=succeeded&orgId=%s&since=%s" % (tag, since))
+    assert status == 200 and len(data["runs"]) == 7, data
+    status, _, data = api.get(J + "/runs?orgId=%s&until=2001-01-01T00:00:00Z" % tag)
+    assert status == 200 and data["runs"] == [] and data["nextCursor"] is None, data
+    status, _, data = api.get(J + "/runs?status=cancelled&orgId=%s" % tag)
+    assert status == 200 and data["runs"] == [], data
+    status, _, data = api.get(J + "/runs?limit=1")
+    assert status == 200 and len(data["runs"]) == 1 and data["nextCursor"], data
+
+
+@pytest.mark.parametrize("query,field", [
+    ("limit=0", "limit"), ("limit=501", "limit"), ("limit=x", "limit"),
+    ("cursor=zz", "cursor"), ("cursor=", "cursor"), ("status=bogus", "status"),
+    ("since=yesterday", "since"), ("until=2026-02-30T00:00:00Z", "until"),
+    ("job=nope", "job"), ("color=red", "color"),
+])
+def test_search_bad_input(system, query, field):
+    err = assert_error(system.api.get(J + "/runs?" + query), 400, "bad_request")
+    assert field in err["message"], err
+
+
+# ---- bulk redrive ---------------------------------------------------------------
+
+
+def test_bulk_redrive(system):
+    api = system.api
+    tag = "org-d-%d" % int(time.time() * 1000)
+    dead = [api.enqueue(body={"orgId": tag, "payload": {"failAlways": True}})["id"] for _ in range(3)]
+    keep = api.enqueue(body={"orgId": tag + "-keep", "payload": {"failAlways": True}})["id"]
+    for i in dead + [keep]:
+        api.wait_status(i, "dead", timeout=30)
+    status, _, data = api.post(J + "/dead/retry", {"job": "noop", "orgId": tag, "limit": 2})
+    assert status == 200 and data["retried"] == 2 and len(data["ids"]) == 2, data
+    status, _, data2 = api.post(J + "/dead/retry", {"orgId": tag})
+    assert status == 200 and data2["retried"] == 1, data2
+    assert sorted(data["ids"] + data2["ids"]) == sorted(dead)
+    for i in dead:   # fresh attempts: they run (and die) again, as retries
+        run = api.wait_run(i, lambda r: r["source"] == "retry" and r["status"] == "dead", timeout=30)
+        assert run["attempts"] == 2, run
+    assert api.run(keep)["source"] == "adhoc"
+    # the single-run retry keeps working
+    status, _, one = api.post(J + "/dead/%s/retry" % keep)
+    assert status == 202 and one["id"] == keep, one
+    api.wait_run(keep, lambda r: r["source"] == "retry" and r["status"] == "dead", timeout=30)
+    status, _, none = api.post(J + "/dead/retry", {"orgId": "org-without-dead-runs"})
+    assert status == 200 and none == {"retried": 0, "ids": []}, none
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"job": "nope"}, "job"),
+    ({"since": "soon"}, "since"), ({"orgId": 5}, "orgId"), ({"color": "red"}, "unknown field"),
+    ([1], "JSON object"),
+])
+def test_bulk_redrive_bad_input(system, body, field):
+    err = assert_error(system.api.post(J + "/dead/retry", body), 400, "bad_request")
+    assert field in err["message"], err
+
+
+# ---- races ----------------------------------------------------------------------
+
+
+def test_cancel_race_busy_pool(fresh):
+    """Many concurrent cancels (some twice at once) against three busy
+    consumers: every run ends in exactly one final state, an accepted cancel
+    (200 or 202) always ends cancelled, a 200 run never started, a 409 run
+    had finished, and runs nobody cancelled succeed."""
+    import random
+    s = fresh(consumers=0)
+    for i in range(3):
+        s.add_consumer("race-c%d" % i)
+    api = s.api
+    rnd = random.Random(1234)
+    bodies = [{"orgId": "race", "payload": {"sleepMs": rnd.choice([0, 5, 50, 200, 400])}}
+              for _ in range(240)]
+    _, _, data = api.post(J + "/noop/run", bodies)
+    ids = data["ids"]
+    targets = rnd.sample(ids, 160)
+    targets += rnd.sample(targets, 40)               # 40 runs cancelled twice, concurrently
+    rnd.shuffle(targets)
+    answers = {}
+    lock = threading.Lock()
+
+    def worker(chunk):
+        for i in chunk:
+            time.sleep(rnd.random() * 0.02)
+            status, _, body = api.post(J + "/runs/%s/cancel" % i)
+            with lock:
+                answers.setdefault(i, []).append((status, body))
+    threads = [threading.Thread(target=worker, args=(targets[k::8],)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+
+    def final():
+        rows = s.db.query("select id, status, started_at is not null from job_runs where id = any(%s)",
+                          (ids,))
+        return rows if len(rows) == len(ids) and all(
+            r[1] in ("succeeded", "cancelled", "dead", "failed") and r[1] not in ("failed",)
+            for r in rows) else None
+    rows = harness.wait_until(final, timeout=120, interval=0.5, msg="every run final")
+    state = {r[0]: (r[1], r[2]) for r in rows}
+    counts = {}
+    for i in ids:
+        st, started = state[i]
+        codes = sorted(a[0] for a in answers.get(i, []))
+        counts[st] = counts.get(st, 0) + 1
+        assert all(c in (200, 202, 409) for c in codes), (i, answers[i])
+        if not codes:
+            assert st == "succeeded", (i, st)
+        elif 200 in codes or 202 in codes:
+            assert st == "cancelled", (i, st, answers[i])
+            assert codes.count(200) + codes.count(202) == 1 or codes == [200, 202] \
+                or codes == [202, 202], (i, answers[i])
+            if 200 in codes and 202 not in codes:
+                assert not started, (i, "a 200-cancelled run started", answers[i])
+        else:
+            assert st == "succeeded", (i, st, answers[i])
+    assert counts.get("cancelled", 0) > 0 and counts.get("succeeded", 0) > 0, counts
+
+
+# ---- the CLI ------------------------------------------------------------------------
+
+
+def _cli(system, *args, **env_over):
+    import json
+    import os
+    import jrcli
+    e = {k: str(v) for k, v in system.base_env.items()}
+    e.update({k: str(v) for k, v in env_over.items()})
+    p = jrcli.run(os.path.join(os.environ["JR_BIN"], "producer"), list(args), e, timeout=60)
+    out = None
+    if "--json" in args and p.returncode == 0:
+        out = json.loads(p.stdout)
+    return p, out
+
+
+def test_cli_delay_show_list_cancel(system):
+    tag = "org-cli-%d" % int(time.time() * 1000)
+    p, _ = _cli(system, "enqueue", "noop", "--org", tag, "--delay-ms", "60000")
+    assert p.returncode == 0, p.stderr
+    rid = p.stdout.strip()
+    run = harness.wait_until(lambda: _cli(system, "runs", "show", rid, "--json")[1], timeout=20,
+                             msg="runs show")
+    assert run["status"] == "delayed" and run["orgId"] == tag, run
+    p, page = _cli(system, "runs", "list", "--org", tag, "--status", "delayed", "--json")
+    assert p.returncode == 0 and [r["id"] for r in page["runs"]] == [rid], (p.stderr, page)
+    p, _ = _cli(system, "runs", "list", "--org", tag)
+    assert p.returncode == 0 and rid in p.stdout and "delayed" in p.stdout, p.stdout
+    p, out = _cli(system, "runs", "cancel", rid, "--json")
+    assert p.returncode == 0 and out["status"] == "cancelled", (p.stderr, out)
+    p, _ = _cli(system, "runs", "cancel", rid)
+    assert p.returncode == 1 and "already finished" in p.stderr, p.stderr
+    p, _ = _cli(system, "runs", "show", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+    p, _ = _cli(system, "runs", "cancel", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+    p, _ = _cli(system, "enqueue", "noop", "--run-at", "2030-01-01T00:00:00Z", "--delay-ms", "5")
+    assert p.returncode == 2, p.stderr
+    p, _ = _cli(system, "enqueue", "noop", "--delay-ms", "-5")
+    assert p.returncode == 2 and "--delay-ms" in p.stderr, p.stderr
+
+
+def test_cli_pause_resume_retry(system):
+    p, out = _cli(system, "pause", "noop", "--json")
+    assert p.returncode == 0 and out == {"job": "noop", "paused": True}, (p.stderr, out)
+    _, _, m = system.api.get(J + "/metrics")
+    assert [j for j in m["jobs"] if j["name"] == "noop"][0]["paused"] is True
+    p, _ = _cli(system, "resume", "noop")
+    assert p.returncode == 0 and "resumed" in p.stdout, p.stderr
+    _, _, m = system.api.get(J + "/metrics")
+    assert [j for j in m["jobs"] if j["name"] == "noop"][0]["paused"] is False
+    p, _ = _cli(system, "pause", "nope")
+    assert p.returncode == 1, p.stderr
+    tag = "org-clid-%d" % int(time.time() * 1000)
+    ids = [system.api.enqueue(body={"orgId": tag, "payload": {"failAlways": True}})["id"]
+           for _ in range(2)]
+    for i in ids:
+        system.api.wait_status(i, "dead", timeout=30)
+    p, out = _cli(system, "runs", "retry", "--dead", "--org", tag, "--json")
+    assert p.returncode == 0 and sorted(out["ids"]) == sorted(ids), (p.stderr, out)
+    for i in ids:
+        system.api.wait_run(i, lambda r: r["source"] == "retry" and r["status"] == "dead", timeout=30)
+    p, _ = _cli(system, "runs", "retry", ids[0])
+    assert p.returncode == 0 and ids[0] in p.stdout, p.stderr
+    p, _ = _cli(system, "runs", "retry", "0190c2c4-0000-7000-8000-000000000000")
+    assert p.returncode == 1, p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["runs"], ["runs", "frob"], ["runs", "list", "--limit", "0"], ["runs", "list", "--status", "x"],
+    ["runs", "list", "--cursor", "zz"], ["runs", "list", "--since", "now"], ["runs", "show"],
+    ["runs", "retry"], ["runs", "retry", "x", "--dead"], ["runs", "cancel", "x", "--job", "noop"],
+    ["pause"], ["runs", "list", "--frob"],
+])
+def test_cli_usage(system, args):
+    p, _ = _cli(system, *args)
+    assert p.returncode == 2 and "usage" in p.stderr, (args, p.returncode, p.stderr)
+
+
+def test_cli_database_unreachable(system):
+    closed = "postgresql://postgres@127.0.0.1:%d/nowhere" % harness.free_port()
+    p, _ = _cli(system, "runs", "list", DATABASE_URL=closed, STARTUP_TIMEOUT_MS=500)
+    assert p.returncode == 3, (p.returncode, p.stderr)
