@@ -33,6 +33,7 @@ import time
 import pytest
 
 import harness
+import openapi_check
 from apiclient import System, TOKEN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +54,12 @@ def raw(port, method, path, body=None, headers=None):
             h.setdefault("Content-Type", "application/json")
         c.request(method, path, body=data, headers=h)
         r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        status, hdrs, data = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        if hdrs.get("content-type", "").startswith("application/json") and not hdrs.get("content-encoding"):
+            openapi_check.check(method, path, status, hdrs, json.loads(data.decode()))
+        elif status != 304:
+            openapi_check.check(method, path, status, hdrs, None)
+        return status, hdrs, data
     finally:
         c.close()
 
