@@ -143,15 +143,18 @@ int control_status_valid(const char *s)
 
 /* The query is written with only the filters given (each a parameter), so
  * the planner sees a plain predicate per filter and picks its index
- * (003_control.sql): the primary key for none, job_runs_job_id_idx,
- * job_runs_org_id_idx, job_runs_status_id_idx. */
+ * (003_control.sql: job_runs_recent_idx for none or a time window,
+ * job_runs_job_recent_idx, job_runs_org_recent_idx,
+ * job_runs_status_recent_idx), each a range scan in the answer's order.
+ * The last column is the cursor's time (enqueued_at in microseconds). */
 PGresult *control_search_runs(struct db *db, const struct control_search *s)
 {
 	struct strbuf sql = STRBUF_INIT;
 	const char *p[8];
 	char since[24], until[24], lim[16];
 	int n = 0;
-	sb_adds(&sql, "select " CONTROL_RUN_COLUMNS " from job_runs where true");
+	sb_adds(&sql, "select " CONTROL_RUN_COLUMNS ", (extract(epoch from enqueued_at) * 1000000)::bigint"
+		      " from job_runs where true");
 	if (s->job) {
 		p[n++] = s->job;
 		sb_addf(&sql, " and job = $%d", n);
@@ -173,13 +176,17 @@ PGresult *control_search_runs(struct db *db, const struct control_search *s)
 		p[n++] = until;
 		sb_addf(&sql, " and enqueued_at < to_timestamp($%d::bigint / 1000.0)", n);
 	}
+	char after_us[24];
 	if (s->after_id) {
+		snprintf(after_us, sizeof after_us, "%lld", (long long)s->after_us);
+		p[n++] = after_us;
 		p[n++] = s->after_id;
-		sb_addf(&sql, " and id < $%d", n);
+		sb_addf(&sql, " and (enqueued_at, id) < (timestamptz 'epoch' + $%d::bigint * interval '1 microsecond', $%d)",
+			n - 1, n);
 	}
 	snprintf(lim, sizeof lim, "%d", s->limit + 1);
 	p[n++] = lim;
-	sb_addf(&sql, " order by id desc limit $%d::int", n);
+	sb_addf(&sql, " order by enqueued_at desc, id desc limit $%d::int", n);
 	PGresult *r = db_query(db, sql.buf, n, p);
 	sb_release(&sql);
 	return r;
@@ -251,11 +258,13 @@ int control_id_valid(const char *id)
 	return 1;
 }
 
-void control_cursor_encode(const char *id, char *out, size_t outlen)
+void control_cursor_encode(const PGresult *r, int row, char *out, size_t outlen)
 {
 	static const char hex[] = "0123456789abcdef";
+	char plain[96];
+	snprintf(plain, sizeof plain, "%s.%s", db_get(r, row, CONTROL_RUN_NCOLUMNS), db_get(r, row, 0));
 	size_t o = 0;
-	for (const unsigned char *p = (const unsigned char *)id; *p && o + 2 < outlen; p++) {
+	for (const unsigned char *p = (const unsigned char *)plain; *p && o + 2 < outlen; p++) {
 		out[o++] = hex[*p >> 4];
 		out[o++] = hex[*p & 15];
 	}
@@ -267,17 +276,26 @@ static int hexval(char c)
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-int control_cursor_decode(const char *cursor, char *out, size_t outlen)
+int control_cursor_decode(const char *cursor, int64_t *us, char *out, size_t outlen)
 {
+	char plain[96];
 	size_t n = strlen(cursor);
-	if (n == 0 || n % 2 || n / 2 >= outlen || n / 2 > 64)
+	if (n == 0 || n % 2 || n / 2 >= sizeof plain)
 		return -1;
 	for (size_t i = 0; i < n / 2; i++) {
 		int a = hexval(cursor[2 * i]), b = hexval(cursor[2 * i + 1]);
 		if (a < 0 || b < 0)
 			return -1;
-		out[i] = (char)(a * 16 + b);
+		plain[i] = (char)(a * 16 + b);
 	}
-	out[n / 2] = '\0';
-	return control_id_valid(out) ? 0 : -1;
+	plain[n / 2] = '\0';
+	char *dot = strchr(plain, '.');
+	if (!dot)
+		return -1;
+	*dot = '\0';
+	if (parse_i64(plain, INT64_MIN / 2, INT64_MAX / 2, us) || strlen(dot + 1) >= outlen ||
+	    !control_id_valid(dot + 1))
+		return -1;
+	snprintf(out, outlen, "%s", dot + 1);
+	return 0;
 }

@@ -54,18 +54,21 @@ void control_watch_stop(void);
 	" attempts, " CONTROL_ISO("enqueued_at") ", " CONTROL_ISO("started_at") ", " CONTROL_ISO("finished_at") "," \
 	" duration_ms, error, consumer, max_attempts, source, payload::text, " CONTROL_ISO("run_at") "," \
 	" " CONTROL_ISO("cancel_requested_at")
+#define CONTROL_RUN_NCOLUMNS 16
 
 
 struct control_search {
 	const char *job, *org_id, *status;   /* NULL = any; status: a run status or "delayed" */
 	int64_t since_ms, until_ms;          /* enqueued in [since, until); 0 = open */
-	const char *after_id;                /* the cursor: ids below this one; NULL = from the newest */
+	const char *after_id;                /* the cursor: runs after (older than) this one; NULL = from the newest */
+	int64_t after_us;                    /* ... and its enqueued_at (microseconds) */
 	int limit;                           /* 1..CONTROL_SEARCH_LIMIT_MAX */
 };
 
-/* Runs matching s, newest first, up to limit + 1 rows (one more than asked
- * tells that there is a next page).  Columns: CONTROL_RUN_COLUMNS.  NULL
- * with db->errstr on failure. */
+/* Runs matching s, newest first (enqueued_at, then id), up to limit + 1
+ * rows (one more than asked tells that there is a next page).  Columns:
+ * CONTROL_RUN_COLUMNS and the cursor's time.  NULL with db->errstr on
+ * failure. */
 PGresult *control_search_runs(struct db *db, const struct control_search *s);
 /* One run by id (0 or 1 row), CONTROL_RUN_COLUMNS. */
 PGresult *control_get_run(struct db *db, const char *id);
@@ -76,10 +79,12 @@ cJSON *control_run_json(const PGresult *r, int row);
 /* Statuses a search accepts (the stored ones plus "delayed"): 1 or 0. */
 int control_status_valid(const char *s);
 
-/* The opaque cursor of a page's last id: hex of the id into out (2 * 64 + 1
- * bytes).  control_cursor_decode: 0 with the id in out (65 bytes), or -1. */
-void control_cursor_encode(const char *id, char *out, size_t outlen);
-int control_cursor_decode(const char *cursor, char *out, size_t outlen);
+/* The opaque cursor after row `row` of a control_search_runs() result (its
+ * time and id, hex-encoded) into out (CONTROL_CURSOR_MAX bytes).
+ * control_cursor_decode: 0 with the time and the id (out: 65 bytes), or -1. */
+#define CONTROL_CURSOR_MAX 192
+void control_cursor_encode(const PGresult *r, int row, char *out, size_t outlen);
+int control_cursor_decode(const char *cursor, int64_t *us, char *out, size_t outlen);
 
 /* 1 when id has the shape of a run id (1-64 of [0-9A-Za-z_-]). */
 int control_id_valid(const char *id);

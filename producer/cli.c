@@ -138,7 +138,7 @@ static int runs_list(const struct config *cfg, const struct opts *o)
 		return usage("--until must be an ISO-8601 UTC time, not", o->until);
 	if (o->limit && parse_i64(o->limit, 1, CONTROL_SEARCH_LIMIT_MAX, &limit))
 		return usage("--limit must be a whole number from 1 to 500, not", o->limit);
-	if (o->cursor && control_cursor_decode(o->cursor, after, sizeof after))
+	if (o->cursor && control_cursor_decode(o->cursor, &s.after_us, after, sizeof after))
 		return usage("--cursor is malformed:", o->cursor);
 	s.limit = (int)limit;
 	s.after_id = o->cursor ? after : NULL;
@@ -157,9 +157,9 @@ static int runs_list(const struct config *cfg, const struct opts *o)
 	int rows = PQntuples(r);
 	for (int i = 0; i < rows && i < s.limit; i++)
 		cJSON_AddItemToArray(runs, control_run_json(r, i));
-	char next[2 * 64 + 1] = "";
+	char next[CONTROL_CURSOR_MAX] = "";
 	if (rows > s.limit)
-		control_cursor_encode(db_get(r, s.limit - 1, 0), next, sizeof next);
+		control_cursor_encode(r, s.limit - 1, next, sizeof next);
 	if (next[0])
 		cJSON_AddStringToObject(out, "nextCursor", next);
 	else

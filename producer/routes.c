@@ -455,7 +455,7 @@ static void h_runs(struct httpd_request *req, struct httpd_response *resp)
 		httpd_error(resp, 400, "bad_request", "limit must be a whole number from 1 to %d", CONTROL_SEARCH_LIMIT_MAX);
 		return;
 	}
-	if (cur && control_cursor_decode(cur, after, sizeof after)) {
+	if (cur && control_cursor_decode(cur, &s.after_us, after, sizeof after)) {
 		httpd_error(resp, 400, "bad_request", "cursor is malformed (give back the nextCursor of an answer)");
 		return;
 	}
@@ -474,8 +474,8 @@ static void h_runs(struct httpd_request *req, struct httpd_response *resp)
 	for (int i = 0; i < rows && i < s.limit; i++)
 		cJSON_AddItemToArray(runs, control_run_json(r, i));
 	if (rows > s.limit) {
-		char next[2 * 64 + 1];
-		control_cursor_encode(db_get(r, s.limit - 1, 0), next, sizeof next);
+		char next[CONTROL_CURSOR_MAX];
+		control_cursor_encode(r, s.limit - 1, next, sizeof next);
 		cJSON_AddStringToObject(o, "nextCursor", next);
 	} else {
 		cJSON_AddNullToObject(o, "nextCursor");

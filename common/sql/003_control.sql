@@ -17,15 +17,19 @@ create table if not exists job_pause (
     paused_at  timestamptz not null default now()
 );
 
--- Search (GET /runs, producer runs list): most recent first by id (run ids
--- are time-ordered UUIDv7), keyset pagination on id.  The primary key
--- serves the unfiltered list; these serve the filters.  The status index
--- leaves out 'succeeded', the common state: a search for it walks the
--- primary key and finds matches at once, and rows pass through this index
--- only while they are queued, running, failed, dead or cancelled.
-create index if not exists job_runs_job_id_idx on job_runs (job, id);
-create index if not exists job_runs_org_id_idx on job_runs (org_id, id) where org_id is not null;
-create index if not exists job_runs_status_id_idx on job_runs (status, id) where status <> 'succeeded';
+-- Search (GET /runs, producer runs list): most recent first, by
+-- (enqueued_at, id), keyset pagination on the pair.  One index per filter,
+-- each ending in (enqueued_at, id), so that a filter and a time window are
+-- one range scan in the answer's order.  The status index leaves out
+-- 'succeeded', the state most rows end in: a search for it walks the time
+-- index and finds matches at once.  What they cost an enqueue:
+-- tests/bench/search_bench.py (figures in docs/performance.md).
+create index if not exists job_runs_recent_idx on job_runs (enqueued_at, id);
+create index if not exists job_runs_job_recent_idx on job_runs (job, enqueued_at, id);
+create index if not exists job_runs_org_recent_idx on job_runs (org_id, enqueued_at, id)
+    where org_id is not null;
+create index if not exists job_runs_status_recent_idx on job_runs (status, enqueued_at, id)
+    where status <> 'succeeded';
 
 -- Pruning of finished runs past retention includes cancelled ones.
 drop index if exists job_runs_finished_idx;
