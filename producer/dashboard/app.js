@@ -608,8 +608,8 @@
       if (!await confirmBox(t('r.retryq', { id: r.id }))) return;
       try {
         await api('POST', API + '/dead/' + encodeURIComponent(r.id) + '/retry');
-        note(t('r.retried'));
         route();
+        note(t('r.retried'));
       } catch (e) { showError(e); }
     } }, t('r.retry'));
   }
@@ -672,8 +672,8 @@
     const toggle = h('button', { class: 'toggle-pause', onclick: async () => {
       try {
         await api('POST', API + '/' + encodeURIComponent(j.name) + (j.paused ? '/resume' : '/pause'));
-        note(t(j.paused ? 'job.resumedmsg' : 'job.pausedmsg', { job: j.name }));
         route();
+        note(t(j.paused ? 'job.resumedmsg' : 'job.pausedmsg', { job: j.name }));
       } catch (e) { showError(e); }
     } }, t(j.paused ? 'job.resume' : 'job.pause'));
     const runNow = h('button', { class: 'primary run-now', onclick: async () => {
