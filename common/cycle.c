@@ -187,7 +187,7 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 		goto out;
 	for (size_t i = 0; i < n && !*env->stop; i++) {
 		const struct job_def *job = &jobs[i];
-		if (!job->interval_ms || (job->enabled && !job->enabled(cfg)))
+		if (!job->interval_ms || !registry_enabled(job, cfg))
 			continue;
 		if (i < 64 && (paused >> i & 1))
 			continue;   /* paused (POST /{job}/pause): its periodic run is skipped */

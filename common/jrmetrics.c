@@ -287,15 +287,19 @@ void jrm_enqueue_fallback(void)
 
 void jrm_queue_depth_source(void (*fn)(void *ctx, struct metrics_emitter *emit), void *ctx)
 {
+	/* every process reads the same shared queue: the label says so, and
+	 * the help says how to aggregate (max, never sum) */
 	m.depth = metrics_callback(metrics_default(), METRIC_GAUGE, "jobrunner_queue_depth",
-				   "Runs by state (queued, running, delayed, dead), read at scrape time.",
-				   "state", NULL, fn, ctx);
+				   "Runs by state (queued, running, delayed, dead) in the whole cluster, "
+				   "read at scrape time from the shared queue: every process exports the "
+				   "same value, so aggregate with max by (state), never sum.",
+				   "state", "scope", fn, ctx);
 }
 
 void jrm_emit_depth(struct metrics_emitter *emit, const struct queue_stats *s)
 {
-	metrics_emit(emit, (double)s->queued, "queued", NULL);
-	metrics_emit(emit, (double)s->running, "running", NULL);
-	metrics_emit(emit, (double)s->delayed, "delayed", NULL);
-	metrics_emit(emit, (double)s->dead, "dead", NULL);
+	metrics_emit(emit, (double)s->queued, "queued", "cluster");
+	metrics_emit(emit, (double)s->running, "running", "cluster");
+	metrics_emit(emit, (double)s->delayed, "delayed", "cluster");
+	metrics_emit(emit, (double)s->dead, "dead", "cluster");
 }

@@ -91,7 +91,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_CANCEL, S_CAUGHT_UP, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -103,6 +103,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_EXTEND] = { "extend.lua", jr_lua_extend },
 	[S_TRIM] = { "trim.lua", jr_lua_trim },
 	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
+	[S_RELEASE] = { "release.lua", jr_lua_release },
 	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
 	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 };
@@ -187,37 +188,15 @@ static int rq_ok(struct rqueue *rq)
 	return 0;
 }
 
-/* Creates the groups (idempotent).  After every (re)connect, because a
- * Redis without persistence comes back empty. */
+/* Creates the groups (rentry_create_groups()) once per connection. */
 static int ensure_groups(struct rqueue *rq)
 {
 	if (rconn_connect(&rq->rc))
 		return rq_fail(rq);
 	if (rq->groups_at == rq->rc.connects)
 		return 0;
-	static const char *const cmds[][2] = {
-		{ RENTRY_RUNS, RENTRY_GROUP },
-		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
-		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
-	};
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		const char *av[] = { "XGROUP", "CREATE", cmds[i][0], cmds[i][1], "$", "MKSTREAM" };
-		if (rconn_append(&rq->rc, 6, av, NULL))
-			return rq_fail(rq);
-	}
-	int rv = 0;
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		redisReply *r = rconn_get(&rq->rc);
-		if (!r)
-			return rq_fail(rq);
-		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv) {
-			rconn_reply_error(&rq->rc, r);
-			rv = rq_fail(rq);
-		}
-		freeReplyObject(r);
-	}
-	if (rv)
-		return rv;
+	if (rentry_create_groups(&rq->rc))
+		return rq_fail(rq);
 	rq->groups_at = rq->rc.connects;
 	return 0;
 }
@@ -389,6 +368,7 @@ struct outcome {
 	int attempt;
 	int64_t due_ms;          /* d: when to run again */
 	int64_t duration_ms;
+	int64_t finished_ms;     /* the run's own end (0: the time of recording) */
 	const char *error;
 	int no_event;            /* d: park only (a delayed run read early) */
 };
@@ -433,7 +413,8 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 	if (r->started_at_ms)
 		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
 	if (o->kind != 'r')   /* running: not finished yet */
-		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld",
+			(long long)(o->finished_ms ? o->finished_ms : now),
 			(long long)o->duration_ms);
 	if (o->kind == 'd')
 		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
@@ -548,6 +529,7 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		x->handle = r->handle;
 		x->fence = r->fence;
 		x->duration_ms = res[i].duration_ms;
+		x->finished_ms = res[i].finished_at_ms;
 		x->error = res[i].error;
 		if (r->is_tick) {
 			x->kind = 'a';
@@ -601,9 +583,13 @@ static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const red
 	memcpy(out->handle, id, idlen);
 	out->handle[idlen] = '\0';
 	out->fence = fence;
-	out->started_at_ms = wall_ms();
-	if (rv)
+	if (rv) {
+		/* malformed: recorded dead as of the entry's own time (its id) */
+		if (!out->enqueued_at_ms)
+			out->enqueued_at_ms = rentry_id_ms(out->handle);
 		return 1;
+	}
+	out->started_at_ms = wall_ms();   /* the claim; the worker sets the run's own start */
 	if (out->is_tick)
 		return 0;
 	out->attempt += (int)(fence > 0 ? fence : 1);
@@ -1026,6 +1012,42 @@ static int rq_extend(struct queue *q, const struct run *runs, size_t n)
 	return rq_ok(rq);
 }
 
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "1");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, q->consumer);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, runs[i].handle);
+			rargv_addi64(a, runs[i].fence);
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
+		for (size_t i = 0; released && i < k; i++)
+			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
+					    r->element[i]->integer == 1;
+		freeReplyObject(r);
+		if (!ok)
+			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
+	}
+	return rq_ok(rq);
+}
+
 static const redisReply *kv(const redisReply *flat, const char *key)
 {
 	if (!flat || flat->type != REDIS_REPLY_ARRAY)
@@ -1225,6 +1247,7 @@ static const struct queue_ops redis_ops = {
 	.enqueue = rq_enqueue,
 	.claim = rq_claim,
 	.complete = rq_complete,
+	.release = rq_release,
 	.extend = rq_extend,
 	.announce = rq_announce,
 	.cancelled = rq_cancelled,

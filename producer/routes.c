@@ -1,4 +1,4 @@
-/* routes.c -- the producer's HTTP API (SPEC §5).
+/* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
  * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
@@ -213,6 +213,26 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* ------------------------------------------------------------------ */
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
+/* answers several routes give                                         */
+/* ------------------------------------------------------------------ */
+
+/* 503: what the route needs from PostgreSQL could not be had. */
+static void answer_db_down(struct httpd_response *resp)
+{
+	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+}
+
+/* 404 for a run id: what ("run", "dead run") with this id does not exist;
+ * id NULL when the id is not even well-formed (it is not echoed then). */
+static void answer_no_run(struct httpd_response *resp, const char *what, const char *id)
+{
+	if (id)
+		httpd_error(resp, 404, "unknown_run", "no %s with id %s", what, id);
+	else
+		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
+}
+
+/* ------------------------------------------------------------------ */
 
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -224,14 +244,14 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
 		give_back(api, c);
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	uint64_t paused = 0;
 	if (control_load_paused(&c->db, &paused)) {
 		PQclear(r);
 		give_back(api, c);
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	struct queue_stats qs;
@@ -253,7 +273,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (size_t j = 0; j < n; j++) {
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
-		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
 		cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
@@ -341,10 +361,29 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		return;
 	}
 	const char *backend = NULL;
+	/* a new id of our own: a key already used answers another id, and then
+	 * that run's current status */
+	char mine[RUN_ID_LEN + 1] = "";
+	if (!bulk && runs[0].idempotency_key && !runs[0].id[0]) {
+		run_id_new(runs[0].id);
+		memcpy(mine, runs[0].id, sizeof mine);
+	}
+	char status_now[16] = "queued";
+	if (!bulk && runs[0].run_at_ms > wall_ms())
+		snprintf(status_now, sizeof status_now, "delayed");
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
 		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	if (rc == 0 && mine[0] && strcmp(mine, runs[0].id)) {
+		const char *p[1] = { runs[0].id };
+		PGresult *r = api_query(c, "select case when status = 'queued' and run_at > now() then 'delayed'"
+					   " else status end from job_runs where id = $1", 1, p);
+		if (r && PQntuples(r) == 1)
+			snprintf(status_now, sizeof status_now, "%s", PQgetvalue(r, 0, 0));
+		if (r)
+			PQclear(r);
+	}
 	give_back(api, c);
 	if (rc == 0) {
 		cJSON *o = cJSON_CreateObject();
@@ -355,8 +394,8 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		} else {
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
-			cJSON_AddStringToObject(o, "status", runs[0].run_at_ms > wall_ms() ? "delayed" : "queued");
-			if (runs[0].run_at_ms > 0) {
+			cJSON_AddStringToObject(o, "status", status_now);
+			if (runs[0].run_at_ms > 0 && !strcmp(status_now, "delayed")) {
 				char at[32];
 				iso8601_ms(runs[0].run_at_ms, at, sizeof at);
 				cJSON_AddStringToObject(o, "runAt", at);
@@ -381,12 +420,12 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 /* runs and the dead list                                              */
 /* ------------------------------------------------------------------ */
 
-/* 503 for a database that did not answer; 1 if it was answered. */
+/* answer_db_down() when the database did not answer (r NULL): 1, else 0. */
 static int db_down(struct httpd_response *resp, const void *r)
 {
 	if (r)
 		return 0;
-	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+	answer_db_down(resp);
 	return 1;
 }
 
@@ -394,8 +433,8 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!control_id_valid(id)) {
-		httpd_error(resp, 404, "unknown_run", "no run with this id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "run", NULL);
 		return;
 	}
 	struct api_conn *c = borrow(api);
@@ -406,7 +445,7 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	if (db_down(resp, r))
 		return;
 	if (PQntuples(r) == 0)
-		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		answer_no_run(resp, "run", id);
 	else
 		httpd_json(resp, 200, control_run_json(r, 0));
 	PQclear(r);
@@ -502,8 +541,8 @@ static void h_run_cancel(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!control_id_valid(id)) {
-		httpd_error(resp, 404, "unknown_run", "no run with this id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "run", NULL);
 		return;
 	}
 	struct api_conn *c = borrow(api);
@@ -526,7 +565,7 @@ static void h_run_cancel(struct httpd_request *req, struct httpd_response *resp)
 		return;
 	}
 	if (res == QUEUE_NOT_FOUND) {
-		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		answer_no_run(resp, "run", id);
 		return;
 	}
 	if (res == QUEUE_FINISHED) {
@@ -561,7 +600,7 @@ static void pause_or_resume(struct httpd_request *req, struct httpd_response *re
 		rc = control_pause(&c->db, job, on);
 	give_back(api, c);
 	if (rc) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	LOGF(LOG_INFO, on ? "job_paused" : "job_resumed", on ? "job paused" : "job resumed", LF_S("job", job));
@@ -620,7 +659,7 @@ static int retry(struct producer_api *api, const struct queue_dead_filter *f,
 		return -1;
 	}
 	if (rc) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		free(*ids);
 		return -1;
 	}
@@ -633,8 +672,8 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!control_id_valid(id)) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "dead run", NULL);
 		return;
 	}
 	struct queue_dead_filter f = { .id = id, .limit = 1 };
@@ -643,7 +682,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	if (retry(api, &f, &ids, &n, resp))
 		return;
 	if (n == 0) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+		answer_no_run(resp, "dead run", id);
 		return;
 	}
 	cJSON *o = cJSON_CreateObject();

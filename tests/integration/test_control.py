@@ -122,15 +122,20 @@ def test_delay_bad_input(system, body, field):
 
 def test_cancel_delayed_never_starts(system):
     api = system.api
-    d = api.enqueue(body={"delayMs": 1500})
+    t0 = time.monotonic()
+    d = api.enqueue(body={"delayMs": 4000})
     status, _, data = api.post(J + "/runs/%s/cancel" % d["id"])
     assert status == 200, data
     assert data["status"] == "cancelled" and data["previousStatus"] == "delayed", data
-    time.sleep(3.0)     # past its due time: it must still be cancelled, never started
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - t0)))   # past its due time
+    # it must still be cancelled, never started
     run = api.run(d["id"])
     assert run["status"] == "cancelled" and run["startedAt"] is None, run
     err = assert_error(api.post(J + "/runs/%s/cancel" % d["id"]), 409, "already_finished")
     assert "cancelled" in err["message"]
+    _, _, text = api.get("/metrics")
+    _, samples = prometheus(text)
+    assert metric(samples, "jobrunner_runs_cancelled_total", job="noop") >= 1
 
 
 def test_cancel_running_stops_within_2s(system):
@@ -457,3 +462,58 @@ def test_cli_database_unreachable(system):
     closed = "postgresql://postgres@127.0.0.1:%d/nowhere" % harness.free_port()
     p, _ = _cli(system, "runs", "list", DATABASE_URL=closed, STARTUP_TIMEOUT_MS=500)
     assert p.returncode == 3, (p.returncode, p.stderr)
+
+
+def test_pause_race_busy_pool(fresh):
+    """A job paused while three consumers are busy with it: within a second
+    no run of it starts any more (none runs twice either), the rest stay
+    queued without an attempt counted, and all succeed once resumed."""
+    s = fresh(consumers=0)
+    for i in range(3):
+        s.add_consumer("prace-c%d" % i)
+    api = s.api
+    _, _, data = api.post(J + "/noop/run", [{"orgId": "prace", "payload": {"sleepMs": 20}}
+                                            for _ in range(400)])
+    ids = data["ids"]
+    harness.wait_until(lambda: s.db.scalar(
+        "select count(*) from job_runs where id = any(%s) and status = 'succeeded'", (ids,)) >= 20,
+        timeout=60, msg="the pool is busy")
+    assert api.post(J + "/noop/pause")[0] == 200
+    paused_at = s.db.scalar("select now()")
+    time.sleep(3.0)
+    late = s.db.scalar("select count(*) from job_runs where id = any(%s) and started_at > %s"
+                       " + interval '1 second'", (ids, paused_at))
+    assert late == 0, "%d runs started more than 1 s after the pause" % late
+    waiting = s.db.scalar("select count(*) from job_runs where id = any(%s) and status in ('queued')",
+                          (ids,))
+    assert waiting > 0
+    assert api.post(J + "/noop/resume")[0] == 200
+    rows = harness.wait_until(lambda: (lambda r: r if len(r) == len(ids) and all(
+        x[1] == "succeeded" for x in r) else None)(
+        s.db.query("select id, status, attempts from job_runs where id = any(%s)", (ids,))),
+        timeout=120, interval=0.5, msg="all runs succeed after resume")
+    assert all(r[2] == 1 for r in rows), [r for r in rows if r[2] != 1][:5]
+
+
+def test_delayed_run_waits_on_postgres_during_redis_outage(mode, pg):
+    """Redis down: the producer puts a delayed run on the PostgreSQL queue,
+    where it still waits for its time."""
+    if mode != "redis":
+        pytest.skip("Redis mode only: the outage fallback")
+    bin_dir_or_skip()
+    redis = harness.Redis()
+    s = System("redis", pg.create_database(), redis, consumers=1, tag="ctl-outage")
+    try:
+        redis.stop()
+        status, _, d = s.api.post(J + "/noop/run", {"delayMs": 3000})
+        assert status == 202 and d["status"] == "delayed", d
+        row = s.db.query("select transport, status, run_at > now() + interval '1 second'"
+                         " from job_runs where id = %s", (d["id"],))
+        assert row and row[0][0] == "pg" and row[0][1] == "queued" and row[0][2], row
+        run = s.api.wait_run(d["id"], lambda r: r["status"] in ("delayed", "succeeded"))
+        assert run["status"] == "delayed", run
+        run = s.api.wait_status(d["id"], "succeeded", timeout=30)
+        assert parse_iso(run["startedAt"]) >= parse_iso(d["runAt"]) - datetime.timedelta(milliseconds=5)
+    finally:
+        s.stop()
+        redis.cleanup()
