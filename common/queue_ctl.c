@@ -81,10 +81,10 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 		*res = QUEUE_STOPPING;
 	else if (!strcmp(old, "cancelled") && added && db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
 		/* Redis: this request was the first, and while it waited for
-		 * job_runs a consumer read it and recorded the run cancelled
-		 * before starting it (it had been queued) */
-		*res = QUEUE_CANCELLED;
-		snprintf(status, statuslen, "queued");
+		 * job_runs a consumer honoured it: before starting the run (it
+		 * was not held: queued), or by stopping it (held: running) */
+		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
+		snprintf(status, statuslen, "%s", held ? "running" : "queued");
 	} else
 		*res = QUEUE_FINISHED;
 	if (held && *res == QUEUE_STOPPING && strcmp(old, "running"))
@@ -98,18 +98,21 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 	return QUEUE_OK;
 }
 
+/* The rows are picked in a CTE: a FOR UPDATE CTE is evaluated once, where
+ * "id in (select ... limit n for update skip locked)" may be rescanned by
+ * the join and, skipping what it locked the first time, take more than n. */
 static const char retry_sql[] =
-	"update job_runs j set status = 'queued', attempts = 0, source = 'retry', error = null,"
-	"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
-	"   duration_ms = null, consumer = null, lease_until = null, cancel_requested_at = null,"
-	"   transport = $1, updated_at = now()"
-	" where j.id in (select id from job_runs"
+	"with picked as (select id from job_runs"
 	"                 where status = 'dead' and ($2::text is null or id = $2)"
 	"                   and ($3::text is null or job = $3) and ($4::text is null or org_id = $4)"
 	"                   and ($5::bigint is null or finished_at >= to_timestamp($5::bigint / 1000.0))"
 	"                 order by finished_at desc nulls last, id desc limit $6::int"
 	"                 for update skip locked)"
-	"   and j.status = 'dead'"
+	"update job_runs j set status = 'queued', attempts = 0, source = 'retry', error = null,"
+	"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
+	"   duration_ms = null, consumer = null, lease_until = null, cancel_requested_at = null,"
+	"   transport = $1, updated_at = now()"
+	"  from picked where j.id = picked.id and j.status = 'dead'"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.max_attempts";
 
 int queue_retry_dead(struct db *db, struct queue *redis, const struct queue_dead_filter *f,
