@@ -277,6 +277,8 @@ async function scenario(browser) {
     await page.click('tr[data-job="noop"] button.toggle-pause');
     await page.waitForFunction(() => { const r = document.querySelector('tr[data-job="noop"]'); return r && r.querySelector('.s-paused'); }, { timeout: DEADLINE });
     await shot(page, 'jobs.png');
+    // consumers see a pause within 1 s (they re-read it every 500 ms)
+    await new Promise((r) => setTimeout(r, 1200));
     // a run enqueued from the page while paused stays queued
     await page.click('tr[data-job="noop"] button.run-now');
     await page.waitForFunction(() => { const f = document.getElementById('flash'); return f && !f.hidden && /[0-9a-f-]{36}/.test(f.textContent); }, { timeout: DEADLINE });
