@@ -266,6 +266,16 @@ async function scenario(browser) {
     await waitFor(async () => (await pageStatus(page)) === 'cancelled', DEADLINE, 'long run cancelled on the page');
     check('cancel a long run from its page: it ends cancelled', true);
     await shot(page, 'run-cancelled.png');
+    // the search's filters, through the form
+    await page.goto(BASE + '/dashboard#/runs', { waitUntil: 'load' });
+    await page.waitForSelector('#filters select[name=status]', { timeout: DEADLINE });
+    await page.select('#filters select[name=status]', 'cancelled');
+    await page.type('#filters input[name=orgId]', 'org-long');
+    await page.click('#filters button[type=submit]');
+    await page.waitForSelector('tr[data-run="' + lid + '"]', { timeout: DEADLINE });
+    const rows = await page.$$eval('#runs tbody tr', (trs) => trs.map((tr) => tr.querySelector('.badge').className));
+    check('search runs by status and org from the form', rows.length >= 1 && rows.every((c) => c.includes('s-cancelled')) &&
+      (await page.evaluate(() => location.hash)).includes('status=cancelled'), rows);
   } else {
     missing('cancel a long run from its page', 'POST /api/integrations/jobs/runs/{id}/cancel (issue 14)');
   }
