@@ -185,7 +185,7 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 	uint64_t paused = 0;
 	if (control_load_paused(env->db, &paused))
 		goto out;
-	for (size_t i = 0; i < n && !*env->stop; i++) {
+	for (size_t i = 0; i < n && !atomic_load_explicit(env->stop, memory_order_acquire); i++) {
 		const struct job_def *job = &jobs[i];
 		if (!job->interval_ms || !registry_enabled(job, cfg))
 			continue;

@@ -29,7 +29,7 @@ struct http_client {
 	size_t ncapture;
 	struct strbuf captured[HTTP_MAX_CAPTURE];
 	int have[HTTP_MAX_CAPTURE];
-	volatile int *stop;      /* set: a transfer under way ends (http_client_stop_flag) */
+	atomic_int *stop;        /* set: a transfer under way ends (http_client_stop_flag) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -250,10 +250,10 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 {
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
 	const struct http_client *c = arg;
-	return c->stop && *c->stop;
+	return c->stop && atomic_load_explicit(c->stop, memory_order_acquire);
 }
 
-void http_client_stop_flag(struct http_client *c, volatile int *stop)
+void http_client_stop_flag(struct http_client *c, atomic_int *stop)
 {
 	if (c)
 		c->stop = stop;

@@ -110,11 +110,13 @@ static void print_table(cJSON *runs)
 	}
 }
 
+/* Opens db: -1 when open, else the exit code to return (db released). */
 static int open_db(const struct config *cfg, struct db *db)
 {
-	int rc = app_database(cfg, db, "jobrunner-cli");
-	if (rc >= 0)
-		db_release(db);
+	int rc = 0;
+	if (app_database(cfg, db, "jobrunner-cli", &rc) == 0)
+		return -1;
+	db_release(db);
 	return rc;
 }
 

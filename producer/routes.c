@@ -429,14 +429,23 @@ static int db_down(struct httpd_response *resp, const void *r)
 	return 1;
 }
 
+/* The route's {id}, or NULL after answering 404 for what ("run", "dead run"). */
+static const char *run_id_param(struct httpd_request *req, struct httpd_response *resp,
+				const char *what)
+{
+	const char *id = httpd_param(req, "id");
+	if (id && run_id_valid(id, strlen(id)))
+		return id;
+	answer_no_run(resp, what, NULL);
+	return NULL;
+}
+
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
-	struct producer_api *api = req->app;
-	const char *id = httpd_param(req, "id");
-	if (!id || !run_id_valid(id, strlen(id))) {
-		answer_no_run(resp, "run", NULL);
+	const char *id = run_id_param(req, resp, "run");
+	if (!id)
 		return;
-	}
+	struct producer_api *api = req->app;
 	struct api_conn *c = borrow(api);
 	PGresult *r = control_get_run(&c->db, id);
 	if (!r && !c->db.conn)
@@ -671,11 +680,9 @@ static int retry(struct producer_api *api, const struct queue_dead_filter *f,
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
-	const char *id = httpd_param(req, "id");
-	if (!id || !run_id_valid(id, strlen(id))) {
-		answer_no_run(resp, "dead run", NULL);
+	const char *id = run_id_param(req, resp, "dead run");
+	if (!id)
 		return;
-	}
 	struct queue_dead_filter f = { .id = id, .limit = 1 };
 	struct queue_retried *ids = NULL;
 	size_t n = 0;
@@ -1170,10 +1177,10 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
 		*out = NULL;
-		return EXIT_USAGE;
+		return -1;
 	}
 	*out = api;
-	return -1;
+	return 0;
 }
 
 void producer_api_stop(struct producer_api *api)
