@@ -13,20 +13,23 @@
 #include "session.h"
 #include "util.h"
 
-int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code)
 {
 	char err[512];
 	const char *prog = role == ROLE_PRODUCER ? "producer" : "consumer";
 	int rc = config_load(cfg, role, argc, argv, err, sizeof err);
-	if (rc == CONFIG_HELP)
-		return EXIT_OK;
+	if (rc == CONFIG_HELP) {
+		*exit_code = EXIT_OK;
+		return -1;
+	}
 	if (rc != CONFIG_OK) {
 		fprintf(stderr, "%s: %s\n", prog, err);
-		return EXIT_USAGE;
+		*exit_code = EXIT_USAGE;
+		return -1;
 	}
 	log_init((enum log_format)cfg->log_format, (enum log_level)cfg->log_level);
 	config_register_secrets(cfg);
-	return -1;
+	return 0;
 }
 
 /* A SIGTERM/SIGINT waiting (blocked) for us: consumed, 1.  Start-up
@@ -63,20 +66,23 @@ static int migration_wait(void *arg, const char *holder)
 	return startup_signalled();
 }
 
-int app_database(const struct config *cfg, struct db *db, const char *app_name)
+int app_database(const struct config *cfg, struct db *db, const char *app_name, int *exit_code)
 {
+	*exit_code = EXIT_UNREACHABLE;
 	char where[256];
 	db_redact(session_url(cfg), where, sizeof where);
 	db_init(db, session_url(cfg), app_name, 60000);
 	int64_t deadline = mono_ms() + cfg->startup_timeout_ms, delay = 100;
 	while (db_connect(db)) {
-		if (startup_signalled())
-			return EXIT_OK;
+		if (startup_signalled()) {
+			*exit_code = EXIT_OK;
+			return -1;
+		}
 		if (mono_ms() >= deadline) {
 			LOGF(LOG_ERROR, "startup_failed", "PostgreSQL is unreachable",
 			     LF_S("database", where), LF_S("error", db->errstr),
 			     LF_I("startupTimeoutMs", cfg->startup_timeout_ms));
-			return EXIT_UNREACHABLE;
+			return -1;
 		}
 		sleep_ms(delay);
 		delay = delay * 2 > 1000 ? 1000 : delay * 2;
@@ -89,7 +95,7 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 		if (session_check_pooling(cfg->database_url, &pooling, err, sizeof err)) {
 			LOGF(LOG_ERROR, "startup_failed", "PostgreSQL is unreachable", LF_S("database", where),
 			     LF_S("error", err));
-			return EXIT_UNREACHABLE;
+			return -1;
 		}
 		if (pooling) {
 			LOGF(LOG_ERROR, "startup_failed",
@@ -97,24 +103,30 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 			     "transactions): set DATABASE_DIRECT_URL to a direct (session) connection for "
 			     "the locks, LISTEN and migrations, and keep DATABASE_URL for the pooler",
 			     LF_S("database", where));
-			return EXIT_USAGE;
+			*exit_code = EXIT_USAGE;
+			return -1;
 		}
 	}
-	if (startup_signalled())
-		return EXIT_OK;
+	if (startup_signalled()) {
+		*exit_code = EXIT_OK;
+		return -1;
+	}
 	char err[512];
 	int applied = 0;
 	struct lock_wait lw = { mono_ms(), 0 };
 	int rc = migrate_apply_wait(db, &applied, err, sizeof err, migration_wait, &lw);
-	if (rc == MIGRATE_STOPPED)
-		return EXIT_OK;
+	if (rc == MIGRATE_STOPPED) {
+		*exit_code = EXIT_OK;
+		return -1;
+	}
 	if (rc) {
 		LOGF(LOG_ERROR, "startup_failed", "database migrations failed", LF_S("error", err));
-		return EXIT_UNREACHABLE;
+		return -1;
 	}
 	if (applied)
 		LOGF(LOG_INFO, "migrations_applied", "database migrations applied", LF_I("count", applied));
-	return -1;
+	*exit_code = EXIT_OK;
+	return 0;
 }
 
 void app_log_connection_budget(const struct config *cfg, enum config_role role)
