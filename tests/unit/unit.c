@@ -30,17 +30,29 @@ int unit_run(const struct unit_test *tests, size_t n)
 	return failed ? 1 : 0;
 }
 
+/* Like the integration harness's free_port(): ports from this process's own
+ * stretch below the kernel's ephemeral range, each checked free, so that
+ * tests running side by side are not handed the same port. */
 int unit_free_port(void)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
-		perror("unit_free_port");
-		exit(2);
+	enum { LOW = 10000, HIGH = 32000, STRETCH = 200 };
+	static int next;
+	int base = LOW + (int)(getpid() % ((HIGH - LOW) / STRETCH)) * STRETCH;
+	for (int tries = 0; tries < STRETCH; tries++) {
+		int port = base + next;
+		next = (next + 1) % STRETCH;
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			break;
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+		close(fd);
+		if (ok)
+			return port;
 	}
-	close(fd);
-	return ntohs(a.sin_port);
+	perror("unit_free_port");
+	exit(2);
 }
 
 /* ------------------------------------------------------------------ */
