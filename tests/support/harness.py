@@ -85,8 +85,32 @@ def _cache_dir():
     return tmp_root()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS = __import__("random").SystemRandom()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port that was free a moment ago, on every address.  Chosen at
+    random below the kernel's ephemeral range: a port from that range (what
+    bind(0) hands out) is also where every outgoing connection takes its
+    source port, so on a busy machine a server started on it a moment later
+    could find it taken by someone's connection."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
