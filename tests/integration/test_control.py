@@ -16,48 +16,10 @@ import time
 import pytest
 
 import harness
-from apiclient import MODES, System, assert_error, bin_dir_or_skip, metric, prometheus
+import apiclient
+from apiclient import System, assert_error, bin_dir_or_skip, metric, prometheus
 
 J = "/api/integrations/jobs"
-
-
-@pytest.fixture(scope="module", params=MODES)
-def mode(request):
-    return request.param
-
-
-def _redis_for(mode):
-    return harness.Redis() if mode == "redis" else None
-
-
-@pytest.fixture(scope="module")
-def system(mode, pg):
-    bin_dir_or_skip()
-    redis = _redis_for(mode)
-    s = System(mode, pg.create_database(), redis, consumers=1, tag="ctl-" + mode)
-    yield s
-    s.stop()
-    if redis is not None:
-        redis.cleanup()
-
-
-@pytest.fixture
-def fresh(mode, pg):
-    """factory: a system of its own (consumers=0 by default)."""
-    bin_dir_or_skip()
-    made = []
-
-    def make(**kw):
-        redis = _redis_for(mode)
-        kw.setdefault("consumers", 0)
-        s = System(mode, pg.create_database(), redis, tag="ctlf-" + mode, **kw)
-        made.append((s, redis))
-        return s
-    yield make
-    for s, redis in made:
-        s.stop()
-        if redis is not None:
-            redis.cleanup()
 
 
 def iso(dt):
@@ -212,7 +174,7 @@ def test_pause_survives_restart_and_skips_cycle(mode, pg):
     db = pg.create_database()
     env = {"NO_REPLY_SCAN_INTERVAL_MS": 500, "META_SPEND_ENABLED": "false",
            "META_TOKEN_REFRESH_ENABLED": "false"}
-    redis = _redis_for(mode)
+    redis = apiclient.redis_for(mode)
     s1 = System(mode, db, redis, consumers=0, env=env, tag="ctlp1-" + mode)
     try:
         assert s1.api.post(J + "/no_reply_scan/pause")[0] == 200

@@ -85,29 +85,29 @@ def _cache_dir():
     return tmp_root()
 
 
-# Ports handed out by free_port().  A port the kernel picks for bind(0) is
-# from the ephemeral range, where any outgoing connection may take it again
-# before the server that was to listen on it starts; and test processes
-# running side by side (ctest -j) would be handed the same ones.  So each
-# test process takes ports from its own stretch (by pid) below the ephemeral
-# range (32768-60999 on Linux), walking it in turn, and checks each is free.
-_PORT_LOW, _PORT_HIGH, _PORT_STRETCH = 10000, 32000, 200
-_port_next = [None]
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS = __import__("random").SystemRandom()
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (from this test
-    process's own stretch; the kernel's choice if that is all taken)."""
-    stretches = (_PORT_HIGH - _PORT_LOW) // _PORT_STRETCH
-    base = _PORT_LOW + (os.getpid() % stretches) * _PORT_STRETCH
-    if _port_next[0] is None:
-        _port_next[0] = 0
-    for _ in range(_PORT_STRETCH):
-        port = base + _port_next[0]
-        _port_next[0] = (_port_next[0] + 1) % _PORT_STRETCH
+    """A TCP port that was free a moment ago, on every address.  Chosen at
+    random below the kernel's ephemeral range: a port from that range (what
+    bind(0) hands out) is also where every outgoing connection takes its
+    source port, so on a busy machine a server started on it a moment later
+    could find it taken by someone's connection."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(10000, max(10001, low))
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind(("0.0.0.0", port))
                 return port
             except OSError:
                 continue
