@@ -351,13 +351,18 @@ static void cancel_result(struct run_result *res, const char *why, int64_t durat
 }
 
 /* Before a claimed batch starts: which of its runs were asked to cancel.
- * A request the check misses (the transport failed) is seen by the
- * heartbeat's next look. */
+ * Redis only: there a request added before the entry was delivered was
+ * answered "never starts" (queue_ctl.c), so it must be seen now.  A
+ * PostgreSQL claim never takes a cancelled row, and a request made after
+ * the claim was answered "running, asked to stop": the heartbeat's next
+ * look (CANCEL_LOOK_MS) finds it, before the run starts or while it runs,
+ * and the batch saves a round trip.  A request the check misses (the
+ * transport failed) is seen by the heartbeat too. */
 static void cancel_look_batch(struct wthread *t, enum transport from, const struct run *runs, size_t n)
 {
 	struct queue *q = thread_queue(t, from);
 	int flags[WORKER_MAX_BATCH];
-	if (!q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
+	if (from != T_REDIS || !q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
 		memset(flags, 0, sizeof flags);
 	pthread_mutex_lock(&t->hand.mu);
 	for (size_t i = 0; i < n; i++)
