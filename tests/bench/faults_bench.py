@@ -196,8 +196,9 @@ def _loss(pg, rate, bulk):
         while time.monotonic() < deadline:
             done = sysm.db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)"
                                   " AND status = 'succeeded'", (ids,))
-            missing = [i for i in ids if i not in {r[0] for r in sysm.db.query(
-                "SELECT id FROM job_runs WHERE id = ANY(%s)", (ids,))}]
+            present = {r[0] for r in sysm.db.query("SELECT id FROM job_runs WHERE id = ANY(%s)",
+                                                   (ids,))}
+            missing = [i for i in ids if i not in present]
             unfinished = len(ids) - done - len(missing)
             if unfinished == 0:
                 break
