@@ -27,7 +27,8 @@
  * stored and what arrives (see row_cmp()), whichever writer sends it.
  *
  * Failure handling: entries are acknowledged only after their rows are
- * committed.  PostgreSQL unreachable: nothing is acknowledged, what was
+ * committed.  Redis failing mid-step: the rows already read are written
+ * (unacknowledged) before they are forgotten, in case Redis lost them.  PostgreSQL unreachable: nothing is acknowledged, what was
  * carried is forgotten, and the next step reads this writer's pending
  * entries again (id 0) before new ones.  PostgreSQL refuses the batch (a
  * constraint, bad data): the batch is retried without idempotency keys
@@ -912,6 +913,25 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 	return rv;
 }
 
+/* Redis failed in the middle of a step: the rows already read (the carry
+ * among them) are written now, best effort and unacknowledged, instead of
+ * waiting to be read again: if Redis lost its data they cannot be, and they
+ * are what the data-loss check below requeues.  A Redis that comes back
+ * whole gives them again, and the upsert takes them twice harmlessly. */
+static void flush_on_redis_failure(struct history *h)
+{
+	if (!h->rows.n)
+		return;
+	char keep[sizeof h->errstr];
+	memcpy(keep, h->errstr, sizeof keep);
+	struct acks ack;
+	memset(&ack, 0, sizeof ack);
+	write_rows(h, &ack, 0);
+	rargv_release(&ack.runs);
+	rargv_release(&ack.events);
+	memcpy(h->errstr, keep, sizeof keep);
+}
+
 /* Redis data loss.  Redis keeps a random generation marker (jr:gen; the
  * first writer to find none makes one) and PostgreSQL the last one seen
  * (redis_generation); every row this writer upserts carries the marker of
@@ -1018,6 +1038,7 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 		rv = h_fail(h, "redis", "reconnected during the step");   /* generation unknown */
 	if (rv) {
 		h->pending = 1;
+		flush_on_redis_failure(h);
 	} else if (nentries || h->rows.n) {
 		rv = write_rows(h, &ack, block_ms > 0 && ack.events.n > 0);
 		if (rv) {
@@ -1041,7 +1062,11 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	rargv_release(&ack.events);
 	return rv;
 failed:
-	rows_reset(&h->carry);
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	flush_on_redis_failure(h);
+	rows_reset(&h->rows);
 	h->pending = 1;
 	return -1;
 }
