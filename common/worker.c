@@ -501,6 +501,16 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 			tried_pg = 1;
 		}
 		block = 0;
+	} else if (w->cfg->redis_url && t->idx == 0 && mono_ms() >= t->pg_poll_at_ms) {
+		/* thread 0's poll of the PostgreSQL queue comes first when due:
+		 * after the stream claim it would never come while the stream
+		 * always has work, and runs there (keyed ones, the fallback's)
+		 * would wait for the stream to run dry */
+		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
+		if (claim_pg(t, runs, n, 0, 1) == T_PG)
+			return T_PG;
+		tried_pg = 1;
+		block = PG_POLL_MS;
 	} else if (t->idx == 0 && block > PG_POLL_MS) {
 		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
 	}
@@ -528,7 +538,7 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	 * down; otherwise during a backlog, when thread 0's poll is due, and
 	 * always in drain */
 	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain || (backlog && !tried_pg) ||
-		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
+		      (t->idx == 0 && !tried_pg && mono_ms() >= t->pg_poll_at_ms);
 	if (!pg_turn)
 		return T_NONE;
 	if (t->idx == 0)
