@@ -34,7 +34,8 @@ struct history;
 struct history_counts {
 	uint64_t rows;        /* rows written (upserts sent) */
 	uint64_t entries;     /* stream entries acknowledged */
-	uint64_t dropped;     /* rows PostgreSQL refused (logged by the thread) */
+	uint64_t dropped;     /* rows PostgreSQL refused, and events that could not be
+	                         decoded (logged by the thread) */
 	uint64_t batches;
 	uint64_t skipped;     /* rows not sent: older than what this writer stored */
 	uint64_t carried;     /* queued rows held back for their run's end (a row may count twice) */

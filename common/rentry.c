@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsoncheck.h"
 #include "log.h"
 #include "util.h"
 
@@ -94,20 +95,19 @@ int64_t rentry_id_ms(const char *id)
 	return ms;
 }
 
-int rentry_json_valid(const char *s, size_t len)
+int rentry_json_valid(const char *s, size_t len, char *err, size_t errlen)
 {
-	if (len > RENTRY_MAX_PAYLOAD)
+	if (len > RENTRY_MAX_PAYLOAD) {
+		if (err && errlen)
+			snprintf(err, errlen, "larger than %d bytes", RENTRY_MAX_PAYLOAD);
 		return 0;
+	}
 	if (len == 2 && s[0] == '{' && s[1] == '}')
 		return 1;
-	cJSON *j = cJSON_ParseWithLength(s, len);
-	if (!j)
-		return 0;
-	cJSON_Delete(j);
-	return 1;
+	return json_check(s, len, JSON_MAX_DEPTH, JSON_CHECK_OBJECT, err, errlen) == 0;
 }
 
-static int id_valid(const char *s, size_t n)
+int rentry_id_valid(const char *s, size_t n)
 {
 	if (n == 0 || n > RUN_ID_LEN)
 		return 0;
@@ -117,16 +117,6 @@ static int id_valid(const char *s, size_t n)
 		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
 			return 0;
 	}
-	return 1;
-}
-
-static int text_valid(const char *s, size_t n, size_t max)
-{
-	if (n == 0 || n > max)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20)
-			return 0;
 	return 1;
 }
 
@@ -183,7 +173,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	find_fields(fields, f);
 	/* best effort first, so a dead record can name the run */
 	const redisReply *id = f[F_ID];
-	if (id && id_valid(id->str, id->len))
+	if (id && rentry_id_valid(id->str, id->len))
 		memcpy(r->id, id->str, id->len + 1);
 	const redisReply *job = f[F_JOB];
 	if (job && text_valid(job->str, job->len, RUN_MAX_JOB_LEN))
@@ -215,7 +205,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 			 type ? type->str : "(missing)");
 		return -1;
 	}
-	if (!id || !id_valid(id->str, id->len)) {
+	if (!id || !rentry_id_valid(id->str, id->len)) {
 		snprintf(err, errlen, "malformed entry: missing or invalid id");
 		return -1;
 	}
@@ -233,9 +223,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	}
 	const redisReply *payload = f[F_PAYLOAD];
 	if (payload && payload->len) {
-		if (!rentry_json_valid(payload->str, payload->len)) {
-			snprintf(err, errlen, "malformed entry: payload is not JSON (or over %d bytes)",
-				 RENTRY_MAX_PAYLOAD);
+		char why[200];
+		if (!rentry_json_valid(payload->str, payload->len, why, sizeof why)) {
+			snprintf(err, errlen, "malformed entry: payload is not one JSON object: %s", why);
 			return -1;
 		}
 		r->payload = xstrndup(payload->str, payload->len);

@@ -55,10 +55,15 @@ void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt);
 int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
 		 struct run *r, int64_t *slot, char *err, size_t errlen);
 
+/* 1 if s[0..n) is a run id: 1..RUN_ID_LEN characters [A-Za-z0-9._:-]. */
+int rentry_id_valid(const char *s, size_t n);
+
 /* Milliseconds part of a stream id ("1700000000000-3"), or 0. */
 int64_t rentry_id_ms(const char *id);
 
-/* 1 if s is a valid JSON text (bounded by RENTRY_MAX_PAYLOAD). */
-int rentry_json_valid(const char *s, size_t len);
+/* 1 if s[0..len) is a payload: one JSON object, at most RENTRY_MAX_PAYLOAD
+ * bytes, meeting json_check() with JSON_MAX_DEPTH (the same rule as the
+ * API's); else 0 with the reason in err (may be NULL). */
+int rentry_json_valid(const char *s, size_t len, char *err, size_t errlen);
 
 #endif
