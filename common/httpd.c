@@ -53,7 +53,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -90,6 +94,13 @@ struct httpd {
 	size_t drop_budget;             /* body bytes a failed request may send:
 	                                   max_body + max_discard, saturated */
 	int port;
+	int lfd;                        /* our listening socket (-1: none) */
+	int stop_pipe[2];               /* wakes the accept thread at stop */
+	pthread_t acceptor;
+	int acceptor_started;
+	unsigned max_conns;             /* handed to MHD below this many open */
+	_Atomic unsigned n_open;        /* connections MHD holds */
+	_Atomic uint64_t n_overflow;    /* connections answered by overflow() */
 	_Atomic uint64_t n_requests;
 	_Atomic uint64_t n_too_large;
 	_Atomic size_t max_body_seen;
@@ -123,6 +134,7 @@ struct httpd_req_priv {
 	const char *fail_msg;
 	char *allow;                    /* Allow header value of a 405 */
 	int status;                     /* the status queued, for the access log */
+	int close;                      /* answer with Connection: close */
 	char method[16];                /* for the access log */
 	int64_t start_ms;
 };
@@ -253,6 +265,8 @@ static enum MHD_Result queue_fail(struct httpd_req_priv *st)
 		httpd_add_header(&r, "WWW-Authenticate", "Bearer");
 	if (st->fail_status == 405 && st->allow)
 		httpd_add_header(&r, "Allow", st->allow);
+	if (st->close)
+		httpd_add_header(&r, MHD_HTTP_HEADER_CONNECTION, "close");
 	return queue_resp(st, &r);
 }
 
@@ -422,20 +436,57 @@ static int route_request(struct httpd_req_priv *st, const char *method)
 /* request state machine                                               */
 /* ------------------------------------------------------------------ */
 
-/* Declared body size: 0 none, 1 Content-Length (in *len), 2 chunked. */
+/* The framing headers of a request, counted (MHD keeps every copy). */
+struct framing {
+	int n_cl, n_te;
+	const char *cl, *te;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	(void)kind;
+	struct framing *f = cls;
+	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+		f->n_cl++;
+		f->cl = value;
+	} else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+		f->n_te++;
+		f->te = value;
+	}
+	return MHD_YES;
+}
+
+/* "chunked" alone, in any case, with optional spaces around it. */
+static int is_chunked(const char *te)
+{
+	while (*te == ' ' || *te == '\t')
+		te++;
+	if (strncasecmp(te, "chunked", 7))
+		return 0;
+	te += 7;
+	while (*te == ' ' || *te == '\t')
+		te++;
+	return *te == '\0';
+}
+
+/* Declared body size: 0 none, 1 Content-Length (in *len), 2 chunked; -1
+ * for framing a proxy in front could read differently (request smuggling):
+ * Content-Length twice, Content-Length with Transfer-Encoding, or a
+ * transfer coding other than "chunked" alone. */
 static int body_kind(struct MHD_Connection *conn, uint64_t *len)
 {
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_TRANSFER_ENCODING);
-	if (te && strcasestr(te, "chunked"))
+	struct framing f = { 0 };
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	if (f.n_cl > 1 || f.n_te > 1 || (f.n_cl && f.n_te) || (f.te && !is_chunked(f.te)))
+		return -1;
+	if (f.te)
 		return 2;
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (!cl)
+	if (!f.cl)
 		return 0;
 	/* MHD has already rejected a malformed Content-Length with a 400. */
 	int64_t v;
-	if (parse_i64(cl, 0, INT64_MAX, &v) < 0) {
+	if (parse_i64(f.cl, 0, INT64_MAX, &v) < 0) {
 		*len = UINT64_MAX;
 		return 1;
 	}
@@ -466,18 +517,23 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 
 	uint64_t declared = 0;
 	int kind = body_kind(conn, &declared);
+	if (kind < 0) {
+		/* answered before any body byte is read, and the connection is
+		 * closed: what follows on it cannot be trusted to be a request */
+		set_fail(st, 400, "bad_request",
+			 "conflicting Content-Length / Transfer-Encoding, or an unsupported transfer coding");
+		st->close = 1;
+		return queue_fail(st);
+	}
 	if (route_request(st, method) == 0 && (st->route->row->flags & HTTPD_AUTH))
 		check_auth(st);
 	int too_big = kind == 1 && declared > srv->max_body;
 	if (!st->fail_status && too_big)
 		set_fail(st, 413, "payload_too_large", "request body is too large");
-	if (!st->fail_status) {
-		if (kind == 1) {
-			st->cap = (size_t)declared;     /* <= max_body */
-			st->body = xmalloc(st->cap);
-		}
-		return MHD_YES;
-	}
+	if (!st->fail_status && kind && (!strcmp(method, "GET") || !strcmp(method, "HEAD")))
+		set_fail(st, 400, "bad_request", "this route takes no request body");
+	if (!st->fail_status)
+		return MHD_YES;   /* the buffer grows as bytes arrive (on_body) */
 	/* Answer now when no body follows, when the client waits for "100
 	 * Continue" before sending it, or when it is more than we would drop;
 	 * else drop the body and answer after it (see the top of the file). */
@@ -609,6 +665,127 @@ const char *httpd_header(const struct httpd_request *req, const char *name)
 }
 
 /* ------------------------------------------------------------------ */
+/* accepting: the connection table and liveness when it is full        */
+/* ------------------------------------------------------------------ */
+
+static void conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+			enum MHD_ConnectionNotificationCode toe)
+{
+	(void)conn;
+	(void)socket_context;
+	struct httpd *srv = cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		atomic_fetch_add(&srv->n_open, 1);
+	else
+		atomic_fetch_sub(&srv->n_open, 1);
+}
+
+/* 1 when the request line in buf is "GET|HEAD <a liveness route> HTTP/..". */
+static int is_liveness(const struct httpd *srv, const char *buf)
+{
+	const char *sp = strchr(buf, ' ');
+	if (!sp)
+		return 0;
+	size_t mlen = (size_t)(sp - buf);
+	if (!((mlen == 3 && !memcmp(buf, "GET", 3)) || (mlen == 4 && !memcmp(buf, "HEAD", 4))))
+		return 0;
+	const char *path = sp + 1, *end = strchr(path, ' ');
+	if (!end)
+		return 0;
+	for (size_t i = 0; i < srv->nroutes; i++) {
+		const struct httpd_route *row = srv->routes[i].row;
+		if ((row->flags & HTTPD_LIVENESS) && strlen(row->pattern) == (size_t)(end - path) &&
+		    !memcmp(row->pattern, path, (size_t)(end - path)))
+			return 1;
+	}
+	return 0;
+}
+
+/* The connection table is full: read the request line for at most
+ * OVERFLOW_WAIT_MS, answer a liveness route 200 and anything else 503, and
+ * close.  The process is alive even when clients hold every slot, so the
+ * orchestrator's probe must not restart it for that. */
+#define OVERFLOW_WAIT_MS 200
+static void overflow(struct httpd *srv, int fd)
+{
+	char buf[1024];
+	size_t n = 0;
+	int64_t deadline = mono_ms() + OVERFLOW_WAIT_MS;
+	while (n < sizeof buf - 1 && !memchr(buf, '\n', n)) {
+		int64_t left = deadline - mono_ms();
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+		ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	buf[n] = '\0';
+	static const char ok[] =
+		"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+		"Connection: close\r\n\r\n{\"status\":\"ok\"}";
+	static const char busy[] =
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+		"Content-Length: 70\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+		"{\"error\":{\"code\":\"unavailable\",\"message\":\"too many open connections\"}}";
+	const char *a = is_liveness(srv, buf) ? ok : busy;
+	size_t alen = a == ok ? sizeof ok - 1 : sizeof busy - 1;
+	if (send(fd, a, alen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* the client is gone; nothing to tell it */
+	}
+	atomic_fetch_add(&srv->n_overflow, 1);
+	close(fd);
+}
+
+static void *accept_main(void *arg)
+{
+	struct httpd *srv = arg;
+	for (;;) {
+		struct pollfd p[2] = { { srv->lfd, POLLIN, 0 }, { srv->stop_pipe[0], POLLIN, 0 } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		int fd = accept4(srv->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				poll(NULL, 0, 10);   /* out of descriptors: let some close */
+			continue;
+		}
+		if (atomic_load(&srv->n_open) >= srv->max_conns) {
+			overflow(srv, fd);
+			continue;
+		}
+		/* MHD applies the per-address limit here, and closes fd when it
+		 * refuses it */
+		MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&ss, sl);
+	}
+	return NULL;
+}
+
+/* Binds and listens on addr:port; the fd, or -errno. */
+static int listen_on(const struct sockaddr_storage *ss, socklen_t sl)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, (const struct sockaddr *)ss, sl) < 0 || listen(fd, 256) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------ */
 /* API: lifecycle                                                      */
 /* ------------------------------------------------------------------ */
 
@@ -628,6 +805,20 @@ static void srv_free(struct httpd *srv)
 {
 	if (!srv)
 		return;
+	if (srv->acceptor_started) {
+		if (write(srv->stop_pipe[1], "x", 1) < 0) {
+			/* cannot happen on a fresh pipe; join below waits anyway */
+		}
+		pthread_join(srv->acceptor, NULL);
+	}
+	if (srv->stop_pipe[0] >= 0)
+		close(srv->stop_pipe[0]);
+	if (srv->stop_pipe[1] >= 0)
+		close(srv->stop_pipe[1]);
+	if (srv->lfd >= 0)
+		close(srv->lfd);
+	if (srv->daemon)
+		MHD_stop_daemon(srv->daemon);
 	for (size_t i = 0; i < srv->nroutes; i++)
 		croute_free(&srv->routes[i]);
 	free(srv->routes);
@@ -660,6 +851,7 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	if (err && errlen)
 		err[0] = '\0';
 	struct httpd *srv = xcalloc(1, sizeof *srv);
+	srv->lfd = srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
 	if (opt->port < 0 || opt->port > 65535)
 		return fail_start(srv, -EINVAL, err, errlen, "port %d out of range", opt->port);
 	if (opt->max_body_bytes == 0 || opt->threads == 0 || opt->threads > 64 ||
@@ -703,24 +895,48 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	if (timeout_s > 86400)
 		timeout_s = 86400;
 
+	socklen_t sl = ss.ss_family == AF_INET6 ? sizeof *sin6 : sizeof *sin;
+	srv->lfd = listen_on(&ss, sl);
+	if (srv->lfd < 0) {
+		int e = -srv->lfd;
+		return fail_start(srv, -e, err, errlen, "cannot serve HTTP on %s port %d: %s",
+				  addr, opt->port, strerror(e));
+	}
+	struct sockaddr_storage bound;
+	socklen_t bl = sizeof bound;
+	if (getsockname(srv->lfd, (struct sockaddr *)&bound, &bl) == 0)
+		srv->port = ntohs(bound.ss_family == AF_INET6
+					  ? ((struct sockaddr_in6 *)&bound)->sin6_port
+					  : ((struct sockaddr_in *)&bound)->sin_port);
+	else
+		srv->port = opt->port;
+	srv->max_conns = opt->max_connections;
+
+	/* MHD serves the connections that accept_main() hands it; the margin
+	 * keeps its own limit from refusing one that raced with a close */
 	errno = 0;
 	srv->daemon = MHD_start_daemon(
-		flags, (uint16_t)opt->port, NULL, NULL, access_cb, srv,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
+		(flags & ~(unsigned)MHD_USE_IPv6) | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC, 0, NULL, NULL, access_cb, srv,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections + 16,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)opt->per_ip_max_connections,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)opt->conn_memory_bytes,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,
 		MHD_OPTION_NOTIFY_COMPLETED, request_done, (void *)srv,
+		MHD_OPTION_NOTIFY_CONNECTION, conn_notify, (void *)srv,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
 		int e = errno ? errno : EIO;
 		return fail_start(srv, -e, err, errlen, "cannot serve HTTP on %s port %d: %s",
 				  addr, opt->port, strerror(e));
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	srv->port = di ? (int)di->port : opt->port;
+	if (pipe2(srv->stop_pipe, O_CLOEXEC) < 0 ||
+	    pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
+		int e = errno ? errno : EAGAIN;
+		return fail_start(srv, -e, err, errlen, "cannot start the HTTP accept thread: %s",
+				  strerror(e));
+	}
+	srv->acceptor_started = 1;
 	*out = srv;
 	return 0;
 }
@@ -734,8 +950,6 @@ void httpd_stop(struct httpd *srv)
 {
 	if (!srv)
 		return;
-	if (srv->daemon)
-		MHD_stop_daemon(srv->daemon);
 	srv_free(srv);
 }
 

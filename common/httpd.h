@@ -53,6 +53,13 @@
  *                           configured (NULL or "")
  *   413 payload_too_large   Content-Length over max_body_bytes (answered at
  *                           once), or a chunked body that grows past it
+ *   400 bad_request         Content-Length twice, Content-Length with
+ *                           Transfer-Encoding, or a coding other than
+ *                           "chunked" (answered before the body is read,
+ *                           and the connection is closed); a body on GET
+ *                           or HEAD
+ *   503 unavailable         max_connections are open (liveness routes
+ *                           still answer 200, see HTTPD_LIVENESS)
  *   500 internal            the handler set no status
  * HEAD is served by GET routes (libmicrohttpd drops the body).
  *
@@ -84,6 +91,10 @@ struct httpd_response;
 
 enum httpd_route_flags {
 	HTTPD_AUTH = 1 << 0,    /* requires Authorization: Bearer <api_token> */
+	HTTPD_LIVENESS = 1 << 1,/* GET of this literal path is also answered
+	                           200 {"status":"ok"} when the connection
+	                           table is full (the handler should say the
+	                           same: httpd_ok) */
 };
 
 /* A handler fills resp (with the helpers below).  It does not return a code:
@@ -123,8 +134,12 @@ struct httpd_options {
 	 * "Expect: 100-continue" (curl does for bodies over 1 MiB) are answered
 	 * at once and send nothing.  Default 8 MiB. */
 	size_t max_discard_bytes;
-	unsigned max_connections;       /* MHD_OPTION_CONNECTION_LIMIT; default 256 */
-	unsigned per_ip_max_connections;/* 0: no per-IP limit (default: proxies) */
+	unsigned max_connections;       /* open connections handed to MHD; past
+	                                   it a new connection gets 200 for a
+	                                   HTTPD_LIVENESS route, else 503, and is
+	                                   closed; default 256 */
+	unsigned per_ip_max_connections;/* HTTP_MAX_CONNECTIONS_PER_IP; 0: none
+	                                   (behind a proxy); default 0 */
 	int64_t conn_timeout_ms;        /* idle timeout per connection, rounded up
 	                                   to whole seconds; default 30000 */
 	size_t conn_memory_bytes;       /* per-connection buffer; bounds the request

@@ -115,7 +115,7 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 }
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", httpd_ok, 0 },
+	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };
@@ -133,7 +133,11 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
 	opt.threads = 2;
-	opt.max_connections = 64;
+	/* above one address's share, so that one client cannot fill it */
+	opt.max_connections = 256;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.bind_addr = cfg->http_bind_address;
+	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.max_body_bytes = 4096;
 	if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), h, &h->srv, err, errlen) < 0) {
 		health_stop(h);

@@ -515,7 +515,7 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", httpd_ok, 0 },
+	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/api/health/extended", h_health_extended, 0 },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
@@ -546,6 +546,8 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.api_token = cfg->api_token;
 	opt.max_body_bytes = (size_t)cfg->http_max_body_bytes;
 	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
 	char err[256];
