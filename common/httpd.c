@@ -100,7 +100,11 @@ struct httpd {
 	int acceptor_started;
 	unsigned max_conns;             /* handed to MHD below this many open */
 	_Atomic unsigned n_open;        /* connections MHD holds */
-	_Atomic uint64_t n_overflow;    /* connections answered by overflow() */
+	_Atomic uint64_t n_overflow;    /* connections answered by ovf_finish() */
+	unsigned per_ip;                /* open connections per address; 0: any */
+	int ip_mu_init;
+	pthread_mutex_t ip_mu;
+	struct ipslot *iptab;           /* IPTAB_SLOTS, when per_ip */
 	_Atomic uint64_t n_requests;
 	_Atomic uint64_t n_too_large;
 	_Atomic size_t max_body_seen;
@@ -668,16 +672,96 @@ const char *httpd_header(const struct httpd_request *req, const char *name)
 /* accepting: the connection table and liveness when it is full        */
 /* ------------------------------------------------------------------ */
 
+/* Open connections per client address (the per-address limit), kept here
+ * because the accept thread decides before MHD sees a connection. */
+#define IPTAB_SLOTS 4096
+struct ipslot {
+	unsigned char key[17];          /* family byte + address; [0] == 0: empty */
+	unsigned count;
+};
+
+static size_t addr_key(const struct sockaddr *sa, unsigned char key[17])
+{
+	memset(key, 0, 17);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		key[0] = 6;
+		memcpy(key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else {
+		return 0;
+	}
+	return 17;
+}
+
+/* The slot of key (found or, with create, claimed), or NULL. Under ip_mu. */
+static struct ipslot *ip_slot(struct httpd *srv, const unsigned char key[17], int create)
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	for (unsigned i = 0; i < IPTAB_SLOTS; i++) {
+		struct ipslot *sl = &srv->iptab[(h + i) & (IPTAB_SLOTS - 1)];
+		if (sl->key[0] && !memcmp(sl->key, key, 17))
+			return sl;
+		if (!sl->key[0])
+			return create ? memcpy(sl->key, key, 17), sl : NULL;
+	}
+	return NULL;
+}
+
+/* Counts a connection from sa; 0, or -1 when that address is at its limit
+ * (or the table is full). */
+static int ip_take(struct httpd *srv, const struct sockaddr *sa)
+{
+	unsigned char key[17];
+	if (!srv->per_ip || !addr_key(sa, key))
+		return 0;
+	pthread_mutex_lock(&srv->ip_mu);
+	struct ipslot *sl = ip_slot(srv, key, 1);
+	int ok = sl && sl->count < srv->per_ip;
+	if (ok)
+		sl->count++;
+	pthread_mutex_unlock(&srv->ip_mu);
+	return ok ? 0 : -1;
+}
+
+static void ip_give(struct httpd *srv, const struct sockaddr *sa)
+{
+	unsigned char key[17];
+	if (!srv->per_ip || !sa || !addr_key(sa, key))
+		return;
+	pthread_mutex_lock(&srv->ip_mu);
+	struct ipslot *sl = ip_slot(srv, key, 0);
+	if (sl && sl->count && --sl->count == 0) {
+		/* removal from an open-addressing table: re-insert the run after it */
+		size_t at = (size_t)(sl - srv->iptab);
+		memset(sl, 0, sizeof *sl);
+		for (size_t j = (at + 1) & (IPTAB_SLOTS - 1); srv->iptab[j].key[0];
+		     j = (j + 1) & (IPTAB_SLOTS - 1)) {
+			struct ipslot moved = srv->iptab[j];
+			memset(&srv->iptab[j], 0, sizeof moved);
+			struct ipslot *dst = ip_slot(srv, moved.key, 1);
+			dst->count = moved.count;
+		}
+	}
+	pthread_mutex_unlock(&srv->ip_mu);
+}
+
 static void conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
 			enum MHD_ConnectionNotificationCode toe)
 {
-	(void)conn;
 	(void)socket_context;
 	struct httpd *srv = cls;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		atomic_fetch_add(&srv->n_open, 1);
-	else
-		atomic_fetch_sub(&srv->n_open, 1);
+		return;
+	}
+	atomic_fetch_sub(&srv->n_open, 1);
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	ip_give(srv, ci ? ci->client_addr : NULL);
 }
 
 /* 1 when the request line in buf is "GET|HEAD <a liveness route> HTTP/..". */
@@ -701,27 +785,24 @@ static int is_liveness(const struct httpd *srv, const char *buf)
 	return 0;
 }
 
-/* The connection table is full: read the request line for at most
- * OVERFLOW_WAIT_MS, answer a liveness route 200 and anything else 503, and
- * close.  The process is alive even when clients hold every slot, so the
- * orchestrator's probe must not restart it for that. */
+/* Connections that find the table full, or their address at its limit:
+ * the accept thread reads their request line for at most OVERFLOW_WAIT_MS
+ * (polling them with the listening socket, never blocking on one), answers
+ * a liveness route 200 and anything else 503, and closes them.  The
+ * process is alive even when clients hold every slot, so the
+ * orchestrator's probe must not restart it for that.  At most OVERFLOW_MAX
+ * wait at once; past that the oldest is closed unanswered. */
 #define OVERFLOW_WAIT_MS 200
-static void overflow(struct httpd *srv, int fd)
+#define OVERFLOW_MAX 64
+struct ovf {
+	int fd;
+	int64_t deadline;
+	size_t n;
+	char buf[512];
+};
+
+static void ovf_finish(struct httpd *srv, struct ovf *o)
 {
-	char buf[1024];
-	size_t n = 0;
-	int64_t deadline = mono_ms() + OVERFLOW_WAIT_MS;
-	while (n < sizeof buf - 1 && !memchr(buf, '\n', n)) {
-		int64_t left = deadline - mono_ms();
-		struct pollfd p = { fd, POLLIN, 0 };
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			break;
-		ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	buf[n] = '\0';
 	static const char ok[] =
 		"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
 		"Connection: close\r\n\r\n{\"status\":\"ok\"}";
@@ -729,27 +810,59 @@ static void overflow(struct httpd *srv, int fd)
 		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
 		"Content-Length: 70\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 		"{\"error\":{\"code\":\"unavailable\",\"message\":\"too many open connections\"}}";
-	const char *a = is_liveness(srv, buf) ? ok : busy;
-	size_t alen = a == ok ? sizeof ok - 1 : sizeof busy - 1;
-	if (send(fd, a, alen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-		/* the client is gone; nothing to tell it */
+	o->buf[o->n] = '\0';
+	int live = is_liveness(srv, o->buf);
+	const char *a = live ? ok : busy;
+	size_t alen = live ? sizeof ok - 1 : sizeof busy - 1;
+	if (send(o->fd, a, alen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* the client is gone, or not reading: nothing more to do */
 	}
 	atomic_fetch_add(&srv->n_overflow, 1);
-	close(fd);
+	close(o->fd);
+	o->fd = -1;
+}
+
+/* Reads what o's client sent; 1 when o is done (line complete, closed). */
+static int ovf_read(struct ovf *o)
+{
+	ssize_t r = recv(o->fd, o->buf + o->n, sizeof o->buf - 1 - o->n, MSG_DONTWAIT);
+	if (r > 0)
+		o->n += (size_t)r;
+	return r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR) ||
+	       memchr(o->buf, '\n', o->n) != NULL || o->n == sizeof o->buf - 1;
 }
 
 static void *accept_main(void *arg)
 {
 	struct httpd *srv = arg;
+	struct ovf *ov = xcalloc(OVERFLOW_MAX, sizeof *ov);
+	size_t nov = 0;
+	struct pollfd p[2 + OVERFLOW_MAX];
 	for (;;) {
-		struct pollfd p[2] = { { srv->lfd, POLLIN, 0 }, { srv->stop_pipe[0], POLLIN, 0 } };
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
+		int64_t now = mono_ms(), wait = -1;
+		p[0] = (struct pollfd){ srv->lfd, POLLIN, 0 };
+		p[1] = (struct pollfd){ srv->stop_pipe[0], POLLIN, 0 };
+		for (size_t i = 0; i < nov; i++) {
+			p[2 + i] = (struct pollfd){ ov[i].fd, POLLIN, 0 };
+			int64_t left = ov[i].deadline - now;
+			if (wait < 0 || left < wait)
+				wait = left < 0 ? 0 : left;
 		}
+		if (poll(p, 2 + nov, (int)wait) < 0 && errno != EINTR)
+			break;
 		if (p[1].revents)
 			break;
+		now = mono_ms();
+		for (size_t i = 0; i < nov; i++)
+			if ((p[2 + i].revents && ovf_read(&ov[i])) || now >= ov[i].deadline)
+				ovf_finish(srv, &ov[i]);
+		size_t w = 0;
+		for (size_t i = 0; i < nov; i++)
+			if (ov[i].fd >= 0)
+				ov[w++] = ov[i];
+		nov = w;
+		if (!(p[0].revents & POLLIN))
+			continue;
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof ss;
 		int fd = accept4(srv->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -758,14 +871,25 @@ static void *accept_main(void *arg)
 				poll(NULL, 0, 10);   /* out of descriptors: let some close */
 			continue;
 		}
-		if (atomic_load(&srv->n_open) >= srv->max_conns) {
-			overflow(srv, fd);
+		if (atomic_load(&srv->n_open) < srv->max_conns &&
+		    ip_take(srv, (struct sockaddr *)&ss) == 0) {
+			if (MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&ss, sl) != MHD_YES)
+				ip_give(srv, (struct sockaddr *)&ss);   /* MHD closed fd */
 			continue;
 		}
-		/* MHD applies the per-address limit here, and closes fd when it
-		 * refuses it */
-		MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&ss, sl);
+		if (nov == OVERFLOW_MAX) {
+			close(ov[0].fd);
+			memmove(ov, ov + 1, (OVERFLOW_MAX - 1) * sizeof *ov);
+			nov--;
+		}
+		ov[nov].fd = fd;
+		ov[nov].n = 0;
+		ov[nov].deadline = mono_ms() + OVERFLOW_WAIT_MS;
+		nov++;
 	}
+	for (size_t i = 0; i < nov; i++)
+		close(ov[i].fd);
+	free(ov);
 	return NULL;
 }
 
@@ -819,6 +943,9 @@ static void srv_free(struct httpd *srv)
 		close(srv->lfd);
 	if (srv->daemon)
 		MHD_stop_daemon(srv->daemon);
+	free(srv->iptab);
+	if (srv->ip_mu_init)
+		pthread_mutex_destroy(&srv->ip_mu);
 	for (size_t i = 0; i < srv->nroutes; i++)
 		croute_free(&srv->routes[i]);
 	free(srv->routes);
@@ -911,6 +1038,11 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	else
 		srv->port = opt->port;
 	srv->max_conns = opt->max_connections;
+	srv->per_ip = opt->per_ip_max_connections;
+	pthread_mutex_init(&srv->ip_mu, NULL);
+	srv->ip_mu_init = 1;
+	if (srv->per_ip)
+		srv->iptab = xcalloc(IPTAB_SLOTS, sizeof *srv->iptab);
 
 	/* MHD serves the connections that accept_main() hands it; the margin
 	 * keeps its own limit from refusing one that raced with a close */
@@ -918,7 +1050,6 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	srv->daemon = MHD_start_daemon(
 		(flags & ~(unsigned)MHD_USE_IPv6) | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC, 0, NULL, NULL, access_cb, srv,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections + 16,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)opt->per_ip_max_connections,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)opt->conn_memory_bytes,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,

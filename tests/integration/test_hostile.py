@@ -183,3 +183,263 @@ def test_api_keeps_what_it_accepts(api, pg):
     got = api.run(rid)
     assert got["payload"] == payload, got
     assert got["orgId"] == "org \u00e9"
+
+
+# ---- 3. memory and connections ---------------------------------------------
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_declared_bodies_are_not_allocated(pg):
+    """Finding 3: the server allocated the declared Content-Length before
+    any body byte arrived (150 connections declaring 1 MiB each on a public
+    GET route: RSS 36 -> 192 MiB)."""
+    bin_dir_or_skip()
+    s = System("redisless", pg.create_database(), consumers=0, tag="mem",
+               producer_env={"HTTP_MAX_CONNECTIONS_PER_IP": 0, "HTTP_MAX_CONNECTIONS": 512})
+    socks = []
+    try:
+        before = _rss_kib(s.producer.pid)
+        for i in range(150):
+            x = socket.create_connection(("127.0.0.1", s.api.port), timeout=5)
+            path = "/api/integrations/jobs/noop/run" if i % 2 else "/api/integrations/jobs/metrics"
+            method = b"POST" if i % 2 else b"GET"
+            x.sendall(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                      b"Content-Length: 1048576\r\n\r\n{")
+            socks.append(x)
+        time.sleep(1.0)
+        assert s.api.up()
+        grown = _rss_kib(s.producer.pid) - before
+        assert grown < 40 * 1024, "RSS grew %d KiB for 150 declared 1 MiB bodies" % grown
+    finally:
+        for x in socks:
+            x.close()
+        s.stop()
+
+
+def _hold(port, n, src="127.0.0.1"):
+    """n idle connections (a partial request line each) from address src,
+    each one taken by the server (not answered 503 because a connection
+    that was just closed had not been counted out yet)."""
+    out = []
+    deadline = time.monotonic() + 20
+    while len(out) < n and time.monotonic() < deadline:
+        batch = []
+        for _ in range(n - len(out)):
+            x = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+            x.sendall(b"GET /hea")
+            batch.append(x)
+        time.sleep(0.4)   # an overflow answer comes within 200 ms
+        for x in batch:
+            x.setblocking(False)
+            try:
+                got = x.recv(100)
+            except BlockingIOError:
+                got = None
+            x.setblocking(True)
+            if got is None:
+                out.append(x)
+            else:
+                x.close()
+    assert len(out) == n, "could hold only %d of %d connections" % (len(out), n)
+    return out
+
+
+def _served(port, path, src="127.0.0.1", timeout=5.0):
+    """Status of GET path on a new connection from src, or None when the
+    server closed it without an answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=(src, 0)) as x:
+        x.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return read_response(x, timeout)[0]
+
+
+@pytest.mark.parametrize("side", ["producer", "consumer"])
+def test_connections_per_address_and_liveness_when_full(pg, side):
+    """Finding 3 (and the correctness issue's item 4): 64 idle connections
+    locked the consumer's health port out, so its liveness probe failed; no
+    per-client connection cap on either port."""
+    bin_dir_or_skip()
+    env = {"HTTP_MAX_CONNECTIONS_PER_IP": 8}
+    s = System("redisless", pg.create_database(), consumers=1 if side == "consumer" else 0,
+               tag="conn-" + side, env=env, producer_env={"HTTP_MAX_CONNECTIONS": 20})
+    held = []
+    try:
+        if side == "producer":
+            port, live, other = s.api.port, "/api/health", "/api/integrations/jobs/metrics"
+            table = 20
+        else:
+            port, live, other = s.consumers[0][1].port, "/health", "/metrics"
+            table = 256
+        held += _hold(port, 8)
+        # a ninth from the same address gets liveness only; another
+        # address is served
+        assert _served(port, live) == 200
+        assert _served(port, other) == 503
+        assert _served(port, other, src="127.0.0.2") == 200
+        if side == "producer":
+            # fill the table from more addresses: liveness still answers
+            for k in range(3, 6):
+                held += _hold(port, min(8, table - len(held)), src="127.0.0.%d" % k)
+            assert _served(port, live, src="127.0.0.9") == 200
+            assert _served(port, other, src="127.0.0.9") == 503
+    finally:
+        for x in held:
+            x.close()
+        s.stop()
+
+
+# ---- 4. request smuggling ---------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 2\r\nContent-Length: 40\r\n",
+    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: xchunkedx\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n",
+])
+def test_ambiguous_framing_is_refused_and_closed(api, framing):
+    """Finding 4: two Content-Length headers, or Content-Length with
+    chunked, were accepted on keep-alive (the smuggled second request was
+    served); an unknown coding held the connection until the timeout."""
+    smuggled = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    req = (b"POST /api/integrations/jobs/noop/run HTTP/1.1\r\nHost: x\r\n"
+           b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + framing +
+           b"\r\n{}" + b"0\r\n\r\n" + smuggled)
+    t0 = time.monotonic()
+    status, raw = raw_request(api.port, req, read_timeout=8)
+    assert status == 400, raw[:300]
+    assert time.monotonic() - t0 < 5, "the connection was held"
+    assert raw.count(b"HTTP/1.1 ") == 1, raw   # nothing after it was served
+    assert b"connection: close" in raw.lower(), raw[:300]
+
+
+# ---- 5 and issue 13. log redaction, text logs ------------------------------
+
+
+def _start_producer(db_url, extra, tag):
+    port = harness.free_port()
+    env = {"DATABASE_URL": db_url, "PORT": port, "API_TOKEN": TOKEN, "LOG_LEVEL": "debug",
+           "LOG_FORMAT": "json", "JOB_RUNNER_INTERVAL_MS": 200}
+    env.update(extra)
+    import os
+    p = harness.Proc([os.path.join(os.environ["JR_BIN"], "producer")],
+                     env={k: str(v) for k, v in env.items()}, name=tag)
+    from apiclient import Api
+    a = Api(port)
+    harness.wait_until(lambda: p.returncode is None and a.up(), timeout=30, msg="producer up")
+    return p, a
+
+
+def _with_password(db_url, pw):
+    # trust authentication: the password is carried, registered as a
+    # secret, and ignored by the server
+    scheme, rest = db_url.split("://", 1)
+    userinfo, host = rest.split("@", 1) if "@" in rest else ("postgres", rest)
+    user = userinfo.split(":", 1)[0]
+    return "%s://%s:%s@%s" % (scheme, user, pw, host)
+
+
+def test_redaction_terminates_for_a_secret_inside_the_marker(pg):
+    """Finding 5: a secret that is a substring of [REDACTED] (a database
+    password DACT) made log.c redact() loop at 100 % CPU with the log lock
+    held: the next line that held it hung the process."""
+    bin_dir_or_skip()
+    db = pg.create_database()
+    p, a = _start_producer(_with_password(db.url, "DACT"), {}, "redact-loop")
+    try:
+        a.post("/api/integrations/jobs/DACT/run", {}, timeout=10)   # logged at debug: the path
+        mark = time.monotonic()
+        harness.wait_until(lambda: a.up(), timeout=10, msg="producer still answering")
+        assert time.monotonic() - mark < 10
+        line = p.wait_for_log({"event": "http_request", "path": "/api/integrations/jobs/[REDACTED]/run"},
+                              timeout=10)
+        assert line
+    finally:
+        p.cleanup()
+
+
+def test_redaction_handles_json_escapes_and_whole_words_only(pg):
+    """Finding 5: secrets containing " or \\ were not redacted in JSON logs.
+    Issue 13: a short secret mangled unrelated words
+    (meta_[REDACTED]en_refresh)."""
+    bin_dir_or_skip()
+    db = pg.create_database()
+    secret = 'qu"ote\\back-7f3a9c21e5'
+    p, a = _start_producer(_with_password(db.url, "token"),
+                           {"META_APP_SECRET": secret, "JOB_RUNNER_ENABLED": "true"}, "redact-json")
+    try:
+        a.post("/api/integrations/jobs/qu%22ote%5Cback-7f3a9c21e5/run", {}, timeout=10)
+        p.wait_for_log({"event": "http_request", "path": "/api/integrations/jobs/[REDACTED]/run"},
+                       timeout=10)
+        cycle = p.wait_for_log({"event": "job_runner_cycle_complete"}, timeout=20)
+        assert "meta_token_refresh=" in cycle["ran"], cycle
+        text = "\n".join(p.lines())
+        assert 'qu\\"ote' not in text and "7f3a9c21e5" not in text
+    finally:
+        p.cleanup()
+
+
+def test_text_logs_escape_control_characters(pg):
+    """Finding 2: in text log format CR, ESC and VT passed through raw (log
+    forging)."""
+    bin_dir_or_skip()
+    db = pg.create_database()
+    p, a = _start_producer(db.url, {"LOG_FORMAT": "text"}, "textlog")
+    try:
+        a.post("/api/integrations/jobs/x%0d%0a2026-01-01T00:00:00Z%20ERROR%20forged%1b%0b/run", {},
+               timeout=10)
+        harness.wait_until(lambda: any("http_request" in l and "forged" in l for l in p.lines()),
+                           timeout=10, msg="the request's log line")
+        for line in p.lines():
+            assert "\x1b" not in line and "\x0b" not in line and "\r" not in line, repr(line)
+            assert not line.startswith("2026-01-01T00:00:00Z"), repr(line)
+    finally:
+        p.cleanup()
+
+
+# ---- 7. safe defaults -------------------------------------------------------
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"API_TOKEN": "short-token-15ch"[:15]}, "API_TOKEN"),
+    ({"API_TOKEN": "dev-token-change-me"}, "API_TOKEN"),
+    ({"API_TOKEN": "dev-token-change-me", "JOBRUNNER_ENV": "production"}, "API_TOKEN"),
+    ({"HTTP_BIND_ADDRESS": "example.com"}, "HTTP_BIND_ADDRESS"),
+    ({"HTTP_MAX_CONNECTIONS_PER_IP": "-1"}, "HTTP_MAX_CONNECTIONS_PER_IP"),
+])
+@pytest.mark.parametrize("binary", ["producer", "consumer"])
+def test_unsafe_settings_stop_start_up(pg, binary, env, variable):
+    bin_dir_or_skip()
+    import os
+    import jrcli
+    e = {"DATABASE_URL": pg.create_database().url, "LOG_FORMAT": "json"}
+    e.update(env)
+    p = jrcli.run(os.path.join(os.environ["JR_BIN"], binary), [], e, timeout=30)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    out = p.stdout + p.stderr
+    assert variable in out, out
+    if "API_TOKEN" in env:
+        assert env["API_TOKEN"] not in out, out
+
+
+def test_dev_token_in_development_and_bind_address(pg):
+    bin_dir_or_skip()
+    db = pg.create_database()
+    p, a = _start_producer(db.url, {"API_TOKEN": "dev-token-change-me",
+                                    "JOBRUNNER_ENV": "development",
+                                    "HTTP_BIND_ADDRESS": "127.0.0.1"}, "devtoken")
+    try:
+        a.token = "dev-token-change-me"
+        assert a.post(RUN % "noop", {})[0] == 202
+        with pytest.raises(OSError):   # not listening on other addresses
+            socket.create_connection(("127.0.0.2", a.port), timeout=3).close()
+    finally:
+        p.cleanup()
