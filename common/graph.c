@@ -520,6 +520,15 @@ static void wipe_slist(struct curl_slist *l)
 	cl.slist_free_all(l);
 }
 
+int graph_token_valid(const char *token)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)token; *p; p++, n++)
+		if (*p < 0x21 || *p > 0x7e || n >= GRAPH_MAX_TOKEN_LEN)
+			return 0;
+	return n > 0;
+}
+
 /* One GET of url.  what names it in messages (no query); secrets are
  * scrubbed from the message.  Fills res; 0 if OK, else -1. */
 static int perform(struct graph_client *c, const char *url, const char *token, const char *what,
@@ -538,6 +547,15 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 		return -1;
 	}
 
+	/* a stored token goes into a header line: it must be header text
+	 * (visible ASCII, no CR or LF that would start a header of its own) */
+	if (token && !graph_token_valid(token)) {
+		res->kind = GRAPH_AUTH;
+		snprintf(res->message, sizeof(res->message),
+			 "%s: the stored access token is not a valid token (empty, too long, or "
+			 "characters other than visible ASCII)", what);
+		return -1;
+	}
 	struct curl_slist *hdrs = cl.slist_append(NULL, "Accept: application/json");
 	if (token) {
 		char *auth = xasprintf("Authorization: Bearer %s", token);

@@ -1097,6 +1097,50 @@ void httpd_ok(struct httpd_request *req, struct httpd_response *resp)
 	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
 }
 
+int httpd_authenticated(const struct httpd_request *req)
+{
+	struct httpd_req_priv st = { .srv = req->priv->srv, .conn = req->priv->conn };
+	return check_auth(&st) == 0;
+}
+
+/* Lower-case substring search. */
+static int has(const char *s, const char *needle)
+{
+	return strcasestr(s, needle) != NULL;
+}
+
+void httpd_error_category(const char *what, const char *error, char *out, size_t outlen)
+{
+	const char *e = error ? error : "";
+	const char *cat =
+		has(e, "refused") ? "connection refused" :
+		has(e, "timeout") || has(e, "timed out") ? "timeout" :
+		has(e, "translate host") || has(e, "name or service") || has(e, "resolv") ||
+			has(e, "unknown host") ? "name not resolved" :
+		has(e, "password") || has(e, "authenticat") || has(e, "noauth") || has(e, "wrongpass")
+			? "authentication failed" :
+		has(e, "permission") || has(e, "noperm") ? "permission denied" :
+		has(e, "too many") ? "too many connections" :
+		has(e, "ssl") || has(e, "tls") || has(e, "certificate") ? "TLS error" :
+		has(e, "does not exist") ? "not found" :
+		has(e, "starting up") || has(e, "shutting down") || has(e, "recovery") ||
+			has(e, "loading") ? "starting or stopping" :
+		has(e, "no route") || has(e, "unreachable") ? "network unreachable" :
+		has(e, "reset") || has(e, "closed") || has(e, "eof") || has(e, "terminat")
+			? "connection lost" : "error";
+	snprintf(out, outlen, "%s unreachable: %s", what, cat);
+}
+
+cJSON *httpd_check_for(const struct httpd_request *req, const char *what, int ok,
+		       int64_t latency_ms, const char *error)
+{
+	if (ok || httpd_authenticated(req))
+		return httpd_check(ok, latency_ms, error);
+	char cat[96];
+	httpd_error_category(what, error, cat, sizeof cat);
+	return httpd_check(ok, latency_ms, cat);
+}
+
 cJSON *httpd_check(int ok, int64_t latency_ms, const char *error)
 {
 	cJSON *c = cJSON_CreateObject();

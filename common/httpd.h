@@ -235,4 +235,20 @@ void httpd_ok(struct httpd_request *req, struct httpd_response *resp);
  * hands it to a parent). */
 cJSON *httpd_check(int ok, int64_t latency_ms, const char *error);
 
+/* httpd_check() for a public answer: unless req carries the API token, the
+ * error is replaced by its category (httpd_error_category()), as a
+ * server's error text names hosts, addresses, ports, databases and users. */
+cJSON *httpd_check_for(const struct httpd_request *req, const char *what, int ok,
+		       int64_t latency_ms, const char *error);
+
+/* "<what> unreachable: <category>" from a libpq or hiredis error text:
+ * connection refused, timeout, name not resolved, authentication failed,
+ * permission denied, too many connections, TLS error, not found, starting
+ * or stopping, network unreachable, connection lost, error.  Never any of
+ * the text itself. */
+void httpd_error_category(const char *what, const char *error, char *out, size_t outlen);
+
+/* 1 when req carries "Authorization: Bearer <api_token>". */
+int httpd_authenticated(const struct httpd_request *req);
+
 #endif

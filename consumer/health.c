@@ -49,7 +49,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
+	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
 	if (cfg->redis_url) {
 		char err[256] = "";
@@ -63,7 +63,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 			freeReplyObject(r);
 		else if (h->rc_ok)
 			snprintf(err, sizeof err, "%s", h->rc.errstr);
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
 	int ok = db_ok && r_ok;
@@ -136,6 +136,7 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	/* above one address's share, so that one client cannot fill it */
 	opt.max_connections = 256;
 	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.api_token = cfg->api_token;   /* the full error text of /health/ready */
 	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.max_body_bytes = 4096;

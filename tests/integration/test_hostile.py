@@ -443,3 +443,36 @@ def test_dev_token_in_development_and_bind_address(pg):
             socket.create_connection(("127.0.0.2", a.port), timeout=3).close()
     finally:
         p.cleanup()
+
+
+# ---- 6. disclosure ----------------------------------------------------------
+
+
+def test_health_answers_say_a_category_unless_authenticated(pg_fresh):
+    """Finding 6: unauthenticated /api/health/extended and /health/ready
+    returned libpq's error text (host, address, port, database, user)."""
+    bin_dir_or_skip()
+    db = pg_fresh.create_database()
+    s = System("redisless", db, consumers=1, tag="disclose",
+               consumer_env={"API_TOKEN": TOKEN})
+    try:
+        health = s.consumers[0][1]
+        pg_fresh.stop()
+        port = str(pg_fresh.port)
+
+        def down(api, path):
+            st, _, d = api.get(path, token="")
+            return d if st == 503 else None
+        for api, path in ((s.api, "/api/health/extended"), (health, "/health/ready")):
+            d = harness.wait_until(lambda: down(api, path), timeout=30,
+                                   msg="%s to answer 503" % path)
+            err = d["checks"]["database"]["error"]
+            assert err == "database unreachable: connection refused", d
+            text = json.dumps(d)
+            for leak in (port, "127.0.0.1", "localhost", db.dbname, "server at", "FATAL", "user"):
+                assert leak not in text, (leak, text)
+            # with the token, the operator gets the server's text
+            st, _, d = api.get(path, token=TOKEN)
+            assert st == 503 and port in d["checks"]["database"]["error"], d
+    finally:
+        s.stop()
