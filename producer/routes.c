@@ -348,6 +348,12 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 /* runs and the dead list                                              */
 /* ------------------------------------------------------------------ */
 
+#define DEAD_COLUMNS \
+	"id, job, org_id, status, attempts, " ISO("enqueued_at") " as enqueued_at_iso, " \
+	ISO("started_at") " as started_at_iso, " ISO("finished_at") " as finished_at_iso, " \
+	"finished_at, duration_ms, error, consumer, max_attempts, source"
+#define DEAD_PAYLOAD_BYTES (4 * 1024 * 1024)   /* payload text in one dead-list answer */
+
 #define RUN_COLUMNS \
 	"id, job, org_id, status, attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " \
 	ISO("finished_at") ", duration_ms, error, consumer, max_attempts, source, payload::text"
@@ -368,12 +374,16 @@ static cJSON *run_json(const PGresult *r, int row)
 	add_str(o, "consumer", db_get(r, row, 10));
 	add_num(o, "maxAttempts", db_get(r, row, 11));
 	add_str(o, "source", db_get(r, row, 12));
+	/* jsonb's text output is one valid JSON value: it is echoed as it is,
+	 * never parsed into a tree (a 1 MiB payload would cost many times
+	 * that in nodes) */
 	const char *payload = db_get(r, row, 13);
-	cJSON *p = payload ? cJSON_Parse(payload) : NULL;
-	if (p)
-		cJSON_AddItemToObject(o, "payload", p);
+	if (payload)
+		cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(payload));
 	else
 		cJSON_AddNullToObject(o, "payload");
+	if (PQnfields(r) > 14 && db_get(r, row, 14) && !strcmp(db_get(r, row, 14), "t"))
+		cJSON_AddTrueToObject(o, "payloadOmitted");
 	return o;
 }
 
@@ -423,10 +433,23 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	}
 	char l[16];
 	snprintf(l, sizeof l, "%lld", (long long)limit);
-	const char *p[1] = { l };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
-				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
+	/* payloads only while their running total stays within
+	 * DEAD_PAYLOAD_BYTES; later rows say payloadOmitted (GET runs/{id}
+	 * has it): the answer, and what PostgreSQL sends for it, stay bounded */
+	char cap[24];
+	snprintf(cap, sizeof cap, "%d", DEAD_PAYLOAD_BYTES);
+	const char *p2[2] = { l, cap };
+	PGresult *r = api_query(c,
+		"select id, job, org_id, status, attempts, enqueued_at_iso, started_at_iso,"
+		" finished_at_iso, duration_ms, error, consumer, max_attempts, source,"
+		" case when total <= $2::bigint then payload end, total > $2::bigint"
+		" from (select *, sum(octet_length(payload)) over (order by finished_at desc nulls last,"
+		"              id desc rows unbounded preceding) as total"
+		"       from (select " DEAD_COLUMNS ", payload::text as payload from job_runs"
+		"             where status = 'dead' order by finished_at desc nulls last, id desc"
+		"             limit $1::int) x) d"
+		" order by finished_at desc nulls last, id desc", 2, p2);
 	give_back(api, c);
 	if (!r) {
 		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");

@@ -224,6 +224,39 @@ def test_declared_bodies_are_not_allocated(pg):
         s.stop()
 
 
+def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
+    """Finding 3: GET /dead?limit=1000 parsed every payload into a cJSON
+    tree: 40 dead runs with 256 KiB payloads peaked at 434 MB."""
+    bin_dir_or_skip()
+    db = pg.create_database()
+    s = System("redisless", db, consumers=0, tag="deadmem")
+    try:
+        # 256 KiB payloads of many small members (the tree costs ~40x the text)
+        db.execute("insert into job_runs (id, job, status, payload, finished_at)"
+                   " select 'dead-' || g, 'noop', 'dead',"
+                   "   (select jsonb_object_agg('k' || i, i) from generate_series(1, 22000) i),"
+                   "   now() - g * interval '1 second'"
+                   " from generate_series(1, 40) g")
+        before = _rss_kib(s.producer.pid)
+        st, _, d = s.api.get("/api/integrations/jobs/dead?limit=1000", timeout=60)
+        assert st == 200, (st, d)
+        st, _, d = s.api.get("/api/integrations/jobs/dead?limit=1000", timeout=60)
+        peak = _rss_kib(s.producer.pid) - before
+        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
+        runs = d["runs"]
+        assert len(runs) == 40
+        with_payload = [r for r in runs if r["payload"] is not None]
+        assert 8 <= len(with_payload) < 40, len(with_payload)
+        assert with_payload[0]["payload"]["k7"] == 7
+        omitted = [r for r in runs if r.get("payloadOmitted")]
+        assert len(omitted) == 40 - len(with_payload) and omitted[0]["payload"] is None
+        assert runs == sorted(runs, key=lambda r: r["finishedAt"], reverse=True)
+        one = s.api.run(omitted[0]["id"])   # the full run is one GET away
+        assert one["payload"]["k22000"] == 22000
+    finally:
+        s.stop()
+
+
 def _hold(port, n, src="127.0.0.1"):
     """n idle connections (a partial request line each) from address src,
     each one taken by the server (not answered 503 because a connection
