@@ -425,6 +425,27 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields, size_t
 	return n;
 }
 
+size_t history_decode_entry(const redisReply *fields, size_t *bad)
+{
+	struct rows rs = { 0 };
+	*bad = 0;
+	size_t n = 0;
+	if (fields && fields->type == REDIS_REPLY_ARRAY)
+		n = rows_from_events(&rs, fields, bad);
+	for (size_t i = 0; i < rs.n; i++) {
+		const struct hrow *h = &rs.v[i];
+		/* what the rows promise the upsert */
+		if (!rentry_id_valid(h->id, strlen(h->id)) || !h->job || !h->status ||
+		    (h->payload && !rentry_json_valid(h->payload, strlen(h->payload), NULL, 0)) ||
+		    (h->org && !text_valid(h->org, strlen(h->org), RUN_MAX_ORG_LEN)) ||
+		    (h->error && strlen(h->error) > RUN_MAX_ERROR_LEN))
+			abort();
+	}
+	rows_reset(&rs);
+	free(rs.v);
+	return n;
+}
+
 /* ------------------------------------------------------------------ */
 /* the upsert                                                          */
 /* ------------------------------------------------------------------ */

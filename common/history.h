@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <hiredis/hiredis.h>
 
 struct config;
 struct history;
@@ -69,5 +70,12 @@ int history_thread_start(const struct config *cfg, const char *consumer,
 /* Stops the thread after writing what it already read (up to timeout_ms
  * more), joins it and frees it. */
 void history_thread_stop(struct history_thread *t, int64_t timeout_ms);
+
+/* Decodes one jr:events entry (its field array, as XREADGROUP returns it)
+ * the way the writer does, and throws the rows away: for the fuzz target
+ * (tests/fuzz/fuzz_events.c).  Returns the rows made; *bad counts what
+ * could not be decoded.  Aborts if a row breaks what the upsert relies on
+ * (a valid id, payload, org; bounded error). */
+size_t history_decode_entry(const redisReply *fields, size_t *bad);
 
 #endif
