@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define STACK_MAX 256
 
 size_t utf8_seq_len(const unsigned char *s, size_t n)
@@ -66,6 +68,7 @@ struct jc {
 	size_t errlen;
 };
 
+static int fail(struct jc *c, const char *fmt, ...) JR_PRINTF(2, 3);
 static int fail(struct jc *c, const char *fmt, ...)
 {
 	if (c->err && c->errlen) {
