@@ -188,10 +188,10 @@ def test_api_keeps_what_it_accepts(api, pg):
 # ---- 3. memory and connections ---------------------------------------------
 
 
-def _rss_kib(pid):
+def _rss_kib(pid, field="VmRSS"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -205,7 +205,7 @@ def test_declared_bodies_are_not_allocated(pg):
                producer_env={"HTTP_MAX_CONNECTIONS_PER_IP": 0, "HTTP_MAX_CONNECTIONS": 512})
     socks = []
     try:
-        before = _rss_kib(s.producer.pid)
+        before = _rss_kib(s.producer.pid, "VmData")
         for i in range(150):
             x = socket.create_connection(("127.0.0.1", s.api.port), timeout=5)
             path = "/api/integrations/jobs/noop/run" if i % 2 else "/api/integrations/jobs/metrics"
@@ -216,8 +216,11 @@ def test_declared_bodies_are_not_allocated(pg):
             socks.append(x)
         time.sleep(1.0)
         assert s.api.up()
-        grown = _rss_kib(s.producer.pid) - before
-        assert grown < 40 * 1024, "RSS grew %d KiB for 150 declared 1 MiB bodies" % grown
+        # what the process allocated (VmData: heap and anonymous maps), not
+        # only what it touched so far: a declared size reserved is memory
+        # the next bytes, or a reuse of freed dirty pages, make resident
+        grown = _rss_kib(s.producer.pid, "VmData") - before
+        assert grown < 40 * 1024, "VmData grew %d KiB for 150 declared 1 MiB bodies" % grown
     finally:
         for x in socks:
             x.close()
@@ -332,24 +335,27 @@ def test_connections_per_address_and_liveness_when_full(pg, side):
 # ---- 4. request smuggling ---------------------------------------------------
 
 
-@pytest.mark.parametrize("framing", [
-    b"Content-Length: 2\r\nContent-Length: 40\r\n",
-    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
-    b"Transfer-Encoding: xchunkedx\r\n",
-    b"Transfer-Encoding: gzip, chunked\r\n",
+SMUGGLED = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing,body", [
+    (b"Content-Length: 2\r\nContent-Length: 40\r\n", b"{}" + SMUGGLED),
+    # a proxy that goes by Content-Length sees one request; chunked sees two
+    (b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % (5 + len(SMUGGLED)),
+     b"0\r\n\r\n" + SMUGGLED),
+    (b"Transfer-Encoding: xchunkedx\r\n", b"2\r\n{}\r\n0\r\n\r\n" + SMUGGLED),
+    (b"Transfer-Encoding: gzip, chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n" + SMUGGLED),
 ])
-def test_ambiguous_framing_is_refused_and_closed(api, framing):
+def test_ambiguous_framing_is_refused_and_closed(api, framing, body):
     """Finding 4: two Content-Length headers, or Content-Length with
     chunked, were accepted on keep-alive (the smuggled second request was
     served); an unknown coding held the connection until the timeout."""
-    smuggled = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
     req = (b"POST /api/integrations/jobs/noop/run HTTP/1.1\r\nHost: x\r\n"
-           b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + framing +
-           b"\r\n{}" + b"0\r\n\r\n" + smuggled)
+           b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + framing + b"\r\n" + body)
     t0 = time.monotonic()
     status, raw = raw_request(api.port, req, read_timeout=8)
-    assert status == 400, raw[:300]
     assert time.monotonic() - t0 < 5, "the connection was held"
+    assert status == 400, raw[:300]
     assert raw.count(b"HTTP/1.1 ") == 1, raw   # nothing after it was served
     assert b"connection: close" in raw.lower(), raw[:300]
 
@@ -427,13 +433,12 @@ def test_text_logs_escape_control_characters(pg):
     db = pg.create_database()
     p, a = _start_producer(db.url, {"LOG_FORMAT": "text"}, "textlog")
     try:
-        a.post("/api/integrations/jobs/x%0d%0a2026-01-01T00:00:00Z%20ERROR%20forged%1b%0b/run", {},
-               timeout=10)
+        # no space, quote, '=' or LF: the old code wrote such a value raw
+        a.post("/api/integrations/jobs/x%0dforged%1b[2K%0b/run", {}, timeout=10)
         harness.wait_until(lambda: any("http_request" in l and "forged" in l for l in p.lines()),
                            timeout=10, msg="the request's log line")
         for line in p.lines():
             assert "\x1b" not in line and "\x0b" not in line and "\r" not in line, repr(line)
-            assert not line.startswith("2026-01-01T00:00:00Z"), repr(line)
     finally:
         p.cleanup()
 
