@@ -11,7 +11,8 @@
  * Invariants: config_load() returns CONFIG_OK, CONFIG_ERR or CONFIG_HELP;
  * on CONFIG_ERR the message is a non-empty NUL-terminated string that does
  * not contain the value of a secret variable (API_TOKEN, META_APP_SECRET,
- * DATABASE_URL) of 8 bytes or more; on CONFIG_OK an API token has at least
+ * DATABASE_URL) of 8 bytes or more (unless another, non-secret input holds
+ * that text too); on CONFIG_OK an API token has at least
  * CONFIG_MIN_TOKEN_LEN characters, DATABASE_URL is set, a consumer name
  * is at most 100 characters; config_free() releases everything.
  */
@@ -74,11 +75,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	argv[argc] = NULL;
 
-	/* the secret values given, to look for in the message */
+	/* the secret values given, to look for in the message -- unless a
+	 * value that is not secret holds the same text (the message may quote
+	 * that one: WORKER_MODE=x<the database URL>) */
 	char *secrets[3] = { 0 };
 	for (size_t i = 0; i < 3; i++) {
 		const char *v = getenv(secret_vars[i]);
-		if (v && strlen(v) >= 8)
+		if (!v || strlen(v) < 8)
+			continue;
+		int quoted_elsewhere = 0;
+		for (size_t k = 0; k < nenv; k++) {
+			int is_secret = 0;
+			for (size_t j = 0; j < 3; j++)
+				is_secret |= !strcmp(names[k], secret_vars[j]);
+			const char *o = getenv(names[k]);
+			if (!is_secret && o && strstr(o, v))
+				quoted_elsewhere = 1;
+		}
+		for (int k = 1; k < argc; k++)
+			if (strstr(argv[k], v))
+				quoted_elsewhere = 1;
+		if (!quoted_elsewhere)
 			secrets[i] = strdup(v);
 	}
 
