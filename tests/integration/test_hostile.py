@@ -234,10 +234,10 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
     db = pg.create_database()
     s = System("redisless", db, consumers=0, tag="deadmem")
     try:
-        # 256 KiB payloads of many small members (the tree costs ~40x the text)
+        # 256 KiB payloads of tiny values (a tree costs ~30x the text)
         db.execute("insert into job_runs (id, job, status, payload, finished_at)"
                    " select 'dead-' || g, 'noop', 'dead',"
-                   "   (select jsonb_object_agg('k' || i, i) from generate_series(1, 22000) i),"
+                   "   jsonb_build_object('n', g, 'a', (select jsonb_agg(0) from generate_series(1, 87000))),"
                    "   now() - g * interval '1 second'"
                    " from generate_series(1, 40) g")
         before = _rss_kib(s.producer.pid)
@@ -250,12 +250,12 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert len(runs) == 40
         with_payload = [r for r in runs if r["payload"] is not None]
         assert 8 <= len(with_payload) < 40, len(with_payload)
-        assert with_payload[0]["payload"]["k7"] == 7
+        assert with_payload[0]["payload"]["n"] == 1 and len(with_payload[0]["payload"]["a"]) == 87000
         omitted = [r for r in runs if r.get("payloadOmitted")]
         assert len(omitted) == 40 - len(with_payload) and omitted[0]["payload"] is None
         assert runs == sorted(runs, key=lambda r: r["finishedAt"], reverse=True)
         one = s.api.run(omitted[0]["id"])   # the full run is one GET away
-        assert one["payload"]["k22000"] == 22000
+        assert one["payload"]["n"] == int(omitted[0]["id"][5:])
     finally:
         s.stop()
 
