@@ -24,6 +24,11 @@
 
 enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL };
 
+/* A row's own check of a text value (after its type's): 0, or -1 with a
+ * message naming `who` (the variable or option).  A value that may hold a
+ * secret is never quoted. */
+typedef int (*crow_check)(const char *v, const char *who, char *err, size_t errlen);
+
 struct crow {
 	const char *env;        /* NULL: flag only */
 	const char *flag;       /* without "--" */
@@ -32,14 +37,50 @@ struct crow {
 	const char *dflt;       /* as text, NULL: unset */
 	int64_t min, max;       /* T_INT */
 	const char *help;
+	crow_check check;       /* NULL: the type's checks only */
 };
+
+static int check_redis_url(const char *v, const char *who, char *err, size_t errlen)
+{
+	if (strncmp(v, "redis://", 8)) {
+		snprintf(err, errlen, "invalid %s: expected redis://[:password@]host:port[/db]", who);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_http_url(const char *v, const char *who, char *err, size_t errlen)
+{
+	if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+		snprintf(err, errlen, "invalid %s: expected an http:// or https:// URL", who);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_consumer_name(const char *v, const char *who, char *err, size_t errlen)
+{
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._:-@", *p)) {
+			snprintf(err, errlen, "invalid %s=%.100s: use letters, digits and . _ : - @", who, v);
+			return -1;
+		}
+	if (strlen(v) > 100) {
+		snprintf(err, errlen, "invalid %s: longer than 100 characters", who);
+		return -1;
+	}
+	return 0;
+}
 
 #define F(field) offsetof(struct config, field)
 #define DAY_MS 86400000LL
 #define I64MAX INT64_MAX
 
+/* Rows without a check leave the last field out. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct crow rows[] = {
-	/* ---- from the seed guide ---- */
+	/* ---- the legacy worker's variables (docs/operations.md, "Environment variables") ---- */
 	{ "NODE_ENV", "node-env", T_STR, F(node_env), "development", 0, 0,
 	  "Environment name (development, production); informational." },
 	{ "PORT", "port", T_INT, F(port), "4000", 1, 65535,
@@ -65,9 +106,11 @@ static const struct crow rows[] = {
 
 	/* ---- queue and workers ---- */
 	{ "REDIS_URL", "redis-url", T_URL, F(redis_url), NULL, 0, 0,
-	  "redis://[:password@]host:port[/db]. Unset: Redis-less mode (PostgreSQL carries the queue)." },
+	  "redis://[:password@]host:port[/db]. Unset: Redis-less mode (PostgreSQL carries the queue).",
+	  check_redis_url },
 	{ "CONSUMER_NAME", "consumer-name", T_STR, F(consumer_name), NULL, 0, 0,
-	  "This consumer's name in the group (default host-pid; stable names are recommended)." },
+	  "This consumer's name in the group (default host-pid; stable names are recommended).",
+	  check_consumer_name },
 	{ "WORKER_CONCURRENCY", "concurrency", T_INT, F(worker_concurrency), "4", 1, 256,
 	  "Runs in flight per consumer (worker threads)." },
 	{ "WORKER_HTTP_PORT", "http-port", T_INT, F(worker_http_port), "9090", 0, 65535,
@@ -111,7 +154,7 @@ static const struct crow rows[] = {
 	{ "META_TOKEN_REFRESH_INTERVAL_MS", "meta-token-refresh-interval-ms", T_INT, F(meta_token_refresh_interval_ms), "86400000", 0, 365 * DAY_MS,
 	  "Minimum time between two cycle runs of meta_token_refresh." },
 	{ "META_GRAPH_URL", "meta-graph-url", T_URL, F(meta_graph_url), "https://graph.facebook.com/v21.0", 0, 0,
-	  "Base URL of the Meta Graph API." },
+	  "Base URL of the Meta Graph API.", check_http_url },
 	{ "META_APP_ID", "meta-app-id", T_STR, F(meta_app_id), NULL, 0, 0,
 	  "Meta app id (token exchange)." },
 	{ "META_APP_SECRET", "meta-app-secret", T_SECRET, F(meta_app_secret), NULL, 0, 0,
@@ -139,6 +182,7 @@ static const struct crow rows[] = {
 	{ NULL, "migrate-only", T_BOOL, F(migrate_only), "false", 0, 0,
 	  "Apply database migrations and exit." },
 };
+#pragma GCC diagnostic pop
 
 /* ------------------------------------------------------------------ */
 /* setting one value                                                   */
@@ -161,23 +205,16 @@ static int set_value(struct config *cfg, const struct crow *r, const char *who, 
 	switch (r->type) {
 	case T_STR:
 	case T_SECRET:
+	case T_URL:
 		if (strlen(v) > 4096) {
 			snprintf(err, errlen, "%s is too long (over 4096 bytes)", who);
 			return -1;
 		}
-		set_str(cfg, r->off, v);
-		return 0;
-	case T_URL:
-		if (strncmp(v, "redis://", 8) && strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
-			snprintf(err, errlen, "invalid %s=%s: expected a URL (redis://, http:// or https://)", who, v);
+		if (r->check && r->check(v, who, err, errlen))
 			return -1;
-		}
-		if (r->off == F(redis_url) && strncmp(v, "redis://", 8)) {
-			snprintf(err, errlen, "invalid %s: expected redis://[:password@]host:port[/db]", who);
-			return -1;
-		}
-		if (r->off == F(meta_graph_url) && !strncmp(v, "redis://", 8)) {
-			snprintf(err, errlen, "invalid %s=%s: expected http:// or https://", who, v);
+		if (r->type == T_URL && !r->check && strncmp(v, "redis://", 8) &&
+		    strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+			snprintf(err, errlen, "invalid %s: expected a URL (redis://, http:// or https://)", who);
 			return -1;
 		}
 		set_str(cfg, r->off, v);
@@ -299,7 +336,7 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 	cfg->nargs = argc - i;
 	cfg->args = argv + i;
 
-	/* roles (SPEC §3) */
+	/* roles (docs/operations.md, "Mode matrix") */
 	if (role == ROLE_PRODUCER && cfg->worker_mode == 1) {
 		snprintf(err, errlen, "WORKER_MODE=1 is the worker's mode: run the `consumer` binary "
 			 "(the producer is the API, WORKER_MODE=0 or unset)");
@@ -318,17 +355,7 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 			 (long long)cfg->job_backoff_max_ms, (long long)cfg->job_backoff_base_ms);
 		return CONFIG_ERR;
 	}
-	if (cfg->consumer_name) {
-		for (const char *p = cfg->consumer_name; *p; p++)
-			if (!isalnum((unsigned char)*p) && !strchr("._:-@", *p)) {
-				snprintf(err, errlen, "invalid CONSUMER_NAME=%s: use letters, digits and . _ : - @", cfg->consumer_name);
-				return CONFIG_ERR;
-			}
-		if (strlen(cfg->consumer_name) > 100) {
-			snprintf(err, errlen, "invalid CONSUMER_NAME: longer than 100 characters");
-			return CONFIG_ERR;
-		}
-	} else {
+	if (!cfg->consumer_name) {
 		char host[64] = "host";
 		gethostname(host, sizeof host - 1);
 		host[sizeof host - 1] = '\0';

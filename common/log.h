@@ -13,7 +13,7 @@
  * logger in the first place.  Text lines escape control characters (\n,
  * \r, \u001b...) in every part, so a value cannot forge a line.
  *
- * Helpers do not log; the top of the call stack logs once (STYLE.md).
+ * Helpers do not log; the top of the call stack logs once (CONTRIBUTING.md).
  * Thread-safe: each line is written with one write(2).
  */
 #ifndef JOBRUNNER_COMMON_LOG_H

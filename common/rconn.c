@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,10 @@ static void set_err(struct rconn *rc, int code, const char *fmt, ...)
 	rc->err = code;
 }
 
+static _Atomic(void (*)(void)) reconnect_hook;
+
+void rconn_on_reconnect(void (*fn)(void)) { atomic_store_explicit(&reconnect_hook, fn, memory_order_relaxed); }
+
 int rconn_init(struct rconn *rc, const char *url, const struct rscript *scripts, size_t nscripts,
 	       char *err, size_t errlen)
 {
@@ -270,9 +275,9 @@ int rconn_connect(struct rconn *rc)
 		if (!failed && r->type == REDIS_REPLY_ERROR) {
 			failed = 1;
 			/* never echo AUTH arguments; the server's message is safe */
-			set_err(rc, RCONN_EDOWN, "redis %s:%d: %s: %.120s", rc->host, rc->port,
-				i == auth_at ? "AUTH" : i == select_at ? "SELECT" : "SCRIPT LOAD",
-				r->str);
+			set_err(rc, RCONN_EDOWN, "redis %s:%d: %s%s: %.120s", rc->host, rc->port,
+				i == auth_at ? "AUTH" : i == select_at ? "SELECT" : "SCRIPT LOAD ",
+				i >= scripts_at ? rc->scripts[i - scripts_at].name : "", r->str);
 		} else if (!failed && i >= scripts_at && r->type == REDIS_REPLY_STRING && r->len == 40) {
 			memcpy(rc->sha[i - scripts_at], r->str, 40);
 			rc->sha[i - scripts_at][40] = '\0';
@@ -283,7 +288,11 @@ int rconn_connect(struct rconn *rc)
 		connect_failed(rc);
 		return RCONN_EDOWN;
 	}
-	rc->connects++;
+	if (rc->connects++ > 0) {
+		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
+		if (fn)
+			fn();
+	}
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	rc->err = 0;
 	rc->errstr[0] = '\0';

@@ -64,6 +64,11 @@ struct rconn {
  * no I/O.  0, or -1 with a message (without the password) in err. */
 int rconn_init(struct rconn *rc, const char *url, const struct rscript *scripts, size_t nscripts,
 	       char *err, size_t errlen);
+/* fn is called (on the reconnecting thread) after every successful
+ * reconnect of any struct rconn (a connect after its first): how the
+ * application counts reconnects without this file knowing its metrics.
+ * Set once at start-up. */
+void rconn_on_reconnect(void (*fn)(void));
 /* Closes the connection and frees everything rc owns. */
 void rconn_release(struct rconn *rc);
 

@@ -107,19 +107,6 @@ int rentry_json_valid(const char *s, size_t len, char *err, size_t errlen)
 	return json_check(s, len, JSON_MAX_DEPTH, JSON_CHECK_OBJECT, err, errlen) == 0;
 }
 
-int rentry_id_valid(const char *s, size_t n)
-{
-	if (n == 0 || n > RUN_ID_LEN)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
-			return 0;
-	}
-	return 1;
-}
-
 /* The fields of an entry, found in one pass over the flat array. */
 enum { F_V, F_TYPE, F_ID, F_JOB, F_ORG, F_PAYLOAD, F_SRC, F_ATTEMPT, F_MAX, F_ENQ, F_IDEM, F_SLOT,
        F_COUNT };
@@ -173,7 +160,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	find_fields(fields, f);
 	/* best effort first, so a dead record can name the run */
 	const redisReply *id = f[F_ID];
-	if (id && rentry_id_valid(id->str, id->len))
+	if (id && run_id_valid(id->str, id->len))
 		memcpy(r->id, id->str, id->len + 1);
 	const redisReply *job = f[F_JOB];
 	if (job && text_valid(job->str, job->len, RUN_MAX_JOB_LEN))
@@ -205,7 +192,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 			 type ? type->str : "(missing)");
 		return -1;
 	}
-	if (!id || !rentry_id_valid(id->str, id->len)) {
+	if (!id || !run_id_valid(id->str, id->len)) {
 		snprintf(err, errlen, "malformed entry: missing or invalid id");
 		return -1;
 	}
@@ -260,4 +247,30 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		r->idempotency_key = xstrndup(idem->str, idem->len);
 	}
 	return 0;
+}
+
+int rentry_create_groups(struct rconn *rc)
+{
+	static const char *const groups[][2] = {
+		{ RENTRY_RUNS, RENTRY_GROUP },
+		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
+		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
+	};
+	if (rconn_connect(rc))
+		return rc->err;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		const char *av[] = { "XGROUP", "CREATE", groups[i][0], groups[i][1], "$", "MKSTREAM" };
+		if (rconn_append(rc, 6, av, NULL))
+			return rc->err;
+	}
+	int rv = 0;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		redisReply *r = rconn_get(rc);
+		if (!r)
+			return rc->err;
+		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv)
+			rv = rconn_reply_error(rc, r);
+		freeReplyObject(r);
+	}
+	return rv;
 }

@@ -11,7 +11,7 @@
 # ports), and it does no harm.
 set -eu
 
-BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev"
+BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev libcurl4-openssl-dev"
 SERVERS="redis-server postgresql-15"
 TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml curl procps"
 
