@@ -197,14 +197,11 @@ void httpd_json(struct httpd_response *resp, int status, cJSON *json)
 static void error_body(struct httpd_response *resp, int status, const char *code,
 		       const char *msg)
 {
-	struct strbuf sb = STRBUF_INIT;
-	sb_adds(&sb, "{\"error\":{\"code\":");
-	json_quote(&sb, code);
-	sb_adds(&sb, ",\"message\":");
-	json_quote(&sb, msg);
-	sb_adds(&sb, "}}");
-	size_t len = sb.len;
-	httpd_body(resp, status, HTTPD_JSON, sb_detach(&sb), len);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *e = cJSON_AddObjectToObject(o, "error");
+	cJSON_AddStringToObject(e, "code", code);
+	cJSON_AddStringToObject(e, "message", msg);
+	httpd_json(resp, status, o);
 }
 
 void httpd_error(struct httpd_response *resp, int status, const char *code,

@@ -48,39 +48,37 @@ void rentry_add_fields(struct rargv *a, const struct run *r, int attempt)
 		add_kv(a, "idem", r->idempotency_key);
 }
 
-static void json_kv(struct strbuf *sb, const char *k, const char *v, int *first)
-{
-	if (!*first)
-		sb_add(sb, ",", 1);
-	*first = 0;
-	json_quote(sb, k);
-	sb_add(sb, ":", 1);
-	json_quote(sb, v);
-}
-
 void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt)
 {
-	int first = 1;
-	char num[24];
-	sb_add(sb, "{", 1);
-	json_kv(sb, "v", RENTRY_VERSION, &first);
-	json_kv(sb, "type", "run", &first);
-	json_kv(sb, "id", r->id, &first);
-	json_kv(sb, "job", r->job, &first);
+	/* built with cJSON: every value a JSON string (the promote script
+	 * turns the members back into entry fields) */
+	char num[3][24];
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "v", RENTRY_VERSION);
+	cJSON_AddStringToObject(o, "type", "run");
+	cJSON_AddStringToObject(o, "id", r->id);
+	cJSON_AddStringToObject(o, "job", r->job);
 	if (r->org_id)
-		json_kv(sb, "org", r->org_id, &first);
+		cJSON_AddStringToObject(o, "org", r->org_id);
 	if (r->payload)
-		json_kv(sb, "payload", r->payload, &first);
-	json_kv(sb, "src", run_source_name(r->source), &first);
-	snprintf(num, sizeof num, "%d", attempt);
-	json_kv(sb, "attempt", num, &first);
-	snprintf(num, sizeof num, "%d", r->max_attempts);
-	json_kv(sb, "max", num, &first);
-	snprintf(num, sizeof num, "%lld", (long long)r->enqueued_at_ms);
-	json_kv(sb, "enq", num, &first);
+		cJSON_AddStringToObject(o, "payload", r->payload);
+	cJSON_AddStringToObject(o, "src", run_source_name(r->source));
+	snprintf(num[0], sizeof num[0], "%d", attempt);
+	snprintf(num[1], sizeof num[1], "%d", r->max_attempts);
+	snprintf(num[2], sizeof num[2], "%lld", (long long)r->enqueued_at_ms);
+	cJSON_AddStringToObject(o, "attempt", num[0]);
+	cJSON_AddStringToObject(o, "max", num[1]);
+	cJSON_AddStringToObject(o, "enq", num[2]);
 	if (r->idempotency_key)
-		json_kv(sb, "idem", r->idempotency_key, &first);
-	sb_add(sb, "}", 1);
+		cJSON_AddStringToObject(o, "idem", r->idempotency_key);
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text) {
+		fprintf(stderr, "jobrunner: out of memory building a delayed member\n");
+		abort();
+	}
+	sb_adds(sb, text);
+	cJSON_free(text);
 }
 
 /* ------------------------------------------------------------------ */
