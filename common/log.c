@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "jsoncheck.h"
+
 #define LOG_MAX_SECRETS 16
 
 static enum log_format log_format_ = LOG_FORMAT_JSON;
@@ -92,10 +94,20 @@ void json_quote(struct strbuf *sb, const char *s)
 		case '\r': sb_add(sb, "\\r", 2); break;
 		case '\t': sb_add(sb, "\\t", 2); break;
 		default:
-			if (*p < 0x20)
+			if (*p < 0x20) {
 				sb_addf(sb, "\\u%04x", *p);
-			else
+			} else if (*p < 0x80) {
 				sb_add(sb, (const char *)p, 1);
+			} else {
+				/* a line is valid UTF-8 whatever a value held */
+				size_t k = utf8_seq_len(p, strnlen((const char *)p, 4));
+				if (k) {
+					sb_add(sb, (const char *)p, k);
+					p += k - 1;
+				} else {
+					sb_adds(sb, "\\ufffd");
+				}
+			}
 		}
 	}
 	sb_add(sb, "\"", 1);

@@ -443,6 +443,24 @@ def test_text_logs_escape_control_characters(pg):
         p.cleanup()
 
 
+def test_json_logs_stay_valid_utf8(pg):
+    """A value with invalid UTF-8 (a path %ff) made a JSON log line that log
+    shippers refuse; it becomes U+FFFD."""
+    bin_dir_or_skip()
+    db = pg.create_database()
+    p, a = _start_producer(db.url, {}, "utf8log")
+    try:
+        a.post("/api/integrations/jobs/x%ff%c0y/run", {}, timeout=10)
+        line = p.wait_for_log({"event": "http_request", "path": "/api/integrations/jobs/x\ufffd\ufffdy/run"},
+                              timeout=10)
+        assert line
+        with open(p.log_path, "rb") as f:
+            for raw in f:
+                json.loads(raw.decode("utf-8"))   # strict: raises on invalid UTF-8
+    finally:
+        p.cleanup()
+
+
 # ---- 7. safe defaults -------------------------------------------------------
 
 
