@@ -1,12 +1,25 @@
 /* httpd.c -- route table, bounded bodies and JSON answers on libmicrohttpd.
  *
+ * Accepting.  The listening socket is ours: accept_main() accepts every
+ * connection and hands it to MHD (MHD_add_connection) while fewer than
+ * max_connections are open and its address holds fewer than
+ * per_ip_max_connections (counted here: MHD's own per-address limit does
+ * not apply to handed-over connections).  Otherwise the connection is
+ * "overflow": the same thread polls it for at most 200 ms for its request
+ * line, answers a HTTPD_LIVENESS route 200 and anything else 503, and
+ * closes it -- so a full table never fails the liveness probe.
+ *
  * How a request flows.  libmicrohttpd (MHD) calls access_cb() several times
  * per request, with the per-request state in *con_cls:
  *
- *   1. headers received (*con_cls == NULL): match the route, check the
- *      method, the token and the declared Content-Length.  The state is
- *      created here.  The first failure found (in the order 404, 405, 401,
- *      413) is answered at once when no body follows, or when the client
+ *   1. headers received (*con_cls == NULL): framing first -- two
+ *      Content-Length headers, Content-Length with Transfer-Encoding, or a
+ *      coding other than "chunked" alone are answered 400 at once with
+ *      "Connection: close" (request smuggling).  Then match the route,
+ *      check the method, the token and the declared Content-Length (a body
+ *      on GET or HEAD is a 400).  The state is created here; no buffer is
+ *      reserved for the declared length.  The first failure found (in the
+ *      order 404, 405, 401, 413) is answered at once when no body follows, or when the client
  *      waits for "100 Continue" (MHD then sends no 100, reads nothing more
  *      and closes the connection after the answer), or when the declared
  *      body is beyond what we would drop.  Otherwise the failure is
@@ -14,7 +27,8 @@
  *      that is already pushing its body would otherwise see a connection
  *      reset (we close with unread data) instead of the answer.
  *   2. body bytes (*upload_data_size > 0): appended to the state's buffer,
- *      which never grows beyond max_body_bytes.  The first byte past the
+ *      which grows (doubling from 4 KiB) as bytes arrive and never beyond
+ *      max_body_bytes.  The first byte past the
  *      limit frees the buffer and turns the request into a 413; MHD cannot
  *      queue an answer while body bytes are being handed over (see
  *      MHD_AccessHandlerCallback), so the rest is read and dropped, up to
@@ -36,7 +50,9 @@
  * per-request state needs no lock; struct httpd is read-only after start
  * except for the statistics, which are atomics.
  *
- * Rejected alternatives: MHD's POST processor (form parsing we do not need,
+ * Rejected alternatives: MHD's listening socket and its
+ * MHD_OPTION_PER_IP_CONNECTION_LIMIT (a full table closes every new
+ * connection, liveness probes included); MHD's POST processor (form parsing we do not need,
  * with security fixes after 0.9.75); a thread per connection (unbounded
  * threads under load, where a pool with MHD_OPTION_CONNECTION_LIMIT keeps
  * the process size fixed); answering 413 by closing the connection at once
