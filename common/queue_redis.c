@@ -410,6 +410,16 @@ static void clean_text(char *out, const char *s, size_t max)
 	out[w] = '\0';
 }
 
+/* A whole number as a cJSON node: raw text from %lld (always a valid JSON
+ * number), as cJSON's own number printing (a double through %1.15g and a
+ * read back) cost more than the rest of the event. */
+static void add_int(cJSON *o, const char *key, long long v)
+{
+	char num[24];
+	snprintf(num, sizeof num, "%lld", v);
+	cJSON_AddItemToObject(o, key, cJSON_CreateRaw(num));
+}
+
 /* Appends the event of outcome o as one JSON object (an element of the `e`
  * array of a jr:events entry; see docs/protocol.md), built with cJSON.  The
  * payload is embedded as a JSON value: it passed rentry_json_valid() at
@@ -433,17 +443,17 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 		cJSON_AddItemToObject(ev, "payload", cJSON_CreateRaw(r->payload));
 	cJSON_AddItemToObject(ev, "src", cJSON_CreateStringReference(run_source_name(r->source)));
 	cJSON_AddItemToObject(ev, "status", cJSON_CreateStringReference(o->status));
-	cJSON_AddNumberToObject(ev, "attempt", o->attempt);
-	cJSON_AddNumberToObject(ev, "max", r->max_attempts);
-	cJSON_AddNumberToObject(ev, "enq", (double)r->enqueued_at_ms);
+	add_int(ev, "attempt", o->attempt);
+	add_int(ev, "max", r->max_attempts);
+	add_int(ev, "enq", r->enqueued_at_ms);
 	if (r->started_at_ms)
-		cJSON_AddNumberToObject(ev, "started", (double)r->started_at_ms);
+		add_int(ev, "started", r->started_at_ms);
 	if (o->kind != 'r') {   /* running: not finished yet */
-		cJSON_AddNumberToObject(ev, "finished", (double)(o->finished_ms ? o->finished_ms : now));
-		cJSON_AddNumberToObject(ev, "duration", (double)o->duration_ms);
+		add_int(ev, "finished", o->finished_ms ? o->finished_ms : now);
+		add_int(ev, "duration", o->duration_ms);
 	}
 	if (o->kind == 'd')
-		cJSON_AddNumberToObject(ev, "runat", (double)o->due_ms);
+		add_int(ev, "runat", o->due_ms);
 	if (o->error && *o->error) {
 		clean_text(err, o->error, RUN_MAX_ERROR_LEN);
 		cJSON_AddItemToObject(ev, "error", cJSON_CreateStringReference(err));
