@@ -138,7 +138,7 @@ static const struct crow rows[] = {
 	{ "HTTP_MAX_BODY_BYTES", "http-max-body-bytes", T_INT, F(http_max_body_bytes), "1048576", 1024, 64LL << 20,
 	  "Largest request body accepted (413 beyond)." },
 	{ "HTTP_MAX_CONNECTIONS", "http-max-connections", T_INT, F(http_max_connections), "512", 1, 100000,
-	  "Concurrent HTTP connections accepted." },
+	  "Concurrent HTTP connections accepted, on each HTTP port (API and health); past it only liveness is answered." },
 	{ "HTTP_TIMEOUT_MS", "http-timeout-ms", T_INT, F(http_timeout_ms), "30000", 1000, 3600000,
 	  "Idle time after which an HTTP connection is closed." },
 	{ "HTTP_MAX_CONNECTIONS_PER_IP", "http-max-connections-per-ip", T_INT, F(http_max_connections_per_ip), "64", 0, 100000,

@@ -134,8 +134,10 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
 	opt.threads = 2;
-	/* above one address's share, so that one client cannot fill it */
-	opt.max_connections = 256;
+	/* HTTP_MAX_CONNECTIONS (512) is above one address's share
+	 * (HTTP_MAX_CONNECTIONS_PER_IP), so one client cannot fill it; when
+	 * many do, /health is still answered */
+	opt.max_connections = (unsigned)cfg->http_max_connections;
 	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
 	opt.api_token = cfg->api_token;   /* the full error text of /health/ready */
 	opt.bind_addr = cfg->http_bind_address;

@@ -303,17 +303,16 @@ def test_connections_per_address_and_liveness_when_full(pg, side):
     locked the consumer's health port out, so its liveness probe failed; no
     per-client connection cap on either port."""
     bin_dir_or_skip()
-    env = {"HTTP_MAX_CONNECTIONS_PER_IP": 8}
+    env = {"HTTP_MAX_CONNECTIONS_PER_IP": 8, "HTTP_MAX_CONNECTIONS": 20}
     s = System("redisless", pg.create_database(), consumers=1 if side == "consumer" else 0,
-               tag="conn-" + side, env=env, producer_env={"HTTP_MAX_CONNECTIONS": 20})
+               tag="conn-" + side, env=env)
     held = []
     try:
         if side == "producer":
             port, live, other = s.api.port, "/api/health", "/api/integrations/jobs/metrics"
-            table = 20
         else:
             port, live, other = s.consumers[0][1].port, "/health", "/metrics"
-            table = 256
+        table = 20
         held += _hold(port, 8)
         # a ninth from the same address gets liveness only; another
         # address is served
