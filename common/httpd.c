@@ -566,6 +566,12 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 static enum MHD_Result on_body(struct httpd_req_priv *st, const char *data, size_t n)
 {
 	struct httpd *srv = st->srv;
+	if (!st->fail_status && (st->route->row->flags & HTTPD_NO_BODY)) {
+		st->dropped += n;   /* not stored: the handler reads none */
+		if (st->dropped > srv->max_body)
+			set_fail(st, 413, "payload_too_large", "request body is too large");
+		return MHD_YES;
+	}
 	if (!st->fail_status && n > srv->max_body - st->len) {
 		free(st->body);
 		st->body = NULL;

@@ -95,6 +95,9 @@ enum httpd_route_flags {
 	                           200 {"status":"ok"} when the connection
 	                           table is full (the handler should say the
 	                           same: httpd_ok) */
+	HTTPD_NO_BODY = 1 << 2, /* the handler reads no body: one sent is read
+	                           and dropped (up to max_body_bytes, 413
+	                           past it), never stored */
 };
 
 /* A handler fills resp (with the helpers below).  It does not return a code:

@@ -567,7 +567,7 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
-	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
 };

@@ -227,6 +227,38 @@ def test_declared_bodies_are_not_allocated(pg):
         s.stop()
 
 
+def test_routes_without_a_body_store_none(pg):
+    """Finding 3: a route that takes no body (the dead-run retry) stored
+    whatever body came, up to HTTP_MAX_BODY_BYTES per connection."""
+    bin_dir_or_skip()
+    s = System("redisless", pg.create_database(), consumers=0, tag="nobody",
+               producer_env={"HTTP_MAX_CONNECTIONS_PER_IP": 0})
+    socks = []
+    try:
+        before = _rss_kib(s.producer.pid)
+        chunk = b"x" * 65536
+        for i in range(80):
+            x = socket.create_connection(("127.0.0.1", s.api.port), timeout=10)
+            x.sendall(b"POST /api/integrations/jobs/dead/no-such-run/retry HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                      b"Content-Length: 1000000\r\n\r\n")
+            for _ in range(14):          # 896 KiB of the declared 1,000,000
+                x.sendall(chunk)
+            socks.append(x)
+        time.sleep(1.0)
+        grown = _rss_kib(s.producer.pid) - before
+        assert grown < 30 * 1024, "RSS grew %d KiB holding 80 unread bodies" % grown
+        for x in socks:
+            x.close()
+        socks = []
+        # a body is still accepted (and ignored) by the route
+        assert_error(s.api.post("/api/integrations/jobs/dead/no-such-run/retry", {}), 404)
+    finally:
+        for x in socks:
+            x.close()
+        s.stop()
+
+
 def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
     """Finding 3: GET /dead?limit=1000 parsed every payload into a cJSON
     tree: 40 dead runs with 256 KiB payloads peaked at 434 MB."""
