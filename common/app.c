@@ -12,24 +12,28 @@
 #include "queue_redis.h"
 #include "util.h"
 
-int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code)
 {
 	char err[512];
 	const char *prog = role == ROLE_PRODUCER ? "producer" : "consumer";
 	int rc = config_load(cfg, role, argc, argv, err, sizeof err);
-	if (rc == CONFIG_HELP)
-		return EXIT_OK;
+	if (rc == CONFIG_HELP) {
+		*exit_code = EXIT_OK;
+		return -1;
+	}
 	if (rc != CONFIG_OK) {
 		fprintf(stderr, "%s: %s\n", prog, err);
-		return EXIT_USAGE;
+		*exit_code = EXIT_USAGE;
+		return -1;
 	}
 	log_init((enum log_format)cfg->log_format, (enum log_level)cfg->log_level);
 	config_register_secrets(cfg);
-	return -1;
+	return 0;
 }
 
-int app_database(const struct config *cfg, struct db *db, const char *app_name)
+int app_database(const struct config *cfg, struct db *db, const char *app_name, int *exit_code)
 {
+	*exit_code = EXIT_UNREACHABLE;
 	char where[256];
 	config_redact_url(cfg->database_url, where, sizeof where);
 	db_init(db, cfg->database_url, app_name, 60000);
@@ -37,17 +41,18 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 		LOGF(LOG_ERROR, "startup_failed", "PostgreSQL is unreachable",
 		     LF_S("database", where), LF_S("error", db->errstr),
 		     LF_I("startupTimeoutMs", cfg->startup_timeout_ms));
-		return EXIT_UNREACHABLE;
+		return -1;
 	}
 	char err[512];
 	int applied = 0;
 	if (migrate_apply(db, &applied, err, sizeof err)) {
 		LOGF(LOG_ERROR, "startup_failed", "database migrations failed", LF_S("error", err));
-		return EXIT_UNREACHABLE;
+		return -1;
 	}
 	if (applied)
 		LOGF(LOG_INFO, "migrations_applied", "database migrations applied", LF_I("count", applied));
-	return -1;
+	*exit_code = EXIT_OK;
+	return 0;
 }
 
 void app_redis_policy_check(struct queue *q)

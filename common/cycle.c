@@ -181,7 +181,7 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 	int64_t *since = xcalloc(n, sizeof *since);
 	if (load_since(env->db, jobs, n, since))
 		goto out;
-	for (size_t i = 0; i < n && !*env->stop; i++) {
+	for (size_t i = 0; i < n && !atomic_load_explicit(env->stop, memory_order_acquire); i++) {
 		const struct job_def *job = &jobs[i];
 		if (!job->interval_ms || !registry_enabled(job, cfg))
 			continue;

@@ -19,6 +19,7 @@
 #ifndef JOBRUNNER_COMMON_QUEUE_H
 #define JOBRUNNER_COMMON_QUEUE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,7 +100,7 @@ struct queue {
 	const struct queue_ops *ops;
 	const struct config *cfg;
 	char consumer[128];   /* this consumer's name */
-	volatile int *stop;   /* may be set by the owner: once *stop, claim() takes
+	atomic_int *stop;     /* may be set by the owner: once *stop, claim() takes
 				 nothing more (it returns at once, or after a
 				 blocking read that was already under way) */
 	int err;

@@ -329,7 +329,7 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
-		if (q->stop && *q->stop)
+		if (q->stop && atomic_load_explicit(q->stop, memory_order_acquire))
 			return QUEUE_OK;   /* shutting down: claim nothing more */
 		PGresult *res = claim_query(p, max, params);
 		if (!res)

@@ -63,6 +63,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,14 +121,14 @@ static const struct rscript scripts[S_COUNT] = {
  * name) are never taken.  The one piece of process-wide state here. */
 #define OWN_MARGIN_MS 1000
 static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
-static int64_t epoch_mono_ms;
+static _Atomic int64_t epoch_mono_ms;
 
-static void epoch_init(void) { __atomic_store_n(&epoch_mono_ms, mono_ms(), __ATOMIC_RELAXED); }
+static void epoch_init(void) { atomic_store_explicit(&epoch_mono_ms, mono_ms(), memory_order_relaxed); }
 
 static int64_t epoch_ms(void)
 {
 	pthread_once(&epoch_once, epoch_init);
-	return __atomic_load_n(&epoch_mono_ms, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&epoch_mono_ms, memory_order_relaxed);
 }
 
 void queue_redis_reset_epoch(void)
@@ -966,37 +967,33 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 /* extend, stats, destroy                                              */
 /* ------------------------------------------------------------------ */
 
-static int rq_extend(struct queue *q, const struct run *runs, size_t n)
+/* Runs script (extend.lua, release.lua: KEYS runs, ARGV group, consumer,
+ * then entry id and fence pairs) over runs[off..off+k): its reply, or NULL
+ * with the connection's error. */
+static redisReply *eval_pairs(struct rqueue *rq, size_t script, const struct run *runs,
+			      size_t off, size_t k)
 {
-	struct rqueue *rq = rq_of(q);
-	if (n == 0)
-		return rq_ok(rq);
-	if (ensure_groups(rq))
-		return q->err;
-	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
-		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
-		struct rargv *a = &rq->av;
-		rargv_reset(a);
-		rargv_addrefs(a, "1");
-		rargv_addrefs(a, RENTRY_RUNS);
-		rargv_addrefs(a, RENTRY_GROUP);
-		rargv_addrefs(a, q->consumer);
-		for (size_t i = off; i < off + k; i++) {
-			rargv_addrefs(a, runs[i].handle);
-			rargv_addi64(a, runs[i].fence);
-		}
-		rargv_finish(a);
-		redisReply *r = rconn_eval(&rq->rc, S_EXTEND, (int)a->n, a->argv, a->lens);
-		if (!r) {
-			check_nogroup(rq);
-			return rq_fail(rq);
-		}
-		freeReplyObject(r);
+	struct rargv *a = &rq->av;
+	rargv_reset(a);
+	rargv_addrefs(a, "1");
+	rargv_addrefs(a, RENTRY_RUNS);
+	rargv_addrefs(a, RENTRY_GROUP);
+	rargv_addrefs(a, rq->q.consumer);
+	for (size_t i = off; i < off + k; i++) {
+		rargv_addrefs(a, runs[i].handle);
+		rargv_addi64(a, runs[i].fence);
 	}
-	return rq_ok(rq);
+	rargv_finish(a);
+	redisReply *r = rconn_eval(&rq->rc, script, (int)a->n, a->argv, a->lens);
+	if (!r)
+		check_nogroup(rq);
+	return r;
 }
 
-static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+/* extend.lua or release.lua over all of runs, in chunks; release.lua's
+ * answers go to released[] (may be NULL). */
+static int call_pairs(struct queue *q, size_t script, const struct run *runs, size_t n,
+		      int *released)
 {
 	struct rqueue *rq = rq_of(q);
 	if (n == 0)
@@ -1005,24 +1002,11 @@ static int rq_release(struct queue *q, const struct run *runs, size_t n, int *re
 		return q->err;
 	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
 		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
-		struct rargv *a = &rq->av;
-		rargv_reset(a);
-		rargv_addrefs(a, "1");
-		rargv_addrefs(a, RENTRY_RUNS);
-		rargv_addrefs(a, RENTRY_GROUP);
-		rargv_addrefs(a, q->consumer);
-		for (size_t i = off; i < off + k; i++) {
-			rargv_addrefs(a, runs[i].handle);
-			rargv_addi64(a, runs[i].fence);
-		}
-		rargv_finish(a);
-		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
-		if (!r) {
-			check_nogroup(rq);
+		redisReply *r = eval_pairs(rq, script, runs, off, k);
+		if (!r)
 			return rq_fail(rq);
-		}
-		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
-		for (size_t i = 0; released && i < k; i++)
+		int ok = script != S_RELEASE || (r->type == REDIS_REPLY_ARRAY && r->elements == k);
+		for (size_t i = 0; script == S_RELEASE && released && i < k; i++)
 			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
 					    r->element[i]->integer == 1;
 		freeReplyObject(r);
@@ -1030,6 +1014,16 @@ static int rq_release(struct queue *q, const struct run *runs, size_t n, int *re
 			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
 	}
 	return rq_ok(rq);
+}
+
+static int rq_extend(struct queue *q, const struct run *runs, size_t n)
+{
+	return call_pairs(q, S_EXTEND, runs, n, NULL);
+}
+
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	return call_pairs(q, S_RELEASE, runs, n, released);
 }
 
 static const redisReply *kv(const redisReply *flat, const char *key)

@@ -17,6 +17,7 @@
 #include "worker.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,8 @@ struct wthread {
 struct worker {
 	const struct config *cfg;
 	int drain;
-	volatile int stopping;
-	volatile int aborting;
+	atomic_int stopping;           /* claim nothing more */
+	atomic_int aborting;           /* and tell the jobs to give up (job_stopping()) */
 	int nthreads;
 	struct wthread *threads;
 	pthread_t hb_tid, timer_tid;
@@ -105,14 +106,23 @@ struct worker {
 	struct history_thread *history;   /* Redis mode: runs' states into job_runs */
 	pthread_mutex_t mu;
 	pthread_cond_t done_cv;
-	int running;                   /* threads not yet finished */
-	int64_t redis_down_since_ms;   /* mono ms, 0 while up (atomic) */
-	int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
-					  runs lately; every thread claims there too (atomic) */
-	struct worker_counts counts;   /* atomic adds */
+	atomic_int running;            /* run threads not yet finished (changed under mu) */
+	_Atomic int64_t redis_down_since_ms;   /* mono ms, 0 while up */
+	_Atomic int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
+						  runs lately; every thread claims there too */
+	struct {
+#define X(f) _Atomic uint64_t f;
+		WORKER_COUNTS(X)
+#undef X
+	} counts;
 };
 
-#define COUNT(w, field, n) __atomic_add_fetch(&(w)->counts.field, (n), __ATOMIC_RELAXED)
+#define COUNT(w, field, n) atomic_fetch_add_explicit(&(w)->counts.field, (n), memory_order_relaxed)
+
+static int stopping(const struct worker *w)
+{
+	return atomic_load_explicit(&((struct worker *)w)->stopping, memory_order_acquire);
+}
 
 /* ------------------------------------------------------------------ */
 /* Redis health, as the run threads see it                             */
@@ -120,14 +130,14 @@ struct worker {
 
 static void redis_mark(struct worker *w, int up)
 {
-	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	int64_t since = atomic_load_explicit(&w->redis_down_since_ms, memory_order_relaxed);
 	if (up && since) {
-		__atomic_store_n(&w->redis_down_since_ms, 0, __ATOMIC_RELAXED);
+		atomic_store_explicit(&w->redis_down_since_ms, 0, memory_order_relaxed);
 		log_msg(LOG_INFO, "redis_recovered", "Redis is reachable again: back to Redis mode");
 	} else if (!up && !since) {
 		int64_t zero = 0;
-		if (__atomic_compare_exchange_n(&w->redis_down_since_ms, &zero, mono_ms(), 0,
-						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		if (atomic_compare_exchange_strong_explicit(&w->redis_down_since_ms, &zero, mono_ms(),
+							    memory_order_relaxed, memory_order_relaxed))
 			log_msg(LOG_WARN, "redis_unreachable",
 				"Redis is unreachable: draining the PostgreSQL queue; cycles fall back to "
 				"the local timer after %lld ms", (long long)w->cfg->redis_fallback_after_ms);
@@ -136,14 +146,15 @@ static void redis_mark(struct worker *w, int up)
 
 int worker_redis_ok(const struct worker *w)
 {
-	return !w->cfg->redis_url || __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED) == 0;
+	return !w->cfg->redis_url ||
+	       atomic_load_explicit(&((struct worker *)w)->redis_down_since_ms, memory_order_relaxed) == 0;
 }
 
 static int in_fallback(struct worker *w)
 {
 	if (!w->cfg->redis_url)
 		return 1;
-	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	int64_t since = atomic_load_explicit(&w->redis_down_since_ms, memory_order_relaxed);
 	return since && mono_ms() - since >= w->cfg->redis_fallback_after_ms;
 }
 
@@ -376,8 +387,8 @@ static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, i
 		return T_NONE;
 	}
 	if (w->cfg->redis_url && redis_up)   /* found some: every thread helps; none: over */
-		__atomic_store_n(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
-				 __ATOMIC_RELAXED);
+		atomic_store_explicit(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
+				      memory_order_relaxed);
 	return *n ? T_PG : T_NONE;
 }
 
@@ -389,7 +400,7 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	*n = 0;
 	int redis_up = 0, tried_pg = 0;
 	int backlog = w->cfg->redis_url &&
-		      mono_ms() < __atomic_load_n(&w->pg_backlog_until_ms, __ATOMIC_RELAXED);
+		      mono_ms() < atomic_load_explicit(&w->pg_backlog_until_ms, memory_order_relaxed);
 	if (backlog) {
 		/* runs wait in both queues: take turns, and block in neither */
 		t->pg_first = !t->pg_first;
@@ -463,7 +474,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			continue;
 		}
 		t->hand.state[i] = H_STARTED;
-		if (w->stopping && !runs[i].is_tick) {
+		if (stopping(w) && !runs[i].is_tick) {
 			pthread_mutex_unlock(&t->hand.mu);
 			/* not started: give it back without counting an attempt */
 			memset(&res[i], 0, sizeof res[i]);
@@ -531,7 +542,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 static void thread_done(struct worker *w)
 {
 	pthread_mutex_lock(&w->mu);
-	w->running--;
+	atomic_fetch_sub_explicit(&w->running, 1, memory_order_relaxed);
 	pthread_cond_broadcast(&w->done_cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -541,7 +552,7 @@ static void *run_thread(void *arg)
 	struct wthread *t = arg;
 	struct worker *w = t->w;
 	struct run runs[WORKER_MAX_BATCH];
-	while (!w->stopping) {
+	while (!stopping(w)) {
 		size_t n = 0;
 		enum transport from = claim(t, runs, &n);
 		if (from == T_NONE) {
@@ -585,7 +596,7 @@ static size_t hand_take_release(struct wthread *t, struct run *out, size_t *idx,
 	size_t k = 0;
 	pthread_mutex_lock(&t->hand.mu);
 	int64_t now = mono_ms();
-	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !t->w->stopping &&
+	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !stopping(t->w) &&
 	    (now - t->hand.cur_since_ms >= HANDBACK_RUN_MS ||
 	     now - t->hand.claimed_ms >= HANDBACK_BATCH_MS)) {
 		*from = t->hand.from;
@@ -636,7 +647,7 @@ static void *heartbeat_thread(void *arg)
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
-	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
+	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		sleep_ms(HB_TICK_MS);
 		/* runs waiting behind a long one: back to the queue, for a free thread */
 		for (int i = 0; i < w->nthreads; i++) {
@@ -703,7 +714,7 @@ static void *timer_thread(void *arg)
 	db_init(&t.db, w->cfg->database_url, "jobrunner-cycle", 0);
 	enqueuer_init(&t.enq, w->cfg, w->cfg->consumer_name);
 	int64_t next = mono_ms();
-	while (!w->stopping) {
+	while (!stopping(w)) {
 		if (mono_ms() < next) {
 			sleep_ms(50);
 			continue;
@@ -745,12 +756,14 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		/* one cycle first, so that what it fans out is drained too */
 		thread_cycle(&w->threads[0], "drain");
 	}
-	w->running = w->nthreads;
+	atomic_store_explicit(&w->running, w->nthreads, memory_order_relaxed);
 	for (int i = 0; i < w->nthreads; i++) {
 		if (pthread_create(&w->threads[i].tid, NULL, run_thread, &w->threads[i])) {
 			snprintf(err, errlen, "cannot start worker threads");
-			w->stopping = 1;
-			w->running -= w->nthreads - i;
+			atomic_store_explicit(&w->stopping, 1, memory_order_release);
+			pthread_mutex_lock(&w->mu);
+			atomic_fetch_sub_explicit(&w->running, w->nthreads - i, memory_order_relaxed);
+			pthread_mutex_unlock(&w->mu);
 			break;
 		}
 	}
@@ -763,30 +776,30 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 	if (!drain)
 		w->timer_started = pthread_create(&w->timer_tid, NULL, timer_thread, w) == 0;
 	*out = w;
-	return w->stopping ? -1 : 0;
+	return stopping(w) ? -1 : 0;
 }
 
-void worker_stop(struct worker *w) { w->stopping = 1; }
+void worker_stop(struct worker *w) { atomic_store_explicit(&w->stopping, 1, memory_order_release); }
 
 void worker_abort(struct worker *w)
 {
-	w->stopping = 1;
-	w->aborting = 1;
+	atomic_store_explicit(&w->stopping, 1, memory_order_release);
+	atomic_store_explicit(&w->aborting, 1, memory_order_release);
 }
 
 void worker_get_counts(const struct worker *w, struct worker_counts *out)
 {
-	const uint64_t *src = (const uint64_t *)&w->counts;
-	uint64_t *dst = (uint64_t *)out;
-	for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	struct worker *mw = (struct worker *)w;   /* atomic loads take non-const */
+#define X(f) out->f = atomic_load_explicit(&mw->counts.f, memory_order_relaxed);
+	WORKER_COUNTS(X)
+#undef X
 }
 
 int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *counts)
 {
 	int64_t deadline = mono_ms() + timeout_ms;
 	pthread_mutex_lock(&w->mu);
-	while (w->running > 0) {
+	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		if (timeout_ms >= 0 && mono_ms() >= deadline)
 			break;
 		struct timespec ts;
@@ -798,13 +811,13 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		}
 		pthread_cond_timedwait(&w->done_cv, &w->mu, &ts);
 	}
-	int left = w->running;
+	int left = atomic_load_explicit(&w->running, memory_order_relaxed);
 	pthread_mutex_unlock(&w->mu);
 	if (counts)
 		worker_get_counts(w, counts);
 	if (left > 0)
 		return -1;   /* threads still busy: leave them, the process exits */
-	w->stopping = 1;
+	atomic_store_explicit(&w->stopping, 1, memory_order_release);
 	for (int i = 0; i < w->nthreads; i++)
 		pthread_join(w->threads[i].tid, NULL);
 	if (w->hb_started)

@@ -37,10 +37,17 @@ struct worker;
 #define WORKER_ANNOUNCE_AFTER_MS 100
 #define WORKER_BLOCK_MS 1000
 
+/* The counters of struct worker_counts (the worker keeps atomic copies). */
+#define WORKER_COUNTS(X)                                                       \
+	X(claimed) X(succeeded) X(retried) X(dead) X(deferred) X(fenced) X(cycles)  \
+	X(reclaimed)                                                           \
+	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */   \
+	X(released)            /* claimed, not started, given back (head-of-line) */
+
 struct worker_counts {
-	uint64_t claimed, succeeded, retried, dead, deferred, fenced, cycles, reclaimed;
-	uint64_t runs_failed_total;   /* retried + dead: for --drain-once's exit code */
-	uint64_t released;            /* claimed, not started, given back (head-of-line) */
+#define X(f) uint64_t f;
+	WORKER_COUNTS(X)
+#undef X
 };
 
 /* Starts the threads.  drain: claim without blocking and let each thread

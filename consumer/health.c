@@ -10,6 +10,7 @@
  * probes are rare, and a probe must not take a worker's connection.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@
 
 struct health {
 	const struct config *cfg;
-	struct worker *w;             /* NULL when the job runner is disabled */
+	_Atomic(struct worker *) w;   /* NULL when the job runner is disabled (set by main) */
 	struct httpd *srv;
 	pthread_mutex_t mu;
 	struct db db;
@@ -76,9 +77,10 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	cJSON_AddBoolToObject(jr, "workerMode", 1);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON_AddItemToObject(o, "checks", checks);
-	if (h->w) {
+	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
+	if (w) {
 		struct worker_counts c;
-		worker_get_counts(h->w, &c);
+		worker_get_counts(w, &c);
 		cJSON *co = cJSON_AddObjectToObject(o, "runs");
 		cJSON_AddNumberToObject(co, "claimed", (double)c.claimed);
 		cJSON_AddNumberToObject(co, "succeeded", (double)c.succeeded);
@@ -86,7 +88,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
 		cJSON_AddNumberToObject(co, "reclaimed", (double)c.reclaimed);
 		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(h->w));
+			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(w));
 	}
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));
@@ -153,7 +155,7 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 void health_set_worker(struct health *h, struct worker *w)
 {
 	if (h)
-		h->w = w;
+		atomic_store_explicit(&h->w, w, memory_order_release);
 }
 
 void health_stop(struct health *h)

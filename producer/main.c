@@ -71,9 +71,10 @@ static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	struct db db;
-	int rc = app_database(cfg, &db, "jobrunner-producer");
+	int rc;
+	int down = app_database(cfg, &db, "jobrunner-producer", &rc);
 	db_release(&db);
-	if (rc >= 0)
+	if (down)
 		return rc;
 
 	struct enqueuer e;
@@ -119,9 +120,10 @@ static int serve(struct config *cfg)
 	sigset_t sigs;
 	struct db db;
 	app_signals_block(&sigs);
-	int rc = app_database(cfg, &db, "jobrunner-producer");
+	int rc;
+	int down = app_database(cfg, &db, "jobrunner-producer", &rc);
 	db_release(&db);
-	if (rc >= 0)
+	if (down)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
@@ -142,9 +144,10 @@ static int serve(struct config *cfg)
 		}
 	}
 	struct producer_api *api = NULL;
-	rc = producer_api_start(cfg, w, &api);
-	if (rc >= 0)
+	if (producer_api_start(cfg, w, &api)) {
+		rc = EXIT_USAGE;
 		goto out;
+	}
 	struct ticker *tk = ticker_start(cfg);
 	LOGF(LOG_INFO, "producer_started", "producer serving", LF_I("port", cfg->port),
 	     LF_S("queueBackend", cfg->redis_url ? "redis" : "postgres"),
@@ -171,8 +174,8 @@ out:
 int main(int argc, char **argv)
 {
 	struct config cfg;
-	int rc = app_init(&cfg, ROLE_PRODUCER, argc, argv);
-	if (rc >= 0)
+	int rc;
+	if (app_init(&cfg, ROLE_PRODUCER, argc, argv, &rc))
 		goto out;
 	if (cfg.nargs > 0 && !strcmp(cfg.args[0], "enqueue")) {
 		log_set_fd(STDERR_FILENO);   /* standard output holds only run ids */

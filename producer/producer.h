@@ -8,9 +8,9 @@ struct worker;
 struct producer_api;
 struct ticker;
 
-/* Starts the HTTP API on cfg->port.  Returns -1 on success (*out set), or
- * an exit code after logging why it could not start.  w is the in-process
- * worker in monolith mode, else NULL. */
+/* Starts the HTTP API on cfg->port.  Returns 0 (*out set), or -1 after
+ * logging why it could not start (the port is taken or refused: a usage
+ * error).  w is the in-process worker in monolith mode, else NULL. */
 int producer_api_start(const struct config *cfg, struct worker *w, struct producer_api **out);
 void producer_api_stop(struct producer_api *api);
 

@@ -423,22 +423,38 @@ static cJSON *run_json(const PGresult *r, int row)
 	return o;
 }
 
+/* The route's {id}, or NULL after answering 404 for what ("run", "dead run"). */
+static const char *run_id_param(struct httpd_request *req, struct httpd_response *resp,
+				const char *what)
+{
+	const char *id = httpd_param(req, "id");
+	if (id && run_id_valid(id, strlen(id)))
+		return id;
+	answer_no_run(resp, what, NULL);
+	return NULL;
+}
+
+/* A read on a pooled connection: the result, or NULL after answering 503. */
+static PGresult *api_read(struct producer_api *api, struct httpd_response *resp, const char *sql,
+			  int n, const char *const *params)
+{
+	struct api_conn *c = borrow(api);
+	PGresult *r = api_query(c, sql, n, params);
+	give_back(api, c);
+	if (!r)
+		answer_db_down(resp);
+	return r;
+}
+
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
-	struct producer_api *api = req->app;
-	const char *id = httpd_param(req, "id");
-	if (!id || !run_id_valid(id, strlen(id))) {
-		answer_no_run(resp, "run", NULL);
+	const char *id = run_id_param(req, resp, "run");
+	if (!id)
 		return;
-	}
 	const char *p[1] = { id };
-	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
-	give_back(api, c);
-	if (!r) {
-		answer_db_down(resp);
+	PGresult *r = api_read(req->app, resp, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	if (!r)
 		return;
-	}
 	if (PQntuples(r) == 0)
 		answer_no_run(resp, "run", id);
 	else
@@ -493,11 +509,9 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
-	const char *id = httpd_param(req, "id");
-	if (!id || !run_id_valid(id, strlen(id))) {
-		answer_no_run(resp, "dead run", NULL);
+	const char *id = run_id_param(req, resp, "dead run");
+	if (!id)
 		return;
-	}
 	struct api_conn *c = borrow(api);
 	struct queue *rq = enqueuer_redis(&c->enq);
 	const char *p[2] = { id, rq ? "redis" : "pg" };
@@ -603,10 +617,10 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
 		*out = NULL;
-		return EXIT_USAGE;
+		return -1;
 	}
 	*out = api;
-	return -1;
+	return 0;
 }
 
 void producer_api_stop(struct producer_api *api)
