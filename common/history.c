@@ -315,25 +315,8 @@ static char *json_free_text(const cJSON *o, const char *key, size_t max)
 	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
 	if (!s)
 		return NULL;
-	size_t n = strlen(s), w = 0;
 	char *out = xmalloc(max + 1);
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq_len(p + i, n - i);
-		if (k == 0 || p[i] < 0x20 || p[i] == 0x7f)
-			k = 0;
-		if (w + (k ? k : 1) > max)
-			break;
-		if (k) {
-			memcpy(out + w, p + i, k);
-			w += k;
-			i += k;
-		} else {
-			out[w++] = '?';
-			i++;
-		}
-	}
-	out[w] = '\0';
+	text_clean(out, s, max);
 	return out;
 }
 

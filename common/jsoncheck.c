@@ -62,6 +62,27 @@ int text_valid(const char *s, size_t n, size_t max)
 	return 1;
 }
 
+size_t text_clean(char *out, const char *s, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), w = 0;
+	for (size_t i = 0; i < n;) {
+		size_t k = p[i] < 0x20 || p[i] == 0x7f ? 0 : utf8_seq_len(p + i, n - i);
+		if (w + (k ? k : 1) > max)
+			break;
+		if (k) {
+			memcpy(out + w, p + i, k);
+			w += k;
+			i += k;
+		} else {
+			out[w++] = '?';
+			i++;
+		}
+	}
+	out[w] = '\0';
+	return w;
+}
+
 struct jc {
 	const unsigned char *s, *p, *end;
 	char *err;

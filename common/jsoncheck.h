@@ -43,6 +43,12 @@ int json_check(const char *s, size_t len, int max_depth, unsigned flags, char *e
 /* 1 when s[0..n) is identifier text of 1..max bytes (see above). */
 int text_valid(const char *s, size_t n, size_t max);
 
+/* Copies at most max bytes of s into out (max + 1 bytes), cut on a UTF-8
+ * character boundary, with invalid bytes and control characters replaced
+ * by '?': free text from outside (an error message) made safe to store
+ * and to log.  Returns the length written. */
+size_t text_clean(char *out, const char *s, size_t max);
+
 /* Length of the valid UTF-8 sequence at s (1..4, at most n bytes), or 0. */
 size_t utf8_seq_len(const unsigned char *s, size_t n);
 

@@ -386,31 +386,6 @@ struct outcome {
 	const char *error;
 };
 
-/* Copies at most max bytes of s into out (max + 1 bytes), cut on a UTF-8
- * character boundary, with invalid bytes and control characters replaced
- * by '?': an error message may quote anything a job met. */
-static void clean_text(char *out, const char *s, size_t max)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s), w = 0;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq_len(p + i, n - i);
-		if (k == 0 || p[i] < 0x20 || p[i] == 0x7f)
-			k = 0;
-		if (w + (k ? k : 1) > max)
-			break;
-		if (k) {
-			memcpy(out + w, p + i, k);
-			w += k;
-			i += k;
-		} else {
-			out[w++] = '?';
-			i++;
-		}
-	}
-	out[w] = '\0';
-}
-
 /* A whole number as a cJSON node: raw text from %lld (always a valid JSON
  * number), as cJSON's own number printing (a double through %1.15g and a
  * read back) cost more than the rest of the event. */
@@ -456,7 +431,7 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 	if (o->kind == 'd')
 		add_int(ev, "runat", o->due_ms);
 	if (o->error && *o->error) {
-		clean_text(err, o->error, RUN_MAX_ERROR_LEN);
+		text_clean(err, o->error, RUN_MAX_ERROR_LEN);
 		cJSON_AddItemToObject(ev, "error", cJSON_CreateStringReference(err));
 	}
 	if (r->idempotency_key)

@@ -95,6 +95,17 @@ static void test_text(void)
 	CHECK(!text_valid("\xff", 1, 128) && !text_valid("\x1b[31m", 5, 128));
 }
 
+static void test_clean(void)
+{
+	char out[8];
+	CHECK(text_clean(out, "abc", 7) == 3 && unit_streq(out, "abc"));
+	CHECK(text_clean(out, "a\nb\x1b\xff", 7) == 5 && unit_streq(out, "a?b??"));
+	/* cut on a character boundary: the 3-byte character does not fit */
+	CHECK(text_clean(out, "abcde\xe4\xb8\xad", 7) == 5 && unit_streq(out, "abcde"));
+	CHECK(text_clean(out, "ab\xc3\xa9", 7) == 4 && unit_streq(out, "ab\xc3\xa9"));
+	CHECK(text_clean(out, "", 7) == 0 && out[0] == '\0');
+}
+
 int main(void)
 {
 	static const struct unit_test tests[] = {
@@ -103,6 +114,7 @@ int main(void)
 		{ "strings", test_strings },
 		{ "numbers", test_numbers },
 		{ "text", test_text },
+		{ "clean", test_clean },
 	};
 	return unit_run(tests, JR_ARRAY_LEN(tests));
 }
