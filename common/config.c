@@ -147,6 +147,10 @@ static const struct crow rows[] = {
 	  "Address both HTTP ports listen on (IPv4 or IPv6 literal); 0.0.0.0 suits containers, 127.0.0.1 keeps a host-run process local." },
 	{ "JOBRUNNER_ENV", "jobrunner-env", T_STR, F(jobrunner_env), NULL, 0, 0,
 	  "development allows the documented development API token " CONFIG_DEV_TOKEN "; anything else refuses it." },
+	{ "DASHBOARD_ENABLED", "dashboard-enabled", T_BOOL, F(dashboard_enabled), "true", 0, 0,
+	  "Producer: serve the web dashboard at /dashboard (and accept its session cookie on the API)." },
+	{ "DASHBOARD_SESSION_TTL_MS", "dashboard-session-ttl-ms", T_INT, F(dashboard_session_ttl_ms), "43200000", 60000, 30 * DAY_MS,
+	  "How long a dashboard login lasts (the session cookie's lifetime)." },
 
 	/* ---- jobs ---- */
 	{ "META_SPEND_INTERVAL_MS", "meta-spend-interval-ms", T_INT, F(meta_spend_interval_ms), "3600000", 0, 365 * DAY_MS,
@@ -428,7 +432,13 @@ void config_usage(FILE *f, enum config_role role)
 	if (role == ROLE_PRODUCER)
 		fprintf(f, "usage: producer [OPTIONS]                       serve the HTTP API and enqueue ticks\n"
 			   "       producer [OPTIONS] enqueue JOB [--org ID] [--payload JSON] [--count N]\n"
-			   "                                 [--idempotency-key K]\n"
+			   "                                 [--idempotency-key K] [--run-at ISO-8601 | --delay-ms N]\n"
+			   "       producer [OPTIONS] runs list [--job J] [--org ID] [--status S] [--since T]\n"
+			   "                                 [--until T] [--limit N] [--cursor C] [--json]\n"
+			   "                                 | show ID | cancel ID | retry ID [--json]\n"
+			   "                                 | retry --dead [--job J] [--org ID] [--since T] [--limit N]\n"
+			   "       producer [OPTIONS] pause JOB [--json]      stop starting JOB's runs (resume JOB: again)\n"
+			   "       producer [OPTIONS] resume JOB [--json]\n"
 			   "       producer [OPTIONS] --migrate-only\n");
 	else
 		fprintf(f, "usage: consumer [OPTIONS]                       claim and run work\n"

@@ -62,6 +62,8 @@ struct config {
 	int64_t http_max_connections_per_ip;   /* 0: no per-address limit */
 	char *http_bind_address;               /* IPv4 or IPv6 literal */
 	char *jobrunner_env;                   /* "development" allows CONFIG_DEV_TOKEN */
+	int dashboard_enabled;
+	int64_t dashboard_session_ttl_ms;
 
 	/* jobs */
 	int64_t meta_spend_interval_ms;

@@ -293,6 +293,8 @@ static int row_from_run(struct rows *rs, const redisReply *fields, const char *e
 	h->attempts = r.attempt;
 	h->max = r.max_attempts;
 	h->enq = r.enqueued_at_ms;
+	if (r.run_at_ms > 0)
+		h->runat = r.run_at_ms;   /* a delayed run: job_runs shows it delayed */
 	run_clear(&r);
 	return 0;
 }

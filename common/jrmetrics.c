@@ -19,7 +19,7 @@
 
 #define MAX_JOBS 16
 
-enum { F_ENQ, F_START, F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_NFAM };
+enum { F_ENQ, F_START, F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_CANCEL, F_NFAM };
 
 static struct {
 	atomic_int ready;
@@ -45,6 +45,7 @@ static const char *const fam_names[F_NFAM][2] = {
 	{ "jobrunner_runs_dead_total", "Runs that are dead (attempts exhausted or permanent error)." },
 	{ "jobrunner_runs_deferred_total", "Runs put back without an attempt (per-org limits, shutdown)." },
 	{ "jobrunner_runs_fenced_total", "Results discarded because the lease had passed to another consumer." },
+	{ "jobrunner_runs_cancelled_total", "Runs cancelled (POST /runs/{id}/cancel): by this producer before they started, or stopped by this consumer." },
 };
 
 /* ---- process_*: the families Prometheus client libraries export by
@@ -251,10 +252,10 @@ void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms
 {
 	if (!ready())
 		return;
-	static const int fam[] = { F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE };
+	static const int fam[] = { F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_CANCEL };
 	size_t i = job_index(job);
 	metrics_inc(m.per_job[fam[outcome]][i]);
-	if (outcome != JRM_DEFERRED)
+	if (outcome != JRM_DEFERRED && duration_ms >= 0)
 		metrics_observe_ms(m.run_dur[i], (double)duration_ms);
 }
 

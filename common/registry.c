@@ -40,6 +40,7 @@ struct http_client *job_http(struct job_ctx *ctx)
 {
 	if (!ctx->http)
 		ctx->http = http_client_new();
+	http_client_stop_flag(ctx->http, ctx->stop);   /* this run's: shutdown or cancel */
 	return ctx->http;
 }
 

@@ -6,7 +6,7 @@
 
 #include "util.h"
 
-static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead" };
+static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead", "cancelled" };
 static const char *const source_names[] = { "adhoc", "cycle", "fanout", "retry" };
 
 int run_id_valid(const char *s, size_t len)
@@ -60,6 +60,8 @@ enum run_status run_decide(const struct run *r, const struct run_result *res,
 	switch (res->outcome) {
 	case RUN_OK:
 		return RUN_SUCCEEDED;
+	case RUN_CANCEL:
+		return RUN_CANCELLED;
 	case RUN_DEFER:
 		*attempt_out = r->attempt > 0 ? r->attempt - 1 : 0;
 		*next_run_at_ms = now + (res->retry_after_ms > 0 ? res->retry_after_ms : 1000);

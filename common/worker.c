@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
@@ -41,6 +42,7 @@ enum transport { T_NONE = 0, T_REDIS, T_PG };
 
 #define PG_POLL_MS 250
 #define PG_BACKLOG_MS 1000   /* all threads look at PostgreSQL this long after a find */
+#define CANCEL_LOOK_MS 250   /* the heartbeat looks for cancel requests of runs in hand */
 #define REDIS_RETRY_MS 1000
 
 /* No head-of-line blocking.  A run thread claims a batch (batches are what
@@ -78,6 +80,8 @@ struct hand {
 	const struct run *cur;               /* being executed, or NULL */
 	int64_t cur_since_ms;                /* mono ms it started */
 	int cur_announced;
+	size_t cur_idx;                      /* runs[cur_idx] is cur */
+	int cancel[WORKER_MAX_BATCH];        /* cancel requested (control: see cancel_look()) */
 };
 
 struct wthread {
@@ -92,6 +96,7 @@ struct wthread {
 	size_t batch;
 	int pg_first;                  /* backlog: which transport this claim tries first */
 	struct hand hand;
+	atomic_int run_stop;           /* the running job's ctx.stop: shutdown or cancel */
 };
 
 struct worker {
@@ -258,7 +263,7 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		return;
 	}
 	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
-			       .http = t->http, .stop = &t->w->aborting };
+			       .http = t->http, .stop = &t->run_stop };
 	job->run(&ctx, res);
 	t->http = ctx.http;
 	cJSON_Delete(payload);
@@ -276,6 +281,8 @@ static void log_outcome(const struct run *r, const struct run_result *res, int f
 	enum log_level lvl;
 	if (fenced) {
 		lvl = LOG_WARN, event = "run_fenced", msg = "result discarded: the lease passed to another consumer";
+	} else if (res->outcome == RUN_CANCEL) {
+		lvl = LOG_INFO, event = "run_cancelled", msg = "run cancelled";
 	} else if (res->outcome == RUN_OK) {
 		if (!log_enabled(LOG_DEBUG))
 			return;
@@ -303,6 +310,11 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 	if (fenced) {
 		COUNT(w, fenced, 1);
 		o = JRM_FENCED;
+	} else if (res->outcome == RUN_CANCEL) {
+		COUNT(w, cancelled, 1);
+		if (res->duration_ms < 0)
+			return;   /* never started: the producer counted it when it cancelled it */
+		o = JRM_CANCELLED;
 	} else if (res->outcome == RUN_OK) {
 		COUNT(w, succeeded, 1);
 		o = JRM_SUCCEEDED;
@@ -319,6 +331,80 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 		o = JRM_DEAD;
 	}
 	jrm_finished(r->job, o, res->duration_ms);
+}
+
+/* ------------------------------------------------------------------ */
+/* operator control: cancel and pause (control.h, queue_ctl.c)         */
+/* ------------------------------------------------------------------ */
+
+static struct queue *thread_queue(struct wthread *t, enum transport from)
+{
+	return from == T_REDIS ? t->rq : from == T_PG ? t->pq : NULL;
+}
+
+static void cancel_result(struct run_result *res, const char *why, int64_t duration_ms)
+{
+	memset(res, 0, sizeof *res);
+	res->outcome = RUN_CANCEL;
+	res->duration_ms = duration_ms;
+	snprintf(res->error, sizeof res->error, "%s", why);
+}
+
+/* Before a claimed batch starts: which of its runs were asked to cancel.
+ * A request the check misses (the transport failed) is seen by the
+ * heartbeat's next look. */
+static void cancel_look_batch(struct wthread *t, enum transport from, const struct run *runs, size_t n)
+{
+	struct queue *q = thread_queue(t, from);
+	int flags[WORKER_MAX_BATCH];
+	if (!q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
+		memset(flags, 0, sizeof flags);
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < n; i++)
+		t->hand.cancel[i] = flags[i];
+	pthread_mutex_unlock(&t->hand.mu);
+}
+
+/* A run that must not start: cancelled (final), or its job paused (handed
+ * back without counting an attempt; it comes round again in a second).
+ * Called with t->hand.mu held.  Returns 1 with res set. */
+static int control_gate(struct wthread *t, size_t i, struct run *r, struct run_result *res)
+{
+	if (r->is_tick)
+		return 0;
+	if (t->hand.cancel[i]) {
+		cancel_result(res, "cancelled before it started", -1);
+		r->started_at_ms = 0;   /* its record shows it never started */
+		return 1;
+	}
+	if (control_paused(r->job)) {
+		memset(res, 0, sizeof *res);
+		res->outcome = RUN_DEFER;
+		res->retry_after_ms = 1000;
+		snprintf(res->error, sizeof res->error, "job %.64s is paused", r->job);
+		r->started_at_ms = 0;   /* not started: its record must not say so */
+		return 1;
+	}
+	return 0;
+}
+
+/* Heartbeat: asks the transport about the runs in t's hand; a requested
+ * run not started yet is skipped (control_gate), the one running is told
+ * to stop through its context (run_stop, as at shutdown). */
+static void cancel_look_hand(struct wthread *t, struct queue *q, const struct run *copy, size_t n)
+{
+	int flags[WORKER_MAX_BATCH];
+	if (q->ops->cancelled(q, copy, n, flags))
+		return;
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < n && i < t->hand.n; i++) {
+		if (!flags[i] || strcmp(t->hand.runs[i].id, copy[i].id))
+			continue;   /* the hand moved on to another batch meanwhile */
+		t->hand.cancel[i] = 1;
+		if (t->hand.cur && t->hand.cur_idx == i)
+			atomic_store_explicit(&t->run_stop, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&t->hand.mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -462,6 +548,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		jrm_reclaims(reclaimed);
 	}
 	hand_set(t, from, runs, n);
+	cancel_look_batch(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {
 		gone[i] = 0;
 		pthread_mutex_lock(&t->hand.mu);
@@ -474,6 +561,10 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			continue;
 		}
 		t->hand.state[i] = H_STARTED;
+		if (control_gate(t, i, &runs[i], &res[i])) {   /* cancelled, or its job paused */
+			pthread_mutex_unlock(&t->hand.mu);
+			continue;
+		}
 		if (stopping(w) && !runs[i].is_tick) {
 			pthread_mutex_unlock(&t->hand.mu);
 			/* not started: give it back without counting an attempt */
@@ -484,15 +575,20 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			continue;
 		}
 		t->hand.cur = &runs[i];
+		t->hand.cur_idx = i;
 		t->hand.cur_since_ms = mono_ms();
 		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
 		t->hand.cur_announced = 0;
+		atomic_store_explicit(&t->run_stop, atomic_load_explicit(&w->aborting, memory_order_acquire), memory_order_release);
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
 		res[i].finished_at_ms = wall_ms();
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
+		int cancelled = t->hand.cancel[i];
 		pthread_mutex_unlock(&t->hand.mu);
+		if (cancelled && !runs[i].is_tick)
+			cancel_result(&res[i], "cancelled while it ran", res[i].duration_ms);
 	}
 	/* the runs given back are another consumer's now: complete the rest */
 	size_t ran = 0;
@@ -647,8 +743,24 @@ static void *heartbeat_thread(void *arg)
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
+	int64_t next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
 	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		sleep_ms(HB_TICK_MS);
+		if (mono_ms() >= next_cancel_look) {
+			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
+			for (int i = 0; i < w->nthreads; i++) {
+				struct wthread *t = &w->threads[i];
+				pthread_mutex_lock(&t->hand.mu);
+				enum transport from = t->hand.from;
+				size_t n = t->hand.n;
+				memcpy(copy, t->hand.runs, n * sizeof *copy);
+				pthread_mutex_unlock(&t->hand.mu);
+				struct queue **q = from == T_REDIS ? &rq : &pq;
+				if (!n || from == T_NONE || hb_queue(w, from, q))
+					continue;
+				cancel_look_hand(t, *q, copy, n);
+			}
+		}
 		/* runs waiting behind a long one: back to the queue, for a free thread */
 		for (int i = 0; i < w->nthreads; i++) {
 			enum transport from = T_NONE;
@@ -767,6 +879,7 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 			break;
 		}
 	}
+	control_watch_start(cfg);   /* paused jobs, re-read every CONTROL_PAUSE_REFRESH_MS */
 	w->hb_started = pthread_create(&w->hb_tid, NULL, heartbeat_thread, w) == 0;
 	if (cfg->redis_url && cfg->database_url) {
 		char herr[256];
@@ -785,6 +898,8 @@ void worker_abort(struct worker *w)
 {
 	atomic_store_explicit(&w->stopping, 1, memory_order_release);
 	atomic_store_explicit(&w->aborting, 1, memory_order_release);
+	for (int i = 0; i < w->nthreads; i++)
+		atomic_store_explicit(&w->threads[i].run_stop, 1, memory_order_release);
 }
 
 void worker_get_counts(const struct worker *w, struct worker_counts *out)
@@ -836,6 +951,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		pthread_cond_destroy(&t->hand.cv);
 	}
 	free(w->threads);
+	control_watch_stop();
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->done_cv);
 	free(w);

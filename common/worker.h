@@ -42,7 +42,8 @@ struct worker;
 	X(claimed) X(succeeded) X(retried) X(dead) X(deferred) X(fenced) X(cycles)  \
 	X(reclaimed)                                                           \
 	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */   \
-	X(released)            /* claimed, not started, given back (head-of-line) */
+	X(released)            /* claimed, not started, given back (head-of-line) */ \
+	X(cancelled)
 
 struct worker_counts {
 #define X(f) uint64_t f;

@@ -21,4 +21,9 @@ void producer_api_stop(struct producer_api *api);
 struct ticker *ticker_start(const struct config *cfg);
 void ticker_stop(struct ticker *t);
 
+/* The operators' commands (cli.c): `producer runs ...` (argv[0] = "runs")
+ * and `producer pause|resume JOB` (on = 1 for pause).  Return an exit code. */
+int cli_runs(const struct config *cfg, int argc, char **argv);
+int cli_pause(const struct config *cfg, int argc, char **argv, int on);
+
 #endif

@@ -27,6 +27,9 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
+#include "dashauth.h"
+#include "dashboard.h"
 #include "db.h"
 #include "enqueue.h"
 #include "httpd.h"
@@ -60,7 +63,24 @@ struct producer_api {
 	pthread_cond_t cv;
 	struct api_conn conns[API_POOL];
 	int busy[API_POOL];
+	struct dashauth *auth;       /* the dashboard's sessions; NULL when off */
+	pthread_mutex_t stats_mu;    /* the stats answer, shared for STATS_CACHE_MS */
+	char *stats_text;
+	char stats_key[64];
+	int64_t stats_at;
+	pthread_mutex_t series_mu;   /* the settled buckets (struct series_cache) */
+	struct series_cache *series;
 };
+
+struct dashauth *producer_dashauth(void *app)
+{
+	return ((struct producer_api *)app)->auth;
+}
+
+const struct config *producer_config(void *app)
+{
+	return ((struct producer_api *)app)->cfg;
+}
 
 /* ------------------------------------------------------------------ */
 /* the connection pool                                                 */
@@ -227,6 +247,13 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		answer_db_down(resp);
 		return;
 	}
+	uint64_t paused = 0;
+	if (control_load_paused(&c->db, &paused)) {
+		PQclear(r);
+		give_back(api, c);
+		answer_db_down(resp);
+		return;
+	}
 	struct queue_stats qs;
 	const char *backend;
 	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
@@ -247,6 +274,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
 		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
+		cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
@@ -341,13 +369,16 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		memcpy(mine, runs[0].id, sizeof mine);
 	}
 	char status_now[16] = "queued";
+	if (!bulk && runs[0].run_at_ms > wall_ms())
+		snprintf(status_now, sizeof status_now, "delayed");
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
 		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == 0 && mine[0] && strcmp(mine, runs[0].id)) {
 		const char *p[1] = { runs[0].id };
-		PGresult *r = api_query(c, "select status from job_runs where id = $1", 1, p);
+		PGresult *r = api_query(c, "select case when status = 'queued' and run_at > now() then 'delayed'"
+					   " else status end from job_runs where id = $1", 1, p);
 		if (r && PQntuples(r) == 1)
 			snprintf(status_now, sizeof status_now, "%s", PQgetvalue(r, 0, 0));
 		if (r)
@@ -364,6 +395,11 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
 			cJSON_AddStringToObject(o, "status", status_now);
+			if (runs[0].run_at_ms > 0 && !strcmp(status_now, "delayed")) {
+				char at[32];
+				iso8601_ms(runs[0].run_at_ms, at, sizeof at);
+				cJSON_AddStringToObject(o, "runAt", at);
+			}
 		}
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
@@ -384,43 +420,13 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 /* runs and the dead list                                              */
 /* ------------------------------------------------------------------ */
 
-#define DEAD_COLUMNS \
-	"id, job, org_id, status, attempts, " ISO("enqueued_at") " as enqueued_at_iso, " \
-	ISO("started_at") " as started_at_iso, " ISO("finished_at") " as finished_at_iso, " \
-	"finished_at, duration_ms, error, consumer, max_attempts, source"
-#define DEAD_PAYLOAD_BYTES (4 * 1024 * 1024)   /* payload text in one dead-list answer */
-
-#define RUN_COLUMNS \
-	"id, job, org_id, status, attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " \
-	ISO("finished_at") ", duration_ms, error, consumer, max_attempts, source, payload::text"
-
-static cJSON *run_json(const PGresult *r, int row)
+/* answer_db_down() when the database did not answer (r NULL): 1, else 0. */
+static int db_down(struct httpd_response *resp, const void *r)
 {
-	cJSON *o = cJSON_CreateObject();
-	add_str(o, "id", db_get(r, row, 0));
-	add_str(o, "job", db_get(r, row, 1));
-	add_str(o, "orgId", db_get(r, row, 2));
-	add_str(o, "status", db_get(r, row, 3));
-	add_num(o, "attempts", db_get(r, row, 4));
-	add_str(o, "enqueuedAt", db_get(r, row, 5));
-	add_str(o, "startedAt", db_get(r, row, 6));
-	add_str(o, "finishedAt", db_get(r, row, 7));
-	add_num(o, "durationMs", db_get(r, row, 8));
-	add_str(o, "error", db_get(r, row, 9));
-	add_str(o, "consumer", db_get(r, row, 10));
-	add_num(o, "maxAttempts", db_get(r, row, 11));
-	add_str(o, "source", db_get(r, row, 12));
-	/* jsonb's text output is one valid JSON value: it is echoed as it is,
-	 * never parsed into a tree (a 1 MiB payload would cost many times
-	 * that in nodes) */
-	const char *payload = db_get(r, row, 13);
-	if (payload)
-		cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(payload));
-	else
-		cJSON_AddNullToObject(o, "payload");
-	if (PQnfields(r) > 14 && db_get(r, row, 14) && !strcmp(db_get(r, row, 14), "t"))
-		cJSON_AddTrueToObject(o, "payloadOmitted");
-	return o;
+	if (r)
+		return 0;
+	answer_db_down(resp);
+	return 1;
 }
 
 /* The route's {id}, or NULL after answering 404 for what ("run", "dead run"). */
@@ -434,33 +440,187 @@ static const char *run_id_param(struct httpd_request *req, struct httpd_response
 	return NULL;
 }
 
-/* A read on a pooled connection: the result, or NULL after answering 503. */
-static PGresult *api_read(struct producer_api *api, struct httpd_response *resp, const char *sql,
-			  int n, const char *const *params)
-{
-	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, sql, n, params);
-	give_back(api, c);
-	if (!r)
-		answer_db_down(resp);
-	return r;
-}
-
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	const char *id = run_id_param(req, resp, "run");
 	if (!id)
 		return;
-	const char *p[1] = { id };
-	PGresult *r = api_read(req->app, resp, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
-	if (!r)
+	struct producer_api *api = req->app;
+	struct api_conn *c = borrow(api);
+	PGresult *r = control_get_run(&c->db, id);
+	if (!r && !c->db.conn)
+		r = control_get_run(&c->db, id);   /* a pooled connection that died idle */
+	give_back(api, c);
+	if (db_down(resp, r))
 		return;
 	if (PQntuples(r) == 0)
 		answer_no_run(resp, "run", id);
 	else
-		httpd_json(resp, 200, run_json(r, 0));
+		httpd_json(resp, 200, control_run_json(r, 0));
 	PQclear(r);
 }
+
+/* GET /runs?job=&orgId=&status=&since=&until=&limit=&cursor= */
+static void h_runs(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	static const char *const known[] = { "job", "orgId", "status", "since", "until", "limit", "cursor" };
+	const char *bad = httpd_query_unknown(req, known, JR_ARRAY_LEN(known));
+	if (bad) {
+		httpd_error(resp, 400, "bad_request", "unknown filter '%.40s' (expected job, orgId, status, since, until, limit, cursor)", bad);
+		return;
+	}
+	struct control_search s = { .limit = CONTROL_SEARCH_LIMIT_DEFAULT };
+	s.job = httpd_query(req, "job");
+	s.org_id = httpd_query(req, "orgId");
+	s.status = httpd_query(req, "status");
+	const char *since = httpd_query(req, "since"), *until = httpd_query(req, "until");
+	const char *lim = httpd_query(req, "limit"), *cur = httpd_query(req, "cursor");
+	char after[65];
+	int64_t limit = CONTROL_SEARCH_LIMIT_DEFAULT;
+	if (s.job && !registry_find(s.job)) {
+		httpd_error(resp, 400, "bad_request", "job: unknown job '%.64s'", s.job);
+		return;
+	}
+	if (s.org_id && (!*s.org_id || strlen(s.org_id) > RUN_MAX_ORG_LEN)) {
+		httpd_error(resp, 400, "bad_request", "orgId must be 1 to %d characters", RUN_MAX_ORG_LEN);
+		return;
+	}
+	if (s.status && !control_status_valid(s.status)) {
+		httpd_error(resp, 400, "bad_request",
+			    "status must be one of queued, delayed, running, succeeded, failed, dead, cancelled");
+		return;
+	}
+	if (since && iso8601_parse_ms(since, &s.since_ms)) {
+		httpd_error(resp, 400, "bad_request", "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (until && iso8601_parse_ms(until, &s.until_ms)) {
+		httpd_error(resp, 400, "bad_request", "until must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (lim && parse_i64(lim, 1, CONTROL_SEARCH_LIMIT_MAX, &limit)) {
+		httpd_error(resp, 400, "bad_request", "limit must be a whole number from 1 to %d", CONTROL_SEARCH_LIMIT_MAX);
+		return;
+	}
+	if (cur && control_cursor_decode(cur, &s.after_us, after, sizeof after)) {
+		httpd_error(resp, 400, "bad_request", "cursor is malformed (give back the nextCursor of an answer)");
+		return;
+	}
+	s.limit = (int)limit;
+	s.after_id = cur ? after : NULL;
+	struct api_conn *c = borrow(api);
+	PGresult *r = control_search_runs(&c->db, &s);
+	if (!r && !c->db.conn)
+		r = control_search_runs(&c->db, &s);
+	give_back(api, c);
+	if (db_down(resp, r))
+		return;
+	int rows = PQntuples(r);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
+	for (int i = 0; i < rows && i < s.limit; i++)
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
+	if (rows > s.limit) {
+		char next[CONTROL_CURSOR_MAX];
+		control_cursor_encode(r, s.limit - 1, next, sizeof next);
+		cJSON_AddStringToObject(o, "nextCursor", next);
+	} else {
+		cJSON_AddNullToObject(o, "nextCursor");
+	}
+	PQclear(r);
+	httpd_json(resp, 200, o);
+}
+
+/* The Redis handle for a control operation: NULL in Redis-less mode; 1 with
+ * a 503 answered when Redis mode has no Redis now. */
+static int control_redis(struct api_conn *c, const struct config *cfg, struct queue **rq,
+			 struct httpd_response *resp)
+{
+	*rq = cfg->redis_url ? enqueuer_redis(&c->enq) : NULL;
+	if (cfg->redis_url && !*rq) {
+		httpd_error(resp, 503, "queue_unavailable", "Redis is unavailable; try again later");
+		return 1;
+	}
+	return 0;
+}
+
+/* POST /runs/{id}/cancel */
+static void h_run_cancel(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *id = httpd_param(req, "id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "run", NULL);
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	struct queue *rq;
+	if (control_redis(c, api->cfg, &rq, resp)) {
+		give_back(api, c);
+		return;
+	}
+	enum queue_cancel_result res;
+	char status[16], job[RUN_MAX_JOB_LEN + 1], err[256];
+	int rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc && rq && rq->err)
+		enqueuer_drop(&c->enq, rq);
+	give_back(api, c);
+	if (rc) {
+		LOGF(LOG_ERROR, "cancel_failed", "cancel failed", LF_S("runId", id), LF_S("error", err));
+		httpd_error(resp, 503, "unavailable", "PostgreSQL or Redis is unavailable; try again later");
+		return;
+	}
+	if (res == QUEUE_NOT_FOUND) {
+		answer_no_run(resp, "run", id);
+		return;
+	}
+	if (res == QUEUE_FINISHED) {
+		httpd_error(resp, 409, "already_finished", "run %s already finished (%s)", id, status);
+		return;
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddStringToObject(o, "status", res == QUEUE_CANCELLED ? "cancelled" : "running");
+	cJSON_AddStringToObject(o, "previousStatus", status);
+	cJSON_AddBoolToObject(o, "cancelRequested", 1);
+	if (res == QUEUE_CANCELLED)
+		jrm_finished(job, JRM_CANCELLED, -1);
+	LOGF(LOG_INFO, "run_cancel_requested", res == QUEUE_CANCELLED ? "run cancelled" : "running run asked to stop",
+	     LF_S("runId", id), LF_S("job", job), LF_S("previousStatus", status));
+	httpd_json(resp, res == QUEUE_CANCELLED ? 200 : 202, o);
+}
+
+/* POST /{job}/pause and /{job}/resume */
+static void pause_or_resume(struct httpd_request *req, struct httpd_response *resp, int on)
+{
+	struct producer_api *api = req->app;
+	const char *job = httpd_param(req, "job");
+	if (!registry_find(job)) {
+		httpd_error(resp, 404, "unknown_job", "unknown job '%.64s'", job);
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	int rc = control_pause(&c->db, job, on);
+	if (rc && !c->db.conn)
+		rc = control_pause(&c->db, job, on);
+	give_back(api, c);
+	if (rc) {
+		answer_db_down(resp);
+		return;
+	}
+	LOGF(LOG_INFO, on ? "job_paused" : "job_resumed", on ? "job paused" : "job resumed", LF_S("job", job));
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddBoolToObject(o, "paused", on);
+	httpd_json(resp, 200, o);
+}
+
+static void h_pause(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 1); }
+static void h_resume(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 0); }
 
 static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -473,102 +633,498 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	}
 	char l[16];
 	snprintf(l, sizeof l, "%lld", (long long)limit);
-	struct api_conn *c = borrow(api);
 	/* payloads only while their running total stays within
-	 * DEAD_PAYLOAD_BYTES; later rows say payloadOmitted (GET runs/{id}
-	 * has it): the answer, and what PostgreSQL sends for it, stay bounded */
+	 * CONTROL_LIST_PAYLOAD_BYTES; later rows have none and say payloadOmitted
+	 * (GET runs/{id} has it): the answer, and what PostgreSQL sends for
+	 * it, stay bounded.  The columns are CONTROL_RUN_COLUMNS'. */
 	char cap[24];
-	snprintf(cap, sizeof cap, "%d", DEAD_PAYLOAD_BYTES);
-	const char *p2[2] = { l, cap };
+	snprintf(cap, sizeof cap, "%d", CONTROL_LIST_PAYLOAD_BYTES);
+	const char *p[2] = { l, cap };
+	struct api_conn *c = borrow(api);
 	PGresult *r = api_query(c,
-		"select id, job, org_id, status, attempts, enqueued_at_iso, started_at_iso,"
-		" finished_at_iso, duration_ms, error, consumer, max_attempts, source,"
-		" case when total <= $2::bigint then payload end, total > $2::bigint"
+		"select id, job, org_id, status, attempts, enq, st, fin, duration_ms, error, consumer,"
+		" max_attempts, source, case when total <= $2::bigint then payload end, runat, cancel"
 		" from (select *, sum(octet_length(payload)) over (order by finished_at desc nulls last,"
 		"              id desc rows unbounded preceding) as total"
-		"       from (select " DEAD_COLUMNS ", payload::text as payload from job_runs"
-		"             where status = 'dead' order by finished_at desc nulls last, id desc"
-		"             limit $1::int) x) d"
-		" order by finished_at desc nulls last, id desc", 2, p2);
+		"       from (select id, job, org_id, status, attempts, " CONTROL_ISO("enqueued_at") " as enq,"
+		"             " CONTROL_ISO("started_at") " as st, " CONTROL_ISO("finished_at") " as fin,"
+		"             finished_at, duration_ms, error, consumer, max_attempts, source,"
+		"             payload::text as payload, " CONTROL_ISO("run_at") " as runat,"
+		"             " CONTROL_ISO("cancel_requested_at") " as cancel"
+		"             from job_runs where status = 'dead'"
+		"             order by finished_at desc nulls last, id desc limit $1::int) x) d"
+		" order by finished_at desc nulls last, id desc", 2, p);
 	give_back(api, c);
-	if (!r) {
-		answer_db_down(resp);
+	if (db_down(resp, r))
 		return;
-	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
 	for (int i = 0; i < PQntuples(r); i++)
-		cJSON_AddItemToArray(runs, run_json(r, i));
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
 	PQclear(r);
 	httpd_json(resp, 200, o);
 }
 
-/* Retry: the dead row becomes queued again with fresh attempts, under its
- * own id; then the run is put on the stream (Redis mode) or is claimable
- * from job_runs directly (transport 'pg'). */
+/* Both retries go through queue_retry_dead() (queue_ctl.c), the dead →
+ * queued transition: one run by id, or the dead runs a filter matches. */
+static int retry(struct producer_api *api, const struct queue_dead_filter *f,
+		 struct queue_retried **ids, size_t *n, struct httpd_response *resp)
+{
+	struct api_conn *c = borrow(api);
+	struct queue *rq = enqueuer_redis(&c->enq);   /* NULL: Redis-less, or down (the PostgreSQL queue carries them) */
+	char err[256];
+	int rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc && rq && rq->err)
+		enqueuer_drop(&c->enq, rq);
+	give_back(api, c);
+	if (rc == QUEUE_EUNKNOWN) {
+		httpd_error(resp, 503, "enqueue_outcome_unknown", "%s", err);
+		free(*ids);
+		return -1;
+	}
+	if (rc) {
+		answer_db_down(resp);
+		free(*ids);
+		return -1;
+	}
+	for (size_t i = 0; i < *n; i++)
+		jrm_enqueued((*ids)[i].job, 1);
+	return 0;
+}
+
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = run_id_param(req, resp, "dead run");
 	if (!id)
 		return;
-	struct api_conn *c = borrow(api);
-	struct queue *rq = enqueuer_redis(&c->enq);
-	const char *p[2] = { id, rq ? "redis" : "pg" };
-	PGresult *r = api_query(c,
-		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
-		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
-		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
-		" where id = $1 and status = 'dead'"
-		" returning job, org_id, payload::text, max_attempts", 2, p);
-	int status = 202;
-	char err[256] = "";
-	if (!r) {
-		status = 503;
-	} else if (PQntuples(r) == 0) {
-		status = 404;
-	} else if (rq) {
-		struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
-				   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
-				   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
-		snprintf(run.id, sizeof run.id, "%s", id);
-		int erc = rq->ops->enqueue(rq, &run, 1);
-		if (erc == QUEUE_EUNKNOWN) {
-			/* the stream may hold it: putting it on the PostgreSQL queue
-			 * too could run it twice; the row stays queued for Redis */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			status = 503;
-		} else if (erc) {
-			/* Redis failed after the row changed: let the PostgreSQL queue carry it */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			const char *pp[1] = { id };
-			if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1 and status = 'queued'", 1, pp) == 0)
-				db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-			else
-				status = 503;
-		}
-	} else {
-		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-	}
-	char job[RUN_MAX_JOB_LEN + 1] = "";
-	if (r && PQntuples(r) > 0)
-		snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
-	PQclear(r);
-	give_back(api, c);
-	if (status == 404) {
+	struct queue_dead_filter f = { .id = id, .limit = 1 };
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	if (retry(api, &f, &ids, &n, resp))
+		return;
+	if (n == 0) {
 		answer_no_run(resp, "dead run", id);
-	} else if (status == 503) {
-		answer_db_down(resp);
-	} else {
-		jrm_enqueued(job, 1);
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "id", id);
-		cJSON_AddStringToObject(o, "job", job);
-		cJSON_AddStringToObject(o, "status", "queued");
-		httpd_json(resp, 202, o);
+		return;
 	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", ids[0].job);
+	cJSON_AddStringToObject(o, "status", "queued");
+	free(ids);
+	httpd_json(resp, 202, o);
+}
+
+#define BULK_RETRY_DEFAULT 100
+
+/* POST /dead/retry {"job"?, "orgId"?, "since"?, "limit"?} */
+static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	struct queue_dead_filter f = { .limit = BULK_RETRY_DEFAULT };
+	cJSON *doc = NULL;
+	if (req->body_len) {
+		doc = cJSON_ParseWithLength(req->body, req->body_len);
+		if (!cJSON_IsObject(doc)) {
+			cJSON_Delete(doc);
+			httpd_error(resp, 400, "bad_request", "the body must be a JSON object {\"job\"?, \"orgId\"?, \"since\"?, \"limit\"?}");
+			return;
+		}
+	}
+	for (const cJSON *it = doc ? doc->child : NULL; it; it = it->next) {
+		const char *k = it->string ? it->string : "";
+		const char *why = NULL;
+		if (cJSON_IsNull(it))
+			continue;
+		if (!strcmp(k, "job")) {
+			if (!cJSON_IsString(it) || !registry_find(it->valuestring))
+				why = "job must be the name of a job";
+			else
+				f.job = it->valuestring;
+		} else if (!strcmp(k, "orgId")) {
+			if (!cJSON_IsString(it) || !*it->valuestring || strlen(it->valuestring) > RUN_MAX_ORG_LEN)
+				why = "orgId must be a string of 1 to 128 characters";
+			else
+				f.org_id = it->valuestring;
+		} else if (!strcmp(k, "since")) {
+			if (!cJSON_IsString(it) || iso8601_parse_ms(it->valuestring, &f.since_ms))
+				why = "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z";
+		} else if (!strcmp(k, "limit")) {
+			if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble ||
+			    it->valuedouble < 1 || it->valuedouble > QUEUE_RETRY_MAX)
+				why = "limit must be a whole number from 1 to 1000";
+			else
+				f.limit = (int)it->valuedouble;
+		} else {
+			why = "unknown field (expected job, orgId, since, limit)";
+		}
+		if (why) {
+			httpd_error(resp, 400, "bad_request", "%s", why);
+			cJSON_Delete(doc);
+			return;
+		}
+	}
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	int rc = retry(api, &f, &ids, &n, resp);
+	cJSON_Delete(doc);
+	if (rc)
+		return;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "retried", (double)n);
+	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
+	for (size_t i = 0; i < n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	free(ids);
+	httpd_json(resp, 200, o);
+}
+
+/* ------------------------------------------------------------------ */
+/* stats: the dashboard's overview in one answer                       */
+/* ------------------------------------------------------------------ */
+
+/* GET /api/integrations/jobs/stats?window=1h&step=1m
+ *
+ * One answer for the dashboard's overview: per job its state and the last
+ * window's finished runs by outcome; the queue's depth and consumers (the
+ * transport's own counters: XLEN/XPENDING and the dead list in Redis mode,
+ * counts in Redis-less mode); which consumer holds the cycle lock; the
+ * PostgreSQL and Redis round trips; and finished runs per step over the
+ * window by outcome.  The series is one index-only range scan of
+ * job_runs_stats_idx (007_stats_index.sql: finished_at, job, status), so
+ * its cost follows the runs finished in the window, not the size of the
+ * table.  The text of the answer is shared for STATS_CACHE_MS between
+ * callers asking the same window and step: ten open dashboards cost the
+ * database what one does. */
+#define STATS_CACHE_MS 1000
+#define STATS_MAX_BUCKETS 1440
+#define STATS_MAX_WINDOW_MS (7 * 86400000LL)
+
+/* "90s", "5m", "1h", "2d" -> ms; -1 when malformed. */
+static int64_t parse_span(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	size_t n = strlen(s);
+	if (n > 8)
+		return -1;
+	char num[9];
+	memcpy(num, s, n - 1);
+	num[n - 1] = '\0';
+	int64_t v, unit;
+	switch (s[n - 1]) {
+	case 's': unit = 1000; break;
+	case 'm': unit = 60000; break;
+	case 'h': unit = 3600000; break;
+	case 'd': unit = 86400000; break;
+	default: return -1;
+	}
+	if (parse_i64(num, 1, 100000, &v))
+		return -1;
+	return v * unit;
+}
+
+/* Finished runs per (step bucket, job, status).  A bucket that ended more
+ * than SERIES_SETTLE_MS ago is counted once and kept here; each answer
+ * then reads from job_runs only the runs finished since the last settled
+ * bucket (a step or two), so a busy hour costs what its last minute does.
+ * SERIES_SETTLE_MS covers the history writer's lag in Redis mode (a second
+ * or two); a record written later than that into a settled bucket is not
+ * added to it. */
+#define SERIES_SETTLE_MS 10000
+
+struct series_cell {
+	int64_t bucket;                  /* start, ms since the epoch */
+	char job[RUN_MAX_JOB_LEN + 1];
+	char status[16];
+	int64_t n;
+};
+
+struct series_cache {
+	int64_t step_ms;
+	int64_t settled_until;           /* buckets before this are in cells */
+	struct series_cell *cells;
+	size_t ncells, cap;
+};
+
+static void cells_add(struct series_cell **cells, size_t *n, size_t *cap, int64_t bucket,
+		      const char *job, const char *status, int64_t count)
+{
+	for (size_t i = 0; i < *n; i++) {
+		struct series_cell *c = &(*cells)[i];
+		if (c->bucket == bucket && !strcmp(c->job, job) && !strcmp(c->status, status)) {
+			c->n += count;
+			return;
+		}
+	}
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 256;
+		*cells = xrealloc(*cells, *cap * sizeof **cells);
+	}
+	struct series_cell *c = &(*cells)[(*n)++];
+	c->bucket = bucket;
+	snprintf(c->job, sizeof c->job, "%s", job);
+	snprintf(c->status, sizeof c->status, "%s", status);
+	c->n = count;
+}
+
+/* The cells of buckets [start, now] for step_ms: settled ones from the
+ * cache, the rest from one indexed query.  0, or -1 when PostgreSQL failed.
+ * *out is malloc'd (free it). */
+static int series_cells(struct producer_api *api, struct api_conn *c, int64_t now, int64_t start,
+			int64_t step_ms, struct series_cell **out, size_t *nout)
+{
+	pthread_mutex_lock(&api->series_mu);
+	struct series_cache *sc = api->series;
+	if (!sc)
+		sc = api->series = xcalloc(1, sizeof *sc);
+	if (sc->step_ms != step_ms || sc->settled_until < start) {
+		sc->step_ms = step_ms;
+		sc->settled_until = start;
+		sc->ncells = 0;
+	}
+	size_t keep = 0;                 /* forget the buckets that left the window */
+	for (size_t i = 0; i < sc->ncells; i++)
+		if (sc->cells[i].bucket >= start)
+			sc->cells[keep++] = sc->cells[i];
+	sc->ncells = keep;
+	int64_t settled = (now - SERIES_SETTLE_MS) / step_ms * step_ms;
+	char p_from[32], p_step[32];
+	snprintf(p_from, sizeof p_from, "%lld", (long long)sc->settled_until);
+	snprintf(p_step, sizeof p_step, "%lld", (long long)step_ms);
+	const char *p[2] = { p_from, p_step };
+	PGresult *r = api_query(c,
+		"select job, status,"
+		"       (floor(extract(epoch from finished_at) * 1000 / $2::float8) * $2::float8)::bigint,"
+		"       count(*)"
+		"  from job_runs where finished_at >= to_timestamp($1::float8 / 1000)"
+		" group by 1, 2, 3", 2, p);
+	if (!r) {
+		pthread_mutex_unlock(&api->series_mu);
+		return -1;
+	}
+	struct series_cell *cells = NULL;
+	size_t n = 0, cap = 0;
+	for (size_t i = 0; i < sc->ncells; i++)
+		cells_add(&cells, &n, &cap, sc->cells[i].bucket, sc->cells[i].job, sc->cells[i].status,
+			  sc->cells[i].n);
+	for (int i = 0; i < PQntuples(r); i++) {
+		int64_t b = db_get_i64(r, i, 2, 0), cnt = db_get_i64(r, i, 3, 0);
+		const char *job = PQgetvalue(r, i, 0), *st = PQgetvalue(r, i, 1);
+		if (b < sc->settled_until)
+			continue;        /* counted already (a clock step between two answers) */
+		if (b < settled)
+			cells_add(&sc->cells, &sc->ncells, &sc->cap, b, job, st, cnt);
+		cells_add(&cells, &n, &cap, b, job, st, cnt);
+	}
+	PQclear(r);
+	if (settled > sc->settled_until)
+		sc->settled_until = settled;
+	pthread_mutex_unlock(&api->series_mu);
+	*out = cells;
+	*nout = n;
+	return 0;
+}
+
+static void stats_build(struct producer_api *api, int64_t window_ms, int64_t step_ms,
+			const char *wtext, const char *stext, cJSON *o, int *status)
+{
+	const struct config *cfg = api->cfg;
+	int64_t now = wall_ms();
+	int64_t nb = window_ms / step_ms;
+	int64_t start = (now / step_ms + 1) * step_ms - nb * step_ms;   /* the last bucket holds now */
+	struct api_conn *c = borrow(api);
+	int64_t db_lat = 0, r_lat = 0;
+	int db_ok = db_ping(&c->db, &db_lat) == 0 || db_ping(&c->db, &db_lat) == 0;
+	char db_err[256], r_err[256] = "";
+	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
+	struct series_cell *cells = NULL;
+	size_t ncells = 0;
+	int series_ok = db_ok && series_cells(api, c, now, start, step_ms, &cells, &ncells) == 0;
+	PGresult *state = db_ok ? api_query(c,
+		"select s.id, " ISO("s.\"lastRunAt\"") ", s.\"lastRunDurationMs\", s.\"lastStatus\","
+		"       (extract(epoch from s.\"lastRunAt\") * 1000)::bigint"
+		"  from job_runner_state s", 0, NULL) : NULL;
+	PGresult *lock = db_ok ? api_query(c,
+		"select holder, " ISO("acquired_at") ", " ISO("heartbeat_at") " from job_runner_lock limit 1",
+		0, NULL) : NULL;
+	uint64_t paused = 0;
+	int paused_ok = db_ok && control_load_paused(&c->db, &paused) == 0;
+	struct queue_stats qs;
+	const char *backend;
+	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
+		     enqueuer_stats(&c->enq, &qs, &backend) == 0;
+	int r_ok = 1;
+	if (cfg->redis_url)
+		r_ok = redis_ping(c, cfg, &r_lat, r_err, sizeof r_err) == 0;
+	give_back(api, c);
+
+	char t[40];
+	iso8601_ms(now, t, sizeof t);
+	cJSON_AddStringToObject(o, "generatedAt", t);
+	cJSON_AddStringToObject(o, "window", wtext);
+	cJSON_AddStringToObject(o, "step", stext);
+
+	/* the series: nb buckets of {t, <status>: n} */
+	cJSON *ser = cJSON_AddObjectToObject(o, "series");
+	iso8601_ms(start, t, sizeof t);
+	cJSON_AddStringToObject(ser, "start", t);
+	cJSON_AddNumberToObject(ser, "stepMs", (double)step_ms);
+	cJSON *buckets = cJSON_AddArrayToObject(ser, "buckets");
+	cJSON **b = xcalloc((size_t)nb, sizeof *b);
+	for (int64_t i = 0; i < nb; i++) {
+		b[i] = cJSON_CreateObject();
+		iso8601_ms(start + i * step_ms, t, sizeof t);
+		cJSON_AddStringToObject(b[i], "t", t);
+		cJSON_AddItemToArray(buckets, b[i]);
+	}
+
+	size_t njobs;
+	const struct job_def *defs = registry_all(&njobs);
+	cJSON *jobs = cJSON_AddArrayToObject(o, "jobs");
+	cJSON **window_counts = xcalloc(njobs ? njobs : 1, sizeof *window_counts);
+	for (size_t j = 0; j < njobs; j++) {
+		cJSON *jo = cJSON_CreateObject();
+		cJSON_AddStringToObject(jo, "name", defs[j].name);
+		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		if (paused_ok)
+			cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
+		else
+			cJSON_AddNullToObject(jo, "paused");
+		int64_t interval = defs[j].interval_ms ? defs[j].interval_ms(cfg) : 0;
+		if (defs[j].interval_ms)
+			cJSON_AddNumberToObject(jo, "intervalMs", (double)interval);
+		else
+			cJSON_AddNullToObject(jo, "intervalMs");
+		int row = -1;
+		for (int i = 0; state && i < PQntuples(state); i++)
+			if (!strcmp(PQgetvalue(state, i, 0), defs[j].name))
+				row = i;
+		add_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
+		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
+		add_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
+		if (defs[j].interval_ms && (!defs[j].enabled || defs[j].enabled(cfg))) {
+			int64_t last = row >= 0 ? db_get_i64(state, row, 4, 0) : 0;
+			int64_t due = last ? last + interval : now;
+			iso8601_ms(due, t, sizeof t);
+			cJSON_AddStringToObject(jo, "nextDueAt", t);
+		} else {
+			cJSON_AddNullToObject(jo, "nextDueAt");
+		}
+		window_counts[j] = cJSON_AddObjectToObject(jo, "window");
+		cJSON_AddItemToArray(jobs, jo);
+	}
+	for (size_t i = 0; i < ncells; i++) {
+		const char *job = cells[i].job, *st = cells[i].status;
+		int64_t bi = (cells[i].bucket - start) / step_ms, n = cells[i].n;
+		if (bi >= 0 && bi < nb) {
+			cJSON *cur = cJSON_GetObjectItemCaseSensitive(b[bi], st);
+			if (cur)
+				cJSON_SetNumberValue(cur, cur->valuedouble + (double)n);
+			else
+				cJSON_AddNumberToObject(b[bi], st, (double)n);
+		}
+		for (size_t j = 0; j < njobs; j++) {
+			if (strcmp(defs[j].name, job))
+				continue;
+			cJSON *cur = cJSON_GetObjectItemCaseSensitive(window_counts[j], st);
+			if (cur)
+				cJSON_SetNumberValue(cur, cur->valuedouble + (double)n);
+			else
+				cJSON_AddNumberToObject(window_counts[j], st, (double)n);
+		}
+	}
+	free(b);
+	free(window_counts);
+	free(cells);
+
+	const char *holder = lock && PQntuples(lock) ? db_get(lock, 0, 0) : NULL;
+	cJSON *q = cJSON_AddObjectToObject(o, "queue");
+	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
+	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
+	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
+	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
+	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
+	if (!have_q)
+		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	cJSON *cons = cJSON_AddArrayToObject(o, "consumers");
+	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
+		cJSON *co = cJSON_CreateObject();
+		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
+		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
+		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
+		cJSON_AddBoolToObject(co, "holdsCycleLock", holder && !strcmp(holder, qs.consumers[i].name));
+		cJSON_AddItemToArray(cons, co);
+	}
+	if (have_q)
+		queue_stats_free(&qs);
+	if (holder) {
+		cJSON *l = cJSON_AddObjectToObject(o, "cycleLock");
+		add_str(l, "holder", holder);
+		add_str(l, "acquiredAt", db_get(lock, 0, 1));
+		add_str(l, "heartbeatAt", db_get(lock, 0, 2));
+	} else {
+		cJSON_AddNullToObject(o, "cycleLock");
+	}
+	cJSON *h = cJSON_AddObjectToObject(o, "health");
+	cJSON_AddItemToObject(h, "database", httpd_check(db_ok && series_ok && state, db_lat, db_err));
+	cJSON *rh = httpd_check(r_ok, r_lat, r_err);
+	cJSON_AddBoolToObject(rh, "configured", cfg->redis_url != NULL);
+	cJSON_AddItemToObject(h, "redis", rh);
+	*status = db_ok && series_ok && state ? 200 : 503;
+	PQclear(state);
+	PQclear(lock);
+}
+
+static void h_stats(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *w = httpd_query(req, "window"), *st = httpd_query(req, "step");
+	if (!w)
+		w = "1h";
+	if (!st)
+		st = "1m";
+	int64_t window_ms = parse_span(w), step_ms = parse_span(st);
+	if (window_ms < 0 || window_ms > STATS_MAX_WINDOW_MS) {
+		httpd_error(resp, 400, "bad_request", "window must be a duration such as 1h (1s to 7d)");
+		return;
+	}
+	if (step_ms < 1000 || step_ms > window_ms || window_ms % step_ms || window_ms / step_ms > STATS_MAX_BUCKETS) {
+		httpd_error(resp, 400, "bad_request",
+			    "step must divide window into at most %d buckets of at least 1s", STATS_MAX_BUCKETS);
+		return;
+	}
+	char key[64];
+	snprintf(key, sizeof key, "%lld/%lld", (long long)window_ms, (long long)step_ms);
+	pthread_mutex_lock(&api->stats_mu);
+	if (api->stats_text && !strcmp(api->stats_key, key) && mono_ms() - api->stats_at < STATS_CACHE_MS) {
+		httpd_json_str(resp, 200, api->stats_text);
+		pthread_mutex_unlock(&api->stats_mu);
+		return;
+	}
+	pthread_mutex_unlock(&api->stats_mu);
+
+	cJSON *o = cJSON_CreateObject();
+	int status = 200;
+	stats_build(api, window_ms, step_ms, w, st, o, &status);
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text) {
+		fprintf(stderr, "jobrunner: out of memory printing JSON\n");
+		abort();
+	}
+	if (status == 200) {
+		pthread_mutex_lock(&api->stats_mu);
+		free(api->stats_text);
+		api->stats_text = xstrdup(text);
+		snprintf(api->stats_key, sizeof api->stats_key, "%s", key);
+		api->stats_at = mono_ms();
+		pthread_mutex_unlock(&api->stats_mu);
+	}
+	httpd_json_str(resp, status, text);
+	cJSON_free(text);
 }
 
 /* ------------------------------------------------------------------ */
@@ -581,10 +1137,23 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
+	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
+	{ "GET", "/api/integrations/jobs/stats", h_stats, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/pause", h_pause, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/resume", h_resume, HTTPD_AUTH },
+	/* the dashboard (DASHBOARD_ENABLED): these rows last, left out when off */
+	{ "GET", "/dashboard", dash_h_index, 0 },
+	{ "GET", "/dashboard/session", dash_h_session, 0 },
+	{ "POST", "/dashboard/login", dash_h_login, 0 },
+	{ "POST", "/dashboard/logout", dash_h_logout, 0 },
+	{ "GET", "/dashboard/{file}", dash_h_file, 0 },
 };
+#define DASH_ROUTES 5
 
 int producer_api_start(const struct config *cfg, struct worker *w, struct producer_api **out)
 {
@@ -594,12 +1163,17 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	api->started_ms = mono_ms();
 	pthread_mutex_init(&api->mu, NULL);
 	pthread_cond_init(&api->cv, NULL);
+	pthread_mutex_init(&api->stats_mu, NULL);
+	pthread_mutex_init(&api->series_mu, NULL);
+	if (cfg->dashboard_enabled)
+		api->auth = dashauth_new(cfg->api_token, cfg->dashboard_session_ttl_ms);
 	for (int i = 0; i < API_POOL; i++) {
 		db_init(&api->conns[i].db, cfg->database_url, "jobrunner-api", 10000);
 		enqueuer_init(&api->conns[i].enq, cfg, "producer");
 	}
 	jrm_init();
 	jrm_queue_depth_source(queue_depth, api);
+	control_watch_start(cfg);   /* jobrunner_job_paused{job} */
 
 	struct httpd_options opt;
 	httpd_options_init(&opt);
@@ -611,8 +1185,13 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
+	size_t nroutes = JR_ARRAY_LEN(routes);
+	if (cfg->dashboard_enabled)
+		opt.alt_auth = dash_alt_auth;   /* the session cookie, besides the Bearer token */
+	else
+		nroutes -= DASH_ROUTES;
 	char err[256];
-	int rc = httpd_start(&opt, routes, JR_ARRAY_LEN(routes), api, &api->srv, err, sizeof err);
+	int rc = httpd_start(&opt, routes, nroutes, api, &api->srv, err, sizeof err);
 	if (rc < 0) {
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
@@ -628,6 +1207,7 @@ void producer_api_stop(struct producer_api *api)
 	if (!api)
 		return;
 	httpd_stop(api->srv);
+	control_watch_stop();
 	for (int i = 0; i < API_POOL; i++) {
 		db_release(&api->conns[i].db);
 		enqueuer_release(&api->conns[i].enq);
@@ -636,5 +1216,12 @@ void producer_api_stop(struct producer_api *api)
 	}
 	pthread_mutex_destroy(&api->mu);
 	pthread_cond_destroy(&api->cv);
+	pthread_mutex_destroy(&api->stats_mu);
+	pthread_mutex_destroy(&api->series_mu);
+	if (api->series)
+		free(api->series->cells);
+	free(api->series);
+	free(api->stats_text);
+	dashauth_free(api->auth);
 	free(api);
 }

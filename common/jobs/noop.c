@@ -1,7 +1,7 @@
 /* noop -- does nothing, on purpose.  Used by benchmarks and fault tests.
  *
  * Payload (all optional):
- *   sleepMs     work time in ms (0 – 3600000), interrupted by shutdown
+ *   sleepMs     work time in ms (0 – 3600000), interrupted by shutdown or cancel
  *   failTimes   fail (retryably) the first N attempts
  *   failAlways  true: always fail (retryably, so attempts run out → dead)
  */
