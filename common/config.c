@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "url.h"
 #include "util.h"
 
 enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL };
@@ -160,21 +161,29 @@ static int set_value(struct config *cfg, const struct crow *r, const char *who, 
 		}
 		set_str(cfg, r->off, v);
 		return 0;
-	case T_URL:
-		if (strncmp(v, "redis://", 8) && strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
-			snprintf(err, errlen, "invalid %s=%s: expected a URL (redis://, http:// or https://)", who, v);
-			return -1;
+	case T_URL: {
+		/* parsed by the one URL module; messages show it redacted */
+		struct url u;
+		char why[200], shown[256];
+		int bad = url_parse(v, &u, why, sizeof why);
+		int redis = !bad && u.scheme != URL_HTTP && u.scheme != URL_HTTPS;
+		url_free(&u);
+		url_redact(v, shown, sizeof shown);
+		if (!bad && r->off == F(redis_url) && !redis) {
+			snprintf(why, sizeof why, "expected redis://, rediss://, redis-sentinel:// or "
+				 "rediss-sentinel://");
+			bad = 1;
+		} else if (!bad && r->off != F(redis_url) && redis) {
+			snprintf(why, sizeof why, "expected http:// or https://");
+			bad = 1;
 		}
-		if (r->off == F(redis_url) && strncmp(v, "redis://", 8)) {
-			snprintf(err, errlen, "invalid %s: expected redis://[:password@]host:port[/db]", who);
-			return -1;
-		}
-		if (r->off == F(meta_graph_url) && !strncmp(v, "redis://", 8)) {
-			snprintf(err, errlen, "invalid %s=%s: expected http:// or https://", who, v);
+		if (bad) {
+			snprintf(err, errlen, "invalid %s=%s: %s", who, shown, why);
 			return -1;
 		}
 		set_str(cfg, r->off, v);
 		return 0;
+	}
 	case T_INT:
 		if (parse_i64(v, r->min, r->max, &n)) {
 			snprintf(err, errlen, "invalid %s=%s: expected a whole number from %lld to %lld",
@@ -435,36 +444,21 @@ void config_reference(FILE *f)
 
 void config_redact_url(const char *url, char *out, size_t outlen)
 {
-	if (!url) {
-		snprintf(out, outlen, "(unset)");
-		return;
-	}
-	const char *scheme = strstr(url, "://");
-	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-	if (!at || !colon || colon > at) {
-		const char *q = strchr(url, '?');
-		snprintf(out, outlen, "%.*s", q ? (int)(q - url) : (int)strlen(url), url);
-		return;
-	}
-	snprintf(out, outlen, "%.*s:***%.*s", (int)(colon - url), url,
-		 (int)strcspn(at, "?"), at);
+	url_redact(url, out, outlen);
 }
 
-/* Registers the password of a URL (user:password@) with the logger. */
+/* Registers the password of a URL with the logger, as written and decoded. */
 static void register_url_password(const char *url)
 {
-	if (!url)
+	char raw[512], dec[512];
+	if (!url_password(url, raw, sizeof raw, dec, sizeof dec))
 		return;
-	const char *scheme = strstr(url, "://");
-	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-	if (at && colon && colon < at) {
-		char *pw = xstrndup(colon + 1, (size_t)(at - colon - 1));
-		if (strlen(pw) >= 4)
-			log_add_secret(pw);
-		free(pw);
-	}
+	if (strlen(raw) >= 4)
+		log_add_secret(raw);
+	if (strlen(dec) >= 4 && strcmp(dec, raw))
+		log_add_secret(dec);
+	explicit_bzero(raw, sizeof raw);
+	explicit_bzero(dec, sizeof dec);
 }
 
 void config_register_secrets(const struct config *cfg)
