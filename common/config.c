@@ -65,7 +65,21 @@ static const struct crow rows[] = {
 
 	/* ---- queue and workers ---- */
 	{ "REDIS_URL", "redis-url", T_URL, F(redis_url), NULL, 0, 0,
-	  "redis://[:password@]host:port[/db]. Unset: Redis-less mode (PostgreSQL carries the queue)." },
+	  "redis://[[user]:password@]host:port[/db]; rediss:// for TLS; "
+	  "redis-sentinel://[[user]:password@]host1:port1,host2:port2[/db]#master for Sentinel "
+	  "(rediss-sentinel:// with TLS). Unset: Redis-less mode (PostgreSQL carries the queue)." },
+	{ "REDIS_TLS_CA_FILE", "redis-tls-ca-file", T_STR, F(redis_tls_ca_file), NULL, 0, 0,
+	  "TLS (rediss://): PEM file of the CA certificates that sign the server's. Unset: the system's CA store." },
+	{ "REDIS_TLS_CERT_FILE", "redis-tls-cert-file", T_STR, F(redis_tls_cert_file), NULL, 0, 0,
+	  "TLS: PEM client certificate (chain), for servers that require one; with REDIS_TLS_KEY_FILE." },
+	{ "REDIS_TLS_KEY_FILE", "redis-tls-key-file", T_STR, F(redis_tls_key_file), NULL, 0, 0,
+	  "TLS: PEM private key of REDIS_TLS_CERT_FILE." },
+	{ "REDIS_TLS_SERVER_NAME", "redis-tls-server-name", T_STR, F(redis_tls_server_name), NULL, 0, 0,
+	  "TLS: the name sent (SNI) and verified in the server's certificate, when it differs from the URL's host." },
+	{ "REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", T_SECRET, F(redis_sentinel_password), NULL, 0, 0,
+	  "Sentinel: the sentinels' own password (requirepass of sentinel.conf), when they have one." },
+	{ "REDIS_MIN_REPLICAS_ACK", "redis-min-replicas-ack", T_INT, F(redis_min_replicas_ack), "0", 0, 16,
+	  "An enqueue is acknowledged only once this many replicas have it (WAIT, up to 2 s), so a failover cannot lose an accepted run; 0: the master's word." },
 	{ "CONSUMER_NAME", "consumer-name", T_STR, F(consumer_name), NULL, 0, 0,
 	  "This consumer's name in the group (default host-pid; stable names are recommended)." },
 	{ "WORKER_CONCURRENCY", "concurrency", T_INT, F(worker_concurrency), "4", 1, 256,
@@ -465,6 +479,7 @@ void config_register_secrets(const struct config *cfg)
 {
 	log_add_secret(cfg->api_token);
 	log_add_secret(cfg->meta_app_secret);
+	log_add_secret(cfg->redis_sentinel_password);
 	register_url_password(cfg->database_url);
 	register_url_password(cfg->redis_url);
 }

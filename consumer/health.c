@@ -2,7 +2,10 @@
  *
  *   GET /health        liveness: 200 while the process serves
  *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
- *                      mode) cannot be reached; the checks are live pings
+ *                      mode) cannot be reached; the checks are live: a
+ *                      round trip to PostgreSQL, and for Redis a writable
+ *                      master (rconn_check_master) that the worker can use
+ *                      too (redisReachable is the same value)
  *   GET /metrics       Prometheus text
  *
  * The port is served in every mode, JOB_RUNNER_ENABLED=false included
@@ -53,16 +56,15 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int r_ok = 1;
 	if (cfg->redis_url) {
 		char err[256] = "";
-		int64_t t0 = mono_ms();
-		if (!h->rc_ok)
-			h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0;
-		redisReply *r = h->rc_ok ? rconn_cmdf(&h->rc, "PING") : NULL;
-		r_lat = mono_ms() - t0;
-		r_ok = r != NULL;
-		if (r)
-			freeReplyObject(r);
-		else if (h->rc_ok)
-			snprintf(err, sizeof err, "%s", h->rc.errstr);
+		if (!h->rc_ok && (h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0))
+			rconn_set_name(&h->rc, "health", cfg->consumer_name);
+		/* a writable master, not only an answer (a replica answers PING) */
+		r_ok = h->rc_ok && rconn_check_master(&h->rc, &r_lat, err, sizeof err) == 0;
+		/* and the worker's own view, so that redisReachable agrees */
+		if (r_ok && h->w && !worker_redis_ok(h->w)) {
+			r_ok = 0;
+			snprintf(err, sizeof err, "the worker cannot use Redis (its last claim failed)");
+		}
 		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
@@ -85,7 +87,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		cJSON_AddNumberToObject(co, "retried", (double)c.retried);
 		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
 		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(h->w));
+			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
 	}
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));

@@ -66,17 +66,9 @@ int main(int argc, char **argv)
 	}
 	db_close(&db);   /* the worker threads open their own */
 	jrm_init();
-	if (cfg.redis_url) {
-		struct queue *q;
-		char qerr[256];
-		if (queue_redis_open(&cfg, cfg.consumer_name, &q, qerr, sizeof qerr) == QUEUE_OK) {
-			app_redis_policy_check(q);
-			q->ops->destroy(q);
-		} else {
-			LOGF(LOG_WARN, "redis_unreachable", "Redis is unreachable at start-up: "
-			     "starting on the PostgreSQL queue", LF_S("error", qerr));
-		}
-	}
+	rc = app_redis_startup(&cfg, cfg.consumer_name);
+	if (rc >= 0)
+		goto out_db;
 
 	if (cfg.worker_http_port > 0 && !cfg.drain_once) {
 		char herr[256];

@@ -75,6 +75,9 @@ static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 	db_release(&db);
 	if (rc >= 0)
 		return rc;
+	rc = app_redis_startup(cfg, "producer-cli");
+	if (rc >= 0)
+		return rc;
 
 	struct enqueuer e;
 	enqueuer_init(&e, cfg, "producer-cli");
@@ -125,6 +128,9 @@ static int serve(struct config *cfg)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
+	rc = app_redis_startup(cfg, cfg->consumer_name);
+	if (rc >= 0)
+		return rc;
 	if (!cfg->api_token || !*cfg->api_token)
 		LOGF(LOG_WARN, "api_token_missing", "API_TOKEN is not set: the authenticated endpoints answer 401");
 
