@@ -40,6 +40,8 @@ struct worker;
 struct worker_counts {
 	uint64_t claimed, succeeded, retried, dead, deferred, fenced, cycles, reclaimed;
 	uint64_t runs_failed_total;   /* retried + dead: for --drain-once's exit code */
+	uint64_t claim_failures;      /* drain: claims from Redis that failed (Redis
+					 may hold runs that were not drained) */
 };
 
 /* Starts the threads.  drain: claim without blocking and let each thread

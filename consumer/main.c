@@ -120,6 +120,11 @@ int main(int argc, char **argv)
 		     LF_I("succeeded", (int64_t)c.succeeded), LF_I("retried", (int64_t)c.retried),
 		     LF_I("dead", (int64_t)c.dead), LF_I("cycles", (int64_t)c.cycles));
 		rc = c.runs_failed_total ? EXIT_RUN_FAILED : EXIT_OK;
+		if (c.claim_failures) {
+			LOGF(LOG_ERROR, "drain_incomplete", "drain-once could not claim from Redis: runs it "
+			     "holds were not drained", LF_I("failedClaims", (int64_t)c.claim_failures));
+			rc = EXIT_UNREACHABLE;
+		}
 		goto out_db;
 	}
 	int sig;

@@ -434,9 +434,88 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	httpd_json(resp, 200, o);
 }
 
+#define RETRY_SET \
+	"status = 'queued', attempts = 0, source = 'retry', error = null," \
+	" run_at = now(), enqueued_at = now(), started_at = null, finished_at = null," \
+	" duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
+
+/* Redis mode's retry as one step: the row turns queued inside a
+ * transaction that commits only once the run is on the stream (or, Redis
+ * down, on the PostgreSQL queue); when Redis's answer is lost the
+ * transaction is rolled back and the run stays dead, never queued in
+ * neither place.  The enqueue carries an idempotency key made of the id
+ * and the death's finished_at, so the resend after a lost answer -- and a
+ * client's second retry of the same death -- cannot put it on the stream
+ * twice.  Returns 202, 404, 503 (database) or 504 (outcome unknown). */
+static int retry_dead_redis(struct api_conn *c, struct queue *rq, const char *id, char *job,
+			    size_t joblen, char *err, size_t errlen)
+{
+	PGresult *b = api_query(c, "begin", 0, NULL);   /* a pooled connection may have died idle */
+	if (!b)
+		return 503;
+	PQclear(b);
+	uint64_t gen = c->db.generation;
+	const char *p[2] = { id, "redis" };
+	PGresult *r = db_query(&c->db,
+		"update job_runs j set " RETRY_SET
+		" from (select id, finished_at from job_runs where id = $1 and status = 'dead' for update) o"
+		" where j.id = o.id"
+		" returning j.job, j.org_id, j.payload::text, j.max_attempts,"
+		"   coalesce((extract(epoch from o.finished_at) * 1000)::bigint, 0)", 2, p);
+	if (!r || PQntuples(r) == 0) {
+		int st = r ? 404 : 503;
+		PQclear(r);
+		db_exec(&c->db, "rollback", 0, NULL);
+		return st;
+	}
+	char key[RUN_MAX_IDEM_LEN + 1];
+	snprintf(key, sizeof key, "dead-retry:%s:%s", id, db_get(r, 0, 4));
+	snprintf(job, joblen, "%s", db_get(r, 0, 0));
+	struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
+			   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
+			   .idempotency_key = key,
+			   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
+	snprintf(run.id, sizeof run.id, "%s", id);
+	int erc = rq->ops->enqueue(rq, &run, 1);
+	if (erc == QUEUE_EUNKNOWN) {
+		/* the answer was lost: ask again on a fresh connection; the key
+		 * makes the second send a no-op if the first went in */
+		enqueuer_drop(&c->enq, rq);
+		rq = enqueuer_redis(&c->enq);
+		erc = rq ? rq->ops->enqueue(rq, &run, 1) : QUEUE_EUNKNOWN;
+		if (erc == QUEUE_EDOWN)
+			erc = QUEUE_EUNKNOWN;   /* the first send may still have gone in */
+	}
+	int status = 202;
+	if (erc == QUEUE_EUNKNOWN) {
+		snprintf(err, errlen, "%s", rq ? rq->errstr : "Redis is unreachable");
+		if (rq)
+			enqueuer_drop(&c->enq, rq);
+		db_exec(&c->db, "rollback", 0, NULL);   /* stays dead: retry it again */
+		PQclear(r);
+		return 504;
+	}
+	if (erc) {
+		/* nothing reached Redis: the PostgreSQL queue carries it */
+		snprintf(err, errlen, "%s", rq->errstr);
+		enqueuer_drop(&c->enq, rq);
+		const char *pp[1] = { id };
+		if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1", 1, pp))
+			status = 503;
+	}
+	PQclear(r);
+	if (status == 202 && (db_exec(&c->db, "commit", 0, NULL) || c->db.generation != gen))
+		status = 503;   /* the transaction died with its connection */
+	if (status != 202)
+		db_exec(&c->db, "rollback", 0, NULL);
+	else if (erc)
+		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
+	return status;
+}
+
 /* Retry: the dead row becomes queued again with fresh attempts, under its
- * own id; then the run is put on the stream (Redis mode) or is claimable
- * from job_runs directly (transport 'pg'). */
+ * own id; then the run is put on the stream (Redis mode, retry_dead_redis)
+ * or is claimable from job_runs directly (transport 'pg'). */
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
@@ -447,51 +526,30 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	}
 	struct api_conn *c = borrow(api);
 	struct queue *rq = enqueuer_redis(&c->enq);
-	const char *p[2] = { id, rq ? "redis" : "pg" };
-	PGresult *r = api_query(c,
-		"update job_runs set status = 'queued', attempts = 0, source = 'retry', error = null,"
-		"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
-		"   duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
-		" where id = $1 and status = 'dead'"
-		" returning job, org_id, payload::text, max_attempts", 2, p);
-	int status = 202;
-	char err[256] = "";
-	if (!r) {
-		status = 503;
-	} else if (PQntuples(r) == 0) {
-		status = 404;
-	} else if (rq) {
-		struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
-				   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
-				   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
-		snprintf(run.id, sizeof run.id, "%s", id);
-		int erc = rq->ops->enqueue(rq, &run, 1);
-		if (erc == QUEUE_EUNKNOWN) {
-			/* the stream may hold it: putting it on the PostgreSQL queue
-			 * too could run it twice; the row stays queued for Redis */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			status = 503;
-		} else if (erc) {
-			/* Redis failed after the row changed: let the PostgreSQL queue carry it */
-			snprintf(err, sizeof err, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-			const char *pp[1] = { id };
-			if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1 and status = 'queued'", 1, pp) == 0)
-				db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-			else
-				status = 503;
-		}
-	} else {
-		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-	}
 	char job[RUN_MAX_JOB_LEN + 1] = "";
-	if (r && PQntuples(r) > 0)
-		snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
-	PQclear(r);
+	char err[256] = "";
+	int status;
+	if (rq) {
+		status = retry_dead_redis(c, rq, id, job, sizeof job, err, sizeof err);
+	} else {
+		const char *p[2] = { id, "pg" };
+		PGresult *r = api_query(c, "update job_runs set " RETRY_SET
+					   " where id = $1 and status = 'dead' returning job", 2, p);
+		status = !r ? 503 : PQntuples(r) == 0 ? 404 : 202;
+		if (status == 202) {
+			snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
+			db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
+		}
+		PQclear(r);
+	}
 	give_back(api, c);
 	if (status == 404) {
 		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+	} else if (status == 504) {
+		LOGF(LOG_WARN, "enqueue_outcome_unknown", "Redis failed after the retried run was sent; "
+		     "the run stays dead", LF_S("runId", id), LF_S("error", err));
+		httpd_error(resp, 503, "enqueue_outcome_unknown", "Redis failed while taking the run; it "
+			    "stays dead: retry again (the same death is never queued twice)");
 	} else if (status == 503) {
 		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
 	} else {
