@@ -351,6 +351,7 @@ struct rqueue {
 	int64_t tick_px;
 	int default_max;
 	int min_acks;            /* REDIS_MIN_REPLICAS_ACK: WAIT after enqueues */
+	uint64_t acks_seen_at;   /* rc.connects when enough replicas were in sync */
 
 	int own_done;            /* own entries of a previous incarnation taken back */
 	char reclaim_cursor[48];
@@ -591,13 +592,33 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 	return 0;
 }
 
+/* REDIS_MIN_REPLICAS_ACK: before the first enqueue of a connection (a new
+ * master after a failover may have no replica yet), count the replicas in
+ * sync (WAIT 0 0 answers at once).  Too few: QUEUE_EDOWN before anything
+ * is sent, so the runs go to PostgreSQL instead of failing as unknown. */
+static int check_replicas(struct rqueue *rq)
+{
+	if (rq->min_acks <= 0 || rq->acks_seen_at == rq->rc.connects)
+		return 0;
+	redisReply *w = rconn_cmdf(&rq->rc, "WAIT 0 0");
+	if (!w)
+		return rq_fail(rq);
+	long long got = w->type == REDIS_REPLY_INTEGER ? w->integer : 0;
+	freeReplyObject(w);
+	if (got < rq->min_acks)
+		return rq_failf(rq, QUEUE_EDOWN, "enqueue: %lld replicas in sync, REDIS_MIN_REPLICAS_ACK=%d: "
+				"nothing sent", got, rq->min_acks);
+	rq->acks_seen_at = rq->rc.connects;
+	return 0;
+}
+
 static int rq_enqueue(struct queue *q, struct run *runs, size_t n)
 {
 	struct rqueue *rq = rq_of(q);
 	for (size_t i = 0; i < n; i++)
 		if (check_run(rq, &runs[i]))
 			return q->err;
-	if (ensure_groups(rq))
+	if (ensure_groups(rq) || check_replicas(rq))
 		return q->err;
 	int64_t now = wall_ms();
 	for (size_t off = 0; off < n; off += ENQUEUE_CHUNK) {
