@@ -5,6 +5,7 @@
 #   make test   install what is missing, build, run the whole suite (CTest)
 #   make bench  the benchmark suite against BullMQ, pg-boss and raw Redis
 #               (not part of make test; writes docs/performance.md)
+#   make docs   regenerate docs/configuration.md from the configuration table
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -45,6 +46,11 @@ run: build
 # Builds its own Release binaries in build-bench/; see tests/bench/run.py.
 bench:
 	/usr/bin/python3 tests/bench/run.py
+
+# docs/configuration.md is generated from the table in common/config.c
+# (tests/integration/test_docs.py fails when it is stale).
+docs: build
+	$(BUILD)/bin/producer --print-config-reference > docs/configuration.md
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .run

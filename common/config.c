@@ -24,6 +24,11 @@
 
 enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL };
 
+/* A row's own check of a text value (after its type's): 0, or -1 with a
+ * message naming `who` (the variable or option).  A value that may hold a
+ * secret is never quoted. */
+typedef int (*crow_check)(const char *v, const char *who, char *err, size_t errlen);
+
 struct crow {
 	const char *env;        /* NULL: flag only */
 	const char *flag;       /* without "--" */
@@ -32,14 +37,66 @@ struct crow {
 	const char *dflt;       /* as text, NULL: unset */
 	int64_t min, max;       /* T_INT */
 	const char *help;
+	crow_check check;       /* NULL: the type's checks only */
 };
+
+/* A URL of one of kinds (url.h), parsed by the one URL module; a refusal
+ * shows the URL redacted (url_redact), never its password. */
+static int check_url(const char *v, const char *who, int want_redis, char *err, size_t errlen)
+{
+	struct url u;
+	char why[200], shown[256];
+	int bad = url_parse(v, &u, why, sizeof why);
+	int redis = !bad && u.scheme != URL_HTTP && u.scheme != URL_HTTPS;
+	url_free(&u);
+	if (!bad && want_redis && !redis) {
+		snprintf(why, sizeof why, "expected redis://, rediss://, redis-sentinel:// or rediss-sentinel://");
+		bad = 1;
+	} else if (!bad && !want_redis && redis) {
+		snprintf(why, sizeof why, "expected an http:// or https:// URL");
+		bad = 1;
+	}
+	if (bad) {
+		url_redact(v, shown, sizeof shown);
+		snprintf(err, errlen, "invalid %s=%s: %s", who, shown, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_redis_url(const char *v, const char *who, char *err, size_t errlen)
+{
+	return check_url(v, who, 1, err, errlen);
+}
+
+static int check_http_url(const char *v, const char *who, char *err, size_t errlen)
+{
+	return check_url(v, who, 0, err, errlen);
+}
+
+static int check_consumer_name(const char *v, const char *who, char *err, size_t errlen)
+{
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._:-@", *p)) {
+			snprintf(err, errlen, "invalid %s=%.100s: use letters, digits and . _ : - @", who, v);
+			return -1;
+		}
+	if (strlen(v) > 100) {
+		snprintf(err, errlen, "invalid %s: longer than 100 characters", who);
+		return -1;
+	}
+	return 0;
+}
 
 #define F(field) offsetof(struct config, field)
 #define DAY_MS 86400000LL
 #define I64MAX INT64_MAX
 
+/* Rows without a check leave the last field out. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct crow rows[] = {
-	/* ---- from the seed guide ---- */
+	/* ---- the legacy worker's variables (docs/operations.md, "Environment variables") ---- */
 	{ "NODE_ENV", "node-env", T_STR, F(node_env), "development", 0, 0,
 	  "Environment name (development, production); informational." },
 	{ "PORT", "port", T_INT, F(port), "4000", 1, 65535,
@@ -67,7 +124,8 @@ static const struct crow rows[] = {
 	{ "REDIS_URL", "redis-url", T_URL, F(redis_url), NULL, 0, 0,
 	  "redis://[[user]:password@]host:port[/db]; rediss:// for TLS; "
 	  "redis-sentinel://[[user]:password@]host1:port1,host2:port2[/db]#master for Sentinel "
-	  "(rediss-sentinel:// with TLS). Unset: Redis-less mode (PostgreSQL carries the queue)." },
+	  "(rediss-sentinel:// with TLS). Unset: Redis-less mode (PostgreSQL carries the queue).",
+	  check_redis_url },
 	{ "REDIS_TLS_CA_FILE", "redis-tls-ca-file", T_STR, F(redis_tls_ca_file), NULL, 0, 0,
 	  "TLS (rediss://): PEM file of the CA certificates that sign the server's. Unset: the system's CA store." },
 	{ "REDIS_TLS_CERT_FILE", "redis-tls-cert-file", T_STR, F(redis_tls_cert_file), NULL, 0, 0,
@@ -81,7 +139,8 @@ static const struct crow rows[] = {
 	{ "REDIS_MIN_REPLICAS_ACK", "redis-min-replicas-ack", T_INT, F(redis_min_replicas_ack), "0", 0, 16,
 	  "An enqueue is acknowledged only once this many replicas have it (WAIT, up to 2 s), so a failover cannot lose an accepted run; 0: the master's word." },
 	{ "CONSUMER_NAME", "consumer-name", T_STR, F(consumer_name), NULL, 0, 0,
-	  "This consumer's name in the group (default host-pid; stable names are recommended)." },
+	  "This consumer's name in the group (default host-pid; stable names are recommended).",
+	  check_consumer_name },
 	{ "WORKER_CONCURRENCY", "concurrency", T_INT, F(worker_concurrency), "4", 1, 256,
 	  "Runs in flight per consumer (worker threads)." },
 	{ "WORKER_HTTP_PORT", "http-port", T_INT, F(worker_http_port), "9090", 0, 65535,
@@ -119,7 +178,7 @@ static const struct crow rows[] = {
 	{ "META_TOKEN_REFRESH_INTERVAL_MS", "meta-token-refresh-interval-ms", T_INT, F(meta_token_refresh_interval_ms), "86400000", 0, 365 * DAY_MS,
 	  "Minimum time between two cycle runs of meta_token_refresh." },
 	{ "META_GRAPH_URL", "meta-graph-url", T_URL, F(meta_graph_url), "https://graph.facebook.com/v21.0", 0, 0,
-	  "Base URL of the Meta Graph API." },
+	  "Base URL of the Meta Graph API.", check_http_url },
 	{ "META_APP_ID", "meta-app-id", T_STR, F(meta_app_id), NULL, 0, 0,
 	  "Meta app id (token exchange)." },
 	{ "META_APP_SECRET", "meta-app-secret", T_SECRET, F(meta_app_secret), NULL, 0, 0,
@@ -147,6 +206,7 @@ static const struct crow rows[] = {
 	{ NULL, "migrate-only", T_BOOL, F(migrate_only), "false", 0, 0,
 	  "Apply database migrations and exit." },
 };
+#pragma GCC diagnostic pop
 
 /* ------------------------------------------------------------------ */
 /* setting one value                                                   */
@@ -169,35 +229,20 @@ static int set_value(struct config *cfg, const struct crow *r, const char *who, 
 	switch (r->type) {
 	case T_STR:
 	case T_SECRET:
+	case T_URL:
 		if (strlen(v) > 4096) {
 			snprintf(err, errlen, "%s is too long (over 4096 bytes)", who);
 			return -1;
 		}
-		set_str(cfg, r->off, v);
-		return 0;
-	case T_URL: {
-		/* parsed by the one URL module; messages show it redacted */
-		struct url u;
-		char why[200], shown[256];
-		int bad = url_parse(v, &u, why, sizeof why);
-		int redis = !bad && u.scheme != URL_HTTP && u.scheme != URL_HTTPS;
-		url_free(&u);
-		url_redact(v, shown, sizeof shown);
-		if (!bad && r->off == F(redis_url) && !redis) {
-			snprintf(why, sizeof why, "expected redis://, rediss://, redis-sentinel:// or "
-				 "rediss-sentinel://");
-			bad = 1;
-		} else if (!bad && r->off != F(redis_url) && redis) {
-			snprintf(why, sizeof why, "expected http:// or https://");
-			bad = 1;
-		}
-		if (bad) {
-			snprintf(err, errlen, "invalid %s=%s: %s", who, shown, why);
+		if (r->check && r->check(v, who, err, errlen))
+			return -1;
+		if (r->type == T_URL && !r->check && strncmp(v, "redis://", 8) &&
+		    strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+			snprintf(err, errlen, "invalid %s: expected a URL (redis://, http:// or https://)", who);
 			return -1;
 		}
 		set_str(cfg, r->off, v);
 		return 0;
-	}
 	case T_INT:
 		if (parse_i64(v, r->min, r->max, &n)) {
 			snprintf(err, errlen, "invalid %s=%s: expected a whole number from %lld to %lld",
@@ -315,7 +360,7 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 	cfg->nargs = argc - i;
 	cfg->args = argv + i;
 
-	/* roles (SPEC §3) */
+	/* roles (docs/operations.md, "Mode matrix") */
 	if (role == ROLE_PRODUCER && cfg->worker_mode == 1) {
 		snprintf(err, errlen, "WORKER_MODE=1 is the worker's mode: run the `consumer` binary "
 			 "(the producer is the API, WORKER_MODE=0 or unset)");
@@ -334,17 +379,7 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 			 (long long)cfg->job_backoff_max_ms, (long long)cfg->job_backoff_base_ms);
 		return CONFIG_ERR;
 	}
-	if (cfg->consumer_name) {
-		for (const char *p = cfg->consumer_name; *p; p++)
-			if (!isalnum((unsigned char)*p) && !strchr("._:-@", *p)) {
-				snprintf(err, errlen, "invalid CONSUMER_NAME=%s: use letters, digits and . _ : - @", cfg->consumer_name);
-				return CONFIG_ERR;
-			}
-		if (strlen(cfg->consumer_name) > 100) {
-			snprintf(err, errlen, "invalid CONSUMER_NAME: longer than 100 characters");
-			return CONFIG_ERR;
-		}
-	} else {
+	if (!cfg->consumer_name) {
 		char host[64] = "host";
 		gethostname(host, sizeof host - 1);
 		host[sizeof host - 1] = '\0';

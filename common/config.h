@@ -17,7 +17,7 @@
 
 enum config_role { ROLE_PRODUCER = 0, ROLE_CONSUMER = 1 };
 
-/* Exit codes shared by both binaries (SPEC §3). */
+/* Exit codes shared by both binaries (docs/operations.md, "Exit codes"). */
 enum {
 	EXIT_OK = 0,
 	EXIT_RUN_FAILED = 1,      /* --drain-once finished, some run failed */
@@ -28,7 +28,7 @@ enum {
 struct config {
 	enum config_role role;
 
-	/* seed */
+	/* the legacy worker's variables */
 	char *node_env;
 	int64_t port;
 	char *database_url;

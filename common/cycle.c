@@ -183,7 +183,7 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 		goto out;
 	for (size_t i = 0; i < n && !*env->stop; i++) {
 		const struct job_def *job = &jobs[i];
-		if (!job->interval_ms || (job->enabled && !job->enabled(cfg)))
+		if (!job->interval_ms || !registry_enabled(job, cfg))
 			continue;
 		if (since[i] >= 0 && since[i] < job->interval_ms(cfg))
 			continue;

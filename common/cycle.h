@@ -16,6 +16,7 @@
 
 struct config;
 struct db;
+struct http_client;
 struct run;
 
 /* Enqueues n fan-out runs: 0 or -1 with a message in err. */
@@ -27,7 +28,7 @@ struct cycle_env {
 	const char *holder;          /* consumer name, shown in job_runner_lock */
 	cycle_enqueue_fn enqueue;
 	void *enqueue_arg;
-	void **http;                 /* the calling thread's HTTP client slot (graph.h) */
+	struct http_client **http;   /* the calling thread's HTTP client slot (registry.h job_http()) */
 	volatile int *stop;
 };
 

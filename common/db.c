@@ -8,11 +8,11 @@
  */
 #include "db.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "jrmetrics.h"
 #include "util.h"
 
 static void db_fail(struct db *db, const char *what, const char *detail)
@@ -41,6 +41,10 @@ void db_init(struct db *db, const char *url, const char *app_name, int64_t state
 	db->app_name = xstrdup(app_name ? app_name : "jobrunner");
 	db->statement_timeout_ms = statement_timeout_ms;
 }
+
+static _Atomic(void (*)(void)) reconnect_hook;
+
+void db_on_reconnect(void (*fn)(void)) { atomic_store_explicit(&reconnect_hook, fn, memory_order_relaxed); }
 
 int db_connect(struct db *db)
 {
@@ -81,7 +85,9 @@ int db_connect(struct db *db)
 	}
 	if (db->connected_once) {
 		db->reconnects++;
-		jrm_reconnect("postgres");
+		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
+		if (fn)
+			fn();
 	}
 	db->connected_once = 1;
 	db->generation++;

@@ -72,6 +72,11 @@ int db_ping(struct db *db, int64_t *latency_ms);
 /* The SQLSTATE of the last failed query, or "" */
 const char *db_sqlstate(const struct db *db);
 
+/* fn is called (on the reconnecting thread) after every successful
+ * reconnect of any struct db: how the application counts reconnects
+ * without this file knowing its metrics.  Set once at start-up. */
+void db_on_reconnect(void (*fn)(void));
+
 /* Helpers for reading results: value or NULL for SQL NULL. */
 const char *db_get(const PGresult *r, int row, int col);
 int64_t db_get_i64(const PGresult *r, int row, int col, int64_t dflt);

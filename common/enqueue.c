@@ -89,7 +89,15 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 			return QUEUE_EINVAL;
 		}
 	}
-	if (e->cfg->redis_url && mono_ms() >= e->redis_retry_at_ms) {
+	/* One key, one run: a batch that carries an idempotency key goes to
+	 * PostgreSQL, whose unique index (job, idempotency_key) is the one
+	 * authority on keys whatever Redis is doing.  Redis would need a second
+	 * authority (its own key), and a request stuck in a stopped Redis could
+	 * still be applied after the retry had gone elsewhere. */
+	int keyed = 0;
+	for (size_t i = 0; i < n && !keyed; i++)
+		keyed = runs[i].idempotency_key != NULL;
+	if (!keyed && e->cfg->redis_url && mono_ms() >= e->redis_retry_at_ms) {
 		if (try_open(e, 1) == 0) {
 			int rc = e->redis->ops->enqueue(e->redis, runs, n);
 			if (rc == QUEUE_OK) {
@@ -107,7 +115,7 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 				e->redis = NULL;
 				e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
 				snprintf(err, errlen, "Redis failed while taking the runs: they may or may not "
-					 "be queued (retry with an idempotency key to be safe)");
+					 "be queued (an idempotency key makes a retry safe)");
 				return rc;
 			}
 			if (rc != QUEUE_EDOWN)
@@ -118,7 +126,7 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 		}
 		e->redis_retry_at_ms = mono_ms() + ENQ_REDIS_RETRY_MS;
 	}
-	if (e->cfg->redis_url) {
+	if (e->cfg->redis_url && !keyed) {
 		e->redis_failovers++;
 		jrm_enqueue_fallback();
 	}
@@ -133,8 +141,11 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 			}
 		}
 	} else {
-		snprintf(err, errlen, "no queue is reachable (PostgreSQL down%s)",
-			 e->cfg->redis_url ? ", Redis down" : "");
+		if (keyed)
+			snprintf(err, errlen, "runs with an idempotency key need PostgreSQL, which is down");
+		else
+			snprintf(err, errlen, "no queue is reachable (PostgreSQL down%s)",
+				 e->cfg->redis_url ? ", Redis down" : "");
 	}
 	if (rc == 0) {
 		if (backend)

@@ -4,7 +4,9 @@
  * It validates runs (known job, sizes, payload is a JSON object), then
  * writes them to Redis when REDIS_URL is set and Redis answers, else to the
  * PostgreSQL queue: while Redis is unreachable nothing accepted is lost,
- * it just travels the other way.  A Redis failure is remembered for a
+ * it just travels the other way.  A batch with an idempotency key always
+ * goes to PostgreSQL (one key, one run: its unique index is the only
+ * authority on keys), so it needs PostgreSQL up.  A Redis failure is remembered for a
  * short while (ENQ_REDIS_RETRY_MS) so that a dead Redis does not add a
  * connect timeout to every request.
  *

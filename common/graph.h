@@ -1,13 +1,12 @@
-/* graph.h -- Meta Graph API client on libcurl.
+/* graph.h -- the Meta Graph API's format on the HTTP client of http.h.
  *
- * One client per worker thread, made lazily by graph_client_for() and kept
- * in struct job_ctx.http, so the CURL easy handle and its connection cache
- * (keep-alive) are reused across requests and runs.  The worker frees it
- * with graph_client_free() when the thread ends.
- *
- * Every request has a connect timeout and a total timeout
- * (META_HTTP_TIMEOUT_MS), speaks only http/https, never follows redirects,
- * and aborts a response body larger than GRAPH_MAX_BODY_BYTES.
+ * A graph client is a few strings (META_GRAPH_URL, META_APP_SECRET,
+ * META_HTTP_TIMEOUT_MS) on top of the calling thread's HTTP client
+ * (job_http(ctx), registry.h), which it borrows: the libcurl handle and
+ * its connection cache (keep-alive) are reused across requests and runs.
+ * The transport's rules are http.h's: connect and total timeouts
+ * (META_HTTP_TIMEOUT_MS), http/https only, no redirects, a response body
+ * larger than GRAPH_MAX_BODY_BYTES aborted.
  *
  * The access token travels in the "Authorization: Bearer" header, never in
  * a URL that we build; with META_APP_SECRET set, appsecret_proof =
@@ -20,7 +19,7 @@
  * without its query, and every message is scrubbed of the token, the app
  * secret and any parameter flagged secret before it is returned.
  *
- * Error classification (SPEC §7), in this order:
+ * Error classification (docs/jobs.md, "Graph API errors"), in this order:
  *   Meta error code 190                               -> GRAPH_AUTH (re-auth, no retry)
  *   codes 4, 17, 32, 613, 80000-80014 or HTTP 429     -> GRAPH_THROTTLED (retry after
  *        max estimated_time_to_regain_access of X-Business-Use-Case-Usage, else
@@ -41,11 +40,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "http.h"
+
 struct config;
-struct job_ctx;
 struct run_result;
 
-#define GRAPH_MAX_BODY_BYTES (4u << 20)   /* larger responses are aborted */
+#define GRAPH_MAX_BODY_BYTES HTTP_MAX_BODY_BYTES   /* larger responses are aborted */
 #define GRAPH_MAX_PAGES 1000              /* paging.next loops are cut here */
 #define GRAPH_DEFAULT_TIMEOUT_MS 30000    /* when meta_http_timeout_ms is 0 */
 #define GRAPH_MAX_RETRY_AFTER_MS (24LL * 3600 * 1000)
@@ -79,15 +79,11 @@ struct graph_param {
 struct graph_client;
 
 /* Makes a client for cfg's META_GRAPH_URL, META_APP_SECRET and
- * META_HTTP_TIMEOUT_MS (strings are copied); the first one opens libcurl
- * (dlopen).  Never NULL (aborts on OOM); when libcurl cannot be loaded or
- * make a handle, every request of the client fails GRAPH_PERMANENT with the
- * reason.  Free with graph_client_free(). */
-struct graph_client *graph_client_new(const struct config *cfg);
-void graph_client_free(struct graph_client *c);   /* NULL is fine */
-/* The calling thread's client: ctx->http, made on first use.  The worker
- * owns it and frees it with graph_client_free() when the thread ends. */
-struct graph_client *graph_client_for(struct job_ctx *ctx);
+ * META_HTTP_TIMEOUT_MS (strings are copied) on http, which stays the
+ * caller's and must outlive the client.  Never NULL (aborts on OOM).  Free
+ * with graph_client_free(); NULL is fine there. */
+struct graph_client *graph_client_new(const struct config *cfg, struct http_client *http);
+void graph_client_free(struct graph_client *c);
 
 /* GET {META_GRAPH_URL}{path}?params[&appsecret_proof=...].  path starts
  * with '/' and must be URL-safe (the caller validates ids it puts there).
@@ -116,7 +112,6 @@ void graph_result_clear(struct graph_result *res);
 /* Maps a failed result to a run outcome: AUTH and PERMANENT -> RUN_FAIL,
  * THROTTLED and TRANSIENT -> RUN_RETRY (retry_after_ms kept); message copied. */
 void graph_to_run_result(const struct graph_result *res, struct run_result *out);
-const char *graph_kind_name(enum graph_kind kind);
 
 /* ---- pure parts, exposed for the unit tests ---- */
 
@@ -138,14 +133,6 @@ int64_t graph_usage_retry_ms(const char *header);
 void graph_redact_url(const char *url, char *out, size_t outlen);
 /* The path of url without query and fragment ("/v21.0/me"), "/" if none. */
 void graph_url_path(const char *url, char *out, size_t outlen);
-
-/* Replaces every occurrence of each non-empty secret in msg (in place,
- * NUL-terminated, capacity cap) by "[REDACTED]". */
-void graph_scrub(char *msg, size_t cap, const char *const *secrets, size_t nsecrets);
-
-/* 1 when a and b are absolute http(s) URLs with the same scheme, host and
- * port (default ports filled in, host compared case-insensitively). */
-int graph_same_origin(const char *a, const char *b);
 
 /* UTC dates "YYYY-MM-DD" of the last `days` days up to now_ms's day:
  * until = today, since = today - (days - 1).  0, or -1 if days < 1. */

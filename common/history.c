@@ -370,11 +370,12 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 #define UPSERT_INSERT \
 	"insert into job_runs as j (id, job, org_id, payload, source, status, attempts," \
 	" max_attempts, run_at, enqueued_at, started_at, finished_at, duration_ms, error," \
-	" consumer, transport, idempotency_key, updated_at)" \
+	" consumer, transport, idempotency_key, updated_at, redis_gen)" \
 	" select u.id, u.job, u.org, coalesce(u.payload::jsonb, '{}'::jsonb), u.src, u.status," \
 	" u.attempts, u.max, to_timestamp(coalesce(u.runat, u.enq, (extract(epoch from now()) * 1000)::bigint) / 1000.0)," \
 	" coalesce(to_timestamp(u.enq / 1000.0), now()), to_timestamp(u.started / 1000.0)," \
-	" to_timestamp(u.finished / 1000.0), u.duration, u.error, u.consumer, 'redis', u.idem, now()"
+	" to_timestamp(u.finished / 1000.0), u.duration, u.error, u.consumer, 'redis', u.idem, now()," \
+	" nullif(current_setting('jobrunner.redis_gen', true), '')"
 #define UPSERT_CONFLICT \
 	" on conflict (id) do update set" \
 	" job = excluded.job, org_id = excluded.org_id," \
@@ -386,9 +387,11 @@ static size_t rows_from_events(struct rows *rs, const redisReply *fields)
 	" finished_at = excluded.finished_at, duration_ms = excluded.duration_ms," \
 	" error = excluded.error, consumer = coalesce(excluded.consumer, j.consumer)," \
 	" idempotency_key = coalesce(j.idempotency_key, excluded.idempotency_key)," \
-	" updated_at = now()" \
-	/* the order of states: see row_cmp() */ \
-	" where (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
+	" updated_at = now(), redis_gen = excluded.redis_gen" \
+	/* a run carried by the PostgreSQL queue is its own record: a copy of it \
+	 * that reached Redis too (an enqueue whose reply was lost) never \
+	 * overwrites it */ \
+	" where j.transport = 'redis' and (excluded.attempts + (excluded.status = 'queued' and excluded.started_at is not null)::int," \
 	"        coalesce(excluded.started_at, '-infinity')," \
 	"        case when excluded.status = 'queued' then" \
 	"             case when excluded.started_at is null then 0 else 2 end" \
@@ -423,21 +426,12 @@ static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
 
+/* One element of an array literal: the comma, then db_array_add(). */
 static void arr_text(struct strbuf *sb, const char *s)
 {
 	if (sb->len > 1)
 		sb_add(sb, ",", 1);
-	if (!s) {
-		sb_adds(sb, "NULL");
-		return;
-	}
-	sb_add(sb, "\"", 1);
-	for (const char *p = s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			sb_add(sb, "\\", 1);
-		sb_add(sb, p, 1);
-	}
-	sb_add(sb, "\"", 1);
+	db_array_add(sb, s);
 }
 
 static void arr_int(struct strbuf *sb, int64_t v, int null_if_negative)
@@ -569,6 +563,8 @@ struct history {
 	struct rows carry;        /* queued rows waiting for their run's end */
 	struct wslot *wcache;     /* NULL until the first write */
 	uint64_t stage_for;       /* db.reconnects + 1 when the stage was made, or 0 */
+	char gen[40];             /* Redis's generation marker as last seen, or "" */
+	uint64_t gen_set_for;     /* db.reconnects + 1 when the session was told gen */
 	struct history_counts counts;
 	char errstr[256];
 };
@@ -585,15 +581,8 @@ static int ensure_groups(struct history *h)
 		return h_fail(h, "redis", h->rc.errstr);
 	if (h->groups_at == h->rc.connects)
 		return 0;
-	static const char *const keys[] = { RENTRY_RUNS, RENTRY_EVENTS };
-	for (size_t i = 0; i < JR_ARRAY_LEN(keys); i++) {
-		const char *av[] = { "XGROUP", "CREATE", keys[i], RENTRY_HISTORY_GROUP, "$", "MKSTREAM" };
-		redisReply *r = rconn_cmd(&h->rc, 6, av, NULL);
-		if (r)
-			freeReplyObject(r);
-		else if (!strstr(h->rc.errstr, "BUSYGROUP"))
-			return h_fail(h, "redis", h->rc.errstr);
-	}
+	if (rentry_create_groups(&h->rc))
+		return h_fail(h, "redis", h->rc.errstr);
 	h->groups_at = h->rc.connects;
 	h->pending = 1;
 	return 0;
@@ -921,12 +910,93 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 	return rv;
 }
 
+/* Redis data loss.  Redis keeps a random generation marker (jr:gen; the
+ * first writer to find none makes one) and PostgreSQL the last one seen
+ * (redis_generation); every row this writer upserts carries the marker of
+ * the connection its entries were read on (job_runs.redis_gen, through the
+ * session setting jobrunner.redis_gen).  A marker that differs from the
+ * one this writer saw before, or from PostgreSQL's, means Redis lost its
+ * data: the runs that the record shows unfinished (queued, failed waiting
+ * for a retry, running) on another generation are moved to the PostgreSQL
+ * queue.  Each run is moved once: the move changes its transport, and no
+ * history row overwrites a run carried by PostgreSQL.  Every writer that
+ * sees the change runs the move after writing what it had read from the
+ * lost Redis, so a slow writer's late rows are caught by its own move.
+ * Checked at every step (one GET), so a FLUSHALL is seen as well as a
+ * restart.  What is lost anyway: runs accepted by Redis and not yet
+ * recorded by a writer (docs/guarantees.md gives the window). */
+static const char requeue_sql[] =
+	"update job_runs set transport = 'pg', status = 'queued', run_at = now(), consumer = null,"
+	"       lease_until = null, started_at = null, updated_at = now()"
+	" where transport = 'redis' and status in ('queued','failed','running')"
+	"   and redis_gen is distinct from $1";
+
+static int check_generation(struct history *h)
+{
+	redisReply *r = rconn_cmdf(&h->rc, "GET %s", RENTRY_GEN);
+	if (r && r->type == REDIS_REPLY_NIL) {
+		char fresh[40];
+		freeReplyObject(r);
+		snprintf(fresh, sizeof fresh, "%016llx%016llx", (unsigned long long)rand_u64(),
+			 (unsigned long long)rand_u64());
+		r = rconn_cmdf(&h->rc, "SET %s %s NX", RENTRY_GEN, fresh);
+		if (r)
+			freeReplyObject(r);
+		r = r ? rconn_cmdf(&h->rc, "GET %s", RENTRY_GEN) : NULL;
+	}
+	if (!r)
+		return h_fail(h, "redis", h->rc.errstr);
+	if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len >= sizeof h->gen) {
+		freeReplyObject(r);
+		return h_fail(h, "redis", "unexpected generation marker " RENTRY_GEN);
+	}
+	char gen[sizeof h->gen];
+	memcpy(gen, r->str, r->len + 1);
+	freeReplyObject(r);
+	struct db *db = &h->db;
+	if (!strcmp(gen, h->gen) && h->gen_set_for == db->reconnects + 1 && db->conn)
+		return 0;
+	if (db_connect(db))
+		return h_fail(h, "postgres", db->errstr);
+	const char *p[1] = { gen };
+	if (strcmp(gen, h->gen)) {
+		PGresult *s = db_query(db, "select gen from redis_generation where id = 'jr'", 0, NULL);
+		if (!s)
+			return h_fail(h, "postgres", db->errstr);
+		int lost = (h->gen[0] != '\0') ||
+			   (PQntuples(s) == 1 && strcmp(PQgetvalue(s, 0, 0), gen));
+		PQclear(s);
+		if (lost) {
+			PGresult *u = db_query(db, requeue_sql, 1, p);
+			if (!u)
+				return h_fail(h, "postgres", db->errstr);
+			const char *n = PQcmdTuples(u);
+			LOGF(LOG_WARN, "redis_data_loss", "Redis lost its data (new generation marker): "
+			     "unfinished runs of the record moved to the PostgreSQL queue",
+			     LF_S("generation", gen), LF_I("requeued", n && *n ? atoll(n) : 0));
+			PQclear(u);
+		}
+		if (db_exec(db, "insert into redis_generation (id, gen) values ('jr', $1)"
+				" on conflict (id) do update set gen = excluded.gen, updated_at = now()"
+				" where redis_generation.gen <> excluded.gen", 1, p))
+			return h_fail(h, "postgres", db->errstr);
+		memcpy(h->gen, gen, sizeof h->gen);
+	}
+	if (db_exec(db, "select set_config('jobrunner.redis_gen', $1, false)", 1, p))
+		return h_fail(h, "postgres", db->errstr);
+	h->gen_set_for = db->reconnects + 1;
+	return 0;
+}
+
 int history_step(struct history *h, int64_t block_ms, size_t *written)
 {
 	*written = 0;
 	h->errstr[0] = '\0';
 	if (ensure_groups(h))
 		goto failed;
+	if (check_generation(h))
+		goto failed;
+	uint64_t conn = h->rc.connects;   /* entries of this step come from one Redis */
 	if (mono_ms() >= h->next_reclaim_ms && reclaim(h))
 		goto failed;
 	if (h->pending)
@@ -942,6 +1012,8 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	size_t nentries = 0;
 	uint64_t rows_before = h->counts.rows;
 	int rv = read_batch(h, block_ms, &ack, &nentries);
+	if (!rv && h->rc.connects != conn)
+		rv = h_fail(h, "redis", "reconnected during the step");   /* generation unknown */
 	if (rv) {
 		h->pending = 1;
 	} else if (nentries || h->rows.n) {

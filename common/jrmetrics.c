@@ -9,8 +9,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "metrics.h"
 #include "queue.h"
+#include "rconn.h"
 #include "registry.h"
 #include "util.h"
 
@@ -149,6 +151,18 @@ static void process_metrics_init(struct metrics *reg)
 		metrics_callback(reg, fams[i].type, fams[i].name, fams[i].help, NULL, NULL, fams[i].fn, NULL);
 }
 
+static void reconnect_redis(void)
+{
+	if (m.ready)
+		metrics_inc(m.reconnect_redis);
+}
+
+static void reconnect_pg(void)
+{
+	if (m.ready)
+		metrics_inc(m.reconnect_pg);
+}
+
 void jrm_init(void)
 {
 	if (m.ready)
@@ -199,6 +213,10 @@ void jrm_init(void)
 	m.hist_dropped = metrics_with(hist, "dropped", NULL);
 	process_metrics_init(reg);
 	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
+	/* every connection of the process counts (queues, history writer,
+	 * health checks, cycles) */
+	rconn_on_reconnect(reconnect_redis);
+	db_on_reconnect(reconnect_pg);
 }
 
 static size_t job_index(const char *job)
@@ -251,12 +269,6 @@ void jrm_reclaims(uint64_t n)
 		metrics_add(m.reclaims, n);
 }
 
-void jrm_reconnect(const char *backend)
-{
-	if (m.ready)
-		metrics_inc(!strcmp(backend, "redis") ? m.reconnect_redis : m.reconnect_pg);
-}
-
 void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped)
 {
 	if (!m.ready)
@@ -274,15 +286,19 @@ void jrm_enqueue_fallback(void)
 
 void jrm_queue_depth_source(void (*fn)(void *ctx, struct metrics_emitter *emit), void *ctx)
 {
+	/* every process reads the same shared queue: the label says so, and
+	 * the help says how to aggregate (max, never sum) */
 	m.depth = metrics_callback(metrics_default(), METRIC_GAUGE, "jobrunner_queue_depth",
-				   "Runs by state (queued, running, delayed, dead), read at scrape time.",
-				   "state", NULL, fn, ctx);
+				   "Runs by state (queued, running, delayed, dead) in the whole cluster, "
+				   "read at scrape time from the shared queue: every process exports the "
+				   "same value, so aggregate with max by (state), never sum.",
+				   "state", "scope", fn, ctx);
 }
 
 void jrm_emit_depth(struct metrics_emitter *emit, const struct queue_stats *s)
 {
-	metrics_emit(emit, (double)s->queued, "queued", NULL);
-	metrics_emit(emit, (double)s->running, "running", NULL);
-	metrics_emit(emit, (double)s->delayed, "delayed", NULL);
-	metrics_emit(emit, (double)s->dead, "dead", NULL);
+	metrics_emit(emit, (double)s->queued, "queued", "cluster");
+	metrics_emit(emit, (double)s->running, "running", "cluster");
+	metrics_emit(emit, (double)s->delayed, "delayed", "cluster");
+	metrics_emit(emit, (double)s->dead, "dead", "cluster");
 }

@@ -15,7 +15,8 @@
  *   jobrunner_cycles_total, jobrunner_cycle_duration_seconds (histogram),
  *   jobrunner_last_cycle_timestamp_seconds
  *   jobrunner_reclaims_total                   runs taken over from silent consumers
- *   jobrunner_reconnects_total{backend}        redis | postgres
+ *   jobrunner_reconnects_total{backend}        redis | postgres (every connection
+ *                                              of the process, through rconn and db hooks)
  *   jobrunner_enqueue_fallbacks_total          batches sent to PostgreSQL because Redis was down
  *   jobrunner_queue_depth{state}               queued | running | delayed | dead (scrape time)
  */
@@ -35,7 +36,6 @@ enum jrm_outcome { JRM_SUCCEEDED, JRM_FAILED, JRM_DEAD, JRM_DEFERRED, JRM_FENCED
 void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms);
 void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms);
 void jrm_reclaims(uint64_t n);
-void jrm_reconnect(const char *backend);
 void jrm_enqueue_fallback(void);
 /* History writer (Redis mode): rows written to job_runs, rows not sent
  * (older than what the writer stored), rows PostgreSQL refused. */

@@ -10,7 +10,7 @@
  * wherever they appear in a line, as a last line of defence: code should not
  * pass secrets to the logger in the first place.
  *
- * Helpers do not log; the top of the call stack logs once (STYLE.md).
+ * Helpers do not log; the top of the call stack logs once (CONTRIBUTING.md).
  * Thread-safe: each line is written with one write(2).
  */
 #ifndef JOBRUNNER_COMMON_LOG_H

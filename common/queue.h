@@ -73,6 +73,13 @@ struct queue_ops {
 	int (*complete)(struct queue *q, struct run *runs, const struct run_result *res,
 			size_t n, int *fenced);
 
+	/* Gives back n claimed runs that have not started, without counting an
+	 * attempt, so that any free thread of any consumer can take them at
+	 * once (a batch's runs waiting behind a long one).  Fenced like
+	 * complete(): released[i] (may be NULL) is set to 1 for each run given
+	 * back, 0 for one whose lease had already passed on. */
+	int (*release)(struct queue *q, const struct run *runs, size_t n, int *released);
+
 	/* Extends the lease of n claimed, still running runs (heartbeat). */
 	int (*extend)(struct queue *q, const struct run *runs, size_t n);
 

@@ -39,7 +39,6 @@
 
 #include "config.h"
 #include "db.h"
-#include "jrmetrics.h"
 #include "queue.h"
 #include "util.h"
 
@@ -52,18 +51,16 @@ struct pgq {
 
 #define NOTIFY_CHANNEL "jobrunner_runs"
 
-static void pgq_fail(struct pgq *p)
-{
-	p->q.err = 1;
-	snprintf(p->q.errstr, sizeof p->q.errstr, "postgres: %s", p->db.errstr);
-}
-
+/* Records the database's failure in the queue (err and errstr, as
+ * queue.h promises) and returns its QUEUE_E* code: QUEUE_EDOWN when the
+ * connection is gone, QUEUE_EINTERNAL when PostgreSQL refused. */
 static int pgq_code(struct pgq *p)
 {
-	pgq_fail(p);
 	if (!p->db.conn)
 		p->listening = 0;
-	return p->db.conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+	p->q.err = p->db.conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+	snprintf(p->q.errstr, sizeof p->q.errstr, "postgres: %s", p->db.errstr);
+	return p->q.err;
 }
 
 /* ------------------------------------------------------------------ */
@@ -338,7 +335,6 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 		if (!res)
 			return pgq_code(p);
 		int rows = PQntuples(res);
-		uint64_t reclaimed = 0;
 		for (int i = 0; i < rows && (size_t)i < max; i++) {
 			struct run *r = &out[i];
 			memset(r, 0, sizeof *r);
@@ -354,10 +350,8 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 			r->idempotency_key = xstrdup(db_get(res, i, 8));
 			r->started_at_ms = db_get_i64(res, i, 9, wall_ms());
 			r->fence = r->attempt;
-			reclaimed += db_get(res, i, 10) && db_get(res, i, 10)[0] == 't';
+			r->reclaimed = db_get(res, i, 10) && db_get(res, i, 10)[0] == 't';
 		}
-		if (reclaimed)
-			jrm_reclaims(reclaimed);
 		PQclear(res);
 		*n = (size_t)rows;
 		if (rows > 0 || block_ms <= 0)
@@ -378,11 +372,15 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 static const char complete_sql[] =
 	"update job_runs j set status = u.status, attempts = u.attempts,"
 	"       run_at = case when u.next_ms > 0 then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
-	"       finished_at = case when u.status = 'queued' then null else now() end,"
-	"       started_at = case when u.status = 'queued' then null else j.started_at end,"
+	/* each run's own start and end, not its batch's claim and completion */
+	"       finished_at = case when u.status = 'queued' then null"
+	"                          when u.fin_ms > 0 then to_timestamp(u.fin_ms / 1000.0) else now() end,"
+	"       started_at = case when u.status = 'queued' then null"
+	"                         when u.start_ms > 0 then to_timestamp(u.start_ms / 1000.0) else j.started_at end,"
 	"       duration_ms = u.duration_ms, error = u.error, lease_until = null, updated_at = now()"
-	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[])"
-	"       as u(id, fence, status, attempts, next_ms, duration_ms, error)"
+	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[],"
+	"              $9::bigint[], $10::bigint[])"
+	"       as u(id, fence, status, attempts, next_ms, duration_ms, error, start_ms, fin_ms)"
 	/* "status || ''": a plain status = 'running' lets the planner walk
 	 * job_runs_lease_idx (partial on status = 'running'), whose dead
 	 * entries grow with every run until vacuum, instead of looking the
@@ -394,15 +392,15 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 			size_t n, int *fenced)
 {
 	struct pgq *p = (struct pgq *)q;
-	enum { NCOL = 7 };
-	struct strbuf col[NCOL] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
-				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	enum { NCOL = 7, NARR = NCOL + 2 };   /* + started, finished ($9, $10) */
+	struct strbuf col[NARR] = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT,
+				    STRBUF_INIT, STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
 	struct backoff b = { q->cfg->job_backoff_base_ms, q->cfg->job_backoff_max_ms };
 	int rc = QUEUE_OK;
 	int64_t now = wall_ms();
 	size_t m = 0;
 	int requeued = 0;
-	for (int c = 0; c < NCOL; c++)
+	for (int c = 0; c < NARR; c++)
 		arr_open(&col[c]);
 	for (size_t i = 0; i < n; i++) {
 		fenced[i] = 0;
@@ -424,17 +422,24 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		arr_next(&col[4], nx, m);
 		arr_next(&col[5], dur, m);
 		arr_next(&col[6], res[i].outcome == RUN_OK ? NULL : res[i].error, m);
+		char st_ms[24], fin_ms[24];
+		snprintf(st_ms, sizeof st_ms, "%lld", (long long)runs[i].started_at_ms);
+		snprintf(fin_ms, sizeof fin_ms, "%lld", (long long)res[i].finished_at_ms);
+		arr_next(&col[7], st_ms, m);
+		arr_next(&col[8], fin_ms, m);
 		m++;
 	}
 	if (m == 0)
 		goto out;
-	const char *params[NCOL + 1];
-	for (int c = 0; c < NCOL; c++) {
+	const char *params[NCOL + 3];
+	for (int c = 0; c < NARR; c++)
 		sb_add(&col[c], "}", 1);
+	for (int c = 0; c < NCOL; c++)
 		params[c] = col[c].buf;
-	}
 	params[NCOL] = q->consumer;
-	PGresult *r = db_query_prepared(&p->db, "jr_complete", complete_sql, NCOL + 1, params);
+	params[NCOL + 1] = col[NCOL].buf;
+	params[NCOL + 2] = col[NCOL + 1].buf;
+	PGresult *r = db_query_prepared(&p->db, "jr_complete", complete_sql, NCOL + 3, params);
 	if (!r) {
 		rc = pgq_code(p);
 		goto out;
@@ -455,8 +460,53 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
 	PQclear(r);
 out:
-	for (int c = 0; c < NCOL; c++)
+	for (int c = 0; c < NARR; c++)
 		sb_release(&col[c]);
+	return rc;
+}
+
+/* Gives back claimed runs that have not started: queued again with the
+ * attempt uncounted, fenced like complete(). */
+static const char release_sql[] =
+	"update job_runs j set status = 'queued', attempts = j.attempts - 1, consumer = null,"
+	"       lease_until = null, started_at = null, updated_at = now()"
+	"  from unnest($1::text[], $2::int[]) as u(id, fence)"
+	" where j.id = u.id and j.status || '' = 'running' and j.attempts = u.fence and j.consumer = $3"
+	" returning j.id";
+
+static int pgq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct pgq *p = (struct pgq *)q;
+	struct strbuf ids = STRBUF_INIT, fences = STRBUF_INIT;
+	arr_open(&ids);
+	arr_open(&fences);
+	for (size_t i = 0; i < n; i++) {
+		char f[24];
+		snprintf(f, sizeof f, "%lld", (long long)runs[i].fence);
+		arr_next(&ids, runs[i].id, i);
+		arr_next(&fences, f, i);
+		if (released)
+			released[i] = 0;
+	}
+	sb_add(&ids, "}", 1);
+	sb_add(&fences, "}", 1);
+	const char *params[3] = { ids.buf, fences.buf, q->consumer };
+	int rc = QUEUE_OK;
+	PGresult *r = n ? db_query(&p->db, release_sql, 3, params) : NULL;
+	if (n && !r) {
+		rc = pgq_code(p);
+	} else if (r) {
+		for (int row = 0; row < PQntuples(r); row++)
+			for (size_t i = 0; released && i < n; i++)
+				if (!strcmp(PQgetvalue(r, row, 0), runs[i].id))
+					released[i] = 1;
+		/* wake the idle claimers: the runs are waiting now */
+		if (PQntuples(r) > 0)
+			db_exec(&p->db, "select pg_notify('" NOTIFY_CHANNEL "', '')", 0, NULL);
+		PQclear(r);
+	}
+	sb_release(&ids);
+	sb_release(&fences);
 	return rc;
 }
 
@@ -559,6 +609,7 @@ static const struct queue_ops pg_ops = {
 	.enqueue = pgq_enqueue,
 	.claim = pgq_claim,
 	.complete = pgq_complete,
+	.release = pgq_release,
 	.extend = pgq_extend,
 	.stats = pgq_stats,
 	.destroy = pgq_destroy,

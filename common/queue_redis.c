@@ -69,6 +69,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "lua_gen.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "run.h"
@@ -87,226 +88,22 @@
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
 /* ------------------------------------------------------------------ */
 
-enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC, S_COUNT };
-
-/* KEYS: idem key, runs, delayed.  ARGV: id, ttl_s, due (0 = now), member,
- * fields...  Returns {1, id} when added, {0, first id} when the key was used. */
-static const char lua_enq_idem[] =
-	"local prev = redis.call('GET', KEYS[1])\n"
-	"if prev then return {0, prev} end\n"
-	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-	"if ARGV[3] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])\n"
-	"else redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end\n"
-	"return {1, ARGV[1]}\n";
-
-/* KEYS: tick key, runs, last tick key.  ARGV: px, slot, enq, group.
- * 1 if this call added the slot's tick; 0 if another caller had the slot;
- * 2 if the slot was ours but the previous tick is still undelivered (it
- * will run a cycle that catches up: ticks never pile up while no consumer
- * runs, and "queued" counts at most one of them). */
-static const char lua_tick[] =
-	"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end\n"
-	"local last = redis.call('GET', KEYS[3])\n"
-	"if last and redis.call('EXISTS', KEYS[2]) == 1 then\n"
-	"  local delivered = '0-0'\n"
-	"  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do\n"
-	"    local name, id\n"
-	"    for k = 1, #g, 2 do\n"
-	"      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end\n"
-	"    end\n"
-	"    if name == ARGV[4] then delivered = id end\n"
-	"  end\n"
-	"  local a1, b1 = string.match(last, '^(%d+)-(%d+)$')\n"
-	"  local a2, b2 = string.match(delivered, '^(%d+)-(%d+)$')\n"
-	"  a1, b1, a2, b2 = tonumber(a1), tonumber(b1), tonumber(a2), tonumber(b2)\n"
-	"  if a1 > a2 or (a1 == a2 and b1 > b2) then return 2 end\n"
-	"end\n"
-	"local id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'tick', 'slot', ARGV[2], 'enq', ARGV[3])\n"
-	"redis.call('SET', KEYS[3], id)\n"
-	"return 1\n";
-
-/* KEYS: delayed, runs.  ARGV: now ms, limit.  Moves due members into the
- * stream; a member that is not a JSON object becomes an entry without an id
- * (claim turns it into a dead record).  Returns how many moved. */
-static const char lua_promote[] =
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
-	"for _, m in ipairs(due) do\n"
-	"  local ok, t = pcall(cjson.decode, m)\n"
-	"  local a = {}\n"
-	"  if ok and type(t) == 'table' then\n"
-	"    for k, v in pairs(t) do\n"
-	"      if type(k) == 'string' and (type(v) == 'string' or type(v) == 'number') then\n"
-	"        a[#a + 1] = k; a[#a + 1] = tostring(v)\n"
-	"      end\n"
-	"    end\n"
-	"  end\n"
-	"  if #a == 0 then a = {'v', '1', 'type', 'run', 'bad', 'delayed member is not a JSON object'} end\n"
-	"  redis.call('XADD', KEYS[2], '*', unpack(a))\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
-	"end\n"
-	"return #due\n";
-
-/* KEYS: runs, events, delayed, dead counter.  ARGV: group, consumer, n,
- * lowest and highest handle, then per run: handle, fence, kind, due, member,
- * event (JSON object, '' = none).
- * kind: a = ack only, e = ack + event, d = + delayed member, x = + dead count.
- * Ownership and fences come from one XPENDING over the batch's id range
- * (per entry only if that range holds too many of this consumer's entries).
- * The events of the batch go into one jr:events entry (e = JSON array).
- * Returns one integer per run: 0 recorded, 1 fenced. */
-static const char lua_complete[] =
-	"local g, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-	"local lim = n * 4 + 64\n"
-	"local pl = redis.call('XPENDING', KEYS[1], g, ARGV[4], ARGV[5], lim, me)\n"
-	"local pend = {}\n"
-	"for _, p in ipairs(pl) do pend[p[1]] = p[4] end\n"
-	"local out, acks, evs = {}, {}, {}\n"
-	"for r = 1, n do\n"
-	"  local i = 6 + (r - 1) * 6\n"
-	"  local h, kind = ARGV[i], ARGV[i + 2]\n"
-	"  local cnt = pend[h]\n"
-	"  if cnt == nil and #pl == lim then\n"
-	"    local p = redis.call('XPENDING', KEYS[1], g, h, h, 1, me)[1]\n"
-	"    cnt = p and p[4]\n"
-	"  end\n"
-	"  if cnt ~= nil and cnt == tonumber(ARGV[i + 1]) then\n"
-	"    out[r] = 0\n"
-	"    acks[#acks + 1] = h\n"
-	"    if kind == 'd' then redis.call('ZADD', KEYS[3], ARGV[i + 3], ARGV[i + 4]) end\n"
-	"    if kind == 'x' then redis.call('INCR', KEYS[4]) end\n"
-	"    if ARGV[i + 5] ~= '' then evs[#evs + 1] = ARGV[i + 5] end\n"
-	"  else\n"
-	"    out[r] = 1\n"
-	"  end\n"
-	"end\n"
-	"if #acks > 0 then redis.call('XACK', KEYS[1], g, unpack(acks)) end\n"
-	"if #evs > 0 then\n"
-	"  redis.call('XADD', KEYS[2], '*', 'v', '1', 'n', #evs, 'e', '[' .. table.concat(evs, ',') .. ']')\n"
-	"end\n"
-	"return out\n";
-
-/* KEYS: runs.  ARGV: group, consumer, min idle ms, cursor, count, max
- * iterations.  Returns {cursor, {{id, fields, deliveries}...}}. */
-static const char lua_reclaim[] =
-	"local g, me, idle, cur = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-	"local want, res = tonumber(ARGV[5]), {}\n"
-	"for it = 1, tonumber(ARGV[6]) do\n"
-	"  local r = redis.call('XAUTOCLAIM', KEYS[1], g, me, idle, cur, 'COUNT', want - #res)\n"
-	"  cur = r[1]\n"
-	"  for _, e in ipairs(r[2]) do\n"
-	"    local p = redis.call('XPENDING', KEYS[1], g, e[1], e[1], 1)[1]\n"
-	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
-	"  end\n"
-	"  if cur == '0-0' or #res >= want then break end\n"
-	"end\n"
-	"return {cur, res}\n";
-
-/* KEYS: runs.  ARGV: group, consumer, min idle ms, count.  This consumer
- * name's entries that were last delivered before this process started (idle
- * longer than the process has lived): left by its previous incarnation.
- * XCLAIM re-checks the idle time atomically and counts a delivery.
- * Returns {found, {{id, fields, deliveries}...}}. */
-static const char lua_own[] =
-	"local pl = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[2])\n"
-	"local ids, res = {}, {}\n"
-	"for _, p in ipairs(pl) do ids[#ids + 1] = p[1] end\n"
-	"if #ids == 0 then return {0, res} end\n"
-	"local es = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))\n"
-	"for _, e in ipairs(es) do\n"
-	"  if e and e[2] then\n"
-	"    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
-	"    res[#res + 1] = {e[1], e[2], p and p[4] or 0}\n"
-	"  end\n"
-	"end\n"
-	"return {#ids, res}\n";
-
-/* KEYS: runs.  ARGV: group, consumer, then handle, fence pairs.  Resets the
- * idle time of the entries still owned with the same fence.  Returns how
- * many were extended. */
-static const char lua_extend[] =
-	"local ids = {}\n"
-	"for i = 3, #ARGV, 2 do\n"
-	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]\n"
-	"  if p and p[2] == ARGV[2] and p[4] == tonumber(ARGV[i + 1]) then ids[#ids + 1] = ARGV[i] end\n"
-	"end\n"
-	"if #ids > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids), 'JUSTID') end\n"
-	"return #ids\n";
-
-/* KEYS: stream.  ARGV: protected group ('' = none), max len, cap step.
- * Trims entries older than every group's oldest pending or undelivered
- * entry; above max len, drops more but never past the protected group's.
- * Returns how many entries were removed. */
-static const char lua_trim[] =
-	"local function split(id)\n"
-	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
-	"  return tonumber(a), tonumber(b)\n"
-	"end\n"
-	"local function less(x, y)\n"
-	"  local a1, b1 = split(x); local a2, b2 = split(y)\n"
-	"  if a1 ~= a2 then return a1 < a2 end\n"
-	"  return b1 < b2\n"
-	"end\n"
-	"local function nextid(id)\n"
-	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
-	"  return a .. '-' .. string.format('%d', tonumber(b) + 1)\n"
-	"end\n"
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-	"local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"
-	"local minall, minprot\n"
-	"for _, g in ipairs(groups) do\n"
-	"  local name, last\n"
-	"  for k = 1, #g, 2 do\n"
-	"    if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end\n"
-	"  end\n"
-	"  local m = nextid(last)\n"
-	"  local pend = redis.call('XPENDING', KEYS[1], name)\n"
-	"  if pend[1] > 0 and less(pend[2], m) then m = pend[2] end\n"
-	"  if not minall or less(m, minall) then minall = m end\n"
-	"  if name == ARGV[1] then minprot = m end\n"
-	"end\n"
-	"if not minall then return 0 end\n"
-	"local n = redis.call('XTRIM', KEYS[1], 'MINID', minall)\n"
-	"local maxlen = tonumber(ARGV[2])\n"
-	"local len = redis.call('XLEN', KEYS[1])\n"
-	"if maxlen > 0 and len > maxlen then\n"
-	"  local over = math.min(len - maxlen, tonumber(ARGV[3]))\n"
-	"  local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over + 1)\n"
-	"  local target = r[#r][1]\n"
-	"  if minprot and less(minprot, target) then target = minprot end\n"
-	"  if less(minall, target) then n = n + redis.call('XTRIM', KEYS[1], 'MINID', target) end\n"
-	"end\n"
-	"return n\n";
-
-/* KEYS: stream.  ARGV: group, min idle ms.  Deletes consumers with nothing
- * pending that were idle that long.  Returns how many. */
-static const char lua_gc[] =
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
-	"local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])\n"
-	"local n = 0\n"
-	"for _, c in ipairs(cs) do\n"
-	"  local name, pending, idle\n"
-	"  for k = 1, #c, 2 do\n"
-	"    if c[k] == 'name' then name = c[k + 1]\n"
-	"    elseif c[k] == 'pending' then pending = c[k + 1]\n"
-	"    elseif c[k] == 'idle' then idle = c[k + 1] end\n"
-	"  end\n"
-	"  if pending == 0 and idle > tonumber(ARGV[2]) then\n"
-	"    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
-	"    n = n + 1\n"
-	"  end\n"
-	"end\n"
-	"return n\n";
+/* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
+ * reply in its header comment; the build embeds them (lua_gen.h). */
+enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
+       S_RELEASE, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
-	[S_ENQ_IDEM] = { "enqueue_idem", lua_enq_idem },
-	[S_TICK] = { "tick", lua_tick },
-	[S_PROMOTE] = { "promote", lua_promote },
-	[S_COMPLETE] = { "complete", lua_complete },
-	[S_RECLAIM] = { "reclaim", lua_reclaim },
-	[S_OWN] = { "own_pending", lua_own },
-	[S_EXTEND] = { "extend", lua_extend },
-	[S_TRIM] = { "trim", lua_trim },
-	[S_GC] = { "consumer_gc", lua_gc },
+	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
+	[S_TICK] = { "tick.lua", jr_lua_tick },
+	[S_PROMOTE] = { "promote.lua", jr_lua_promote },
+	[S_COMPLETE] = { "complete.lua", jr_lua_complete },
+	[S_RECLAIM] = { "reclaim.lua", jr_lua_reclaim },
+	[S_OWN] = { "own_pending.lua", jr_lua_own_pending },
+	[S_EXTEND] = { "extend.lua", jr_lua_extend },
+	[S_TRIM] = { "trim.lua", jr_lua_trim },
+	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
+	[S_RELEASE] = { "release.lua", jr_lua_release },
 };
 
 /* ------------------------------------------------------------------ */
@@ -391,37 +188,15 @@ static int rq_ok(struct rqueue *rq)
 	return 0;
 }
 
-/* Creates the groups (idempotent).  After every (re)connect, because a
- * Redis without persistence comes back empty. */
+/* Creates the groups (rentry_create_groups()) once per connection. */
 static int ensure_groups(struct rqueue *rq)
 {
 	if (rconn_connect(&rq->rc))
 		return rq_fail(rq);
 	if (rq->groups_at == rq->rc.connects)
 		return 0;
-	static const char *const cmds[][2] = {
-		{ RENTRY_RUNS, RENTRY_GROUP },
-		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
-		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
-	};
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		const char *av[] = { "XGROUP", "CREATE", cmds[i][0], cmds[i][1], "$", "MKSTREAM" };
-		if (rconn_append(&rq->rc, 6, av, NULL))
-			return rq_fail(rq);
-	}
-	int rv = 0;
-	for (size_t i = 0; i < JR_ARRAY_LEN(cmds); i++) {
-		redisReply *r = rconn_get(&rq->rc);
-		if (!r)
-			return rq_fail(rq);
-		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv) {
-			rconn_reply_error(&rq->rc, r);
-			rv = rq_fail(rq);
-		}
-		freeReplyObject(r);
-	}
-	if (rv)
-		return rv;
+	if (rentry_create_groups(&rq->rc))
+		return rq_fail(rq);
 	rq->groups_at = rq->rc.connects;
 	return 0;
 }
@@ -646,6 +421,7 @@ struct outcome {
 	int attempt;
 	int64_t due_ms;          /* d: when to run again */
 	int64_t duration_ms;
+	int64_t finished_ms;     /* the run's own end (0: the time of recording) */
 	const char *error;
 };
 
@@ -689,7 +465,8 @@ static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct 
 	if (r->started_at_ms)
 		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
 	if (o->kind != 'r')   /* running: not finished yet */
-		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld", (long long)now,
+		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld",
+			(long long)(o->finished_ms ? o->finished_ms : now),
 			(long long)o->duration_ms);
 	if (o->kind == 'd')
 		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
@@ -802,6 +579,7 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		x->handle = r->handle;
 		x->fence = r->fence;
 		x->duration_ms = res[i].duration_ms;
+		x->finished_ms = res[i].finished_at_ms;
 		x->error = res[i].error;
 		if (r->is_tick) {
 			x->kind = 'a';
@@ -852,9 +630,13 @@ static int take_entry(struct rqueue *rq, const char *id, size_t idlen, const red
 	memcpy(out->handle, id, idlen);
 	out->handle[idlen] = '\0';
 	out->fence = fence;
-	out->started_at_ms = wall_ms();
-	if (rv)
+	if (rv) {
+		/* malformed: recorded dead as of the entry's own time (its id) */
+		if (!out->enqueued_at_ms)
+			out->enqueued_at_ms = rentry_id_ms(out->handle);
 		return 1;
+	}
+	out->started_at_ms = wall_ms();   /* the claim; the worker sets the run's own start */
 	if (out->is_tick)
 		return 0;
 	out->attempt += (int)(fence > 0 ? fence : 1);
@@ -901,9 +683,10 @@ static int flush_dead(struct rqueue *rq, struct deadbuf *d)
 }
 
 /* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
- * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max). */
+ * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max); reclaimed:
+ * the entries were taken over from a consumer that went silent. */
 static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *out, size_t max,
-			size_t *got, struct deadbuf *dead)
+			size_t *got, struct deadbuf *dead, int reclaimed)
 {
 	for (size_t i = 0; i < arr->elements; i++) {
 		const redisReply *e = arr->element[i];
@@ -925,6 +708,7 @@ static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *ou
 			}
 			dead->n++;
 		} else if (*got < max) {
+			slot->reclaimed = reclaimed;
 			(*got)++;
 		} else {
 			/* more than max came back (cannot happen: COUNT bounds it) */
@@ -1025,8 +809,8 @@ static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	    r->element[0]->type == REDIS_REPLY_INTEGER) {
 		if ((size_t)r->element[0]->integer < max - *got)
 			rq->own_done = 1;
-		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+		if (r->element[1]->type == REDIS_REPLY_ARRAY)   /* left by a previous incarnation */
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->own_done = 1;
 	}
@@ -1053,7 +837,7 @@ static int claim_reclaim(struct rqueue *rq, struct run *out, size_t max, size_t 
 		snprintf(rq->reclaim_cursor, sizeof rq->reclaim_cursor, "%s", wrapped ? "0-0" : cur->str);
 		rq->next_reclaim_ms = mono_ms() + (wrapped ? rq->reclaim_ms : 0);
 		if (r->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, r->element[1], out, max, got, dead);
+			rv = take_entries(rq, r->element[1], out, max, got, dead, 1);
 	} else {
 		rq->next_reclaim_ms = mono_ms() + rq->reclaim_ms;
 	}
@@ -1086,7 +870,7 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 		const redisReply *s = r->element[0];
 		if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
 		    s->element[1]->type == REDIS_REPLY_ARRAY)
-			rv = take_entries(rq, s->element[1], out, max, got, dead);
+			rv = take_entries(rq, s->element[1], out, max, got, dead, 0);
 	}
 	freeReplyObject(r);
 	return rv ? rq->q.err : 0;
@@ -1224,6 +1008,42 @@ static int rq_extend(struct queue *q, const struct run *runs, size_t n)
 	return rq_ok(rq);
 }
 
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	struct rqueue *rq = rq_of(q);
+	if (n == 0)
+		return rq_ok(rq);
+	if (ensure_groups(rq))
+		return q->err;
+	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
+		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
+		struct rargv *a = &rq->av;
+		rargv_reset(a);
+		rargv_addrefs(a, "1");
+		rargv_addrefs(a, RENTRY_RUNS);
+		rargv_addrefs(a, RENTRY_GROUP);
+		rargv_addrefs(a, q->consumer);
+		for (size_t i = off; i < off + k; i++) {
+			rargv_addrefs(a, runs[i].handle);
+			rargv_addi64(a, runs[i].fence);
+		}
+		rargv_finish(a);
+		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
+		if (!r) {
+			check_nogroup(rq);
+			return rq_fail(rq);
+		}
+		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
+		for (size_t i = 0; released && i < k; i++)
+			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
+					    r->element[i]->integer == 1;
+		freeReplyObject(r);
+		if (!ok)
+			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
+	}
+	return rq_ok(rq);
+}
+
 static const redisReply *kv(const redisReply *flat, const char *key)
 {
 	if (!flat || flat->type != REDIS_REPLY_ARRAY)
@@ -1342,6 +1162,7 @@ static const struct queue_ops redis_ops = {
 	.enqueue = rq_enqueue,
 	.claim = rq_claim,
 	.complete = rq_complete,
+	.release = rq_release,
 	.extend = rq_extend,
 	.announce = rq_announce,
 	.stats = rq_stats,

@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,12 @@ static char *setting(char *const *slot)
 	pthread_mutex_unlock(&set_mu);
 	return v;
 }
+
+/* Called after every reconnect (a connect after the first) of any rconn:
+ * the application counts reconnects without this file knowing metrics. */
+static _Atomic(void (*)(void)) reconnect_hook;
+
+void rconn_on_reconnect(void (*fn)(void)) { atomic_store_explicit(&reconnect_hook, fn, memory_order_relaxed); }
 
 /* ------------------------------------------------------------------ */
 /* errors                                                              */
@@ -805,8 +812,9 @@ int rconn_connect(struct rconn *rc)
 	for (int i = hello_at + 1; i < nsent && !code; i++) {
 		if (rep[i]->type == REDIS_REPLY_ERROR) {
 			code = refusal(rep[i]->str) ? RCONN_EREFUSED : RCONN_EDOWN;
-			set_err(rc, code, "redis %s:%d: %s: %.120s", rc->host, rc->port,
-				i == select_at ? "SELECT" : "SCRIPT LOAD", rep[i]->str);
+			set_err(rc, code, "redis %s:%d: %s%s: %.120s", rc->host, rc->port,
+				i == select_at ? "SELECT" : "SCRIPT LOAD ",
+				i >= scripts_at ? rc->scripts[i - scripts_at].name : "", rep[i]->str);
 		} else if (i >= scripts_at && rep[i]->type == REDIS_REPLY_STRING && rep[i]->len == 40) {
 			memcpy(rc->sha[i - scripts_at], rep[i]->str, 40);
 			rc->sha[i - scripts_at][40] = '\0';
@@ -821,7 +829,11 @@ int rconn_connect(struct rconn *rc)
 		connect_failed(rc, code);
 		return code;
 	}
-	rc->connects++;
+	if (rc->connects++ > 0) {
+		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
+		if (fn)
+			fn();
+	}
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	rc->err = 0;
 	rc->errstr[0] = '\0';

@@ -127,6 +127,11 @@ int rconn_init(struct rconn *rc, const char *url, const struct rscript *scripts,
 	       char *err, size_t errlen);
 /* Names the connections (CLIENT SETNAME): "jobrunner:<role>:<who>". */
 void rconn_set_name(struct rconn *rc, const char *role, const char *who);
+/* fn is called (on the reconnecting thread) after every successful
+ * reconnect of any struct rconn (a connect after its first): how the
+ * application counts reconnects without this file knowing its metrics.
+ * Set once at start-up. */
+void rconn_on_reconnect(void (*fn)(void));
 /* Closes the connection and frees everything rc owns. */
 void rconn_release(struct rconn *rc);
 

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "http.h"
 #include "util.h"
 
 static const struct job_def *const jobs[] = {
@@ -26,6 +27,18 @@ const struct job_def *registry_all(size_t *n)
 	}
 	*n = JR_ARRAY_LEN(jobs);
 	return table;
+}
+
+int registry_enabled(const struct job_def *job, const struct config *cfg)
+{
+	return !job->enabled || job->enabled(cfg);
+}
+
+struct http_client *job_http(struct job_ctx *ctx)
+{
+	if (!ctx->http)
+		ctx->http = http_client_new();
+	return ctx->http;
 }
 
 const struct job_def *registry_find(const char *name)

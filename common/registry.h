@@ -1,7 +1,9 @@
 /* registry.h -- the job table.
  *
  * A job is a name, a handler, and the settings that make it due.  Adding a
- * job is one new file in common/jobs/ plus one line in registry.c.
+ * job is one new file in common/jobs/ plus one line in registry.c and here;
+ * CONTRIBUTING.md ("Adding a job") lists the settings, documents and test
+ * that go with it.
  *
  * The handler runs one run (ad hoc, fanned out, or inline in a cycle).  It
  * reports through struct run_result: RUN_OK, RUN_RETRY (transient: retried
@@ -25,6 +27,7 @@
 
 struct config;
 struct db;
+struct http_client;
 
 /* What a handler may use; all of it belongs to the calling worker thread. */
 struct job_ctx {
@@ -32,7 +35,7 @@ struct job_ctx {
 	struct db *db;              /* this thread's PostgreSQL connection */
 	const struct run *run;      /* run->org_id may be NULL */
 	const cJSON *payload;       /* never NULL (an empty object at least) */
-	void *http;                 /* this thread's reusable HTTP client (graph.h), lazily made */
+	struct http_client *http;   /* this thread's HTTP client: get it with job_http(ctx) */
 	volatile int *stop;         /* set when shutting down: finish early if you can */
 	/* set by the handler: a short summary for the completion log, e.g. "3 reminders" */
 	char summary[128];
@@ -48,10 +51,23 @@ struct job_def {
 	const char *name;
 	job_fn run;
 	job_plan_fn plan;                                   /* NULL: runs inline in the cycle */
-	int (*enabled)(const struct config *cfg);           /* NULL: always (for the cycle) */
+	int (*enabled)(const struct config *cfg);           /* NULL: always; see registry_enabled() */
 	int64_t (*interval_ms)(const struct config *cfg);   /* NULL: not periodic (ad hoc only) */
 	int org_throttled;   /* 1: the org's runs wait out its org_throttle window (orglimit.h) */
 };
+
+/* The calling thread's HTTP client (http.h), made on first use and kept in
+ * ctx->http for the thread's next runs: the job that calls an HTTP service
+ * uses it (directly, or under an API's format as graph.h does).  The
+ * worker frees it when the thread ends. */
+struct http_client *job_http(struct job_ctx *ctx);
+
+/* Whether cycles start job (its <JOB>_ENABLED variable; 1 without one).
+ * The one place that reads it.  <JOB>_ENABLED=false turns the schedule
+ * off, not the job: ad-hoc runs (API, CLI) of it are still accepted and
+ * run, which is how an operator runs a job by hand while its schedule is
+ * off (docs/jobs.md). */
+int registry_enabled(const struct job_def *job, const struct config *cfg);
 
 const struct job_def *registry_find(const char *name);
 /* The whole table (n entries). */

@@ -107,19 +107,6 @@ int rentry_json_valid(const char *s, size_t len)
 	return 1;
 }
 
-static int id_valid(const char *s, size_t n)
-{
-	if (n == 0 || n > RUN_ID_LEN)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
-			return 0;
-	}
-	return 1;
-}
-
 static int text_valid(const char *s, size_t n, size_t max)
 {
 	if (n == 0 || n > max)
@@ -183,7 +170,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	find_fields(fields, f);
 	/* best effort first, so a dead record can name the run */
 	const redisReply *id = f[F_ID];
-	if (id && id_valid(id->str, id->len))
+	if (id && run_id_valid(id->str, id->len))
 		memcpy(r->id, id->str, id->len + 1);
 	const redisReply *job = f[F_JOB];
 	if (job && text_valid(job->str, job->len, RUN_MAX_JOB_LEN))
@@ -215,7 +202,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 			 type ? type->str : "(missing)");
 		return -1;
 	}
-	if (!id || !id_valid(id->str, id->len)) {
+	if (!id || !run_id_valid(id->str, id->len)) {
 		snprintf(err, errlen, "malformed entry: missing or invalid id");
 		return -1;
 	}
@@ -270,4 +257,30 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		r->idempotency_key = xstrndup(idem->str, idem->len);
 	}
 	return 0;
+}
+
+int rentry_create_groups(struct rconn *rc)
+{
+	static const char *const groups[][2] = {
+		{ RENTRY_RUNS, RENTRY_GROUP },
+		{ RENTRY_RUNS, RENTRY_HISTORY_GROUP },
+		{ RENTRY_EVENTS, RENTRY_HISTORY_GROUP },
+	};
+	if (rconn_connect(rc))
+		return rc->err;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		const char *av[] = { "XGROUP", "CREATE", groups[i][0], groups[i][1], "$", "MKSTREAM" };
+		if (rconn_append(rc, 6, av, NULL))
+			return rc->err;
+	}
+	int rv = 0;
+	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
+		redisReply *r = rconn_get(rc);
+		if (!r)
+			return rc->err;
+		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv)
+			rv = rconn_reply_error(rc, r);
+		freeReplyObject(r);
+	}
+	return rv;
 }

@@ -33,6 +33,7 @@
 #define RENTRY_TICK_LAST RENTRY_PREFIX "tick:last"  /* stream id of the newest tick */
 #define RENTRY_IDEM_KEY RENTRY_PREFIX "idem:"     /* + job ":" key */
 #define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
+#define RENTRY_GEN RENTRY_PREFIX "gen"            /* generation marker (history.c) */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)
@@ -54,6 +55,15 @@ void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt);
  * could be read (id or "", job or NULL) for the dead record. */
 int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
 		 struct run *r, int64_t *slot, char *err, size_t errlen);
+
+/* Creates the consumer groups of both streams (RENTRY_GROUP and
+ * RENTRY_HISTORY_GROUP on RENTRY_RUNS, RENTRY_HISTORY_GROUP on
+ * RENTRY_EVENTS) from "$" with MKSTREAM, pipelined; a group that exists
+ * (BUSYGROUP) is fine.  The one place the groups are made: the queue
+ * transport and the history writer call it after every (re)connect, since
+ * a Redis without persistence comes back empty.  Connects if needed.
+ * 0, or an RCONN_E* code with the reason in rc->errstr. */
+int rentry_create_groups(struct rconn *rc);
 
 /* Milliseconds part of a stream id ("1700000000000-3"), or 0. */
 int64_t rentry_id_ms(const char *id);

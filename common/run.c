@@ -9,6 +9,19 @@
 static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead" };
 static const char *const source_names[] = { "adhoc", "cycle", "fanout", "retry" };
 
+int run_id_valid(const char *s, size_t len)
+{
+	if (!s || len == 0 || len > RUN_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+			return 0;
+	}
+	return 1;
+}
+
 void run_clear(struct run *r)
 {
 	free(r->job);

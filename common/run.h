@@ -25,6 +25,7 @@
 #ifndef JOBRUNNER_COMMON_RUN_H
 #define JOBRUNNER_COMMON_RUN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum run_status { RUN_QUEUED = 0, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD };
@@ -48,7 +49,11 @@ struct run {
 	int max_attempts;
 	int64_t enqueued_at_ms;
 	int64_t run_at_ms;         /* not before; 0 = now */
-	int64_t started_at_ms;     /* set by claim */
+	int64_t started_at_ms;     /* wall ms this attempt started (set by the worker
+				      when it begins the run, not at claim) */
+	int reclaimed;             /* set by claim: taken over from a consumer that
+				      went silent (its lease expired, or it was this
+				      consumer's previous incarnation) */
 	/* transport handle, opaque above the queue */
 	char handle[48];           /* Redis stream entry id */
 	int64_t fence;             /* see the fencing note above */
@@ -66,6 +71,7 @@ struct run_result {
 	enum run_outcome outcome;
 	int64_t retry_after_ms;    /* RETRY: at least this long; DEFER: this long */
 	int64_t duration_ms;
+	int64_t finished_at_ms;    /* wall ms the run ended; 0: when complete() records it */
 	char error[RUN_MAX_ERROR_LEN + 1];
 };
 
@@ -73,6 +79,11 @@ struct backoff {
 	int64_t base_ms;
 	int64_t max_ms;
 };
+
+/* The one definition of a valid run id, for every way in (a stream entry's
+ * id field, the API's path parameters): 1 to RUN_ID_LEN characters of
+ * [A-Za-z0-9._:-].  len is the length of s (s need not be terminated). */
+int run_id_valid(const char *s, size_t len);
 
 /* Frees the owned strings of r and zeroes it. */
 void run_clear(struct run *r);

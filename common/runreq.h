@@ -1,4 +1,4 @@
-/* runreq.h -- the body of POST /api/integrations/jobs/{job}/run (SPEC §5).
+/* runreq.h -- the body of POST /api/integrations/jobs/{job}/run (docs/operations.md, "Endpoints").
  *
  * A body is empty (one run, no org, no payload), one JSON object
  *   {"orgId"?: string|null, "payload"?: object|null, "idempotencyKey"?: string|null}

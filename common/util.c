@@ -12,6 +12,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 /* ------------------------------------------------------------------ */
 /* allocation                                                          */
 /* ------------------------------------------------------------------ */
@@ -250,6 +253,23 @@ int parse_bool(const char *s, int *out)
 		}
 	}
 	return -1;
+}
+
+void hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t msglen,
+		     char out[HMAC_SHA256_HEX_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, mac, &n) || n != 32) {
+		fprintf(stderr, "libcrypto: HMAC-SHA256 failed\n");
+		abort();
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		out[2 * i] = hex[mac[i] >> 4];
+		out[2 * i + 1] = hex[mac[i] & 15];
+	}
+	out[2 * n] = '\0';
 }
 
 int ct_equal(const char *a, size_t alen, const char *b, size_t blen)

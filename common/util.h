@@ -1,4 +1,5 @@
-/* util.h -- allocation, time, randomness, string buffers and strict parsing.
+/* util.h -- allocation, time, randomness, string buffers, strict parsing
+ * and HMAC.
  *
  * Out-of-memory policy (decided once, here): the x* allocators abort the
  * process with a message.  Nothing else in jobrunner checks for NULL from an
@@ -56,6 +57,12 @@ char *sb_detach(struct strbuf *sb);
 int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 /* 1/0/true/false/yes/no/on/off, any case. */
 int parse_bool(const char *s, int *out);
+
+/* ---- HMAC (libcrypto: HMAC(EVP_sha256(), ...)) ---- */
+#define HMAC_SHA256_HEX_LEN 64
+/* Lower-case hex of HMAC-SHA256(key, msg) into out (65 bytes with the NUL). */
+void hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t msglen,
+		     char out[HMAC_SHA256_HEX_LEN + 1]);
 
 /* Constant-time comparison: 1 when equal.  The time depends only on the
  * length of b (the secret's length is not hidden, its content is). */

@@ -3,8 +3,12 @@
  * Transport choice per claim (run threads):
  *   Redis-less mode          PostgreSQL queue only, blocking on NOTIFY.
  *   Redis mode, Redis up     Redis stream, blocking XREADGROUP; thread 0 also
- *                            polls the PostgreSQL queue once a second for
- *                            runs accepted there while Redis was down.
+ *                            polls the PostgreSQL queue every PG_POLL_MS for
+ *                            runs accepted there (while Redis was down, or
+ *                            with an idempotency key).  When a poll finds
+ *                            runs, every thread drains the PostgreSQL queue
+ *                            too (the backlog, below), alternating with
+ *                            the stream so that neither waits on the other.
  *   Redis mode, Redis down   PostgreSQL queue, blocking; Redis retried every
  *                            second.  After REDIS_FALLBACK_AFTER_MS the cycle
  *                            timer runs cycles itself (ticks cannot arrive).
@@ -23,7 +27,7 @@
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
-#include "graph.h"
+#include "http.h"
 #include "history.h"
 #include "jrmetrics.h"
 #include "log.h"
@@ -34,8 +38,28 @@
 
 enum transport { T_NONE = 0, T_REDIS, T_PG };
 
-#define PG_POLL_MS 1000
+#define PG_POLL_MS 250
+#define PG_BACKLOG_MS 1000   /* all threads look at PostgreSQL this long after a find */
 #define REDIS_RETRY_MS 1000
+
+/* No head-of-line blocking.  A run thread claims a batch (batches are what
+ * make quick runs cheap) and runs it in order; a run of the batch that has
+ * not started must not wait behind a long one while a thread is free.  The
+ * heartbeat (every HB_TICK_MS) gives the waiting runs back to the queue
+ * (queue->release: no attempt counted, at the stream's end or queued again
+ * in job_runs, with a wake-up) as soon as the run ahead of them has run
+ * HANDBACK_RUN_MS, or the batch has been in hand HANDBACK_BATCH_MS: any free
+ * thread of any consumer takes them at once.  Quick runs never trigger it,
+ * so batches of them cost nothing more.  Rejected: claiming one run per
+ * free thread (a round trip per run: a third of the throughput of quick
+ * runs), and stealing inside the process (idle threads block in their
+ * claim, in Redis or on NOTIFY, and could not be woken without a wake-up
+ * through the queue anyway; a release helps other consumers too). */
+#define HB_TICK_MS 10
+#define HANDBACK_RUN_MS 20
+#define HANDBACK_BATCH_MS 200
+
+enum hand_state { H_WAIT = 0, H_STARTED, H_RELEASING, H_RELEASED };
 
 /* What the heartbeat needs to extend a lease: copies, no owned strings;
  * and the run being executed, to announce it once it has run for
@@ -43,9 +67,13 @@ enum transport { T_NONE = 0, T_REDIS, T_PG };
  * it, nor free it, while cur points to it). */
 struct hand {
 	pthread_mutex_t mu;
+	pthread_cond_t cv;                   /* a release finished */
 	enum transport from;
 	size_t n;
 	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
+	unsigned char state[WORKER_MAX_BATCH];   /* enum hand_state, per run */
+	int64_t claimed_ms;                  /* mono ms the batch was claimed */
+	int no_release;                      /* a release failed: keep this batch */
 	const struct run *cur;               /* being executed, or NULL */
 	int64_t cur_since_ms;                /* mono ms it started */
 	int cur_announced;
@@ -58,9 +86,10 @@ struct wthread {
 	struct queue *rq, *pq;
 	int64_t redis_retry_at_ms, pg_poll_at_ms;
 	struct db db;                  /* for jobs and cycles */
-	void *http;
+	struct http_client *http;      /* for jobs (job_http()), made on first use */
 	struct enqueuer enq;           /* for fan-out from cycles */
 	size_t batch;
+	int pg_first;                  /* backlog: which transport this claim tries first */
 	struct hand hand;
 };
 
@@ -78,6 +107,8 @@ struct worker {
 	pthread_cond_t done_cv;
 	int running;                   /* threads not yet finished */
 	int64_t redis_down_since_ms;   /* mono ms, 0 while up (atomic) */
+	int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
+					  runs lately; every thread claims there too (atomic) */
 	struct worker_counts counts;   /* atomic adds */
 };
 
@@ -288,6 +319,9 @@ static void hand_set(struct wthread *t, enum transport from, const struct run *r
 	pthread_mutex_lock(&t->hand.mu);
 	t->hand.from = from;
 	t->hand.n = n;
+	t->hand.claimed_ms = mono_ms();
+	t->hand.no_release = 0;
+	memset(t->hand.state, H_WAIT, sizeof t->hand.state);
 	for (size_t i = 0; i < n; i++) {
 		struct run *h = &t->hand.runs[i];
 		memset(h, 0, sizeof *h);
@@ -323,13 +357,51 @@ static int open_q(struct wthread *t, enum transport which)
 	return rc;
 }
 
+/* Claims from PostgreSQL (opened if needed): the transport or T_NONE. */
+static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, int64_t block,
+			       int redis_up)
+{
+	struct worker *w = t->w;
+	if (open_q(t, T_PG)) {
+		if (!redis_up && !w->drain)
+			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		return T_NONE;
+	}
+	int rc = t->pq->ops->claim(t->pq, runs, t->batch, block, n);
+	if (rc != QUEUE_OK) {
+		LOGF(LOG_ERROR, "claim_failed", "claim from PostgreSQL failed", LF_S("error", t->pq->errstr));
+		if (rc == QUEUE_EDOWN)
+			drop(&t->pq);
+		sleep_ms(200);
+		return T_NONE;
+	}
+	if (w->cfg->redis_url && redis_up)   /* found some: every thread helps; none: over */
+		__atomic_store_n(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
+				 __ATOMIC_RELAXED);
+	return *n ? T_PG : T_NONE;
+}
+
 /* Claims a batch into runs; returns the transport it came from (T_NONE: nothing). */
 static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 {
 	struct worker *w = t->w;
 	int64_t block = w->drain ? 0 : WORKER_BLOCK_MS;
 	*n = 0;
-	int redis_up = 0;
+	int redis_up = 0, tried_pg = 0;
+	int backlog = w->cfg->redis_url &&
+		      mono_ms() < __atomic_load_n(&w->pg_backlog_until_ms, __ATOMIC_RELAXED);
+	if (backlog) {
+		/* runs wait in both queues: take turns, and block in neither */
+		t->pg_first = !t->pg_first;
+		if (t->pg_first) {
+			if (claim_pg(t, runs, n, 0, 1) == T_PG)
+				return T_PG;
+			tried_pg = 1;
+		}
+		block = 0;
+	} else if (t->idx == 0 && block > PG_POLL_MS) {
+		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
+	}
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
@@ -355,26 +427,15 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 		}
 	}
 	/* the PostgreSQL queue: always in Redis-less mode and while Redis is
-	 * down; otherwise thread 0 looks once a second, and drain looks always */
-	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain ||
+	 * down; otherwise during a backlog, when thread 0's poll is due, and
+	 * always in drain */
+	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain || (backlog && !tried_pg) ||
 		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
 	if (!pg_turn)
 		return T_NONE;
-	t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
-	if (open_q(t, T_PG)) {
-		if (!redis_up && !w->drain)
-			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
-		return T_NONE;
-	}
-	int rc = t->pq->ops->claim(t->pq, runs, t->batch, redis_up ? 0 : block, n);
-	if (rc != QUEUE_OK) {
-		LOGF(LOG_ERROR, "claim_failed", "claim from PostgreSQL failed", LF_S("error", t->pq->errstr));
-		if (rc == QUEUE_EDOWN)
-			drop(&t->pq);
-		sleep_ms(200);
-		return T_NONE;
-	}
-	return *n ? T_PG : T_NONE;
+	if (t->idx == 0)
+		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
+	return claim_pg(t, runs, n, redis_up ? 0 : block, redis_up);
 }
 
 static void run_batch(struct wthread *t, enum transport from, struct run *runs, size_t n)
@@ -383,10 +444,31 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 	struct run_result res[WORKER_MAX_BATCH];
 	int fenced[WORKER_MAX_BATCH];
 	int64_t t0 = mono_ms();
+	unsigned char gone[WORKER_MAX_BATCH];   /* given back by the heartbeat */
+	size_t ngone = 0;
 	COUNT(w, claimed, n);
+	uint64_t reclaimed = 0;
+	for (size_t i = 0; i < n; i++)
+		reclaimed += runs[i].reclaimed != 0;
+	if (reclaimed) {
+		COUNT(w, reclaimed, reclaimed);
+		jrm_reclaims(reclaimed);
+	}
 	hand_set(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {
+		gone[i] = 0;
+		pthread_mutex_lock(&t->hand.mu);
+		while (t->hand.state[i] == H_RELEASING)
+			pthread_cond_wait(&t->hand.cv, &t->hand.mu);
+		if (t->hand.state[i] == H_RELEASED) {
+			pthread_mutex_unlock(&t->hand.mu);
+			gone[i] = 1;
+			ngone++;
+			continue;
+		}
+		t->hand.state[i] = H_STARTED;
 		if (w->stopping && !runs[i].is_tick) {
+			pthread_mutex_unlock(&t->hand.mu);
 			/* not started: give it back without counting an attempt */
 			memset(&res[i], 0, sizeof res[i]);
 			res[i].outcome = RUN_DEFER;
@@ -394,18 +476,34 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			snprintf(res[i].error, sizeof res[i].error, "consumer shutting down");
 			continue;
 		}
-		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = &runs[i];
 		t->hand.cur_since_ms = mono_ms();
+		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
 		t->hand.cur_announced = 0;
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
+		res[i].finished_at_ms = wall_ms();
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
 		pthread_mutex_unlock(&t->hand.mu);
 	}
+	/* the runs given back are another consumer's now: complete the rest */
+	size_t ran = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (gone[i]) {
+			run_clear(&runs[i]);
+			continue;
+		}
+		if (ran != i) {
+			runs[ran] = runs[i];   /* moves the owned strings */
+			res[ran] = res[i];
+			memset(&runs[i], 0, sizeof runs[i]);
+		}
+		ran++;
+	}
+	n = ran;
 	struct queue *q = from == T_REDIS ? t->rq : t->pq;
-	int rc = q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
+	int rc = !n ? QUEUE_OK : q ? q->ops->complete(q, runs, res, n, fenced) : QUEUE_EDOWN;
 	if (rc != QUEUE_OK) {
 		/* the results are lost with the connection; the runs' leases
 		 * expire and they run again elsewhere (at least once) */
@@ -424,12 +522,14 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		run_clear(&runs[i]);
 	}
 	hand_set(t, T_NONE, NULL, 0);
-	/* adapt the batch to the run time */
-	int64_t per_run_ms = (mono_ms() - t0) / (int64_t)n;
-	if (per_run_ms < 5 && t->batch < WORKER_MAX_BATCH)
+	/* adapt the batch to the run time (runs given back: it was too big) */
+	int64_t per_run_ms = n ? (mono_ms() - t0) / (int64_t)n : 0;
+	if (ngone || per_run_ms > 50) {
+		if (t->batch > 1)
+			t->batch /= 2;
+	} else if (per_run_ms < 5 && t->batch < WORKER_MAX_BATCH) {
 		t->batch *= 2;
-	else if (per_run_ms > 50 && t->batch > 1)
-		t->batch /= 2;
+	}
 }
 
 static void thread_done(struct worker *w)
@@ -480,6 +580,45 @@ static int hand_take_announce(struct wthread *t, struct run *out)
 	return rv;
 }
 
+/* The runs of thread t's batch that wait behind a run that has run
+ * HANDBACK_RUN_MS (or in a batch held HANDBACK_BATCH_MS): copied into out
+ * with their indexes, marked H_RELEASING.  Returns how many. */
+static size_t hand_take_release(struct wthread *t, struct run *out, size_t *idx,
+				enum transport *from)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&t->hand.mu);
+	int64_t now = mono_ms();
+	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !t->w->stopping &&
+	    (now - t->hand.cur_since_ms >= HANDBACK_RUN_MS ||
+	     now - t->hand.claimed_ms >= HANDBACK_BATCH_MS)) {
+		*from = t->hand.from;
+		for (size_t i = 0; i < t->hand.n; i++) {
+			if (t->hand.state[i] != H_WAIT)
+				continue;
+			t->hand.state[i] = H_RELEASING;
+			out[k] = t->hand.runs[i];
+			idx[k++] = i;
+		}
+	}
+	pthread_mutex_unlock(&t->hand.mu);
+	return k;
+}
+
+/* Settles a release: H_RELEASED where released[i], else the run stays
+ * with its thread (H_WAIT), which is woken. */
+static void hand_end_release(struct wthread *t, const size_t *idx, size_t k, const int *released,
+			     int failed)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < k; i++)
+		t->hand.state[idx[i]] = released[i] ? H_RELEASED : H_WAIT;
+	if (failed)
+		t->hand.no_release = 1;
+	pthread_cond_broadcast(&t->hand.cv);
+	pthread_mutex_unlock(&t->hand.mu);
+}
+
 /* Opens the heartbeat's handle of a transport if needed: 0 or -1. */
 static int hb_queue(struct worker *w, enum transport from, struct queue **q)
 {
@@ -495,12 +634,34 @@ static void *heartbeat_thread(void *arg)
 	struct worker *w = arg;
 	struct queue *rq = NULL, *pq = NULL;
 	struct run *copy = xcalloc(WORKER_MAX_BATCH, sizeof *copy);
+	size_t idx[WORKER_MAX_BATCH];
+	int released[WORKER_MAX_BATCH];
 	int64_t every = w->cfg->job_lease_ms / 3;
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
 	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
-		sleep_ms(50);
+		sleep_ms(HB_TICK_MS);
+		/* runs waiting behind a long one: back to the queue, for a free thread */
+		for (int i = 0; i < w->nthreads; i++) {
+			enum transport from = T_NONE;
+			size_t k = hand_take_release(&w->threads[i], copy, idx, &from);
+			if (!k)
+				continue;
+			struct queue **q = from == T_REDIS ? &rq : &pq;
+			int rc = hb_queue(w, from, q) ? QUEUE_EDOWN
+						       : (*q)->ops->release(*q, copy, k, released);
+			if (rc != QUEUE_OK) {
+				memset(released, 0, k * sizeof *released);
+				if (rc == QUEUE_EDOWN)
+					drop(q);
+			}
+			hand_end_release(&w->threads[i], idx, k, released, rc != QUEUE_OK);
+			size_t nrel = 0;
+			for (size_t j = 0; j < k; j++)
+				nrel += released[j] != 0;
+			COUNT(w, released, nrel);
+		}
 		/* runs that take a while: job_runs shows them running */
 		for (int i = 0; i < w->nthreads; i++) {
 			struct run r;
@@ -557,7 +718,7 @@ static void *timer_thread(void *arg)
 	}
 	enqueuer_release(&t.enq);
 	db_release(&t.db);
-	graph_client_free(t.http);
+	http_client_free(t.http);
 	return NULL;
 }
 
@@ -580,6 +741,7 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		t->idx = i;
 		t->batch = 1;
 		pthread_mutex_init(&t->hand.mu, NULL);
+		pthread_cond_init(&t->hand.cv, NULL);
 		db_init(&t->db, cfg->database_url, "jobrunner-worker", 0);
 		enqueuer_init(&t->enq, cfg, cfg->consumer_name);
 	}
@@ -660,8 +822,9 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		drop(&t->pq);
 		db_release(&t->db);
 		enqueuer_release(&t->enq);
-		graph_client_free(t->http);
+		http_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
+		pthread_cond_destroy(&t->hand.cv);
 	}
 	free(w->threads);
 	pthread_mutex_destroy(&w->mu);

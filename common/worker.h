@@ -40,6 +40,7 @@ struct worker;
 struct worker_counts {
 	uint64_t claimed, succeeded, retried, dead, deferred, fenced, cycles, reclaimed;
 	uint64_t runs_failed_total;   /* retried + dead: for --drain-once's exit code */
+	uint64_t released;            /* claimed, not started, given back (head-of-line) */
 	uint64_t claim_failures;      /* drain: claims from Redis that failed (Redis
 					 may hold runs that were not drained) */
 };

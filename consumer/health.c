@@ -86,6 +86,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		cJSON_AddNumberToObject(co, "succeeded", (double)c.succeeded);
 		cJSON_AddNumberToObject(co, "retried", (double)c.retried);
 		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
+		cJSON_AddNumberToObject(co, "reclaimed", (double)c.reclaimed);
 		if (cfg->redis_url)
 			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
 	}

@@ -1,4 +1,4 @@
-/* consumer -- the worker process: claims and runs work (SPEC §3).
+/* consumer -- the worker process: claims and runs work (docs/architecture.md, "Processes").
  *
  *   consumer                 claim and run until SIGTERM/SIGINT
  *   consumer --drain-once    everything due now (one cycle included), then exit

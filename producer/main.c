@@ -1,4 +1,4 @@
-/* producer -- the API process: serves HTTP and enqueues work (SPEC §3).
+/* producer -- the API process: serves HTTP and enqueues work (docs/architecture.md, "Processes").
  *
  *   producer                              serve the API; tick every interval (Redis mode)
  *   producer enqueue JOB [--org ID] [--payload JSON] [--count N]

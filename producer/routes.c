@@ -1,4 +1,4 @@
-/* routes.c -- the producer's HTTP API (SPEC §5).
+/* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
  * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
@@ -187,6 +187,26 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 /* ------------------------------------------------------------------ */
 /* metrics                                                             */
 /* ------------------------------------------------------------------ */
+/* answers several routes give                                         */
+/* ------------------------------------------------------------------ */
+
+/* 503: what the route needs from PostgreSQL could not be had. */
+static void answer_db_down(struct httpd_response *resp)
+{
+	httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+}
+
+/* 404 for a run id: what ("run", "dead run") with this id does not exist;
+ * id NULL when the id is not even well-formed (it is not echoed then). */
+static void answer_no_run(struct httpd_response *resp, const char *what, const char *id)
+{
+	if (id)
+		httpd_error(resp, 404, "unknown_run", "no %s with id %s", what, id);
+	else
+		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
+}
+
+/* ------------------------------------------------------------------ */
 
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -198,7 +218,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		"       \"runCount\", \"failureCount\" from job_runner_state", 0, NULL);
 	if (!r) {
 		give_back(api, c);
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	struct queue_stats qs;
@@ -220,7 +240,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (size_t j = 0; j < n; j++) {
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
-		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
@@ -307,10 +327,26 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		return;
 	}
 	const char *backend = NULL;
+	/* a new id of our own: a key already used answers another id, and then
+	 * that run's current status */
+	char mine[RUN_ID_LEN + 1] = "";
+	if (!bulk && runs[0].idempotency_key && !runs[0].id[0]) {
+		run_id_new(runs[0].id);
+		memcpy(mine, runs[0].id, sizeof mine);
+	}
+	char status_now[16] = "queued";
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
 		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
+	if (rc == 0 && mine[0] && strcmp(mine, runs[0].id)) {
+		const char *p[1] = { runs[0].id };
+		PGresult *r = api_query(c, "select status from job_runs where id = $1", 1, p);
+		if (r && PQntuples(r) == 1)
+			snprintf(status_now, sizeof status_now, "%s", PQgetvalue(r, 0, 0));
+		if (r)
+			PQclear(r);
+	}
 	give_back(api, c);
 	if (rc == 0) {
 		cJSON *o = cJSON_CreateObject();
@@ -321,7 +357,7 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		} else {
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
-			cJSON_AddStringToObject(o, "status", "queued");
+			cJSON_AddStringToObject(o, "status", status_now);
 		}
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
@@ -371,24 +407,12 @@ static cJSON *run_json(const PGresult *r, int row)
 	return o;
 }
 
-static int valid_id(const char *id)
-{
-	size_t n = strlen(id);
-	if (n == 0 || n > 64)
-		return 0;
-	for (const char *p = id; *p; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      *p == '-' || *p == '_'))
-			return 0;
-	return 1;
-}
-
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
-		httpd_error(resp, 404, "unknown_run", "no run with this id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "run", NULL);
 		return;
 	}
 	const char *p[1] = { id };
@@ -396,11 +420,11 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	if (PQntuples(r) == 0)
-		httpd_error(resp, 404, "unknown_run", "no run with id %s", id);
+		answer_no_run(resp, "run", id);
 	else
 		httpd_json(resp, 200, run_json(r, 0));
 	PQclear(r);
@@ -423,7 +447,7 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
 	if (!r) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 		return;
 	}
 	cJSON *o = cJSON_CreateObject();
@@ -520,8 +544,8 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
-	if (!valid_id(id)) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with this id");
+	if (!id || !run_id_valid(id, strlen(id))) {
+		answer_no_run(resp, "dead run", NULL);
 		return;
 	}
 	struct api_conn *c = borrow(api);
@@ -544,14 +568,14 @@ static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 	}
 	give_back(api, c);
 	if (status == 404) {
-		httpd_error(resp, 404, "unknown_run", "no dead run with id %s", id);
+		answer_no_run(resp, "dead run", id);
 	} else if (status == 504) {
 		LOGF(LOG_WARN, "enqueue_outcome_unknown", "Redis failed after the retried run was sent; "
 		     "the run stays dead", LF_S("runId", id), LF_S("error", err));
 		httpd_error(resp, 503, "enqueue_outcome_unknown", "Redis failed while taking the run; it "
 			    "stays dead: retry again (the same death is never queued twice)");
 	} else if (status == 503) {
-		httpd_error(resp, 503, "database_unavailable", "PostgreSQL is unavailable");
+		answer_db_down(resp);
 	} else {
 		jrm_enqueued(job, 1);
 		cJSON *o = cJSON_CreateObject();

@@ -231,8 +231,9 @@ static void sync_org(struct job_ctx *ctx, const char *org_id, const char *ad_acc
 
 	struct sync s = { .db = ctx->db, .org_id = org_id, .account = account };
 	struct graph_result res = { 0 };
-	graph_get_paged(graph_client_for(ctx), path, params, JR_ARRAY_LEN(params), token, upsert_page,
-			&s, &res);
+	struct graph_client *g = graph_client_new(ctx->cfg, job_http(ctx));
+	graph_get_paged(g, path, params, JR_ARRAY_LEN(params), token, upsert_page, &s, &res);
+	graph_client_free(g);
 	if (res.kind == GRAPH_THROTTLED && res.retry_after_ms > 0) {
 		/* the org's other runs wait too (orglimit.h); best effort: this
 		 * run's own retry waits retry_after_ms either way */

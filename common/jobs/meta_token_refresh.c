@@ -80,8 +80,9 @@ static void refresh_org(struct job_ctx *ctx, const char *org_id, const char *tok
 	};
 	struct graph_result res = { 0 };
 	char msg[300];
-	graph_get(graph_client_for(ctx), "/oauth/access_token", params, JR_ARRAY_LEN(params), NULL,
-		  &res);
+	struct graph_client *g = graph_client_new(cfg, job_http(ctx));
+	graph_get(g, "/oauth/access_token", params, JR_ARRAY_LEN(params), NULL, &res);
+	graph_client_free(g);
 
 	if (res.kind == GRAPH_OK) {
 		const cJSON *nt = cJSON_GetObjectItemCaseSensitive(res.body, "access_token");

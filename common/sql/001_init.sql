@@ -68,7 +68,7 @@ create index if not exists job_runs_finished_idx on job_runs (finished_at)
 create unique index if not exists job_runs_idem_idx on job_runs (job, idempotency_key)
     where idempotency_key is not null;
 
--- Domain tables (SPEC §6).
+-- Domain tables (the jobs' data: docs/jobs.md).
 create table if not exists conversations (
     id                   bigserial primary key,
     org_id               text not null,

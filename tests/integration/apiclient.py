@@ -8,7 +8,7 @@ PostgreSQL (and Redis, in Redis mode), and talks to them over real HTTP:
                           is still the placeholder that reports Redis down
   System(...)             one database (+ Redis), a producer, N consumers
   Api                     a client for one producer: get/post with the token
-  assert_error(...)       the SPEC §5 error shape
+  assert_error(...)       the API's error shape {"error":{"code","message"}}
   prometheus(text)        parses and checks Prometheus text exposition
 """
 
@@ -115,7 +115,8 @@ class Api:
 
 
 def assert_error(resp, status, code=None):
-    """resp = (status, headers, data) is an error of SPEC §5's shape."""
+    """resp = (status, headers, data) is an error of the API's shape
+    {"error": {"code": ..., "message": ...}}."""
     got, headers, data = resp
     assert got == status, resp
     assert headers.get("content-type", "").startswith("application/json"), headers

@@ -1,4 +1,4 @@
-"""The producer's HTTP API, row by row of SPEC §5, over real HTTP against the
+"""The producer's HTTP API, row by row of docs/operations.md ("Endpoints"), over real HTTP against the
 real producer and consumer with real PostgreSQL (and Redis in Redis mode).
 
 Every test runs in both modes: Redis-less (no REDIS_URL: PostgreSQL is the

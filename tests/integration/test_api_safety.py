@@ -1,5 +1,5 @@
-"""Safety of the producer's HTTP API (SPEC §5, issue 4): Bearer auth, no
-token configured, the token never logged, bodies bounded while received
+"""Safety of the producer's HTTP API (docs/operations.md, "Endpoints"): Bearer
+auth, no token configured, the token never logged, bodies bounded while received
 (413 without buffering), header size, per-connection time and connection
 limits, and many concurrent clients.
 

@@ -1,5 +1,5 @@
 """Start-up, configuration, migrations and `producer enqueue`, with the real
-binaries (SPEC §3, §4, §6).  Redis-less: REDIS_URL is never set here."""
+binaries (docs/operations.md, docs/configuration.md, docs/jobs.md).  Redis-less: REDIS_URL is never set here."""
 
 import os
 import time
@@ -13,7 +13,7 @@ import jrcli
 # would fail with exit 3 after its start-up timeout, not exit 2 at once.
 CLOSED_URL = "postgresql://postgres@127.0.0.1:%d/nowhere" % harness.free_port()
 
-# Variables SPEC §4 names: --help of both binaries lists every one.
+# Variables of the operations guide (docs/operations.md): --help of both binaries lists every one.
 SPEC_VARIABLES = [
     "NODE_ENV", "PORT", "DATABASE_URL", "WORKER_MODE", "JOB_RUNNER_ENABLED",
     "JOB_RUNNER_INTERVAL_MS", "NO_REPLY_SCAN_ENABLED", "NO_REPLY_SCAN_INTERVAL_MS",
@@ -80,15 +80,16 @@ REFUSALS = [
                          ids=["%s-%s" % (r[0], "-".join(list(r[1]) + r[2]) or "none")
                               for r in REFUSALS])
 def test_invalid_configuration_exits_2_naming_the_variable(bins, binary, environ, args, words):
-    e = dict(jrcli.FAST, DATABASE_URL=CLOSED_URL, STARTUP_TIMEOUT_MS="5000", **environ)
-    t0 = time.monotonic()
-    p = jrcli.run(getattr(bins, binary), args, e)
+    # Refused before it tries the database: with a ten-minute start-up
+    # timeout on a closed port, a binary that tried would still be waiting
+    # when jrcli.run gives up (subprocess.TimeoutExpired), on any machine.
+    e = dict(jrcli.FAST, DATABASE_URL=CLOSED_URL, STARTUP_TIMEOUT_MS="600000")
+    e.update(environ)
+    p = jrcli.run(getattr(bins, binary), args, e, timeout=120)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     for w in words:
         assert w in p.stderr, "stderr %r does not name %r" % (p.stderr, w)
     assert "\n" not in p.stderr.strip(), "one message line, got %r" % p.stderr
-    # refused before it tried the database (that would take the 5 s timeout)
-    assert time.monotonic() - t0 < 4.0
 
 
 @pytest.mark.parametrize("binary", ["producer", "consumer"])
@@ -144,8 +145,9 @@ def test_unreachable_database_exits_3_after_startup_timeout(bins, binary, args):
     p = jrcli.run(getattr(bins, binary), args, e, timeout=30)
     elapsed = time.monotonic() - t0
     assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    # (a lower bound only: a busy machine makes it later, never earlier; the
+    # run's timeout above bounds it)
     assert elapsed >= 0.45, "gave up after %.2fs, before STARTUP_TIMEOUT_MS=500" % elapsed
-    assert elapsed < 10.0, "took %.1fs for STARTUP_TIMEOUT_MS=500" % elapsed
     out = p.stdout + p.stderr
     assert "startup_failed" in out
     assert "s3cretpassw0rd" not in out, "the database password was logged"

@@ -44,7 +44,7 @@ DOCKERFILE = os.path.join(COMPOSE_DIR, "Dockerfile")
 GUIDES = ["docs/architecture.md", "docs/operations.md", "docs/es/operations.md",
           "compose/README.md", "docs/deployment.md", "docs/es/deployment.md"]
 
-# Health paths (SPEC §5); test_health_paths_answer checks them live.
+# Health paths (docs/operations.md, "Endpoints"); test_health_paths_answer checks them live.
 PRODUCER_HEALTH = {"/api/health", "/api/health/extended"}
 CONSUMER_HEALTH = {"/health", "/health/ready"}
 
@@ -151,6 +151,43 @@ def _check_flags(b, args, where):
 # ---------------------------------------------------------------------------
 # the configuration reference
 # ---------------------------------------------------------------------------
+
+def _tracked(*dirs):
+    out = subprocess.run(["git", "-C", ROOT, "ls-files", *dirs], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout: %s" % out.stderr.strip())
+    return out.stdout.split()
+
+
+def test_source_map_lists_every_source_file():
+    """docs/architecture.md's source map names every C file, header, Lua
+    script and migration (a directory glob like `common/sql/*.sql` covers
+    its files)."""
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Source map"):]
+    listed = set(re.findall(r"`([^`\s]+)`", section))
+    globs = [g for g in listed if "*" in g]
+    missing = [p for p in _tracked("common", "producer", "consumer")
+               if p not in listed and not any(re.fullmatch(re.escape(g).replace(r"\*", "[^/]*"), p)
+                                              for g in globs)]
+    assert not missing, "add to the source map of docs/architecture.md: %s" % missing
+
+
+def test_no_reference_outside_the_repository():
+    """Comments, tests and docs point at files in the repository."""
+    pat = re.compile(r"SPEC [§]|STYLE[.]md|seed[ ]guide|[.][.]/shared/")
+    hits = []
+    for p in _tracked("common", "producer", "consumer", "tests", "docs", "README.md",
+                      "CONTRIBUTING.md", "compose", "scripts", "cmake", "CMakeLists.txt"):
+        if p.endswith((".png", ".ico")):
+            continue
+        with open(os.path.join(ROOT, p), encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if pat.search(line):
+                    hits.append("%s:%d: %s" % (p, n, line.strip()))
+    assert not hits, "\n".join(hits)
+
 
 def test_configuration_reference_is_current(known):
     path = os.path.join(ROOT, "docs", "configuration.md")

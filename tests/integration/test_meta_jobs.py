@@ -3,7 +3,7 @@ consumer and producer binaries, a real PostgreSQL, and the Graph API
 stand-in (tests/support/graph_stub.py) on loopback.
 
 Every test ends by scanning every line the binaries wrote for the access
-tokens and the app secret (SPEC §7: they never appear in logs).
+tokens and the app secret (docs/jobs.md: they never appear in logs).
 """
 
 import datetime

@@ -40,20 +40,41 @@ def test_two_thousand_runs_over_two_consumers_each_once(bins, db, db_url, redis_
                        timeout=10, msg="nothing pending in jr:workers")
 
 
+def _metric(port, series):
+    """The value of one series (name with its labels) on a consumer's /metrics."""
+    status, _, text = harness.http("GET", "http://127.0.0.1:%d/metrics" % port)
+    assert status == 200, (status, text)
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no series %s in /metrics" % series)
+
+
 def test_kill9_mid_batch_runs_finish_on_the_other_consumer(bins, db, db_url, redis_server, spawn):
+    """...and the takeover shows in jobrunner_reclaims_total and the health
+    counts, a Redis restart in jobrunner_reconnects_total{backend="redis"}."""
     _migrated(bins, db_url)
     a = jrredis.consumer(spawn, db_url, redis_server, "k-a", WORKER_CONCURRENCY=4)
     ids = jrredis.enqueue(bins, db_url, redis_server, count=4, payload='{"sleepMs":2500}')
     for i in ids:
         jrredis.wait_running(db, i, "k-a")
     assert a.kill9() == -9
-    b = jrredis.consumer(spawn, db_url, redis_server, "k-b", WORKER_CONCURRENCY=4)
+    port = harness.free_port()
+    b = jrredis.consumer(spawn, db_url, redis_server, "k-b", WORKER_CONCURRENCY=4,
+                         WORKER_HTTP_PORT=port)
     rows = jrcli.wait_runs(db, ids, "succeeded", timeout=30)
     for i in ids:
         assert rows[i]["consumer"] == "k-b", rows[i]
         assert rows[i]["attempts"] == 2, rows[i]   # the interrupted attempt counts
     assert not jrredis.events(b, "run_fenced")
     assert redis_server.client().xpending("jr:runs", "jr:workers")["pending"] == 0
+    assert _metric(port, "jobrunner_reclaims_total") == 4
+    assert harness.http("GET", "http://127.0.0.1:%d/health/ready" % port)[2]["runs"]["reclaimed"] == 4
+    before = _metric(port, 'jobrunner_reconnects_total{backend="redis"}')
+    redis_server.kill()
+    redis_server.start()
+    harness.wait_until(lambda: _metric(port, 'jobrunner_reconnects_total{backend="redis"}') > before,
+                       timeout=30, msg="a Redis reconnect counted on /metrics")
 
 
 def test_sigstop_past_the_lease_is_fenced(bins, db, db_url, redis_server, spawn):

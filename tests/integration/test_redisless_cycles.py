@@ -1,6 +1,7 @@
 """Cycles in Redis-less mode (no REDIS_URL): each consumer runs cycles on its
 own timer under pg_try_advisory_lock(JOB_RUNNER_LOCK_KEY), and the cycle's
-jobs (here no_reply_scan) do their work.  SPEC §1, §2, §6, §7.
+jobs (here no_reply_scan) do their work (docs/architecture.md, "Ticks, cycles and runs";
+docs/jobs.md).
 
 How overlap is observed: a probe (triggers installed by the test, see
 PROBE_SQL) writes an event row, numbered by a sequence, whenever a cycle

@@ -1,6 +1,7 @@
 """Runs in Redis-less mode: job_runs is the queue.  Claims by several
 consumers, retries, dead runs, leases and their expiry after a crash, the
-fencing of a stale result, --drain-once and SIGTERM.  SPEC §2, §3, §6, §7."""
+fencing of a stale result, --drain-once and SIGTERM (docs/architecture.md, "The run
+lifecycle"; docs/guarantees.md)."""
 
 import signal
 import time
@@ -363,9 +364,9 @@ def test_sigterm_finishes_the_run_in_hand_and_exits_0(bins, migrated, spawn, db_
     ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1500}', count=2)
     first = harness.wait_until(
         lambda: [i for i, r in jrcli.runs(db, ids).items() if r["status"] == "running"],
-        timeout=10, msg="a run to start")[0]
+        timeout=60, msg="a run to start")[0]
     a.signal(sig)
-    assert a.wait(timeout=15) == 0, a.log_tail()
+    assert a.wait(timeout=120) == 0, a.log_tail()
     rows = jrcli.runs(db, ids)
     assert (rows[first]["status"], rows[first]["attempts"], rows[first]["error"]) == (
         "succeeded", 1, None), rows[first]
@@ -381,23 +382,25 @@ def test_sigterm_finishes_the_run_in_hand_and_exits_0(bins, migrated, spawn, db_
 def test_sigterm_past_the_shutdown_timeout_gives_the_run_back(bins, migrated, spawn, db_url):
     db = migrated
     a = start(spawn, db_url, "A", WORKER_SHUTDOWN_TIMEOUT_MS=300)
-    ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 20000}')
-    jrcli.wait_runs(db, ids, "running")
-    t0 = time.monotonic()
+    ids = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 600000}')
+    jrcli.wait_runs(db, ids, "running", timeout=60)
     a.signal(signal.SIGTERM)
-    assert a.wait(timeout=10) == 0, a.log_tail()
-    assert time.monotonic() - t0 < 5.0
+    # The run takes ten minutes: a consumer that exits (within the generous
+    # wait below) with the run given back did not wait for it.  No clock is
+    # read: on a busy machine the exit may take seconds, which is fine.
+    assert a.wait(timeout=120) == 0, a.log_tail()
     row = jrcli.runs(db, ids)[ids[0]]
     # given back: the interrupted attempt counts ('failed', retried after a
     # backoff); a claim made while stopping is handed back uncounted ('queued')
     assert row["status"] in ("failed", "queued") and row["attempts"] == 1, row
     assert "shutting down" in row["error"] or "interrupted by shutdown" in row["error"], row
     assert row["lease_until"] is None
+    assert jrcli.events(a, "shutdown_timeout") == [] and len(jrcli.events(a, "stopped")) == 1
     # and another consumer takes it up
     b = start(spawn, db_url, "B")
     harness.wait_until(lambda: jrcli.runs(db, ids)[ids[0]]["attempts"] == 2
                        and jrcli.runs(db, ids)[ids[0]]["consumer"] == "B",
-                       timeout=10, msg="B to take the run again")
+                       timeout=60, msg="B to take the run again")
     b.kill9()
 
 
@@ -407,7 +410,7 @@ def test_after_sigterm_no_new_run_is_claimed(bins, migrated, spawn, db_url):
     busy = jrcli.enqueue(bins, db_url, "noop", payload='{"sleepMs": 1500}')
     jrcli.wait_runs(db, busy, "running")
     a.signal(signal.SIGTERM)
-    a.wait_for_log({"event": "shutdown"}, timeout=5)
+    a.wait_for_log({"event": "shutdown"}, timeout=60)
     # a run arrives right after: inserted and announced as the enqueue path
     # does it (a producer process would take longer to start than the
     # window in which this consumer's idle threads are still waiting)

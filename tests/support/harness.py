@@ -130,16 +130,31 @@ def _kill_group(popen, sig=signal.SIGKILL):
         pass
 
 
+def _group_alive(pgid):
+    """1 if a process of group pgid is alive: running, not a zombie (a
+    zombie holds no shared memory or socket; whether and when it is reaped
+    depends on who inherited it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) "
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def _wait_group_gone(pgid, timeout):
-    """Polls until no process of group pgid is left (or timeout)."""
+    """Polls until no live process of group pgid is left: True, or False
+    at the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pgid):
             return True
-        except PermissionError:
-            pass
         time.sleep(0.02)
     return False
 
@@ -364,9 +379,10 @@ class Postgres(PgDatabase):
                 pass
         shutil.rmtree(staging, ignore_errors=True)
 
-    def start(self, timeout=30.0):
+    def start(self, timeout=120.0):
         """Starts the server (again, on the same data dir and port) and
-        polls until it accepts connections."""
+        polls until it accepts connections (crash recovery after kill()
+        included: the deadline is generous for busy machines)."""
         if self.running:
             return self
         argv = [os.path.join(PG_BIN, "postgres"), "-D", self.datadir,
@@ -418,8 +434,12 @@ class Postgres(PgDatabase):
         _kill_group(self.proc)
         self.proc.wait()
         # Backends must be gone (and detached from shared memory) before
-        # another postmaster can start on this data dir.
-        _wait_group_gone(pgid, 5.0)
+        # another postmaster can start on this data dir.  On a busy machine
+        # that can take a while: wait for it (generously), and say so if it
+        # never happens rather than let a restart fail on a stale segment.
+        if not _wait_group_gone(pgid, 120.0):
+            raise RuntimeError("postgres :%d: processes of group %d still alive 120 s after "
+                               "SIGKILL" % (self.port, pgid))
 
     def kill(self):
         """SIGKILL the postmaster and all its backends: a crash; start()

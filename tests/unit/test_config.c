@@ -82,6 +82,24 @@ static void test_refusals_name_the_variable(void)
 		CHECK(strstr(err, "p@ss") == NULL);   /* passwords never in messages */
 		config_free(&cfg);
 	}
+	/* each row's own check; a URL that may carry a password is never quoted */
+	static const struct { const char *var, *val, *want; } rows[] = {
+		{ "REDIS_URL", "foo://u:pw-123@h:1", "REDIS_URL" },
+		{ "META_GRAPH_URL", "redis://u:pw-123@h:1", "META_GRAPH_URL" },
+		{ "CONSUMER_NAME", "pw-123/x", "CONSUMER_NAME" },
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		struct config cfg;
+		char err[512];
+		clean_env();
+		setenv(rows[i].var, rows[i].val, 1);
+		CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+		CHECK(strstr(err, rows[i].want) != NULL);
+		if (i < 2)
+			CHECK(strstr(err, "pw-123") == NULL);
+		config_free(&cfg);
+		unsetenv(rows[i].var);
+	}
 	clean_env();
 	setenv("JOB_BACKOFF_BASE_MS", "5000", 1);
 	setenv("JOB_BACKOFF_MAX_MS", "10", 1);

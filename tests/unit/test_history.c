@@ -596,6 +596,39 @@ static void test_thread(void)
 	q->ops->destroy(q);
 }
 
+/* The PostgreSQL transport keeps queue.h's error convention: a negative
+ * QUEUE_E* code, returned and in q->err, with a message in q->errstr. */
+static void test_queue_pg_error_codes(void)
+{
+	struct db db;
+	db_init(&db, pg_url, "test", 10000);
+	db_exec(&db, "drop database if exists qerr", 0, NULL);
+	CHECK(db_exec(&db, "create database qerr", 0, NULL) == 0);
+	struct config cfg = cfg_;
+	char url[160], err[256];
+	snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:%d/qerr", pg_port);
+	cfg.database_url = url;
+	struct queue *q = NULL;
+	CHECK(queue_pg_open(&cfg, "e1", &q, err, sizeof err) == QUEUE_OK);
+	if (!q) {
+		db_release(&db);
+		return;
+	}
+	struct run r[2];
+	size_t n = 0;
+	/* no job_runs table there: PostgreSQL refuses */
+	CHECK(q->ops->claim(q, r, 2, 0, &n) == QUEUE_EINTERNAL);
+	CHECK(q->err == QUEUE_EINTERNAL);
+	CHECK(strncmp(q->errstr, "postgres: ", 10) == 0);
+	/* its connection is killed: the backend is down */
+	CHECK(db_exec(&db, "select pg_terminate_backend(pid) from pg_stat_activity"
+		      " where datname = 'qerr'", 0, NULL) == 0);
+	CHECK(q->ops->claim(q, r, 2, 0, &n) == QUEUE_EDOWN);
+	CHECK(q->err == QUEUE_EDOWN);
+	q->ops->destroy(q);
+	db_release(&db);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -609,6 +642,7 @@ int main(void)
 		{ "quick_runs_cost_one_row", test_quick_runs_cost_one_row },
 		{ "carried_rows_survive_a_postgres_failure", test_carried_rows_survive_a_postgres_failure },
 		{ "thread", test_thread },
+		{ "queue_pg_error_codes", test_queue_pg_error_codes },
 	};
 	int rv = unit_run(tests, JR_ARRAY_LEN(tests));
 	stop_servers();

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "lua_gen.h"
 #include "queue.h"
 #include "queue_redis.h"
 #include "run.h"
@@ -948,6 +949,69 @@ static void bench(void)
 	q->ops->destroy(q);
 }
 
+/* Every file of common/lua/ (as embedded, with its includes) compiles in
+ * a real redis-server: a syntax error fails here with the file's name.
+ * The scripts (not lib/) say their KEYS, ARGV and reply in their header. */
+static void test_lua_scripts_load(void)
+{
+	redisContext *c = raw();
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK(JR_LUA_FILES >= 10);
+	for (int i = 0; i < JR_LUA_FILES; i++) {
+		const struct jr_lua_file *f = &jr_lua_files[i];
+		redisReply *r = redisCommand(c, "SCRIPT LOAD %s", f->src);
+		int ok = r && r->type == REDIS_REPLY_STRING && r->len == 40;
+		if (!ok)
+			fprintf(stderr, "%s: SCRIPT LOAD: %s\n", f->path,
+				r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer");
+		CHECK(ok);
+		if (r)
+			freeReplyObject(r);
+		if (!strstr(f->path, "/lib/")) {
+			int documented = strstr(f->src, "\n-- KEYS:") && strstr(f->src, "\n-- ARGV:") &&
+					 strstr(f->src, "\n-- Reply:");
+			if (!documented)
+				fprintf(stderr, "%s: header comment without KEYS, ARGV and Reply\n", f->path);
+			CHECK(documented);
+		}
+	}
+	redisFree(c);
+}
+
+/* The stream id helpers of common/lua/lib/stream.lua compare numbers, not
+ * strings ("1-10" comes after "1-9", "10-0" after "9-0"). */
+static void test_lua_stream_ids(void)
+{
+	redisContext *c = raw();
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	char *src = NULL;
+	CHECK(asprintf(&src, "%s\nlocal function b(x) if x then return 1 end return 0 end\n"
+			     "return {b(id_less('1-9', '1-10')), b(id_less('1-10', '1-9')),\n"
+			     "  b(id_less('9-0', '10-0')), b(id_less('5-5', '5-5')), id_next('7-19'),\n"
+			     "  info_fields({'name', 'g', 'pending', 3})['pending']}\n",
+		       jr_lua_lib_stream) > 0);
+	redisReply *r = redisCommand(c, "EVAL %s 0", src);
+	CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 6);
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
+		CHECK(r->element[0]->integer == 1);
+		CHECK(r->element[1]->integer == 0);
+		CHECK(r->element[2]->integer == 1);
+		CHECK(r->element[3]->integer == 0);
+		CHECK_STR(r->element[4]->str, "7-20");
+		CHECK(r->element[5]->integer == 3);
+	} else if (r && r->type == REDIS_REPLY_ERROR) {
+		fprintf(stderr, "EVAL: %s\n", r->str);
+	}
+	if (r)
+		freeReplyObject(r);
+	free(src);
+	redisFree(c);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -960,6 +1024,8 @@ int main(void)
 	snprintf(server_url, sizeof server_url, "redis://127.0.0.1:%d", server_port);
 	server_start();
 	static const struct unit_test tests[] = {
+		{ "lua_scripts_load", test_lua_scripts_load },
+		{ "lua_stream_ids", test_lua_stream_ids },
 		{ "two_consumers_exactly_once", test_two_consumers_exactly_once },
 		{ "lease_reclaim_and_fencing", test_lease_reclaim_and_fencing },
 		{ "extend_keeps_lease", test_extend_keeps_lease },
