@@ -502,6 +502,138 @@ static void add_cmd(struct strbuf *sb, int argc, const char **argv, const size_t
 }
 
 /* ------------------------------------------------------------------ */
+/* Sentinel's +switch-master                                           */
+/* ------------------------------------------------------------------ */
+
+/* One thread per process (started by the first Sentinel connect) stays
+ * subscribed to +switch-master on one of the sentinels.  Each message for
+ * our master bumps switch_epoch; a connection made before the bump is
+ * replaced before its next command is sent (flush), so even an idle
+ * connection that Sentinel did not close moves to the new master. */
+static uint64_t switch_epoch;   /* atomic */
+static struct {
+	pthread_mutex_t mu;
+	int started;
+	pthread_t tid;
+	int wake[2];                 /* a byte on wake[1] stops the thread */
+	struct url_host hosts[URL_MAX_HOSTS];
+	size_t nhosts;
+	int tls;
+	char *master;
+} watch = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = { -1, -1 } };
+
+static int watch_stopping(void)
+{
+	struct pollfd p = { watch.wake[0], POLLIN, 0 };
+	return poll(&p, 1, 0) > 0;
+}
+
+/* A +switch-master message for our master? */
+static void watch_message(const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") ||
+	    r->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	size_t n = strlen(watch.master);
+	if (!strncmp(r->element[2]->str, watch.master, n) && r->element[2]->str[n] == ' ')
+		__atomic_add_fetch(&switch_epoch, 1, __ATOMIC_RELAXED);
+}
+
+static void *watch_main(void *arg)
+{
+	(void)arg;
+	for (size_t k = 0; !watch_stopping(); k++) {
+		const struct url_host *h = &watch.hosts[k % watch.nhosts];
+		struct link l;
+		int refused;
+		char why[240];
+		if (link_open(&l, h->name, h->port, watch.tls, why, sizeof why, &refused)) {
+			struct pollfd p = { watch.wake[0], POLLIN, 0 };
+			poll(&p, 1, 1000);
+			continue;
+		}
+		redisReader *rd = redisReaderCreate();
+		struct strbuf sb = STRBUF_INIT;
+		char *spw = setting(&set.sentinel_password);
+		int nc = 0;
+		if (spw) {
+			const char *av[] = { "AUTH", spw };
+			add_cmd(&sb, 2, av, NULL);
+			nc++;
+			explicit_bzero(spw, strlen(spw));
+			free(spw);
+		}
+		const char *av[] = { "SUBSCRIBE", "+switch-master" };
+		add_cmd(&sb, 2, av, NULL);
+		nc++;
+		redisReply *rep[2] = { 0 };
+		int ok = link_exchange(&l, rd, &sb, nc, rep, why, sizeof why) == 0;
+		for (int i = 0; ok && i < nc; i++)
+			ok = rep[i]->type != REDIS_REPLY_ERROR;
+		for (int i = 0; i < nc; i++)
+			if (rep[i])
+				freeReplyObject(rep[i]);
+		sb_release(&sb);
+		while (ok) {
+			struct pollfd p[2] = { { l.fd, POLLIN, 0 }, { watch.wake[0], POLLIN, 0 } };
+			if (!(l.ssl && SSL_pending(l.ssl) > 0) && poll(p, 2, 1000) <= 0)
+				continue;
+			if (p[1].revents)
+				break;
+			redisReply *r = link_reply(&l, rd, why, sizeof why);
+			if (!r)
+				break;   /* the sentinel went away: another one */
+			do {
+				watch_message(r);
+				freeReplyObject(r);
+				r = NULL;
+			} while (redisReaderGetReply(rd, (void **)&r) == REDIS_OK && r);
+		}
+		redisReaderFree(rd);
+		link_close(&l);
+	}
+	return NULL;
+}
+
+static void watch_stop(void)
+{
+	pthread_mutex_lock(&watch.mu);
+	if (watch.started) {
+		if (write(watch.wake[1], "x", 1) < 0) {
+			/* nothing to do: the thread then ends with the process */
+		}
+		pthread_join(watch.tid, NULL);
+		watch.started = 0;
+		close(watch.wake[0]);
+		close(watch.wake[1]);
+		free(watch.master);
+		watch.master = NULL;
+	}
+	pthread_mutex_unlock(&watch.mu);
+}
+
+/* Starts the watcher for u's sentinels, once per process. */
+static void watch_start(const struct url *u)
+{
+	pthread_mutex_lock(&watch.mu);
+	if (!watch.started && !watch.master && pipe2(watch.wake, O_CLOEXEC) == 0) {
+		memcpy(watch.hosts, u->hosts, sizeof watch.hosts);
+		watch.nhosts = u->nhosts;
+		watch.tls = u->tls;
+		watch.master = xstrdup(u->master);
+		if (pthread_create(&watch.tid, NULL, watch_main, NULL) == 0) {
+			watch.started = 1;
+			atexit(watch_stop);
+		} else {
+			close(watch.wake[0]);
+			close(watch.wake[1]);
+		}
+	}
+	pthread_mutex_unlock(&watch.mu);
+}
+
+/* ------------------------------------------------------------------ */
 /* URL, handshake, discovery                                           */
 /* ------------------------------------------------------------------ */
 
@@ -721,7 +853,9 @@ int rconn_connect(struct rconn *rc)
 			rc->err = RCONN_EDOWN;
 		return rc->err;
 	}
+	uint64_t epoch = __atomic_load_n(&switch_epoch, __ATOMIC_RELAXED);
 	if (rc->url.sentinel) {
+		watch_start(&rc->url);
 		int code = discover(rc);
 		if (code) {
 			connect_failed(rc, code);
@@ -829,6 +963,7 @@ int rconn_connect(struct rconn *rc)
 		connect_failed(rc, code);
 		return code;
 	}
+	rc->epoch = epoch;
 	if (rc->connects++ > 0) {
 		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
 		if (fn)
@@ -877,9 +1012,12 @@ static int flush(struct rconn *rc)
 		}
 		struct link l;
 		link_of(rc, &l);
-		if (rc->inflight == 0 && link_stale(&l)) {
-			/* closed while idle (server timeout, proxy, restart): the
-			 * commands never left; send them on a fresh connection */
+		if (rc->inflight == 0 &&
+		    (link_stale(&l) || (rc->url.sentinel &&
+					rc->epoch != __atomic_load_n(&switch_epoch, __ATOMIC_RELAXED)))) {
+			/* closed while idle (server timeout, proxy, restart), or the
+			 * sentinels switched masters since it was made: the commands
+			 * never left; send them on a fresh connection */
 			if (attempt > 0) {
 				rconn_drop(rc, "connection closed before sending");
 				return RCONN_EDOWN;

@@ -27,8 +27,10 @@
  * is asked of the sentinels in turn (SENTINEL get-master-addr-by-name,
  * authenticated with rconn_setup()'s sentinel password), and asked again
  * on every reconnect.  A connection is dropped -- so the next call
- * re-discovers -- on an I/O error and on a READONLY reply (the node was
- * demoted).  Sentinel also closes the clients of a node it reconfigures.
+ * re-discovers -- on an I/O error, on a READONLY reply (the node was
+ * demoted), and when the sentinels announced +switch-master since it was
+ * made (one thread per process stays subscribed to it).  Sentinel also
+ * closes the clients of a node it reconfigures.
  *
  * Stale connections: a command that cannot have reached Redis -- the
  * pooled connection was found closed (or holding unexpected bytes) before
@@ -113,6 +115,7 @@ struct rconn {
 	size_t nscripts;
 	char sha[RCONN_MAX_SCRIPTS][41];
 	char role[16];           /* HELLO's role of the connected node */
+	uint64_t epoch;          /* +switch-master messages seen when it connected */
 	int64_t next_try_ms;     /* mono_ms() before which we do not reconnect */
 	int64_t backoff_ms;
 	uint64_t connects;       /* successful connects, including the first */

@@ -328,6 +328,17 @@ def test_sentinel_failover_and_kill_lose_nothing(db, redis_server):
                 raise
     try:
         proc, health = s.consumers[0]
+        # the producer and the consumer each keep one subscription to
+        # +switch-master on some sentinel
+
+        def watchers():
+            n = 0
+            for x in sentinels:
+                c = x.client()
+                n += len(c.execute_command("CLIENT", "LIST", "TYPE", "pubsub").strip().splitlines())
+                c.close()
+            return n >= 2
+        harness.wait_until(watchers, timeout=20, msg="+switch-master subscriptions")
         loader = Loader(s.api).start()
         harness.wait_until(lambda: len(loader.accepted) >= 1000, timeout=60,
                            msg="1000 runs accepted before the failover")
