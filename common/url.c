@@ -39,6 +39,7 @@ static enum url_scheme scheme_of(const char *s, size_t n)
 	return URL_OTHER;
 }
 
+
 static int is_redis(enum url_scheme s)
 {
 	return s == URL_REDIS || s == URL_REDISS || s == URL_REDIS_SENTINEL || s == URL_REDISS_SENTINEL;
@@ -80,9 +81,12 @@ int url_split(const char *s, struct url_parts *p)
 			p->user_len = (size_t)(colon - a);
 			p->password = colon + 1;
 			p->password_len = (size_t)(at - colon - 1);
-		} else {
+		} else if (is_redis(sch)) {
 			p->password = a;   /* redis://secret@host: a password, as redis-cli reads it */
 			p->password_len = (size_t)(at - a);
+		} else {
+			p->user = a;       /* postgresql://user@host: a user, as RFC 3986 reads it */
+			p->user_len = (size_t)(at - a);
 		}
 		h = at + 1;
 	}
@@ -338,7 +342,7 @@ void url_redact(const char *url, char *out, size_t outlen)
 	sb_adds(&sb, "://");
 	if (p.user) {
 		sb_add(&sb, p.user, p.user_len);
-		sb_adds(&sb, ":***@");
+		sb_adds(&sb, p.password ? ":***@" : "@");
 	} else if (p.password) {
 		sb_adds(&sb, "***@");
 	}

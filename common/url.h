@@ -12,8 +12,9 @@
  * Where the user information ends: at the LAST '@' of the authority, and
  * the authority ends at the first '/', '?' or '#' after that '@' -- so a
  * password may hold '@' and ':' unencoded (user names may not hold ':').
- * User and password are percent-decoded.  A password alone (redis://pw@h)
- * is a password, as redis-cli reads it.
+ * User and password are percent-decoded.  In redis URLs a password alone
+ * (redis://pw@h) is a password, as redis-cli reads it; in other schemes
+ * (postgresql://user@h) it is a user, as RFC 3986 reads it.
  *
  * Secrets: url_redact() is the one function that turns a URL into text
  * for a message; no error message of this module quotes any part of the

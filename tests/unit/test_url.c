@@ -93,6 +93,9 @@ static void test_redact(void)
 	CHECK_STR(out, "(hidden)");
 	url_redact("/oauth/access_token?client_secret=S", out, sizeof out);
 	CHECK_STR(out, "/oauth/access_token");
+	url_redact("postgresql://postgres@127.0.0.1:5432/db", out, sizeof out);
+	CHECK_STR(out, "postgresql://postgres@127.0.0.1:5432/db");   /* a user, no password */
+	CHECK(url_password("postgresql://postgres@h/db", NULL, 0, NULL, 0) == 0);
 	url_redact(NULL, out, sizeof out);
 	CHECK_STR(out, "(unset)");
 
