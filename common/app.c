@@ -34,6 +34,7 @@ int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
 				     .tls_server_name = cfg->redis_tls_server_name,
 				     .sentinel_password = cfg->redis_sentinel_password };
 	int tls = cfg->redis_url && !strncasecmp(cfg->redis_url, "rediss", 6);
+	signal(SIGPIPE, SIG_IGN);   /* a TLS write to a closed socket fails with EPIPE, not a signal */
 	if (rconn_setup(&rs, tls, err, sizeof err)) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		return EXIT_USAGE;
