@@ -2,6 +2,7 @@
 #include "app.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -66,11 +67,11 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 
 /* The eviction policy is reported once per process, by whichever check
  * gets an answer first (start-up, or the ticker after an outage). */
-static int policy_reported;   /* atomic */
+static atomic_int policy_reported;
 
 static void policy_report(int refused, const char *policy, int noeviction, const char *error)
 {
-	if (__atomic_exchange_n(&policy_reported, 1, __ATOMIC_RELAXED))
+	if (atomic_exchange_explicit(&policy_reported, 1, memory_order_relaxed))
 		return;
 	if (refused) {
 		/* managed Redis and ACL users without CONFIG: not an error */
@@ -89,7 +90,7 @@ void app_redis_policy_check(struct queue *q)
 {
 	char policy[64];
 	int noeviction = 0;
-	if (__atomic_load_n(&policy_reported, __ATOMIC_RELAXED))
+	if (atomic_load_explicit(&policy_reported, memory_order_relaxed))
 		return;
 	if (queue_redis_check_policy(q, policy, sizeof policy, &noeviction)) {
 		if (q->err == QUEUE_EDOWN)

@@ -510,7 +510,7 @@ static void add_cmd(struct strbuf *sb, int argc, const char **argv, const size_t
  * our master bumps switch_epoch; a connection made before the bump is
  * replaced before its next command is sent (flush), so even an idle
  * connection that Sentinel did not close moves to the new master. */
-static uint64_t switch_epoch;   /* atomic */
+static _Atomic uint64_t switch_epoch;
 static struct {
 	pthread_mutex_t mu;
 	int started;
@@ -537,7 +537,7 @@ static void watch_message(const redisReply *r)
 		return;
 	size_t n = strlen(watch.master);
 	if (!strncmp(r->element[2]->str, watch.master, n) && r->element[2]->str[n] == ' ')
-		__atomic_add_fetch(&switch_epoch, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add_explicit(&switch_epoch, 1, memory_order_relaxed);
 }
 
 static void *watch_main(void *arg)
@@ -853,7 +853,7 @@ int rconn_connect(struct rconn *rc)
 			rc->err = RCONN_EDOWN;
 		return rc->err;
 	}
-	uint64_t epoch = __atomic_load_n(&switch_epoch, __ATOMIC_RELAXED);
+	uint64_t epoch = atomic_load_explicit(&switch_epoch, memory_order_relaxed);
 	if (rc->url.sentinel) {
 		watch_start(&rc->url);
 		int code = discover(rc);
@@ -1014,7 +1014,7 @@ static int flush(struct rconn *rc)
 		link_of(rc, &l);
 		if (rc->inflight == 0 &&
 		    (link_stale(&l) || (rc->url.sentinel &&
-					rc->epoch != __atomic_load_n(&switch_epoch, __ATOMIC_RELAXED)))) {
+					rc->epoch != atomic_load_explicit(&switch_epoch, memory_order_relaxed)))) {
 			/* closed while idle (server timeout, proxy, restart), or the
 			 * sentinels switched masters since it was made: the commands
 			 * never left; send them on a fresh connection */
