@@ -232,12 +232,12 @@ int url_parse(const char *s, struct url *u, char *err, size_t errlen)
 	if (p.user && p.user_len) {
 		u->user = pct_decode(p.user, p.user_len);
 		if (!u->user)
-			return failf(err, errlen, "%s:// URL: %%00 in the user name", sch);
+			return failf(err, errlen, "%s:// URL: an encoded NUL byte in the user name", sch);
 	}
 	if (p.password && p.password_len) {
 		u->password = pct_decode(p.password, p.password_len);
 		if (!u->password)
-			return failf(err, errlen, "%s:// URL: %%00 in the password", sch);
+			return failf(err, errlen, "%s:// URL: an encoded NUL byte in the password", sch);
 	}
 	int dflt = u->sentinel ? 26379 : u->scheme == URL_HTTP ? 80 : u->scheme == URL_HTTPS ? 443 : 6379;
 	const char *why = NULL;

@@ -62,12 +62,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	url_redact(s, out, sizeof out);
 	if (url_split(s, &p) == 0 && p.password && p.password_len >= 3) {
 		char *pw = strndup(p.password, p.password_len);
-		if (pw && strlen(pw) == p.password_len && !occurs_elsewhere(s, pw, p.password_len, p.password)) {
-			if (strstr(out, pw))
+		char *t = strdup(s);
+		if (pw && t && strlen(pw) == p.password_len &&
+		    !occurs_elsewhere(s, pw, p.password_len, p.password)) {
+			/* the fixed text of a message or of the redaction ("://",
+			 * ":***@", "expected redis://") may happen to spell the
+			 * password: compare with the same URL, password blanked;
+			 * a leak shows only with the real one */
+			struct url u2;
+			char out2[8192], err2[256] = "";
+			memset(t + (p.password - s), 'Z', p.password_len);
+			url_redact(t, out2, sizeof out2);
+			int rv2 = url_parse(t, &u2, err2, sizeof err2);
+			url_free(&u2);
+			if (strstr(out, pw) && !strstr(out2, pw))
 				abort();   /* the password as written leaked */
-			if (rv == -1 && strstr(err, pw))
+			if (rv == -1 && strstr(err, pw) && !(rv2 == -1 && strstr(err2, pw)))
 				abort();
 		}
+		free(t);
 		free(pw);
 	}
 	char raw[512], dec[512];
