@@ -504,25 +504,30 @@ static int retry_dead_redis(struct api_conn *c, struct queue *rq, const char *id
 	if (erc == QUEUE_EUNKNOWN) {
 		/* the answer was lost: ask again on a fresh connection; the key
 		 * makes the second send a no-op if the first went in */
-		enqueuer_drop(&c->enq, rq);
-		rq = enqueuer_redis(&c->enq);
-		erc = rq ? rq->ops->enqueue(rq, &run, 1) : QUEUE_EUNKNOWN;
-		if (erc == QUEUE_EDOWN)
-			erc = QUEUE_EUNKNOWN;   /* the first send may still have gone in */
-	}
-	int status = 202;
-	if (erc == QUEUE_EUNKNOWN) {
-		snprintf(err, errlen, "%s", rq ? rq->errstr : "Redis is unreachable");
-		if (rq)
-			enqueuer_drop(&c->enq, rq);
-		db_exec(&c->db, "rollback", 0, NULL);   /* stays dead: retry it again */
-		PQclear(r);
-		return 504;
-	}
-	if (erc) {
-		/* nothing reached Redis: the PostgreSQL queue carries it */
 		snprintf(err, errlen, "%s", rq->errstr);
 		enqueuer_drop(&c->enq, rq);
+		struct queue *q2 = NULL;
+		char e2[256];
+		if (queue_redis_open(c->enq.cfg, c->enq.name, &q2, e2, sizeof e2) == 0) {
+			erc = q2->ops->enqueue(q2, &run, 1);
+			if (erc)
+				snprintf(err, errlen, "%s", q2->errstr);
+			q2->ops->destroy(q2);
+		}
+		if (erc) {   /* whatever failed now, the first send may have gone in */
+			db_exec(&c->db, "rollback", 0, NULL);   /* stays dead: retry it again */
+			PQclear(r);
+			return 504;
+		}
+		rq = NULL;   /* dropped */
+	}
+	int status = 202;
+	if (erc) {
+		/* nothing reached Redis: the PostgreSQL queue carries it */
+		if (rq) {
+			snprintf(err, errlen, "%s", rq->errstr);
+			enqueuer_drop(&c->enq, rq);
+		}
 		const char *pp[1] = { id };
 		if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1", 1, pp))
 			status = 503;
