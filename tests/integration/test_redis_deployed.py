@@ -248,6 +248,22 @@ def test_health_says_replica(db, redis_server):
         replica.cleanup()
 
 
+def test_sentinel_password(bins, db, db_url, redis_server):
+    s = jrdeploy.Sentinel(redis_server.port, requirepass="sent:p@ss")
+    try:
+        url = jrdeploy.sentinel_url([s])
+        rc, out = start_check(bins, db_url, url, REDIS_SENTINEL_PASSWORD="sent:p@ss")
+        assert rc == 0, out
+        rc, out = start_check(bins, db_url, url)
+        assert rc == 3 and "NOAUTH" in out, out
+        rc, out = start_check(bins, db_url, url, REDIS_SENTINEL_PASSWORD="wr:ong@pw")
+        assert rc == 3 and "REDIS_SENTINEL_PASSWORD" in out, out
+        for secret in ("sent:p@ss", "wr:ong@pw"):
+            assert secret not in out, out
+    finally:
+        s.cleanup()
+
+
 class Loader:
     """Bulk enqueues over HTTP in a thread, about bulk / pause runs a
     second (a load the consumer keeps up with); keeps the ids of every 202."""

@@ -81,16 +81,20 @@ class TlsRedis(harness.Redis):
 
 class Sentinel:
     """One redis-sentinel on 127.0.0.1:port watching master `name` at
-    master_port, quorum 2, down-after 1000 ms, failover-timeout 3000 ms."""
+    master_port, quorum 2, down-after 1000 ms, failover-timeout 3000 ms;
+    requirepass: the sentinel's own password."""
 
-    def __init__(self, master_port, name="mymaster", port=None):
+    def __init__(self, master_port, name="mymaster", port=None, requirepass=None):
         self.name = "sentinel"
         self.master = name
         self.port = port or harness.free_port()
         self.dir = harness.make_tmpdir("sentinel")
         self.log_path = os.path.join(self.dir, "sentinel.log")
         self.conf = os.path.join(self.dir, "sentinel.conf")
+        self.requirepass = requirepass
         with open(self.conf, "w") as f:
+            if requirepass:
+                f.write("requirepass %s\n" % requirepass)
             f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
                     "sentinel monitor %s 127.0.0.1 %d 2\n"
                     "sentinel down-after-milliseconds %s 1000\n"
@@ -111,7 +115,7 @@ class Sentinel:
     def client(self):
         import redis
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True,
-                           socket_timeout=5, socket_connect_timeout=5)
+                           socket_timeout=5, socket_connect_timeout=5, password=self.requirepass)
 
     def master_addr(self):
         c = self.client()
