@@ -16,16 +16,19 @@
 #include "url.h"
 #include "util.h"
 
-int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code)
 {
 	char err[512];
 	const char *prog = role == ROLE_PRODUCER ? "producer" : "consumer";
 	int rc = config_load(cfg, role, argc, argv, err, sizeof err);
-	if (rc == CONFIG_HELP)
-		return EXIT_OK;
+	if (rc == CONFIG_HELP) {
+		*exit_code = EXIT_OK;
+		return -1;
+	}
 	if (rc != CONFIG_OK) {
 		fprintf(stderr, "%s: %s\n", prog, err);
-		return EXIT_USAGE;
+		*exit_code = EXIT_USAGE;
+		return -1;
 	}
 	log_init((enum log_format)cfg->log_format, (enum log_level)cfg->log_level);
 	config_register_secrets(cfg);
@@ -38,13 +41,15 @@ int app_init(struct config *cfg, enum config_role role, int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);   /* a TLS write to a closed socket fails with EPIPE, not a signal */
 	if (rconn_setup(&rs, tls, err, sizeof err)) {
 		fprintf(stderr, "%s: %s\n", prog, err);
-		return EXIT_USAGE;
+		*exit_code = EXIT_USAGE;
+		return -1;
 	}
-	return -1;
+	return 0;
 }
 
-int app_database(const struct config *cfg, struct db *db, const char *app_name)
+int app_database(const struct config *cfg, struct db *db, const char *app_name, int *exit_code)
 {
+	*exit_code = EXIT_UNREACHABLE;
 	char where[256];
 	config_redact_url(cfg->database_url, where, sizeof where);
 	db_init(db, cfg->database_url, app_name, 60000);
@@ -52,17 +57,18 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name)
 		LOGF(LOG_ERROR, "startup_failed", "PostgreSQL is unreachable",
 		     LF_S("database", where), LF_S("error", db->errstr),
 		     LF_I("startupTimeoutMs", cfg->startup_timeout_ms));
-		return EXIT_UNREACHABLE;
+		return -1;
 	}
 	char err[512];
 	int applied = 0;
 	if (migrate_apply(db, &applied, err, sizeof err)) {
 		LOGF(LOG_ERROR, "startup_failed", "database migrations failed", LF_S("error", err));
-		return EXIT_UNREACHABLE;
+		return -1;
 	}
 	if (applied)
 		LOGF(LOG_INFO, "migrations_applied", "database migrations applied", LF_I("count", applied));
-	return -1;
+	*exit_code = EXIT_OK;
+	return 0;
 }
 
 /* The eviction policy is reported once per process, by whichever check
@@ -147,24 +153,27 @@ static void probe_name(struct strbuf *sb, size_t i)
 	}
 }
 
-int app_redis_startup(const struct config *cfg, const char *who)
+int app_redis_startup(const struct config *cfg, const char *who, int *exit_code)
 {
+	*exit_code = EXIT_OK;
 	if (!cfg->redis_url)
-		return -1;
+		return 0;
 	struct rconn rc;
 	char err[256], where[256];
 	url_redact(cfg->redis_url, where, sizeof where);
 	if (rconn_init(&rc, cfg->redis_url, NULL, 0, err, sizeof err)) {
 		LOGF(LOG_ERROR, "startup_failed", "bad REDIS_URL", LF_S("error", err));
-		return EXIT_USAGE;
+		*exit_code = EXIT_USAGE;
+		return -1;
 	}
 	rconn_set_name(&rc, "startup", who);
-	int rv = -1;
+	int rv = 0;
 	int code = rconn_connect(&rc);
 	if (code == RCONN_EREFUSED) {
 		LOGF(LOG_ERROR, "startup_failed", "Redis refuses jobrunner: fix the settings",
 		     LF_S("redis", where), LF_S("error", rc.errstr));
-		rv = EXIT_UNREACHABLE;
+		*exit_code = EXIT_UNREACHABLE;
+		rv = -1;
 		goto out;
 	}
 	if (code) {
@@ -200,7 +209,8 @@ int app_redis_startup(const struct config *cfg, const char *who)
 		     "(see docs/deployment.md for the ACL SETUSER line)", LF_S("redis", where),
 		     LF_S("denied", denied.buf));
 		sb_release(&denied);
-		rv = EXIT_UNREACHABLE;
+		*exit_code = EXIT_UNREACHABLE;
+		rv = -1;
 		goto out;
 	}
 	sb_release(&denied);

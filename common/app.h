@@ -11,14 +11,16 @@
 
 struct db;
 
-/* Loads the configuration and sets up logging.  Returns -1 to continue,
- * or an exit code (EXIT_OK after --help, EXIT_USAGE on bad configuration:
- * the message, naming the variable, is already printed on stderr). */
-int app_init(struct config *cfg, enum config_role role, int argc, char **argv);
+/* Loads the configuration and sets up logging.  Returns 0 to go on, or -1
+ * when the process is to exit with *exit_code: EXIT_OK after --help,
+ * EXIT_USAGE on bad configuration (the message, naming the variable, is
+ * already printed on stderr). */
+int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code);
 
-/* Connects db within STARTUP_TIMEOUT_MS and applies migrations.  Returns -1
- * to continue, or EXIT_UNREACHABLE (logged). */
-int app_database(const struct config *cfg, struct db *db, const char *app_name);
+/* Connects db within STARTUP_TIMEOUT_MS and applies migrations.  Returns 0,
+ * or -1 (logged) when the process is to exit with *exit_code
+ * (EXIT_UNREACHABLE). */
+int app_database(const struct config *cfg, struct db *db, const char *app_name, int *exit_code);
 
 struct queue;
 /* Reads Redis' maxmemory-policy through q (a Redis queue) and logs loudly
@@ -30,11 +32,12 @@ void app_redis_policy_check(struct queue *q);
 /* Redis mode's start-up check (no-op without REDIS_URL), `who` naming the
  * connection: connects (TLS, Sentinel, credentials; a Cluster node is
  * refused), checks that the user may run every command the transport
- * needs, and the eviction policy.  Returns -1 to continue -- also when
- * Redis does not answer: the process starts on the PostgreSQL queue -- or
- * EXIT_UNREACHABLE when Redis answers but refuses (wrong password, missing
- * permissions, TLS verification, Cluster), logged with the reason. */
-int app_redis_startup(const struct config *cfg, const char *who);
+ * needs, and the eviction policy.  0 to go on -- also when Redis does not
+ * answer: the process starts on the PostgreSQL queue -- or -1 with
+ * *exit_code EXIT_UNREACHABLE when Redis answers but refuses (wrong
+ * password, missing permissions, TLS verification, Cluster), logged with
+ * the reason. */
+int app_redis_startup(const struct config *cfg, const char *who, int *exit_code);
 
 /* Blocks SIGINT/SIGTERM (call before starting threads, so that every
  * thread inherits the mask) and ignores SIGPIPE. */

@@ -432,7 +432,13 @@ void config_usage(FILE *f, enum config_role role)
 	if (role == ROLE_PRODUCER)
 		fprintf(f, "usage: producer [OPTIONS]                       serve the HTTP API and enqueue ticks\n"
 			   "       producer [OPTIONS] enqueue JOB [--org ID] [--payload JSON] [--count N]\n"
-			   "                                 [--idempotency-key K]\n"
+			   "                                 [--idempotency-key K] [--run-at ISO-8601 | --delay-ms N]\n"
+			   "       producer [OPTIONS] runs list [--job J] [--org ID] [--status S] [--since T]\n"
+			   "                                 [--until T] [--limit N] [--cursor C] [--json]\n"
+			   "                                 | show ID | cancel ID | retry ID [--json]\n"
+			   "                                 | retry --dead [--job J] [--org ID] [--since T] [--limit N]\n"
+			   "       producer [OPTIONS] pause JOB [--json]      stop starting JOB's runs (resume JOB: again)\n"
+			   "       producer [OPTIONS] resume JOB [--json]\n"
 			   "       producer [OPTIONS] --migrate-only\n");
 	else
 		fprintf(f, "usage: consumer [OPTIONS]                       claim and run work\n"

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
 #include "db.h"
 #include "lock.h"
 #include "registry.h"
@@ -153,7 +154,7 @@ static int64_t prune(struct db *db, int64_t retention_ms)
 	snprintf(lim, sizeof lim, "%d", PRUNE_BATCH);
 	const char *p[2] = { ret, lim };
 	PGresult *r = db_query(db,
-		"with old as (select id from job_runs where status in ('succeeded','dead')"
+		"with old as (select id from job_runs where status in ('succeeded','dead','cancelled')"
 		"   and finished_at < now() - make_interval(secs => $1::bigint / 1000.0)"
 		"   limit $2::int for update skip locked)"
 		" delete from job_runs j using old where j.id = old.id", 2, p);
@@ -181,10 +182,15 @@ int cycle_run(struct cycle_env *env, struct cycle_report *out)
 	int64_t *since = xcalloc(n, sizeof *since);
 	if (load_since(env->db, jobs, n, since))
 		goto out;
-	for (size_t i = 0; i < n && !*env->stop; i++) {
+	uint64_t paused = 0;
+	if (control_load_paused(env->db, &paused))
+		goto out;
+	for (size_t i = 0; i < n && !atomic_load_explicit(env->stop, memory_order_acquire); i++) {
 		const struct job_def *job = &jobs[i];
 		if (!job->interval_ms || !registry_enabled(job, cfg))
 			continue;
+		if (i < 64 && (paused >> i & 1))
+			continue;   /* paused (POST /{job}/pause): its periodic run is skipped */
 		if (since[i] >= 0 && since[i] < job->interval_ms(cfg))
 			continue;
 		if ((job->plan ? run_fanout(env, job, out) : run_inline(env, job, out)))

@@ -11,6 +11,7 @@
 #ifndef JOBRUNNER_COMMON_CYCLE_H
 #define JOBRUNNER_COMMON_CYCLE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,7 @@ struct cycle_env {
 	cycle_enqueue_fn enqueue;
 	void *enqueue_arg;
 	struct http_client **http;   /* the calling thread's HTTP client slot (registry.h job_http()) */
-	volatile int *stop;
+	atomic_int *stop;
 };
 
 struct cycle_report {

@@ -17,7 +17,7 @@
 
 static void db_fail(struct db *db, const char *what, const char *detail)
 {
-	db->err = 1;
+	db->err = -1;
 	char clean[200];
 	snprintf(clean, sizeof clean, "%s", detail ? detail : "");
 	/* libpq messages end with a newline; keep log lines single-line */
@@ -97,14 +97,14 @@ int db_connect(struct db *db)
 	return 0;
 }
 
-int db_connect_retry(struct db *db, int64_t timeout_ms, volatile int *stop)
+int db_connect_retry(struct db *db, int64_t timeout_ms, atomic_int *stop)
 {
 	int64_t deadline = mono_ms() + timeout_ms;
 	int64_t delay = 100;
 	for (;;) {
 		if (db_connect(db) == 0)
 			return 0;
-		if (mono_ms() >= deadline || (stop && *stop))
+		if (mono_ms() >= deadline || (stop && atomic_load_explicit(stop, memory_order_acquire)))
 			return -1;
 		sleep_ms(delay);
 		delay = delay * 2 > 1000 ? 1000 : delay * 2;

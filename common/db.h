@@ -13,6 +13,7 @@
 #define JOBRUNNER_COMMON_DB_H
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define DB_MAX_PREPARED 16
@@ -22,7 +23,7 @@ struct db {
 	char *url;               /* owned */
 	char *app_name;          /* owned; shows in pg_stat_activity */
 	int64_t statement_timeout_ms;
-	int err;                 /* nonzero after a failure: errstr says what */
+	int err;                 /* -1 after a failure (errstr says what), 0 after a success */
 	char errstr[256];
 	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
 	int connected_once;
@@ -39,7 +40,7 @@ void db_init(struct db *db, const char *url, const char *app_name, int64_t state
 /* Connects if not connected.  0 or -1 (errstr set). */
 int db_connect(struct db *db);
 /* Tries db_connect() until it succeeds or timeout_ms passes: 0 or -1. */
-int db_connect_retry(struct db *db, int64_t timeout_ms, volatile int *stop);
+int db_connect_retry(struct db *db, int64_t timeout_ms, atomic_int *stop);
 void db_close(struct db *db);          /* closes the connection; db stays usable */
 void db_release(struct db *db);        /* closes and frees everything */
 

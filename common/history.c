@@ -46,6 +46,7 @@
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,8 @@ static int row_from_run(struct rows *rs, const redisReply *fields, const char *e
 	h->attempts = r.attempt;
 	h->max = r.max_attempts;
 	h->enq = r.enqueued_at_ms;
+	if (r.run_at_ms > 0)
+		h->runat = r.run_at_ms;   /* a delayed run: job_runs shows it delayed */
 	run_clear(&r);
 	return 0;
 }
@@ -1051,8 +1054,8 @@ failed:
 struct history_thread {
 	pthread_t tid;
 	struct history *h;
-	int stop;                 /* atomic */
-	int64_t stop_deadline_ms; /* atomic: mono ms */
+	atomic_int stop;
+	_Atomic int64_t stop_deadline_ms;   /* mono ms */
 };
 
 static void *history_main(void *arg)
@@ -1061,8 +1064,8 @@ static void *history_main(void *arg)
 	int64_t backoff_ms = 200, next_log_ms = 0;
 	uint64_t dropped_logged = 0;
 	for (;;) {
-		int stopping = __atomic_load_n(&t->stop, __ATOMIC_ACQUIRE);
-		if (stopping && mono_ms() >= __atomic_load_n(&t->stop_deadline_ms, __ATOMIC_RELAXED))
+		int stopping = atomic_load_explicit(&t->stop, memory_order_acquire);
+		if (stopping && mono_ms() >= atomic_load_explicit(&t->stop_deadline_ms, memory_order_relaxed))
 			break;
 		size_t written = 0;
 		struct history_counts before, c;
@@ -1089,7 +1092,7 @@ static void *history_main(void *arg)
 		}
 		if (stopping)
 			break;
-		for (int64_t slept = 0; slept < backoff_ms && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE);
+		for (int64_t slept = 0; slept < backoff_ms && !atomic_load_explicit(&t->stop, memory_order_acquire);
 		     slept += 50)
 			sleep_ms(50);
 		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
@@ -1127,8 +1130,8 @@ void history_thread_stop(struct history_thread *t, int64_t timeout_ms)
 {
 	if (!t)
 		return;
-	__atomic_store_n(&t->stop_deadline_ms, mono_ms() + timeout_ms, __ATOMIC_RELAXED);
-	__atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&t->stop_deadline_ms, mono_ms() + timeout_ms, memory_order_relaxed);
+	atomic_store_explicit(&t->stop, 1, memory_order_release);
 	pthread_join(t->tid, NULL);
 	history_close(t->h);
 	free(t);

@@ -29,6 +29,7 @@ struct http_client {
 	size_t ncapture;
 	struct strbuf captured[HTTP_MAX_CAPTURE];
 	int have[HTTP_MAX_CAPTURE];
+	atomic_int *stop;        /* set: a transfer under way ends (http_client_stop_flag) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -241,6 +242,23 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* Progress callback: a nonzero answer ends the transfer at once
+ * (CURLE_ABORTED_BY_CALLBACK); libcurl calls it about once a second while
+ * idle, more often while data flows. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	const struct http_client *c = arg;
+	return c->stop && atomic_load_explicit(c->stop, memory_order_acquire);
+}
+
+void http_client_stop_flag(struct http_client *c, atomic_int *stop)
+{
+	if (c)
+		c->stop = stop;
+}
+
 struct http_client *http_client_new(void)
 {
 	struct http_client *c = xcalloc(1, sizeof(*c));
@@ -259,6 +277,9 @@ struct http_client *http_client_new(void)
 	cl.easy_setopt(h, CURLOPT_WRITEDATA, c);
 	cl.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	cl.easy_setopt(h, CURLOPT_HEADERDATA, c);
+	cl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	cl.easy_setopt(h, CURLOPT_XFERINFODATA, c);
+	cl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	return c;
 }
 
@@ -369,6 +390,9 @@ int http_request(struct http_client *c, const struct http_request *rq, struct ht
 		res->kind = HTTP_PERMANENT;
 		snprintf(res->message, sizeof(res->message), "%s: response body over %u bytes",
 			 what, HTTP_MAX_BODY_BYTES);
+	} else if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		res->kind = HTTP_TRANSIENT;
+		snprintf(res->message, sizeof(res->message), "%s: stopped (shutdown or cancel)", what);
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		res->kind = HTTP_TRANSIENT;
 		snprintf(res->message, sizeof(res->message), "%s: timed out after %lld ms", what,

@@ -30,6 +30,7 @@
 #ifndef JOBRUNNER_COMMON_HTTP_H
 #define JOBRUNNER_COMMON_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,6 +84,10 @@ struct http_client;
  * OOM).  Free with http_client_free(); NULL is fine there. */
 struct http_client *http_client_new(void);
 void http_client_free(struct http_client *c);
+/* While *stop is set, a transfer under way ends (HTTP_TRANSIENT, "stopped
+ * (shutdown or cancel)"): job_http() points it at the run's ctx.stop, so a
+ * cancelled or shut-down run does not wait for a slow server. */
+void http_client_stop_flag(struct http_client *c, atomic_int *stop);
 
 /* Performs one request.  Returns 0 when an answer came (res->kind ==
  * HTTP_OK; look at res->status), else -1 with res->kind and res->message. */

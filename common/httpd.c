@@ -603,6 +603,31 @@ const char *httpd_query(const struct httpd_request *req, const char *name)
 	return v ? v : "";
 }
 
+struct unknown_scan {
+	const char *const *known;
+	size_t n;
+	const char *first;   /* the first name not in known */
+};
+
+static enum MHD_Result scan_query(void *cls, enum MHD_ValueKind kind, const char *key,
+				  const char *value)
+{
+	(void)kind, (void)value;
+	struct unknown_scan *u = cls;
+	for (size_t i = 0; key && i < u->n; i++)
+		if (!strcmp(key, u->known[i]))
+			return MHD_YES;
+	u->first = key ? key : "";
+	return MHD_NO;
+}
+
+const char *httpd_query_unknown(const struct httpd_request *req, const char *const *known, size_t n)
+{
+	struct unknown_scan u = { known, n, NULL };
+	MHD_get_connection_values(req->priv->conn, MHD_GET_ARGUMENT_KIND, scan_query, &u);
+	return u.first;
+}
+
 const char *httpd_header(const struct httpd_request *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->priv->conn, MHD_HEADER_KIND, name);

@@ -179,6 +179,9 @@ const char *httpd_param(const struct httpd_request *req, const char *name);
 /* The value of query parameter name ("?limit=10" -> "10"; "?flag" -> ""),
  * or NULL when absent.  Valid during the handler call. */
 const char *httpd_query(const struct httpd_request *req, const char *name);
+/* The first query parameter whose name is not one of known[0..n), or NULL
+ * when all are known (for a 400 naming an unknown filter). */
+const char *httpd_query_unknown(const struct httpd_request *req, const char *const *known, size_t n);
 /* The value of request header name (case-insensitive), or NULL. */
 const char *httpd_header(const struct httpd_request *req, const char *name);
 

@@ -4,6 +4,7 @@
 #include "jrmetrics.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -18,10 +19,10 @@
 
 #define MAX_JOBS 16
 
-enum { F_ENQ, F_START, F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_NFAM };
+enum { F_ENQ, F_START, F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_CANCEL, F_NFAM };
 
 static struct {
-	int ready;
+	atomic_int ready;
 	size_t njobs;
 	const char *names[MAX_JOBS + 1];          /* last: "_other" */
 	struct metric_series *per_job[F_NFAM][MAX_JOBS + 1];
@@ -33,6 +34,9 @@ static struct {
 	struct metric *depth;
 } m;
 
+/* 1 once jrm_init() has made every series (before that, updates are dropped). */
+static int ready(void) { return atomic_load_explicit(&m.ready, memory_order_acquire); }
+
 static const char *const fam_names[F_NFAM][2] = {
 	{ "jobrunner_runs_enqueued_total", "Runs accepted by enqueue (API, CLI, cycles)." },
 	{ "jobrunner_runs_started_total", "Runs started by a worker." },
@@ -41,6 +45,7 @@ static const char *const fam_names[F_NFAM][2] = {
 	{ "jobrunner_runs_dead_total", "Runs that are dead (attempts exhausted or permanent error)." },
 	{ "jobrunner_runs_deferred_total", "Runs put back without an attempt (per-org limits, shutdown)." },
 	{ "jobrunner_runs_fenced_total", "Results discarded because the lease had passed to another consumer." },
+	{ "jobrunner_runs_cancelled_total", "Runs cancelled (POST /runs/{id}/cancel): by this producer before they started, or stopped by this consumer." },
 };
 
 /* ---- process_*: the families Prometheus client libraries export by
@@ -153,19 +158,19 @@ static void process_metrics_init(struct metrics *reg)
 
 static void reconnect_redis(void)
 {
-	if (m.ready)
+	if (ready())
 		metrics_inc(m.reconnect_redis);
 }
 
 static void reconnect_pg(void)
 {
-	if (m.ready)
+	if (ready())
 		metrics_inc(m.reconnect_pg);
 }
 
 void jrm_init(void)
 {
-	if (m.ready)
+	if (ready())
 		return;
 	struct metrics *reg = metrics_default();
 	size_t n;
@@ -212,7 +217,7 @@ void jrm_init(void)
 	m.hist_skipped = metrics_with(hist, "skipped", NULL);
 	m.hist_dropped = metrics_with(hist, "dropped", NULL);
 	process_metrics_init(reg);
-	__atomic_store_n(&m.ready, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&m.ready, 1, memory_order_release);
 	/* every connection of the process counts (queues, history writer,
 	 * health checks, cycles) */
 	rconn_on_reconnect(reconnect_redis);
@@ -229,13 +234,13 @@ static size_t job_index(const char *job)
 
 void jrm_enqueued(const char *job, uint64_t n)
 {
-	if (m.ready)
+	if (ready())
 		metrics_add(m.per_job[F_ENQ][job_index(job)], n);
 }
 
 void jrm_started(const char *job, int64_t enqueue_to_start_ms)
 {
-	if (!m.ready)
+	if (!ready())
 		return;
 	size_t i = job_index(job);
 	metrics_inc(m.per_job[F_START][i]);
@@ -245,18 +250,18 @@ void jrm_started(const char *job, int64_t enqueue_to_start_ms)
 
 void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms)
 {
-	if (!m.ready)
+	if (!ready())
 		return;
-	static const int fam[] = { F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE };
+	static const int fam[] = { F_SUCC, F_FAIL, F_DEAD, F_DEFER, F_FENCE, F_CANCEL };
 	size_t i = job_index(job);
 	metrics_inc(m.per_job[fam[outcome]][i]);
-	if (outcome != JRM_DEFERRED)
+	if (outcome != JRM_DEFERRED && duration_ms >= 0)
 		metrics_observe_ms(m.run_dur[i], (double)duration_ms);
 }
 
 void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms)
 {
-	if (!m.ready)
+	if (!ready())
 		return;
 	metrics_inc(m.cycles);
 	metrics_observe_ms(m.cycle_dur, (double)duration_ms);
@@ -265,13 +270,13 @@ void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms)
 
 void jrm_reclaims(uint64_t n)
 {
-	if (m.ready)
+	if (ready())
 		metrics_add(m.reclaims, n);
 }
 
 void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped)
 {
-	if (!m.ready)
+	if (!ready())
 		return;
 	metrics_add(m.hist_written, written);
 	metrics_add(m.hist_skipped, skipped);
@@ -280,7 +285,7 @@ void jrm_history(uint64_t written, uint64_t skipped, uint64_t dropped)
 
 void jrm_enqueue_fallback(void)
 {
-	if (m.ready)
+	if (ready())
 		metrics_inc(m.fallbacks);
 }
 

@@ -10,6 +10,9 @@
  *   jobrunner_runs_dead_total{job}
  *   jobrunner_runs_deferred_total{job}         put back by per-org limits
  *   jobrunner_runs_fenced_total{job}           results discarded (lease lost)
+ *   jobrunner_runs_cancelled_total{job}        cancelled: by the producer before they
+ *                                              started, or stopped by the consumer
+ *   jobrunner_job_paused{job}                  1 while paused (control.c)
  *   jobrunner_run_duration_seconds{job}        histogram
  *   jobrunner_enqueue_to_start_seconds{job}    histogram
  *   jobrunner_cycles_total, jobrunner_cycle_duration_seconds (histogram),
@@ -31,8 +34,9 @@ void jrm_init(void);
 
 void jrm_enqueued(const char *job, uint64_t n);
 void jrm_started(const char *job, int64_t enqueue_to_start_ms);
-/* outcome: 0 succeeded, 1 failed (will retry), 2 dead, 3 deferred, 4 fenced */
-enum jrm_outcome { JRM_SUCCEEDED, JRM_FAILED, JRM_DEAD, JRM_DEFERRED, JRM_FENCED };
+/* outcome: 0 succeeded, 1 failed (will retry), 2 dead, 3 deferred, 4 fenced,
+ * 5 cancelled.  duration_ms < 0: not observed in the duration histogram. */
+enum jrm_outcome { JRM_SUCCEEDED, JRM_FAILED, JRM_DEAD, JRM_DEFERRED, JRM_FENCED, JRM_CANCELLED };
 void jrm_finished(const char *job, enum jrm_outcome outcome, int64_t duration_ms);
 void jrm_cycle(int64_t duration_ms, int64_t finished_at_ms);
 void jrm_reclaims(uint64_t n);

@@ -19,6 +19,7 @@
 #ifndef JOBRUNNER_COMMON_QUEUE_H
 #define JOBRUNNER_COMMON_QUEUE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +90,12 @@ struct queue_ops {
 	 * NULL where claiming already records it (PostgreSQL). */
 	int (*announce)(struct queue *q, const struct run *r);
 
+	/* Cancel requests: flags[i] = 1 when run i (claimed from this
+	 * transport) was asked to cancel (POST /runs/{id}/cancel).  The worker
+	 * asks before it starts a batch and, from the heartbeat, while runs
+	 * are in hand. */
+	int (*cancelled)(struct queue *q, const struct run *runs, size_t n, int *flags);
+
 	int (*stats)(struct queue *q, struct queue_stats *out);
 
 	/* Closes connections and frees q. */
@@ -99,7 +106,7 @@ struct queue {
 	const struct queue_ops *ops;
 	const struct config *cfg;
 	char consumer[128];   /* this consumer's name */
-	volatile int *stop;   /* may be set by the owner: once *stop, claim() takes
+	atomic_int *stop;     /* may be set by the owner: once *stop, claim() takes
 				 nothing more (it returns at once, or after a
 				 blocking read that was already under way) */
 	int err;
@@ -114,5 +121,59 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 		     char *err, size_t errlen);
 
 void queue_stats_free(struct queue_stats *s);
+
+/* ---- operator transitions (queue_ctl.c), for both transports ---- */
+
+struct db;
+
+enum queue_cancel_result {
+	QUEUE_CANCELLED = 0,   /* it was queued, delayed or waiting to retry: it never starts */
+	QUEUE_STOPPING,        /* it is running: its consumer stops it, then records cancelled */
+	QUEUE_FINISHED,        /* it had finished (succeeded, dead, cancelled): nothing done */
+	QUEUE_NOT_FOUND,
+};
+
+/* The cancel transition of run id (the lifecycle in run.h): in job_runs
+ * (under the row's lock, so a PostgreSQL claim either finds it cancelled
+ * or has it running) and, with redis (NULL in Redis-less mode), as a cancel
+ * request in Redis that consumers check before and while they run a run.
+ * *status receives the status the run had ("queued", "running", ...;
+ * "delayed" for a queued run due later) and *job its job.  0 with *res,
+ * or a QUEUE_E* code with err. */
+int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_cancel_result *res,
+		 char *status, size_t statuslen, char *job, size_t joblen, char *err, size_t errlen);
+
+#define QUEUE_RETRY_MAX 1000   /* runs per bulk retry */
+
+/* Which dead runs queue_retry_dead() takes: id (one run), or the newest
+ * dead runs matching job, org_id, finished at or after since_ms (each
+ * NULL / 0 = any), at most limit (1..QUEUE_RETRY_MAX). */
+struct queue_dead_filter {
+	const char *id;
+	const char *job;
+	const char *org_id;
+	int64_t since_ms;
+	int limit;
+};
+
+/* The dead → queued transition (POST /dead/{id}/retry, POST /dead/retry,
+ * `producer runs retry`): each matching dead row becomes queued again under
+ * its own id with fresh attempts (source 'retry'), then goes on the Redis
+ * stream (redis given) or is claimable from job_runs (Redis-less mode, or
+ * Redis failing before anything was sent: the PostgreSQL queue carries
+ * it).  *ids (may be NULL) receives an array of the runs (id and job,
+ * free() it); *n how many.  0, or a QUEUE_E* code with err.  With Redis it
+ * is one step: the rows change in a transaction that commits only once the
+ * runs are on the stream (or on the PostgreSQL queue when nothing reached
+ * Redis); QUEUE_EUNKNOWN when Redis's answer was lost even on a resend
+ * over a fresh connection: the transaction is rolled back and the runs
+ * stay dead (each carries an idempotency key per death, so retrying again
+ * never queues one twice). */
+struct queue_retried {
+	char id[RUN_ID_LEN + 1];
+	char job[RUN_MAX_JOB_LEN + 1];
+};
+int queue_retry_dead(struct db *db, struct queue *redis, const struct queue_dead_filter *f,
+		     struct queue_retried **ids, size_t *n, char *err, size_t errlen);
 
 #endif

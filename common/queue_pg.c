@@ -220,10 +220,13 @@ static const char claim_sql_fmt[] =
 	 * locked only until this statement commits. */
 	"with due as (select id, run_at from job_runs"
 	"              where transport = 'pg' and status in ('queued','failed') and run_at <= now()"
+	/* a paused job's runs are claimed by no one (job_pause, 003_control) */
+	"                and not exists (select 1 from job_pause p where p.job = job_runs.job)"
 	"              order by run_at limit %zu for update skip locked),"
 	"     lost as (select id, run_at from job_runs"
 	"               where status = 'running' and lease_until < now() and transport = 'pg'"
 	"                 and attempts < max_attempts"
+	"                 and not exists (select 1 from job_pause p where p.job = job_runs.job)"
 	"               order by lease_until limit %zu for update skip locked)"
 	"update job_runs j set status = 'running', attempts = j.attempts + 1,"
 	"       started_at = now(), finished_at = null, consumer = $1,"
@@ -329,7 +332,7 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 	}
 	int64_t deadline = now + block_ms;
 	for (;;) {
-		if (q->stop && *q->stop)
+		if (q->stop && atomic_load_explicit(q->stop, memory_order_acquire))
 			return QUEUE_OK;   /* shutting down: claim nothing more */
 		PGresult *res = claim_query(p, max, params);
 		if (!res)
@@ -369,15 +372,23 @@ static int pgq_claim(struct queue *q, struct run *out, size_t max, int64_t block
 /* complete and extend                                                 */
 /* ------------------------------------------------------------------ */
 
+/* A run with a cancel request (cancel_requested_at, set by
+ * queue_cancel() while it ran) ends cancelled whatever its outcome: the
+ * request was answered as accepted, so that is its one final state. */
 static const char complete_sql[] =
-	"update job_runs j set status = u.status, attempts = u.attempts,"
-	"       run_at = case when u.next_ms > 0 then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
+	"update job_runs j set status = case when j.cancel_requested_at is null then u.status else 'cancelled' end,"
+	"       attempts = u.attempts,"
+	"       run_at = case when u.next_ms > 0 and j.cancel_requested_at is null"
+	"                     then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
 	/* each run's own start and end, not its batch's claim and completion */
-	"       finished_at = case when u.status = 'queued' then null"
+	"       finished_at = case when u.status = 'queued' and j.cancel_requested_at is null then null"
 	"                          when u.fin_ms > 0 then to_timestamp(u.fin_ms / 1000.0) else now() end,"
-	"       started_at = case when u.status = 'queued' then null"
+	"       started_at = case when u.status = 'queued' and j.cancel_requested_at is null then null"
 	"                         when u.start_ms > 0 then to_timestamp(u.start_ms / 1000.0) else j.started_at end,"
-	"       duration_ms = u.duration_ms, error = u.error, lease_until = null, updated_at = now()"
+	"       duration_ms = u.duration_ms,"
+	"       error = case when j.cancel_requested_at is null or u.status = 'cancelled' then u.error"
+	"                    else 'cancelled (the run had ended ' || u.status || ' when it saw the request)' end,"
+	"       lease_until = null, updated_at = now()"
 	"  from unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::bigint[], $6::int[], $7::text[],"
 	"              $9::bigint[], $10::bigint[])"
 	"       as u(id, fence, status, attempts, next_ms, duration_ms, error, start_ms, fin_ms)"
@@ -420,7 +431,7 @@ static int pgq_complete(struct queue *q, struct run *runs, const struct run_resu
 		arr_next(&col[2], run_status_name(st), m);
 		arr_next(&col[3], att, m);
 		arr_next(&col[4], nx, m);
-		arr_next(&col[5], dur, m);
+		arr_next(&col[5], res[i].duration_ms < 0 ? NULL : dur, m);   /* < 0: never started */
 		arr_next(&col[6], res[i].outcome == RUN_OK ? NULL : res[i].error, m);
 		char st_ms[24], fin_ms[24];
 		snprintf(st_ms, sizeof st_ms, "%lld", (long long)runs[i].started_at_ms);
@@ -558,6 +569,38 @@ static int pgq_extend(struct queue *q, const struct run *runs, size_t n)
 /* stats and lifecycle                                                 */
 /* ------------------------------------------------------------------ */
 
+static int pgq_cancelled(struct queue *q, const struct run *runs, size_t n, int *flags)
+{
+	struct pgq *p = (struct pgq *)q;
+	struct strbuf ids = STRBUF_INIT;
+	arr_open(&ids);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		flags[i] = 0;
+		if (!runs[i].is_tick)
+			arr_next(&ids, runs[i].id, m++);
+	}
+	sb_add(&ids, "}", 1);
+	int rc = QUEUE_OK;
+	if (m) {
+		const char *params[1] = { ids.buf };
+		PGresult *r = db_query_prepared(&p->db, "jr_cancelled",
+			"select id from job_runs where id = any($1::text[]) and cancel_requested_at is not null",
+			1, params);
+		if (!r) {
+			rc = pgq_code(p);
+		} else {
+			for (int row = 0; row < PQntuples(r); row++)
+				for (size_t i = 0; i < n; i++)
+					if (!runs[i].is_tick && !strcmp(runs[i].id, PQgetvalue(r, row, 0)))
+						flags[i] = 1;
+			PQclear(r);
+		}
+	}
+	sb_release(&ids);
+	return rc;
+}
+
 static int pgq_stats(struct queue *q, struct queue_stats *out)
 {
 	struct pgq *p = (struct pgq *)q;
@@ -611,6 +654,7 @@ static const struct queue_ops pg_ops = {
 	.complete = pgq_complete,
 	.release = pgq_release,
 	.extend = pgq_extend,
+	.cancelled = pgq_cancelled,
 	.stats = pgq_stats,
 	.destroy = pgq_destroy,
 };

@@ -63,6 +63,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_RELEASE, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -104,6 +105,8 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_TRIM] = { "trim.lua", jr_lua_trim },
 	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
 	[S_RELEASE] = { "release.lua", jr_lua_release },
+	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
+	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 };
 
 /* ------------------------------------------------------------------ */
@@ -117,14 +120,14 @@ static const struct rscript scripts[S_COUNT] = {
  * name) are never taken.  The one piece of process-wide state here. */
 #define OWN_MARGIN_MS 1000
 static pthread_once_t epoch_once = PTHREAD_ONCE_INIT;
-static int64_t epoch_mono_ms;
+static _Atomic int64_t epoch_mono_ms;
 
-static void epoch_init(void) { __atomic_store_n(&epoch_mono_ms, mono_ms(), __ATOMIC_RELAXED); }
+static void epoch_init(void) { atomic_store_explicit(&epoch_mono_ms, mono_ms(), memory_order_relaxed); }
 
 static int64_t epoch_ms(void)
 {
 	pthread_once(&epoch_once, epoch_init);
-	return __atomic_load_n(&epoch_mono_ms, __ATOMIC_RELAXED);
+	return atomic_load_explicit(&epoch_mono_ms, memory_order_relaxed);
 }
 
 void queue_redis_reset_epoch(void)
@@ -260,7 +263,9 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 			r->max_attempts = rq->default_max;
 		if (!r->enqueued_at_ms)
 			r->enqueued_at_ms = now;
-		int delayed = r->run_at_ms > now;
+		/* a delayed run goes on the stream too, with its runat field (so
+		 * the history writer records it at once); the consumer that reads
+		 * it early parks it in jr:delayed (park_delayed()) */
 		sl[i].start = a->n;
 		sl[i].scripted = r->idempotency_key != NULL;
 		if (r->idempotency_key) {
@@ -272,23 +277,9 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 			rargv_addrefs(a, RENTRY_DELAYED);
 			rargv_addrefs(a, r->id);
 			rargv_addi64(a, IDEM_TTL_S);
-			if (delayed) {
-				rargv_addi64(a, r->run_at_ms);
-				sb_reset(&rq->scratch);
-				rentry_delayed_json(&rq->scratch, r, r->attempt);
-				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
-			} else {
-				rargv_addrefs(a, "0");
-				rargv_addrefs(a, "");
-			}
+			rargv_addrefs(a, "0");
+			rargv_addrefs(a, "");
 			rentry_add_fields(a, r, r->attempt);
-		} else if (delayed) {
-			rargv_addrefs(a, "ZADD");
-			rargv_addrefs(a, RENTRY_DELAYED);
-			rargv_addi64(a, r->run_at_ms);
-			sb_reset(&rq->scratch);
-			rentry_delayed_json(&rq->scratch, r, r->attempt);
-			rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
 		} else {
 			rargv_addrefs(a, "XADD");
 			rargv_addrefs(a, RENTRY_RUNS);
@@ -423,6 +414,7 @@ struct outcome {
 	int64_t duration_ms;
 	int64_t finished_ms;     /* the run's own end (0: the time of recording) */
 	const char *error;
+	int no_event;            /* d: park only (a delayed run read early) */
 };
 
 /* json_quote() with a fast path for the usual strings that need no escape. */
@@ -504,11 +496,12 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
 		struct rargv *a = &rq->av;
 		rargv_reset(a);
-		rargv_addrefs(a, "4");
+		rargv_addrefs(a, "5");
 		rargv_addrefs(a, RENTRY_RUNS);
 		rargv_addrefs(a, RENTRY_EVENTS);
 		rargv_addrefs(a, RENTRY_DELAYED);
 		rargv_addrefs(a, RENTRY_DEAD_COUNT);
+		rargv_addrefs(a, RENTRY_CANCEL);
 		rargv_addrefs(a, RENTRY_GROUP);
 		rargv_addrefs(a, rq->q.consumer);
 		rargv_addi64(a, (int64_t)k);
@@ -534,13 +527,14 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 				rargv_addrefs(a, "0");
 				rargv_addrefs(a, "");
 			}
-			if (o[i].kind == 'a' || !o[i].r) {
+			if (o[i].kind == 'a' || !o[i].r || o[i].no_event) {
 				rargv_addrefs(a, "");
 			} else {
 				sb_reset(&rq->scratch);
 				event_json(&rq->scratch, rq, &o[i], now);
 				rargv_addcopy(a, rq->scratch.buf, rq->scratch.len);
 			}
+			rargv_addrefs(a, o[i].r && !o[i].r->is_tick ? o[i].r->id : "");
 		}
 		rargv_finish(a);
 		redisReply *r = rconn_eval(&rq->rc, S_COMPLETE, (int)a->n, a->argv, a->lens);
@@ -593,6 +587,9 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		switch (st) {
 		case RUN_SUCCEEDED:
 			x->kind = 'e';
+			break;
+		case RUN_CANCELLED:
+			x->kind = 'c';
 			break;
 		case RUN_QUEUED:   /* deferral: the attempt is given back */
 		case RUN_FAILED:   /* retry after backoff */
@@ -682,6 +679,26 @@ static int flush_dead(struct rqueue *rq, struct deadbuf *d)
 	return rv;
 }
 
+/* Moves a delayed run (an entry with runat in the future) from the
+ * stream into jr:delayed, acknowledged in the same script (S_COMPLETE kind
+ * 'd' without an event): the attempt it was given at claim is given back. */
+static int park_delayed(struct rqueue *rq, const struct run *r)
+{
+	struct outcome o;
+	memset(&o, 0, sizeof o);
+	o.r = r;
+	o.handle = r->handle;
+	o.fence = r->fence;
+	o.kind = 'd';
+	o.status = "queued";
+	o.attempt = r->attempt - (int)(r->fence > 0 ? r->fence : 1);
+	if (o.attempt < 0)
+		o.attempt = 0;
+	o.due_ms = r->run_at_ms;
+	o.no_event = 1;
+	return record(rq, &o, 1, NULL);
+}
+
 /* Processes an array of {id, fields, deliveries} (own and reclaim scripts)
  * or of {id, fields} (XREADGROUP, fence 1) into out[*got..max); reclaimed:
  * the entries were taken over from a consumer that went silent. */
@@ -701,6 +718,14 @@ static int take_entries(struct rqueue *rq, const redisReply *arr, struct run *ou
 		struct run *slot = *got < max ? &out[*got] : &dead->runs[dead->n];
 		int bad = take_entry(rq, e->element[0]->str, e->element[0]->len, e->element[1], fence,
 				     slot, dead->reasons[dead->n], sizeof dead->reasons[0]);
+		if (!bad && !slot->is_tick && slot->run_at_ms > wall_ms() && *got < max) {
+			/* a delayed run read before its time: into jr:delayed */
+			int prv = park_delayed(rq, slot);
+			run_clear(slot);
+			if (prv)
+				return -1;
+			continue;
+		}
 		if (bad) {
 			if (slot != &dead->runs[dead->n]) {
 				dead->runs[dead->n] = *slot;   /* move ownership */
@@ -775,6 +800,29 @@ static int64_t default_gc_idle(const struct rqueue *rq)
 	return idle > 600000 ? idle : 600000;
 }
 
+/* Cancel requests (score: the request's ms) live until the run's consumer
+ * records it cancelled, then an hour more (score negated); one whose run
+ * never came (its entry lost with a Redis that restarted empty) goes after
+ * the longest delay a run may have plus a day. */
+#define CANCEL_KEEP_MS ((int64_t)91 * 86400 * 1000)
+#define CANCEL_DONE_KEEP_MS ((int64_t)3600 * 1000)
+static int prune_cancel(struct rqueue *rq)
+{
+	int64_t now = wall_ms();
+	redisReply *r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s 0 (%lld", RENTRY_CANCEL,
+				   (long long)(now - CANCEL_KEEP_MS));
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	/* done (negative score -T): T older than an hour */
+	r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s (%lld (0", RENTRY_CANCEL,
+		       (long long)-(now - CANCEL_DONE_KEEP_MS));
+	if (!r)
+		return rq_fail(rq);
+	freeReplyObject(r);
+	return 0;
+}
+
 /* Housekeeping due at mono time now. */
 static int housekeeping(struct rqueue *rq, int64_t now)
 {
@@ -782,7 +830,7 @@ static int housekeeping(struct rqueue *rq, int64_t now)
 		return -1;
 	if (now >= rq->next_trim_ms) {
 		if (trim_stream(rq, RENTRY_RUNS, RENTRY_GROUP, NULL) ||
-		    trim_stream(rq, RENTRY_EVENTS, "", NULL))
+		    trim_stream(rq, RENTRY_EVENTS, "", NULL) || prune_cancel(rq))
 			return -1;
 		rq->next_trim_ms = now + TRIM_MS;
 	}
@@ -978,37 +1026,33 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 /* extend, stats, destroy                                              */
 /* ------------------------------------------------------------------ */
 
-static int rq_extend(struct queue *q, const struct run *runs, size_t n)
+/* Runs script (extend.lua, release.lua: KEYS runs, ARGV group, consumer,
+ * then entry id and fence pairs) over runs[off..off+k): its reply, or NULL
+ * with the connection's error. */
+static redisReply *eval_pairs(struct rqueue *rq, size_t script, const struct run *runs,
+			      size_t off, size_t k)
 {
-	struct rqueue *rq = rq_of(q);
-	if (n == 0)
-		return rq_ok(rq);
-	if (ensure_groups(rq))
-		return q->err;
-	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
-		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
-		struct rargv *a = &rq->av;
-		rargv_reset(a);
-		rargv_addrefs(a, "1");
-		rargv_addrefs(a, RENTRY_RUNS);
-		rargv_addrefs(a, RENTRY_GROUP);
-		rargv_addrefs(a, q->consumer);
-		for (size_t i = off; i < off + k; i++) {
-			rargv_addrefs(a, runs[i].handle);
-			rargv_addi64(a, runs[i].fence);
-		}
-		rargv_finish(a);
-		redisReply *r = rconn_eval(&rq->rc, S_EXTEND, (int)a->n, a->argv, a->lens);
-		if (!r) {
-			check_nogroup(rq);
-			return rq_fail(rq);
-		}
-		freeReplyObject(r);
+	struct rargv *a = &rq->av;
+	rargv_reset(a);
+	rargv_addrefs(a, "1");
+	rargv_addrefs(a, RENTRY_RUNS);
+	rargv_addrefs(a, RENTRY_GROUP);
+	rargv_addrefs(a, rq->q.consumer);
+	for (size_t i = off; i < off + k; i++) {
+		rargv_addrefs(a, runs[i].handle);
+		rargv_addi64(a, runs[i].fence);
 	}
-	return rq_ok(rq);
+	rargv_finish(a);
+	redisReply *r = rconn_eval(&rq->rc, script, (int)a->n, a->argv, a->lens);
+	if (!r)
+		check_nogroup(rq);
+	return r;
 }
 
-static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+/* extend.lua or release.lua over all of runs, in chunks; release.lua's
+ * answers go to released[] (may be NULL). */
+static int call_pairs(struct queue *q, size_t script, const struct run *runs, size_t n,
+		      int *released)
 {
 	struct rqueue *rq = rq_of(q);
 	if (n == 0)
@@ -1017,24 +1061,11 @@ static int rq_release(struct queue *q, const struct run *runs, size_t n, int *re
 		return q->err;
 	for (size_t off = 0; off < n; off += COMPLETE_CHUNK) {
 		size_t k = n - off < COMPLETE_CHUNK ? n - off : COMPLETE_CHUNK;
-		struct rargv *a = &rq->av;
-		rargv_reset(a);
-		rargv_addrefs(a, "1");
-		rargv_addrefs(a, RENTRY_RUNS);
-		rargv_addrefs(a, RENTRY_GROUP);
-		rargv_addrefs(a, q->consumer);
-		for (size_t i = off; i < off + k; i++) {
-			rargv_addrefs(a, runs[i].handle);
-			rargv_addi64(a, runs[i].fence);
-		}
-		rargv_finish(a);
-		redisReply *r = rconn_eval(&rq->rc, S_RELEASE, (int)a->n, a->argv, a->lens);
-		if (!r) {
-			check_nogroup(rq);
+		redisReply *r = eval_pairs(rq, script, runs, off, k);
+		if (!r)
 			return rq_fail(rq);
-		}
-		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == k;
-		for (size_t i = 0; released && i < k; i++)
+		int ok = script != S_RELEASE || (r->type == REDIS_REPLY_ARRAY && r->elements == k);
+		for (size_t i = 0; script == S_RELEASE && released && i < k; i++)
 			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
 					    r->element[i]->integer == 1;
 		freeReplyObject(r);
@@ -1042,6 +1073,16 @@ static int rq_release(struct queue *q, const struct run *runs, size_t n, int *re
 			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
 	}
 	return rq_ok(rq);
+}
+
+static int rq_extend(struct queue *q, const struct run *runs, size_t n)
+{
+	return call_pairs(q, S_EXTEND, runs, n, NULL);
+}
+
+static int rq_release(struct queue *q, const struct run *runs, size_t n, int *released)
+{
+	return call_pairs(q, S_RELEASE, runs, n, released);
 }
 
 static const redisReply *kv(const redisReply *flat, const char *key)
@@ -1157,6 +1198,87 @@ static void rq_destroy(struct queue *q)
 	free(rq);
 }
 
+/* Cancel requests among runs[0..n): one ZMSCORE over the batch (a round
+ * trip per claimed batch: a request added before the entry was delivered
+ * is always seen before the run starts). */
+static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *flags)
+{
+	struct rqueue *rq = rq_of(q);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		flags[i] = 0;
+		m += !runs[i].is_tick;
+	}
+	if (!m)
+		return rq_ok(rq);
+	struct rargv *a = &rq->av;
+	rargv_reset(a);
+	rargv_addrefs(a, "ZMSCORE");
+	rargv_addrefs(a, RENTRY_CANCEL);
+	for (size_t i = 0; i < n; i++)
+		rargv_addrefs(a, runs[i].is_tick ? "" : runs[i].id);
+	rargv_finish(a);
+	redisReply *r = rconn_cmd(&rq->rc, (int)a->n, a->argv, a->lens);
+	if (!r)
+		return rq_fail(rq);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++)
+		flags[i] = !runs[i].is_tick && r->element[i]->type != REDIS_REPLY_NIL;
+	freeReplyObject(r);
+	return rq_ok(rq);
+}
+
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
+				int64_t history_wait_ms)
+{
+	struct rqueue *rq = rq_of(q);
+	if (held)
+		*held = 0;
+	if (added)
+		*added = 0;
+	if (!on) {
+		redisReply *r = rconn_cmdf(&rq->rc, "ZREM %s %s", RENTRY_CANCEL, id);
+		if (!r)
+			return rq_fail(rq);
+		freeReplyObject(r);
+		return rq_ok(rq);
+	}
+	if (ensure_groups(rq))
+		return q->err;
+	char now[24];
+	snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+	const char *av[] = { "3", RENTRY_CANCEL, RENTRY_RUNS, RENTRY_EVENTS, id, now, RENTRY_GROUP, "10000" };
+	redisReply *r = rconn_eval(&rq->rc, S_CANCEL, 8, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	char runs_id[48] = "0-0", events_id[48] = "0-0";
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+		if (added && r->element[3]->type == REDIS_REPLY_INTEGER)
+			*added = r->element[3]->integer == 1;
+		if (held && r->element[0]->type == REDIS_REPLY_INTEGER)
+			*held = r->element[0]->integer == 1;
+		if (r->element[1]->type == REDIS_REPLY_STRING)
+			snprintf(runs_id, sizeof runs_id, "%s", r->element[1]->str);
+		if (r->element[2]->type == REDIS_REPLY_STRING)
+			snprintf(events_id, sizeof events_id, "%s", r->element[2]->str);
+	}
+	freeReplyObject(r);
+	/* wait for the history writer: job_runs then shows every state
+	 * reached before the request (a state after it is cancelled) */
+	int64_t end = mono_ms() + history_wait_ms;
+	for (;;) {
+		const char *cv[] = { "2", RENTRY_RUNS, RENTRY_EVENTS, RENTRY_HISTORY_GROUP, runs_id, events_id };
+		r = rconn_eval(&rq->rc, S_CAUGHT_UP, 6, cv, NULL);
+		if (!r)
+			return rq_fail(rq);
+		int done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+		freeReplyObject(r);
+		if (done || mono_ms() >= end)
+			break;
+		sleep_ms(20);
+	}
+	return rq_ok(rq);
+}
+
 static const struct queue_ops redis_ops = {
 	.backend = "redis",
 	.enqueue = rq_enqueue,
@@ -1165,6 +1287,7 @@ static const struct queue_ops redis_ops = {
 	.release = rq_release,
 	.extend = rq_extend,
 	.announce = rq_announce,
+	.cancelled = rq_cancelled,
 	.stats = rq_stats,
 	.destroy = rq_destroy,
 };

@@ -51,6 +51,17 @@ int queue_redis_ping(struct queue *q, int64_t *latency_ms);
  * *moved and *trimmed (may be NULL) receive what was done. */
 int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *moved, int64_t *trimmed);
 
+/* Adds (on) or removes (!on) the cancel request of run id in jr:cancel
+ * (docs/protocol.md).  A consumer never starts a run with a request, stops
+ * one that is running, and records it cancelled (whatever it ended with).
+ * On adding: *held (may be NULL) is 1 when a consumer holds the run at
+ * that moment (it may be running), *added (may be NULL) is 0 when there
+ * was a request already; then it waits up to history_wait_ms for
+ * the history writer to write what happened before the request, so that
+ * job_runs tells whether the run had already finished. */
+int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
+				int64_t history_wait_ms);
+
 /* Starts a new "incarnation" for the restart rule above, as if the process
  * had just started (tests; a process that re-initialises itself). */
 void queue_redis_reset_epoch(void);

@@ -1,6 +1,7 @@
 /* registry.c -- the job table (see registry.h).  One line per job. */
 #include "registry.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include "http.h"
@@ -14,17 +15,18 @@ static const struct job_def *const jobs[] = {
 };
 
 static struct job_def table[JR_ARRAY_LEN(jobs)];
-static int table_ready;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+/* copied into an array once so callers can index it */
+static void table_fill(void)
+{
+	for (size_t i = 0; i < JR_ARRAY_LEN(jobs); i++)
+		table[i] = *jobs[i];
+}
 
 const struct job_def *registry_all(size_t *n)
 {
-	/* copied into an array once so callers can index it; the copy is
-	 * idempotent, so a race between two first callers is harmless */
-	if (!table_ready) {
-		for (size_t i = 0; i < JR_ARRAY_LEN(jobs); i++)
-			table[i] = *jobs[i];
-		__atomic_store_n(&table_ready, 1, __ATOMIC_RELEASE);
-	}
+	pthread_once(&table_once, table_fill);
 	*n = JR_ARRAY_LEN(jobs);
 	return table;
 }
@@ -38,6 +40,7 @@ struct http_client *job_http(struct job_ctx *ctx)
 {
 	if (!ctx->http)
 		ctx->http = http_client_new();
+	http_client_stop_flag(ctx->http, ctx->stop);   /* this run's: shutdown or cancel */
 	return ctx->http;
 }
 

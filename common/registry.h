@@ -18,6 +18,7 @@
 #ifndef JOBRUNNER_COMMON_REGISTRY_H
 #define JOBRUNNER_COMMON_REGISTRY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,10 +37,16 @@ struct job_ctx {
 	const struct run *run;      /* run->org_id may be NULL */
 	const cJSON *payload;       /* never NULL (an empty object at least) */
 	struct http_client *http;   /* this thread's HTTP client: get it with job_http(ctx) */
-	volatile int *stop;         /* set when shutting down: finish early if you can */
+	atomic_int *stop;           /* set when shutting down: check job_stopping(ctx) */
 	/* set by the handler: a short summary for the completion log, e.g. "3 reminders" */
 	char summary[128];
 };
+
+/* 1 once the consumer is shutting down: a long job finishes early. */
+static inline int job_stopping(const struct job_ctx *ctx)
+{
+	return ctx->stop && atomic_load_explicit(ctx->stop, memory_order_acquire);
+}
 
 typedef void (*job_fn)(struct job_ctx *ctx, struct run_result *out);
 /* Lists org ids for fan-out into *orgs (array of owned strings; free each

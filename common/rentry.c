@@ -45,6 +45,10 @@ void rentry_add_fields(struct rargv *a, const struct run *r, int attempt)
 	rargv_addi64(a, r->enqueued_at_ms);
 	if (r->idempotency_key)
 		add_kv(a, "idem", r->idempotency_key);
+	if (r->run_at_ms > 0) {
+		rargv_addrefs(a, "runat");
+		rargv_addi64(a, r->run_at_ms);
+	}
 }
 
 static void json_kv(struct strbuf *sb, const char *k, const char *v, int *first)
@@ -119,9 +123,10 @@ static int text_valid(const char *s, size_t n, size_t max)
 
 /* The fields of an entry, found in one pass over the flat array. */
 enum { F_V, F_TYPE, F_ID, F_JOB, F_ORG, F_PAYLOAD, F_SRC, F_ATTEMPT, F_MAX, F_ENQ, F_IDEM, F_SLOT,
-       F_COUNT };
+       F_RUNAT, F_COUNT };
 static const char *const field_names[F_COUNT] = { "v", "type", "id", "job", "org", "payload",
-						  "src", "attempt", "max", "enq", "idem", "slot" };
+						  "src", "attempt", "max", "enq", "idem", "slot",
+						  "runat" };
 
 static void find_fields(const redisReply *f, const redisReply *out[F_COUNT])
 {
@@ -248,6 +253,11 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		return -1;
 	}
 	r->enqueued_at_ms = n;
+	if (field_i64(f[F_RUNAT], 0, INT64_MAX, 0, &n)) {
+		snprintf(err, errlen, "malformed entry: invalid runat");
+		return -1;
+	}
+	r->run_at_ms = n;
 	const redisReply *idem = f[F_IDEM];
 	if (idem && idem->len) {
 		if (!text_valid(idem->str, idem->len, RUN_MAX_IDEM_LEN)) {

@@ -9,6 +9,8 @@
  *   v=1 type=run id=<run id> job=<name> [org=<id>] [payload=<JSON>]
  *   [src=adhoc|cycle|fanout|retry] [attempt=<attempts already made>]
  *   [max=<max attempts>] [enq=<ms epoch>] [idem=<idempotency key>]
+ *   [runat=<ms epoch: not before>]  (a delayed run: the consumer that reads
+ *   it early moves it to RENTRY_DELAYED until then)
  * A tick: v=1 type=tick slot=<N> [enq=<ms epoch>].
  * Required: v, type, and id+job (run) or slot (tick); the rest has defaults.
  */
@@ -34,6 +36,7 @@
 #define RENTRY_IDEM_KEY RENTRY_PREFIX "idem:"     /* + job ":" key */
 #define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
 #define RENTRY_GEN RENTRY_PREFIX "gen"            /* generation marker (history.c) */
+#define RENTRY_CANCEL RENTRY_PREFIX "cancel"      /* ZSET: run ids asked to cancel, score = ms */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)

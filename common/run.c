@@ -6,7 +6,7 @@
 
 #include "util.h"
 
-static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead" };
+static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead", "cancelled" };
 static const char *const source_names[] = { "adhoc", "cycle", "fanout", "retry" };
 
 int run_id_valid(const char *s, size_t len)
@@ -60,6 +60,8 @@ enum run_status run_decide(const struct run *r, const struct run_result *res,
 	switch (res->outcome) {
 	case RUN_OK:
 		return RUN_SUCCEEDED;
+	case RUN_CANCEL:
+		return RUN_CANCELLED;
 	case RUN_DEFER:
 		*attempt_out = r->attempt > 0 ? r->attempt - 1 : 0;
 		*next_run_at_ms = now + (res->retry_after_ms > 0 ? res->retry_after_ms : 1000);
@@ -83,14 +85,19 @@ const char *run_status_name(enum run_status s)
 	return (unsigned)s < JR_ARRAY_LEN(status_names) ? status_names[s] : "unknown";
 }
 
+/* The index of s in names[0..n), or -1. */
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+	for (size_t i = 0; s && i < n; i++)
+		if (!strcmp(s, names[i]))
+			return (int)i;
+	return -1;
+}
+
 int run_status_parse(const char *s, enum run_status *out)
 {
-	for (size_t i = 0; s && i < JR_ARRAY_LEN(status_names); i++)
-		if (!strcmp(s, status_names[i])) {
-			*out = (enum run_status)i;
-			return 0;
-		}
-	return -1;
+	int i = name_index(status_names, JR_ARRAY_LEN(status_names), s);
+	return i < 0 ? -1 : (*out = (enum run_status)i, 0);
 }
 
 const char *run_source_name(enum run_source s)
@@ -100,10 +107,6 @@ const char *run_source_name(enum run_source s)
 
 int run_source_parse(const char *s, enum run_source *out)
 {
-	for (size_t i = 0; s && i < JR_ARRAY_LEN(source_names); i++)
-		if (!strcmp(s, source_names[i])) {
-			*out = (enum run_source)i;
-			return 0;
-		}
-	return -1;
+	int i = name_index(source_names, JR_ARRAY_LEN(source_names), s);
+	return i < 0 ? -1 : (*out = (enum run_source)i, 0);
 }

@@ -4,14 +4,24 @@
  *
  *                 enqueue                claim                    complete(ok)
  *   (nothing) ───────────────▶ queued ───────────▶ running ─────────────────────▶ succeeded
- *                 queue->enqueue   ▲   queue->claim   │  │
- *                                  │                  │  │ complete(retry), attempt < max
- *                                  │   due (run_at)   │  └────────────────────────▶ failed
- *                                  └──────────────────┼──────────────────────────────┘
- *                                                     │ complete(fail) or attempt == max
- *                                                     └──────────────────────────▶ dead
- *   dead ── retry (API) ──▶ queued, attempts reset       running ── lease expired ──▶ running
+ *                 queue->enqueue   ▲ │ queue->claim   │  │
+ *                                  │ │                │  │ complete(retry), attempt < max
+ *                                  │ │ due (run_at)   │  └────────────────────────▶ failed
+ *                                  └─┼────────────────┼──────────────────────────────┘
+ *                                    │                │ complete(fail) or attempt == max
+ *                                    │                └──────────────────────────▶ dead
+ *                                    │ cancel (queued, failed: never starts)      │
+ *                                    ├──────────────────────────────▶ cancelled   │
+ *                                    │ cancel (running: the job is told to stop,  │
+ *                                    │ complete() records cancelled)              │
+ *   dead ◀── retry: queue_retry_dead() (one run or a filter) ──────────────────────┘
+ *     └──▶ queued, attempts reset, source 'retry'
+ *                                                        running ── lease expired ──▶ running
  *                                                        (another consumer, fence + 1)
+ *
+ * "delayed" is not a stored state: a queued run whose run_at is in the
+ * future (enqueued with runAt/delayMs).  A paused job's runs stay queued:
+ * claimed by no one (PostgreSQL) or handed back without an attempt (Redis).
  *
  * run_decide() performs the complete() transition for both transports: it is
  * the only place that knows when a run retries and when it dies.
@@ -28,7 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum run_status { RUN_QUEUED = 0, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD };
+enum run_status { RUN_QUEUED = 0, RUN_RUNNING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD, RUN_CANCELLED };
 enum run_source { RUN_SRC_ADHOC = 0, RUN_SRC_CYCLE, RUN_SRC_FANOUT, RUN_SRC_RETRY };
 
 #define RUN_ID_LEN 36
@@ -65,6 +75,8 @@ enum run_outcome {
 	RUN_FAIL,        /* permanent failure: dead now, attempts left or not */
 	RUN_DEFER,       /* not run at all (org limit, throttle): back in the queue
 			    after retry_after_ms, the attempt is not counted */
+	RUN_CANCEL,      /* cancelled by an operator (before or while it ran):
+			    final, never retried */
 };
 
 struct run_result {
@@ -92,7 +104,8 @@ void run_copy(struct run *dst, const struct run *src);
 
 /* The complete() transition.  Returns the next status: RUN_SUCCEEDED;
  * RUN_FAILED for a retry (attempts left: due again at *next_run_at_ms);
- * RUN_QUEUED for a deferral (due again at *next_run_at_ms); RUN_DEAD.
+ * RUN_QUEUED for a deferral (due again at *next_run_at_ms); RUN_DEAD;
+ * RUN_CANCELLED for a cancellation.
  * *attempt_out is the attempts value to record (a deferral gives the
  * attempt back). */
 enum run_status run_decide(const struct run *r, const struct run_result *res,

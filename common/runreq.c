@@ -22,7 +22,7 @@ _Static_assert(RUNREQ_MAX_ITEMS == ENQ_MAX_BATCH, "a bulk request is one enqueue
 /* one item                                                            */
 /* ------------------------------------------------------------------ */
 
-enum { F_ORG = 1, F_PAYLOAD = 2, F_IDEM = 4 };
+enum { F_ORG = 1, F_PAYLOAD = 2, F_IDEM = 4, F_RUNAT = 8, F_DELAY = 16 };
 
 /* A string field (null is "absent"): 0 with *out set (a copy, or NULL for
  * null), or -1 with a message. */
@@ -44,6 +44,35 @@ static int str_field(const cJSON *f, const char *name, size_t max_len, char **ou
 	return 0;
 }
 
+int runreq_when(const cJSON *f, int is_run_at, int64_t now_ms, int64_t *run_at_ms, char *err,
+		size_t errlen)
+{
+	*run_at_ms = 0;
+	if (cJSON_IsNull(f))
+		return 0;
+	if (is_run_at) {
+		int64_t t;
+		if (!cJSON_IsString(f) || !f->valuestring || iso8601_parse_ms(f->valuestring, &t)) {
+			snprintf(err, errlen, "runAt must be an ISO-8601 UTC time, e.g. \"2026-01-02T03:04:05Z\"");
+			return -1;
+		}
+		if (t - now_ms > RUNREQ_MAX_DELAY_MS) {
+			snprintf(err, errlen, "runAt is more than 90 days ahead");
+			return -1;
+		}
+		*run_at_ms = t > now_ms ? t : 0;   /* in the past: now */
+		return 0;
+	}
+	double d = cJSON_IsNumber(f) ? f->valuedouble : -1;
+	if (!cJSON_IsNumber(f) || d != (double)(int64_t)d || d < 0 || d > (double)RUNREQ_MAX_DELAY_MS) {
+		snprintf(err, errlen, "delayMs must be a whole number from 0 to %lld (90 days)",
+			 (long long)RUNREQ_MAX_DELAY_MS);
+		return -1;
+	}
+	*run_at_ms = d > 0 ? now_ms + (int64_t)d : 0;
+	return 0;
+}
+
 /* Fills r from one item.  0, or -1 with a message (r keeps what it got:
  * the caller clears it). */
 static int parse_item(const cJSON *it, const char *job, struct run *r, char *err, size_t errlen)
@@ -51,16 +80,21 @@ static int parse_item(const cJSON *it, const char *job, struct run *r, char *err
 	r->job = xstrdup(job);
 	r->source = RUN_SRC_ADHOC;
 	if (!cJSON_IsObject(it)) {
-		snprintf(err, errlen, "expected a JSON object {\"orgId\", \"payload\", \"idempotencyKey\"}");
+		snprintf(err, errlen, "expected a JSON object {\"orgId\", \"payload\", \"idempotencyKey\", \"runAt\", \"delayMs\"}");
 		return -1;
 	}
 	unsigned seen = 0;
 	for (const cJSON *f = it->child; f; f = f->next) {
 		const char *k = f->string ? f->string : "";
 		unsigned bit = !strcmp(k, "orgId") ? F_ORG : !strcmp(k, "payload") ? F_PAYLOAD
-			     : !strcmp(k, "idempotencyKey") ? F_IDEM : 0;
+			     : !strcmp(k, "idempotencyKey") ? F_IDEM : !strcmp(k, "runAt") ? F_RUNAT
+			     : !strcmp(k, "delayMs") ? F_DELAY : 0;
 		if (!bit) {
-			snprintf(err, errlen, "unknown field '%.40s' (expected orgId, payload, idempotencyKey)", k);
+			snprintf(err, errlen, "unknown field '%.40s' (expected orgId, payload, idempotencyKey, runAt, delayMs)", k);
+			return -1;
+		}
+		if ((bit == F_RUNAT && (seen & F_DELAY)) || (bit == F_DELAY && (seen & F_RUNAT))) {
+			snprintf(err, errlen, "runAt and delayMs: give one of them, not both");
 			return -1;
 		}
 		if (seen & bit) {
@@ -68,7 +102,10 @@ static int parse_item(const cJSON *it, const char *job, struct run *r, char *err
 			return -1;
 		}
 		seen |= bit;
-		if (bit == F_ORG) {
+		if (bit == F_RUNAT || bit == F_DELAY) {
+			if (runreq_when(f, bit == F_RUNAT, wall_ms(), &r->run_at_ms, err, errlen))
+				return -1;
+		} else if (bit == F_ORG) {
 			if (str_field(f, "orgId", RUN_MAX_ORG_LEN, &r->org_id, err, errlen))
 				return -1;
 		} else if (bit == F_IDEM) {

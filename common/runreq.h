@@ -1,7 +1,8 @@
 /* runreq.h -- the body of POST /api/integrations/jobs/{job}/run (docs/operations.md, "Endpoints").
  *
  * A body is empty (one run, no org, no payload), one JSON object
- *   {"orgId"?: string|null, "payload"?: object|null, "idempotencyKey"?: string|null}
+ *   {"orgId"?: string|null, "payload"?: object|null, "idempotencyKey"?: string|null,
+ *    "runAt"?: ISO-8601 UTC string|null, "delayMs"?: integer|null}   (not both)
  * or a JSON array of 1..RUNREQ_MAX_ITEMS such objects (bulk).  Anything
  * else is refused with a message that says what is wrong and where
  * ("item 3: orgId must be a string").
@@ -21,10 +22,19 @@
 #define JOBRUNNER_COMMON_RUNREQ_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "run.h"
 
 #define RUNREQ_MAX_ITEMS 10000          /* = ENQ_MAX_BATCH */
+#define RUNREQ_MAX_DELAY_MS ((int64_t)90 * 86400 * 1000)   /* delayMs, and runAt ahead of now */
+
+struct cJSON;
+/* runAt (is_run_at) or delayMs from JSON value f into *run_at_ms (0 = now;
+ * a runAt in the past is now).  0, or -1 with a message naming the field.
+ * Shared with `producer enqueue --run-at/--delay-ms` (given as JSON). */
+int runreq_when(const struct cJSON *f, int is_run_at, int64_t now_ms, int64_t *run_at_ms, char *err,
+		size_t errlen);
 
 /* Parses body[0..len) into runs of job `job` (source adhoc).
  *

@@ -100,6 +100,63 @@ void sleep_ms(int64_t ms)
 		;
 }
 
+static int digits(const char *s, int n, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+int iso8601_parse_ms(const char *s, int64_t *out)
+{
+	int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
+	if (!s || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+	    digits(s + 8, 2, &d))
+		return -1;
+	const char *p = s + 10;
+	if (*p) {
+		if ((*p != 'T' && *p != 't') || digits(p + 1, 2, &h) || p[3] != ':' ||
+		    digits(p + 4, 2, &mi) || p[6] != ':' || digits(p + 7, 2, &sec))
+			return -1;
+		p += 9;
+		if (*p == '.') {
+			int n = 0;
+			for (p++; *p >= '0' && *p <= '9'; p++, n++)
+				if (n < 3)
+					ms = ms * 10 + (*p - '0');
+			if (n == 0 || n > 9)
+				return -1;
+			for (; n < 3; n++)
+				ms *= 10;
+		}
+		if ((*p == 'Z' || *p == 'z') && !p[1])
+			;
+		else if (!strcmp(p, "+00:00"))
+			;
+		else
+			return -1;
+	}
+	static const int mdays[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+	    (mo == 2 && d == 29 && !leap) || h > 23 || mi > 59 || sec > 60)
+		return -1;
+	/* days from the civil date (Howard Hinnant's algorithm) */
+	int yy = y - (mo <= 2);
+	int era = yy / 400;
+	int yoe = yy - era * 400;
+	int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = (int64_t)era * 146097 + doe - 719468;
+	*out = ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)sec * 1000 + ms;
+	return 0;
+}
+
 void iso8601_ms(int64_t ms, char *out, size_t outlen)
 {
 	time_t secs = (time_t)(ms / 1000);

@@ -30,6 +30,10 @@ void sleep_ms(int64_t ms);
 /* Formats ms since the epoch as ISO-8601 UTC with milliseconds
  * ("2026-11-28T19:21:35.123Z") into out, which holds at least 25 bytes. */
 void iso8601_ms(int64_t ms, char *out, size_t outlen);
+/* Parses an ISO-8601 UTC time "YYYY-MM-DDTHH:MM:SS[.fff...]Z" (also
+ * "+00:00" for Z, and a date alone "YYYY-MM-DD") into ms since the epoch.
+ * 0, or -1 for anything else (other offsets, out-of-range fields). */
+int iso8601_parse_ms(const char *s, int64_t *out);
 
 /* ---- randomness (thread-safe, seeded from the kernel) ---- */
 uint64_t rand_u64(void);

@@ -17,6 +17,7 @@
 #include "worker.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
 #include "cycle.h"
 #include "db.h"
 #include "enqueue.h"
@@ -40,6 +42,7 @@ enum transport { T_NONE = 0, T_REDIS, T_PG };
 
 #define PG_POLL_MS 250
 #define PG_BACKLOG_MS 1000   /* all threads look at PostgreSQL this long after a find */
+#define CANCEL_LOOK_MS 250   /* the heartbeat looks for cancel requests of runs in hand */
 #define REDIS_RETRY_MS 1000
 
 /* No head-of-line blocking.  A run thread claims a batch (batches are what
@@ -77,6 +80,8 @@ struct hand {
 	const struct run *cur;               /* being executed, or NULL */
 	int64_t cur_since_ms;                /* mono ms it started */
 	int cur_announced;
+	size_t cur_idx;                      /* runs[cur_idx] is cur */
+	int cancel[WORKER_MAX_BATCH];        /* cancel requested (control: see cancel_look()) */
 };
 
 struct wthread {
@@ -91,13 +96,14 @@ struct wthread {
 	size_t batch;
 	int pg_first;                  /* backlog: which transport this claim tries first */
 	struct hand hand;
+	atomic_int run_stop;           /* the running job's ctx.stop: shutdown or cancel */
 };
 
 struct worker {
 	const struct config *cfg;
 	int drain;
-	volatile int stopping;
-	volatile int aborting;
+	atomic_int stopping;           /* claim nothing more */
+	atomic_int aborting;           /* and tell the jobs to give up (job_stopping()) */
 	int nthreads;
 	struct wthread *threads;
 	pthread_t hb_tid, timer_tid;
@@ -105,14 +111,23 @@ struct worker {
 	struct history_thread *history;   /* Redis mode: runs' states into job_runs */
 	pthread_mutex_t mu;
 	pthread_cond_t done_cv;
-	int running;                   /* threads not yet finished */
-	int64_t redis_down_since_ms;   /* mono ms, 0 while up (atomic) */
-	int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
-					  runs lately; every thread claims there too (atomic) */
-	struct worker_counts counts;   /* atomic adds */
+	atomic_int running;            /* run threads not yet finished (changed under mu) */
+	_Atomic int64_t redis_down_since_ms;   /* mono ms, 0 while up */
+	_Atomic int64_t pg_backlog_until_ms;   /* mono ms: Redis mode, the PostgreSQL queue had
+						  runs lately; every thread claims there too */
+	struct {
+#define X(f) _Atomic uint64_t f;
+		WORKER_COUNTS(X)
+#undef X
+	} counts;
 };
 
-#define COUNT(w, field, n) __atomic_add_fetch(&(w)->counts.field, (n), __ATOMIC_RELAXED)
+#define COUNT(w, field, n) atomic_fetch_add_explicit(&(w)->counts.field, (n), memory_order_relaxed)
+
+static int stopping(const struct worker *w)
+{
+	return atomic_load_explicit(&((struct worker *)w)->stopping, memory_order_acquire);
+}
 
 /* ------------------------------------------------------------------ */
 /* Redis health, as the run threads see it                             */
@@ -120,14 +135,14 @@ struct worker {
 
 static void redis_mark(struct worker *w, int up)
 {
-	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	int64_t since = atomic_load_explicit(&w->redis_down_since_ms, memory_order_relaxed);
 	if (up && since) {
-		__atomic_store_n(&w->redis_down_since_ms, 0, __ATOMIC_RELAXED);
+		atomic_store_explicit(&w->redis_down_since_ms, 0, memory_order_relaxed);
 		log_msg(LOG_INFO, "redis_recovered", "Redis is reachable again: back to Redis mode");
 	} else if (!up && !since) {
 		int64_t zero = 0;
-		if (__atomic_compare_exchange_n(&w->redis_down_since_ms, &zero, mono_ms(), 0,
-						__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		if (atomic_compare_exchange_strong_explicit(&w->redis_down_since_ms, &zero, mono_ms(),
+							    memory_order_relaxed, memory_order_relaxed))
 			log_msg(LOG_WARN, "redis_unreachable",
 				"Redis is unreachable: draining the PostgreSQL queue; cycles fall back to "
 				"the local timer after %lld ms", (long long)w->cfg->redis_fallback_after_ms);
@@ -136,14 +151,15 @@ static void redis_mark(struct worker *w, int up)
 
 int worker_redis_ok(const struct worker *w)
 {
-	return !w->cfg->redis_url || __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED) == 0;
+	return !w->cfg->redis_url ||
+	       atomic_load_explicit(&((struct worker *)w)->redis_down_since_ms, memory_order_relaxed) == 0;
 }
 
 static int in_fallback(struct worker *w)
 {
 	if (!w->cfg->redis_url)
 		return 1;
-	int64_t since = __atomic_load_n(&w->redis_down_since_ms, __ATOMIC_RELAXED);
+	int64_t since = atomic_load_explicit(&w->redis_down_since_ms, memory_order_relaxed);
 	return since && mono_ms() - since >= w->cfg->redis_fallback_after_ms;
 }
 
@@ -247,7 +263,7 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		return;
 	}
 	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
-			       .http = t->http, .stop = &t->w->aborting };
+			       .http = t->http, .stop = &t->run_stop };
 	job->run(&ctx, res);
 	t->http = ctx.http;
 	cJSON_Delete(payload);
@@ -265,6 +281,8 @@ static void log_outcome(const struct run *r, const struct run_result *res, int f
 	enum log_level lvl;
 	if (fenced) {
 		lvl = LOG_WARN, event = "run_fenced", msg = "result discarded: the lease passed to another consumer";
+	} else if (res->outcome == RUN_CANCEL) {
+		lvl = LOG_INFO, event = "run_cancelled", msg = "run cancelled";
 	} else if (res->outcome == RUN_OK) {
 		if (!log_enabled(LOG_DEBUG))
 			return;
@@ -292,6 +310,11 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 	if (fenced) {
 		COUNT(w, fenced, 1);
 		o = JRM_FENCED;
+	} else if (res->outcome == RUN_CANCEL) {
+		COUNT(w, cancelled, 1);
+		if (res->duration_ms < 0)
+			return;   /* never started: the producer counted it when it cancelled it */
+		o = JRM_CANCELLED;
 	} else if (res->outcome == RUN_OK) {
 		COUNT(w, succeeded, 1);
 		o = JRM_SUCCEEDED;
@@ -308,6 +331,80 @@ static void count_outcome(struct worker *w, const struct run *r, const struct ru
 		o = JRM_DEAD;
 	}
 	jrm_finished(r->job, o, res->duration_ms);
+}
+
+/* ------------------------------------------------------------------ */
+/* operator control: cancel and pause (control.h, queue_ctl.c)         */
+/* ------------------------------------------------------------------ */
+
+static struct queue *thread_queue(struct wthread *t, enum transport from)
+{
+	return from == T_REDIS ? t->rq : from == T_PG ? t->pq : NULL;
+}
+
+static void cancel_result(struct run_result *res, const char *why, int64_t duration_ms)
+{
+	memset(res, 0, sizeof *res);
+	res->outcome = RUN_CANCEL;
+	res->duration_ms = duration_ms;
+	snprintf(res->error, sizeof res->error, "%s", why);
+}
+
+/* Before a claimed batch starts: which of its runs were asked to cancel.
+ * A request the check misses (the transport failed) is seen by the
+ * heartbeat's next look. */
+static void cancel_look_batch(struct wthread *t, enum transport from, const struct run *runs, size_t n)
+{
+	struct queue *q = thread_queue(t, from);
+	int flags[WORKER_MAX_BATCH];
+	if (!q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
+		memset(flags, 0, sizeof flags);
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < n; i++)
+		t->hand.cancel[i] = flags[i];
+	pthread_mutex_unlock(&t->hand.mu);
+}
+
+/* A run that must not start: cancelled (final), or its job paused (handed
+ * back without counting an attempt; it comes round again in a second).
+ * Called with t->hand.mu held.  Returns 1 with res set. */
+static int control_gate(struct wthread *t, size_t i, struct run *r, struct run_result *res)
+{
+	if (r->is_tick)
+		return 0;
+	if (t->hand.cancel[i]) {
+		cancel_result(res, "cancelled before it started", -1);
+		r->started_at_ms = 0;   /* its record shows it never started */
+		return 1;
+	}
+	if (control_paused(r->job)) {
+		memset(res, 0, sizeof *res);
+		res->outcome = RUN_DEFER;
+		res->retry_after_ms = 1000;
+		snprintf(res->error, sizeof res->error, "job %.64s is paused", r->job);
+		r->started_at_ms = 0;   /* not started: its record must not say so */
+		return 1;
+	}
+	return 0;
+}
+
+/* Heartbeat: asks the transport about the runs in t's hand; a requested
+ * run not started yet is skipped (control_gate), the one running is told
+ * to stop through its context (run_stop, as at shutdown). */
+static void cancel_look_hand(struct wthread *t, struct queue *q, const struct run *copy, size_t n)
+{
+	int flags[WORKER_MAX_BATCH];
+	if (q->ops->cancelled(q, copy, n, flags))
+		return;
+	pthread_mutex_lock(&t->hand.mu);
+	for (size_t i = 0; i < n && i < t->hand.n; i++) {
+		if (!flags[i] || strcmp(t->hand.runs[i].id, copy[i].id))
+			continue;   /* the hand moved on to another batch meanwhile */
+		t->hand.cancel[i] = 1;
+		if (t->hand.cur && t->hand.cur_idx == i)
+			atomic_store_explicit(&t->run_stop, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&t->hand.mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -376,8 +473,8 @@ static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, i
 		return T_NONE;
 	}
 	if (w->cfg->redis_url && redis_up)   /* found some: every thread helps; none: over */
-		__atomic_store_n(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
-				 __ATOMIC_RELAXED);
+		atomic_store_explicit(&w->pg_backlog_until_ms, *n ? mono_ms() + PG_BACKLOG_MS : 0,
+				      memory_order_relaxed);
 	return *n ? T_PG : T_NONE;
 }
 
@@ -389,7 +486,7 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	*n = 0;
 	int redis_up = 0, tried_pg = 0;
 	int backlog = w->cfg->redis_url &&
-		      mono_ms() < __atomic_load_n(&w->pg_backlog_until_ms, __ATOMIC_RELAXED);
+		      mono_ms() < atomic_load_explicit(&w->pg_backlog_until_ms, memory_order_relaxed);
 	if (backlog) {
 		/* runs wait in both queues: take turns, and block in neither */
 		t->pg_first = !t->pg_first;
@@ -455,6 +552,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		jrm_reclaims(reclaimed);
 	}
 	hand_set(t, from, runs, n);
+	cancel_look_batch(t, from, runs, n);
 	for (size_t i = 0; i < n; i++) {
 		gone[i] = 0;
 		pthread_mutex_lock(&t->hand.mu);
@@ -467,7 +565,11 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			continue;
 		}
 		t->hand.state[i] = H_STARTED;
-		if (w->stopping && !runs[i].is_tick) {
+		if (control_gate(t, i, &runs[i], &res[i])) {   /* cancelled, or its job paused */
+			pthread_mutex_unlock(&t->hand.mu);
+			continue;
+		}
+		if (stopping(w) && !runs[i].is_tick) {
 			pthread_mutex_unlock(&t->hand.mu);
 			/* not started: give it back without counting an attempt */
 			memset(&res[i], 0, sizeof res[i]);
@@ -477,15 +579,20 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 			continue;
 		}
 		t->hand.cur = &runs[i];
+		t->hand.cur_idx = i;
 		t->hand.cur_since_ms = mono_ms();
 		runs[i].started_at_ms = wall_ms();   /* its own start, not the batch's claim */
 		t->hand.cur_announced = 0;
+		atomic_store_explicit(&t->run_stop, atomic_load_explicit(&w->aborting, memory_order_acquire), memory_order_release);
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
 		res[i].finished_at_ms = wall_ms();
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
+		int cancelled = t->hand.cancel[i];
 		pthread_mutex_unlock(&t->hand.mu);
+		if (cancelled && !runs[i].is_tick)
+			cancel_result(&res[i], "cancelled while it ran", res[i].duration_ms);
 	}
 	/* the runs given back are another consumer's now: complete the rest */
 	size_t ran = 0;
@@ -535,7 +642,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 static void thread_done(struct worker *w)
 {
 	pthread_mutex_lock(&w->mu);
-	w->running--;
+	atomic_fetch_sub_explicit(&w->running, 1, memory_order_relaxed);
 	pthread_cond_broadcast(&w->done_cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -545,7 +652,7 @@ static void *run_thread(void *arg)
 	struct wthread *t = arg;
 	struct worker *w = t->w;
 	struct run runs[WORKER_MAX_BATCH];
-	while (!w->stopping) {
+	while (!stopping(w)) {
 		size_t n = 0;
 		enum transport from = claim(t, runs, &n);
 		if (from == T_NONE) {
@@ -589,7 +696,7 @@ static size_t hand_take_release(struct wthread *t, struct run *out, size_t *idx,
 	size_t k = 0;
 	pthread_mutex_lock(&t->hand.mu);
 	int64_t now = mono_ms();
-	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !t->w->stopping &&
+	if (t->hand.cur && t->hand.from != T_NONE && !t->hand.no_release && !stopping(t->w) &&
 	    (now - t->hand.cur_since_ms >= HANDBACK_RUN_MS ||
 	     now - t->hand.claimed_ms >= HANDBACK_BATCH_MS)) {
 		*from = t->hand.from;
@@ -640,8 +747,24 @@ static void *heartbeat_thread(void *arg)
 	if (every < 50)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
-	while (__atomic_load_n(&w->running, __ATOMIC_RELAXED) > 0) {
+	int64_t next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
+	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		sleep_ms(HB_TICK_MS);
+		if (mono_ms() >= next_cancel_look) {
+			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
+			for (int i = 0; i < w->nthreads; i++) {
+				struct wthread *t = &w->threads[i];
+				pthread_mutex_lock(&t->hand.mu);
+				enum transport from = t->hand.from;
+				size_t n = t->hand.n;
+				memcpy(copy, t->hand.runs, n * sizeof *copy);
+				pthread_mutex_unlock(&t->hand.mu);
+				struct queue **q = from == T_REDIS ? &rq : &pq;
+				if (!n || from == T_NONE || hb_queue(w, from, q))
+					continue;
+				cancel_look_hand(t, *q, copy, n);
+			}
+		}
 		/* runs waiting behind a long one: back to the queue, for a free thread */
 		for (int i = 0; i < w->nthreads; i++) {
 			enum transport from = T_NONE;
@@ -707,7 +830,7 @@ static void *timer_thread(void *arg)
 	db_init(&t.db, w->cfg->database_url, "jobrunner-cycle", 0);
 	enqueuer_init(&t.enq, w->cfg, w->cfg->consumer_name);
 	int64_t next = mono_ms();
-	while (!w->stopping) {
+	while (!stopping(w)) {
 		if (mono_ms() < next) {
 			sleep_ms(50);
 			continue;
@@ -749,15 +872,18 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		/* one cycle first, so that what it fans out is drained too */
 		thread_cycle(&w->threads[0], "drain");
 	}
-	w->running = w->nthreads;
+	atomic_store_explicit(&w->running, w->nthreads, memory_order_relaxed);
 	for (int i = 0; i < w->nthreads; i++) {
 		if (pthread_create(&w->threads[i].tid, NULL, run_thread, &w->threads[i])) {
 			snprintf(err, errlen, "cannot start worker threads");
-			w->stopping = 1;
-			w->running -= w->nthreads - i;
+			atomic_store_explicit(&w->stopping, 1, memory_order_release);
+			pthread_mutex_lock(&w->mu);
+			atomic_fetch_sub_explicit(&w->running, w->nthreads - i, memory_order_relaxed);
+			pthread_mutex_unlock(&w->mu);
 			break;
 		}
 	}
+	control_watch_start(cfg);   /* paused jobs, re-read every CONTROL_PAUSE_REFRESH_MS */
 	w->hb_started = pthread_create(&w->hb_tid, NULL, heartbeat_thread, w) == 0;
 	if (cfg->redis_url && cfg->database_url) {
 		char herr[256];
@@ -767,30 +893,32 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 	if (!drain)
 		w->timer_started = pthread_create(&w->timer_tid, NULL, timer_thread, w) == 0;
 	*out = w;
-	return w->stopping ? -1 : 0;
+	return stopping(w) ? -1 : 0;
 }
 
-void worker_stop(struct worker *w) { w->stopping = 1; }
+void worker_stop(struct worker *w) { atomic_store_explicit(&w->stopping, 1, memory_order_release); }
 
 void worker_abort(struct worker *w)
 {
-	w->stopping = 1;
-	w->aborting = 1;
+	atomic_store_explicit(&w->stopping, 1, memory_order_release);
+	atomic_store_explicit(&w->aborting, 1, memory_order_release);
+	for (int i = 0; i < w->nthreads; i++)
+		atomic_store_explicit(&w->threads[i].run_stop, 1, memory_order_release);
 }
 
 void worker_get_counts(const struct worker *w, struct worker_counts *out)
 {
-	const uint64_t *src = (const uint64_t *)&w->counts;
-	uint64_t *dst = (uint64_t *)out;
-	for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	struct worker *mw = (struct worker *)w;   /* atomic loads take non-const */
+#define X(f) out->f = atomic_load_explicit(&mw->counts.f, memory_order_relaxed);
+	WORKER_COUNTS(X)
+#undef X
 }
 
 int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *counts)
 {
 	int64_t deadline = mono_ms() + timeout_ms;
 	pthread_mutex_lock(&w->mu);
-	while (w->running > 0) {
+	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		if (timeout_ms >= 0 && mono_ms() >= deadline)
 			break;
 		struct timespec ts;
@@ -802,13 +930,13 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		}
 		pthread_cond_timedwait(&w->done_cv, &w->mu, &ts);
 	}
-	int left = w->running;
+	int left = atomic_load_explicit(&w->running, memory_order_relaxed);
 	pthread_mutex_unlock(&w->mu);
 	if (counts)
 		worker_get_counts(w, counts);
 	if (left > 0)
 		return -1;   /* threads still busy: leave them, the process exits */
-	w->stopping = 1;
+	atomic_store_explicit(&w->stopping, 1, memory_order_release);
 	for (int i = 0; i < w->nthreads; i++)
 		pthread_join(w->threads[i].tid, NULL);
 	if (w->hb_started)
@@ -827,6 +955,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		pthread_cond_destroy(&t->hand.cv);
 	}
 	free(w->threads);
+	control_watch_stop();
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->done_cv);
 	free(w);

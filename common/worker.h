@@ -37,12 +37,19 @@ struct worker;
 #define WORKER_ANNOUNCE_AFTER_MS 100
 #define WORKER_BLOCK_MS 1000
 
+/* The counters of struct worker_counts (the worker keeps atomic copies). */
+#define WORKER_COUNTS(X)                                                       \
+	X(claimed) X(succeeded) X(retried) X(dead) X(deferred) X(fenced) X(cycles)  \
+	X(reclaimed)                                                           \
+	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */   \
+	X(released)            /* claimed, not started, given back (head-of-line) */ \
+	X(cancelled)                                                           \
+	X(claim_failures)      /* drain: failed claims from Redis (runs it holds not drained) */
+
 struct worker_counts {
-	uint64_t claimed, succeeded, retried, dead, deferred, fenced, cycles, reclaimed;
-	uint64_t runs_failed_total;   /* retried + dead: for --drain-once's exit code */
-	uint64_t released;            /* claimed, not started, given back (head-of-line) */
-	uint64_t claim_failures;      /* drain: claims from Redis that failed (Redis
-					 may hold runs that were not drained) */
+#define X(f) uint64_t f;
+	WORKER_COUNTS(X)
+#undef X
 };
 
 /* Starts the threads.  drain: claim without blocking and let each thread

@@ -13,6 +13,7 @@
  * probes are rare, and a probe must not take a worker's connection.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@
 
 struct health {
 	const struct config *cfg;
-	struct worker *w;             /* NULL when the job runner is disabled */
+	_Atomic(struct worker *) w;   /* NULL when the job runner is disabled (set by main) */
 	struct httpd *srv;
 	pthread_mutex_t mu;
 	struct db db;
@@ -54,6 +55,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	cJSON *checks = cJSON_CreateObject();
 	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
+	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
 	if (cfg->redis_url) {
 		char err[256] = "";
 		if (!h->rc_ok && (h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0))
@@ -61,7 +63,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		/* a writable master, not only an answer (a replica answers PING) */
 		r_ok = h->rc_ok && rconn_check_master(&h->rc, &r_lat, err, sizeof err) == 0;
 		/* and the worker's own view, so that redisReachable agrees */
-		if (r_ok && h->w && !worker_redis_ok(h->w)) {
+		if (r_ok && w && !worker_redis_ok(w)) {
 			r_ok = 0;
 			snprintf(err, sizeof err, "the worker cannot use Redis (its last claim failed)");
 		}
@@ -78,9 +80,9 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	cJSON_AddBoolToObject(jr, "workerMode", 1);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON_AddItemToObject(o, "checks", checks);
-	if (h->w) {
+	if (w) {
 		struct worker_counts c;
-		worker_get_counts(h->w, &c);
+		worker_get_counts(w, &c);
 		cJSON *co = cJSON_AddObjectToObject(o, "runs");
 		cJSON_AddNumberToObject(co, "claimed", (double)c.claimed);
 		cJSON_AddNumberToObject(co, "succeeded", (double)c.succeeded);
@@ -148,7 +150,7 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 void health_set_worker(struct health *h, struct worker *w)
 {
 	if (h)
-		h->w = w;
+		atomic_store_explicit(&h->w, w, memory_order_release);
 }
 
 void health_stop(struct health *h)

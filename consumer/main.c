@@ -48,8 +48,8 @@ int main(int argc, char **argv)
 	struct db db;
 	struct health *health = NULL;
 	sigset_t sigs;
-	int rc = app_init(&cfg, ROLE_CONSUMER, argc, argv);
-	if (rc >= 0)
+	int rc;
+	if (app_init(&cfg, ROLE_CONSUMER, argc, argv, &rc))
 		goto out_cfg;
 	if (cfg.nargs > 0) {
 		fprintf(stderr, "consumer: unexpected argument '%s' (see --help)\n", cfg.args[0]);
@@ -57,8 +57,7 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 	app_signals_block(&sigs);
-	rc = app_database(&cfg, &db, "jobrunner-consumer");
-	if (rc >= 0)
+	if (app_database(&cfg, &db, "jobrunner-consumer", &rc))
 		goto out_db;
 	if (cfg.migrate_only) {
 		rc = EXIT_OK;
@@ -66,8 +65,7 @@ int main(int argc, char **argv)
 	}
 	db_close(&db);   /* the worker threads open their own */
 	jrm_init();
-	rc = app_redis_startup(&cfg, cfg.consumer_name);
-	if (rc >= 0)
+	if (app_redis_startup(&cfg, cfg.consumer_name, &rc))
 		goto out_db;
 
 	if (cfg.worker_http_port > 0 && !cfg.drain_once) {

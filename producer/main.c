@@ -2,7 +2,10 @@
  *
  *   producer                              serve the API; tick every interval (Redis mode)
  *   producer enqueue JOB [--org ID] [--payload JSON] [--count N]
+ *                    [--run-at ISO-8601 | --delay-ms N]
  *                                         enqueue runs, print one id a line, exit
+ *   producer runs list|show|cancel|retry ..., producer pause|resume JOB
+ *                                         operator control (cli.c)
  *   producer --migrate-only               apply migrations and exit
  *
  * JOB_RUNNER_ENABLED=true (explicitly) also runs an in-process consumer:
@@ -19,7 +22,10 @@
 #include "enqueue.h"
 #include "log.h"
 #include "producer.h"
+#include "runreq.h"
 #include "util.h"
+
+#include <cjson/cJSON.h>
 #include "worker.h"
 
 /* ------------------------------------------------------------------ */
@@ -29,18 +35,20 @@
 static int usage_error(const char *what, const char *arg)
 {
 	fprintf(stderr, "producer enqueue: %s%s%s", what, arg ? " " : "", arg ? arg : "");
-	fprintf(stderr, "\nusage: producer enqueue JOB [--org ID] [--payload JSON] [--count N] [--idempotency-key K]\n");
+	fprintf(stderr, "\nusage: producer enqueue JOB [--org ID] [--payload JSON] [--count N] [--idempotency-key K]\n"
+			"                        [--run-at ISO-8601 | --delay-ms N]\n");
 	return EXIT_USAGE;
 }
 
 static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 {
-	const char *job = NULL, *org = NULL, *payload = NULL, *idem = NULL;
+	const char *job = NULL, *org = NULL, *payload = NULL, *idem = NULL, *run_at = NULL, *delay = NULL;
 	int64_t count = 1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char **slot = !strcmp(a, "--org") ? &org : !strcmp(a, "--payload") ? &payload
-				  : !strcmp(a, "--idempotency-key") ? &idem : NULL;
+				  : !strcmp(a, "--idempotency-key") ? &idem : !strcmp(a, "--run-at") ? &run_at
+				  : !strcmp(a, "--delay-ms") ? &delay : NULL;
 		if (slot || !strcmp(a, "--count")) {
 			if (i + 1 >= argc)
 				return usage_error("missing value for", a);
@@ -61,9 +69,21 @@ static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 		return usage_error("missing JOB", NULL);
 	if (idem && count > 1)
 		return usage_error("--idempotency-key cannot be combined with --count", NULL);
+	if (run_at && delay)
+		return usage_error("--run-at and --delay-ms: give one of them, not both", NULL);
+	int64_t run_at_ms = 0;
+	if (run_at || delay) {
+		/* the API's rules (runreq_when), on the option's value as JSON */
+		char why[200];
+		cJSON *v = run_at ? cJSON_CreateString(run_at) : cJSON_Parse(delay);
+		int bad = !v || runreq_when(v, run_at != NULL, wall_ms(), &run_at_ms, why, sizeof why);
+		cJSON_Delete(v);
+		if (bad)
+			return usage_error(run_at ? "bad --run-at:" : "bad --delay-ms:", run_at ? run_at : delay);
+	}
 
 	struct run proto = { .job = (char *)job, .org_id = (char *)org, .payload = (char *)payload,
-			     .idempotency_key = (char *)idem, .source = RUN_SRC_ADHOC };
+			     .idempotency_key = (char *)idem, .source = RUN_SRC_ADHOC, .run_at_ms = run_at_ms };
 	int not_found;
 	char err[512];
 	if (enqueue_validate(&proto, &not_found, err, sizeof err)) {
@@ -71,12 +91,12 @@ static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	struct db db;
-	int rc = app_database(cfg, &db, "jobrunner-producer");
+	int rc;
+	int down = app_database(cfg, &db, "jobrunner-producer", &rc);
 	db_release(&db);
-	if (rc >= 0)
+	if (down)
 		return rc;
-	rc = app_redis_startup(cfg, "producer-cli");
-	if (rc >= 0)
+	if (app_redis_startup(cfg, "producer-cli", &rc))
 		return rc;
 
 	struct enqueuer e;
@@ -122,14 +142,14 @@ static int serve(struct config *cfg)
 	sigset_t sigs;
 	struct db db;
 	app_signals_block(&sigs);
-	int rc = app_database(cfg, &db, "jobrunner-producer");
+	int rc;
+	int down = app_database(cfg, &db, "jobrunner-producer", &rc);
 	db_release(&db);
-	if (rc >= 0)
+	if (down)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
-	rc = app_redis_startup(cfg, cfg->consumer_name);
-	if (rc >= 0)
+	if (app_redis_startup(cfg, cfg->consumer_name, &rc))
 		return rc;
 	if (!cfg->api_token || !*cfg->api_token)
 		LOGF(LOG_WARN, "api_token_missing", "API_TOKEN is not set: the authenticated endpoints answer 401");
@@ -148,9 +168,10 @@ static int serve(struct config *cfg)
 		}
 	}
 	struct producer_api *api = NULL;
-	rc = producer_api_start(cfg, w, &api);
-	if (rc >= 0)
+	if (producer_api_start(cfg, w, &api)) {
+		rc = EXIT_USAGE;
 		goto out;
+	}
 	struct ticker *tk = ticker_start(cfg);
 	LOGF(LOG_INFO, "producer_started", "producer serving", LF_I("port", cfg->port),
 	     LF_S("queueBackend", cfg->redis_url ? "redis" : "postgres"),
@@ -177,12 +198,18 @@ out:
 int main(int argc, char **argv)
 {
 	struct config cfg;
-	int rc = app_init(&cfg, ROLE_PRODUCER, argc, argv);
-	if (rc >= 0)
+	int rc;
+	if (app_init(&cfg, ROLE_PRODUCER, argc, argv, &rc))
 		goto out;
 	if (cfg.nargs > 0 && !strcmp(cfg.args[0], "enqueue")) {
 		log_set_fd(STDERR_FILENO);   /* standard output holds only run ids */
 		rc = cmd_enqueue(&cfg, cfg.nargs, cfg.args);
+	} else if (cfg.nargs > 0 && !strcmp(cfg.args[0], "runs")) {
+		log_set_fd(STDERR_FILENO);
+		rc = cli_runs(&cfg, cfg.nargs, cfg.args);
+	} else if (cfg.nargs > 0 && (!strcmp(cfg.args[0], "pause") || !strcmp(cfg.args[0], "resume"))) {
+		log_set_fd(STDERR_FILENO);
+		rc = cli_pause(&cfg, cfg.nargs, cfg.args, !strcmp(cfg.args[0], "pause"));
 	} else if (cfg.nargs > 0) {
 		fprintf(stderr, "producer: unknown command '%s' (see --help)\n", cfg.args[0]);
 		rc = EXIT_USAGE;

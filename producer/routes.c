@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "control.h"
 #include "db.h"
 #include "enqueue.h"
 #include "httpd.h"
@@ -221,6 +222,13 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		answer_db_down(resp);
 		return;
 	}
+	uint64_t paused = 0;
+	if (control_load_paused(&c->db, &paused)) {
+		PQclear(r);
+		give_back(api, c);
+		answer_db_down(resp);
+		return;
+	}
 	struct queue_stats qs;
 	const char *backend;
 	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
@@ -241,6 +249,7 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		cJSON *jo = cJSON_CreateObject();
 		cJSON_AddStringToObject(jo, "name", defs[j].name);
 		cJSON_AddBoolToObject(jo, "enabled", registry_enabled(&defs[j], cfg));
+		cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
 		if (defs[j].interval_ms)
 			cJSON_AddNumberToObject(jo, "intervalMs", (double)defs[j].interval_ms(cfg));
 		else
@@ -335,13 +344,16 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 		memcpy(mine, runs[0].id, sizeof mine);
 	}
 	char status_now[16] = "queued";
+	if (!bulk && runs[0].run_at_ms > wall_ms())
+		snprintf(status_now, sizeof status_now, "delayed");
 	struct api_conn *c = borrow(api);
 	int rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == QUEUE_EDOWN)   /* a pooled connection that died idle: once more, on a new one */
 		rc = enqueuer_submit(&c->enq, runs, n, &backend, err, sizeof err);
 	if (rc == 0 && mine[0] && strcmp(mine, runs[0].id)) {
 		const char *p[1] = { runs[0].id };
-		PGresult *r = api_query(c, "select status from job_runs where id = $1", 1, p);
+		PGresult *r = api_query(c, "select case when status = 'queued' and run_at > now() then 'delayed'"
+					   " else status end from job_runs where id = $1", 1, p);
 		if (r && PQntuples(r) == 1)
 			snprintf(status_now, sizeof status_now, "%s", PQgetvalue(r, 0, 0));
 		if (r)
@@ -358,6 +370,11 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 			cJSON_AddStringToObject(o, "id", runs[0].id);
 			cJSON_AddStringToObject(o, "job", job);
 			cJSON_AddStringToObject(o, "status", status_now);
+			if (runs[0].run_at_ms > 0 && !strcmp(status_now, "delayed")) {
+				char at[32];
+				iso8601_ms(runs[0].run_at_ms, at, sizeof at);
+				cJSON_AddStringToObject(o, "runAt", at);
+			}
 		}
 		httpd_json(resp, 202, o);
 	} else if (rc == QUEUE_EINVAL) {
@@ -378,36 +395,133 @@ static void h_run(struct httpd_request *req, struct httpd_response *resp)
 /* runs and the dead list                                              */
 /* ------------------------------------------------------------------ */
 
-#define RUN_COLUMNS \
-	"id, job, org_id, status, attempts, " ISO("enqueued_at") ", " ISO("started_at") ", " \
-	ISO("finished_at") ", duration_ms, error, consumer, max_attempts, source, payload::text"
-
-static cJSON *run_json(const PGresult *r, int row)
+/* answer_db_down() when the database did not answer (r NULL): 1, else 0. */
+static int db_down(struct httpd_response *resp, const void *r)
 {
-	cJSON *o = cJSON_CreateObject();
-	add_str(o, "id", db_get(r, row, 0));
-	add_str(o, "job", db_get(r, row, 1));
-	add_str(o, "orgId", db_get(r, row, 2));
-	add_str(o, "status", db_get(r, row, 3));
-	add_num(o, "attempts", db_get(r, row, 4));
-	add_str(o, "enqueuedAt", db_get(r, row, 5));
-	add_str(o, "startedAt", db_get(r, row, 6));
-	add_str(o, "finishedAt", db_get(r, row, 7));
-	add_num(o, "durationMs", db_get(r, row, 8));
-	add_str(o, "error", db_get(r, row, 9));
-	add_str(o, "consumer", db_get(r, row, 10));
-	add_num(o, "maxAttempts", db_get(r, row, 11));
-	add_str(o, "source", db_get(r, row, 12));
-	const char *payload = db_get(r, row, 13);
-	cJSON *p = payload ? cJSON_Parse(payload) : NULL;
-	if (p)
-		cJSON_AddItemToObject(o, "payload", p);
-	else
-		cJSON_AddNullToObject(o, "payload");
-	return o;
+	if (r)
+		return 0;
+	answer_db_down(resp);
+	return 1;
+}
+
+/* The route's {id}, or NULL after answering 404 for what ("run", "dead run"). */
+static const char *run_id_param(struct httpd_request *req, struct httpd_response *resp,
+				const char *what)
+{
+	const char *id = httpd_param(req, "id");
+	if (id && run_id_valid(id, strlen(id)))
+		return id;
+	answer_no_run(resp, what, NULL);
+	return NULL;
 }
 
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
+{
+	const char *id = run_id_param(req, resp, "run");
+	if (!id)
+		return;
+	struct producer_api *api = req->app;
+	struct api_conn *c = borrow(api);
+	PGresult *r = control_get_run(&c->db, id);
+	if (!r && !c->db.conn)
+		r = control_get_run(&c->db, id);   /* a pooled connection that died idle */
+	give_back(api, c);
+	if (db_down(resp, r))
+		return;
+	if (PQntuples(r) == 0)
+		answer_no_run(resp, "run", id);
+	else
+		httpd_json(resp, 200, control_run_json(r, 0));
+	PQclear(r);
+}
+
+/* GET /runs?job=&orgId=&status=&since=&until=&limit=&cursor= */
+static void h_runs(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	static const char *const known[] = { "job", "orgId", "status", "since", "until", "limit", "cursor" };
+	const char *bad = httpd_query_unknown(req, known, JR_ARRAY_LEN(known));
+	if (bad) {
+		httpd_error(resp, 400, "bad_request", "unknown filter '%.40s' (expected job, orgId, status, since, until, limit, cursor)", bad);
+		return;
+	}
+	struct control_search s = { .limit = CONTROL_SEARCH_LIMIT_DEFAULT };
+	s.job = httpd_query(req, "job");
+	s.org_id = httpd_query(req, "orgId");
+	s.status = httpd_query(req, "status");
+	const char *since = httpd_query(req, "since"), *until = httpd_query(req, "until");
+	const char *lim = httpd_query(req, "limit"), *cur = httpd_query(req, "cursor");
+	char after[65];
+	int64_t limit = CONTROL_SEARCH_LIMIT_DEFAULT;
+	if (s.job && !registry_find(s.job)) {
+		httpd_error(resp, 400, "bad_request", "job: unknown job '%.64s'", s.job);
+		return;
+	}
+	if (s.org_id && (!*s.org_id || strlen(s.org_id) > RUN_MAX_ORG_LEN)) {
+		httpd_error(resp, 400, "bad_request", "orgId must be 1 to %d characters", RUN_MAX_ORG_LEN);
+		return;
+	}
+	if (s.status && !control_status_valid(s.status)) {
+		httpd_error(resp, 400, "bad_request",
+			    "status must be one of queued, delayed, running, succeeded, failed, dead, cancelled");
+		return;
+	}
+	if (since && iso8601_parse_ms(since, &s.since_ms)) {
+		httpd_error(resp, 400, "bad_request", "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (until && iso8601_parse_ms(until, &s.until_ms)) {
+		httpd_error(resp, 400, "bad_request", "until must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z");
+		return;
+	}
+	if (lim && parse_i64(lim, 1, CONTROL_SEARCH_LIMIT_MAX, &limit)) {
+		httpd_error(resp, 400, "bad_request", "limit must be a whole number from 1 to %d", CONTROL_SEARCH_LIMIT_MAX);
+		return;
+	}
+	if (cur && control_cursor_decode(cur, &s.after_us, after, sizeof after)) {
+		httpd_error(resp, 400, "bad_request", "cursor is malformed (give back the nextCursor of an answer)");
+		return;
+	}
+	s.limit = (int)limit;
+	s.after_id = cur ? after : NULL;
+	struct api_conn *c = borrow(api);
+	PGresult *r = control_search_runs(&c->db, &s);
+	if (!r && !c->db.conn)
+		r = control_search_runs(&c->db, &s);
+	give_back(api, c);
+	if (db_down(resp, r))
+		return;
+	int rows = PQntuples(r);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
+	for (int i = 0; i < rows && i < s.limit; i++)
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
+	if (rows > s.limit) {
+		char next[CONTROL_CURSOR_MAX];
+		control_cursor_encode(r, s.limit - 1, next, sizeof next);
+		cJSON_AddStringToObject(o, "nextCursor", next);
+	} else {
+		cJSON_AddNullToObject(o, "nextCursor");
+	}
+	PQclear(r);
+	httpd_json(resp, 200, o);
+}
+
+/* The Redis handle for a control operation: NULL in Redis-less mode; 1 with
+ * a 503 answered when Redis mode has no Redis now. */
+static int control_redis(struct api_conn *c, const struct config *cfg, struct queue **rq,
+			 struct httpd_response *resp)
+{
+	*rq = cfg->redis_url ? enqueuer_redis(&c->enq) : NULL;
+	if (cfg->redis_url && !*rq) {
+		httpd_error(resp, 503, "queue_unavailable", "Redis is unavailable; try again later");
+		return 1;
+	}
+	return 0;
+}
+
+/* POST /runs/{id}/cancel */
+static void h_run_cancel(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
 	const char *id = httpd_param(req, "id");
@@ -415,20 +529,73 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 		answer_no_run(resp, "run", NULL);
 		return;
 	}
-	const char *p[1] = { id };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where id = $1", 1, p);
+	struct queue *rq;
+	if (control_redis(c, api->cfg, &rq, resp)) {
+		give_back(api, c);
+		return;
+	}
+	enum queue_cancel_result res;
+	char status[16], job[RUN_MAX_JOB_LEN + 1], err[256];
+	int rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_cancel(&c->db, rq, id, &res, status, sizeof status, job, sizeof job, err, sizeof err);
+	if (rc && rq && rq->err)
+		enqueuer_drop(&c->enq, rq);
 	give_back(api, c);
-	if (!r) {
+	if (rc) {
+		LOGF(LOG_ERROR, "cancel_failed", "cancel failed", LF_S("runId", id), LF_S("error", err));
+		httpd_error(resp, 503, "unavailable", "PostgreSQL or Redis is unavailable; try again later");
+		return;
+	}
+	if (res == QUEUE_NOT_FOUND) {
+		answer_no_run(resp, "run", id);
+		return;
+	}
+	if (res == QUEUE_FINISHED) {
+		httpd_error(resp, 409, "already_finished", "run %s already finished (%s)", id, status);
+		return;
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddStringToObject(o, "status", res == QUEUE_CANCELLED ? "cancelled" : "running");
+	cJSON_AddStringToObject(o, "previousStatus", status);
+	cJSON_AddBoolToObject(o, "cancelRequested", 1);
+	if (res == QUEUE_CANCELLED)
+		jrm_finished(job, JRM_CANCELLED, -1);
+	LOGF(LOG_INFO, "run_cancel_requested", res == QUEUE_CANCELLED ? "run cancelled" : "running run asked to stop",
+	     LF_S("runId", id), LF_S("job", job), LF_S("previousStatus", status));
+	httpd_json(resp, res == QUEUE_CANCELLED ? 200 : 202, o);
+}
+
+/* POST /{job}/pause and /{job}/resume */
+static void pause_or_resume(struct httpd_request *req, struct httpd_response *resp, int on)
+{
+	struct producer_api *api = req->app;
+	const char *job = httpd_param(req, "job");
+	if (!registry_find(job)) {
+		httpd_error(resp, 404, "unknown_job", "unknown job '%.64s'", job);
+		return;
+	}
+	struct api_conn *c = borrow(api);
+	int rc = control_pause(&c->db, job, on);
+	if (rc && !c->db.conn)
+		rc = control_pause(&c->db, job, on);
+	give_back(api, c);
+	if (rc) {
 		answer_db_down(resp);
 		return;
 	}
-	if (PQntuples(r) == 0)
-		answer_no_run(resp, "run", id);
-	else
-		httpd_json(resp, 200, run_json(r, 0));
-	PQclear(r);
+	LOGF(LOG_INFO, on ? "job_paused" : "job_resumed", on ? "job paused" : "job resumed", LF_S("job", job));
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "job", job);
+	cJSON_AddBoolToObject(o, "paused", on);
+	httpd_json(resp, 200, o);
 }
+
+static void h_pause(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 1); }
+static void h_resume(struct httpd_request *req, struct httpd_response *resp) { pause_or_resume(req, resp, 0); }
 
 static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 {
@@ -443,152 +610,133 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	const char *p[1] = { l };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " RUN_COLUMNS " from job_runs where status = 'dead'"
+	PGresult *r = api_query(c, "select " CONTROL_RUN_COLUMNS " from job_runs where status = 'dead'"
 				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
 	give_back(api, c);
-	if (!r) {
-		answer_db_down(resp);
+	if (db_down(resp, r))
 		return;
-	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON *runs = cJSON_AddArrayToObject(o, "runs");
 	for (int i = 0; i < PQntuples(r); i++)
-		cJSON_AddItemToArray(runs, run_json(r, i));
+		cJSON_AddItemToArray(runs, control_run_json(r, i));
 	PQclear(r);
 	httpd_json(resp, 200, o);
 }
 
-#define RETRY_SET \
-	"status = 'queued', attempts = 0, source = 'retry', error = null," \
-	" run_at = now(), enqueued_at = now(), started_at = null, finished_at = null," \
-	" duration_ms = null, consumer = null, lease_until = null, transport = $2, updated_at = now()"
-
-/* Redis mode's retry as one step: the row turns queued inside a
- * transaction that commits only once the run is on the stream (or, Redis
- * down, on the PostgreSQL queue); when Redis's answer is lost the
- * transaction is rolled back and the run stays dead, never queued in
- * neither place.  The enqueue carries an idempotency key made of the id
- * and the death's finished_at, so the resend after a lost answer -- and a
- * client's second retry of the same death -- cannot put it on the stream
- * twice.  Returns 202, 404, 503 (database) or 504 (outcome unknown). */
-static int retry_dead_redis(struct api_conn *c, struct queue *rq, const char *id, char *job,
-			    size_t joblen, char *err, size_t errlen)
+/* Both retries go through queue_retry_dead() (queue_ctl.c), the dead →
+ * queued transition: one run by id, or the dead runs a filter matches. */
+static int retry(struct producer_api *api, const struct queue_dead_filter *f,
+		 struct queue_retried **ids, size_t *n, struct httpd_response *resp)
 {
-	PGresult *b = api_query(c, "begin", 0, NULL);   /* a pooled connection may have died idle */
-	if (!b)
-		return 503;
-	PQclear(b);
-	uint64_t gen = c->db.generation;
-	const char *p[2] = { id, "redis" };
-	PGresult *r = db_query(&c->db,
-		"update job_runs j set " RETRY_SET
-		" from (select id, finished_at from job_runs where id = $1 and status = 'dead' for update) o"
-		" where j.id = o.id"
-		" returning j.job, j.org_id, j.payload::text, j.max_attempts,"
-		"   coalesce((extract(epoch from o.finished_at) * 1000)::bigint, 0)", 2, p);
-	if (!r || PQntuples(r) == 0) {
-		int st = r ? 404 : 503;
-		PQclear(r);
-		db_exec(&c->db, "rollback", 0, NULL);
-		return st;
-	}
-	char key[RUN_MAX_IDEM_LEN + 1];
-	snprintf(key, sizeof key, "dead-retry:%s:%s", id, db_get(r, 0, 4));
-	snprintf(job, joblen, "%s", db_get(r, 0, 0));
-	struct run run = { .job = (char *)db_get(r, 0, 0), .org_id = (char *)db_get(r, 0, 1),
-			   .payload = (char *)db_get(r, 0, 2), .source = RUN_SRC_RETRY,
-			   .idempotency_key = key,
-			   .max_attempts = (int)db_get_i64(r, 0, 3, 5), .enqueued_at_ms = wall_ms() };
-	snprintf(run.id, sizeof run.id, "%s", id);
-	int erc = rq->ops->enqueue(rq, &run, 1);
-	if (erc == QUEUE_EUNKNOWN) {
-		/* the answer was lost: ask again on a fresh connection; the key
-		 * makes the second send a no-op if the first went in */
-		snprintf(err, errlen, "%s", rq->errstr);
+	struct api_conn *c = borrow(api);
+	struct queue *rq = enqueuer_redis(&c->enq);   /* NULL: Redis-less, or down (the PostgreSQL queue carries them) */
+	char err[256];
+	int rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc == QUEUE_EDOWN && !c->db.conn)
+		rc = queue_retry_dead(&c->db, rq, f, ids, n, err, sizeof err);
+	if (rc && rq && rq->err)
 		enqueuer_drop(&c->enq, rq);
-		struct queue *q2 = NULL;
-		char e2[256];
-		if (queue_redis_open(c->enq.cfg, c->enq.name, &q2, e2, sizeof e2) == 0) {
-			erc = q2->ops->enqueue(q2, &run, 1);
-			if (erc)
-				snprintf(err, errlen, "%s", q2->errstr);
-			q2->ops->destroy(q2);
-		}
-		if (erc) {   /* whatever failed now, the first send may have gone in */
-			db_exec(&c->db, "rollback", 0, NULL);   /* stays dead: retry it again */
-			PQclear(r);
-			return 504;
-		}
-		rq = NULL;   /* dropped */
+	give_back(api, c);
+	if (rc == QUEUE_EUNKNOWN) {
+		httpd_error(resp, 503, "enqueue_outcome_unknown", "%s", err);
+		free(*ids);
+		return -1;
 	}
-	int status = 202;
-	if (erc) {
-		/* nothing reached Redis: the PostgreSQL queue carries it */
-		if (rq) {
-			snprintf(err, errlen, "%s", rq->errstr);
-			enqueuer_drop(&c->enq, rq);
-		}
-		const char *pp[1] = { id };
-		if (db_exec(&c->db, "update job_runs set transport = 'pg' where id = $1", 1, pp))
-			status = 503;
+	if (rc) {
+		answer_db_down(resp);
+		free(*ids);
+		return -1;
 	}
-	PQclear(r);
-	if (status == 202 && (db_exec(&c->db, "commit", 0, NULL) || c->db.generation != gen))
-		status = 503;   /* the transaction died with its connection */
-	if (status != 202)
-		db_exec(&c->db, "rollback", 0, NULL);
-	else if (erc)
-		db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
-	return status;
+	for (size_t i = 0; i < *n; i++)
+		jrm_enqueued((*ids)[i].job, 1);
+	return 0;
 }
 
-/* Retry: the dead row becomes queued again with fresh attempts, under its
- * own id; then the run is put on the stream (Redis mode, retry_dead_redis)
- * or is claimable from job_runs directly (transport 'pg'). */
 static void h_dead_retry(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
-	const char *id = httpd_param(req, "id");
-	if (!id || !run_id_valid(id, strlen(id))) {
-		answer_no_run(resp, "dead run", NULL);
+	const char *id = run_id_param(req, resp, "dead run");
+	if (!id)
+		return;
+	struct queue_dead_filter f = { .id = id, .limit = 1 };
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	if (retry(api, &f, &ids, &n, resp))
+		return;
+	if (n == 0) {
+		answer_no_run(resp, "dead run", id);
 		return;
 	}
-	struct api_conn *c = borrow(api);
-	struct queue *rq = enqueuer_redis(&c->enq);
-	char job[RUN_MAX_JOB_LEN + 1] = "";
-	char err[256] = "";
-	int status;
-	if (rq) {
-		status = retry_dead_redis(c, rq, id, job, sizeof job, err, sizeof err);
-	} else {
-		const char *p[2] = { id, "pg" };
-		PGresult *r = api_query(c, "update job_runs set " RETRY_SET
-					   " where id = $1 and status = 'dead' returning job", 2, p);
-		status = !r ? 503 : PQntuples(r) == 0 ? 404 : 202;
-		if (status == 202) {
-			snprintf(job, sizeof job, "%s", db_get(r, 0, 0));
-			db_exec(&c->db, "select pg_notify('jobrunner_runs', '')", 0, NULL);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "job", ids[0].job);
+	cJSON_AddStringToObject(o, "status", "queued");
+	free(ids);
+	httpd_json(resp, 202, o);
+}
+
+#define BULK_RETRY_DEFAULT 100
+
+/* POST /dead/retry {"job"?, "orgId"?, "since"?, "limit"?} */
+static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	struct queue_dead_filter f = { .limit = BULK_RETRY_DEFAULT };
+	cJSON *doc = NULL;
+	if (req->body_len) {
+		doc = cJSON_ParseWithLength(req->body, req->body_len);
+		if (!cJSON_IsObject(doc)) {
+			cJSON_Delete(doc);
+			httpd_error(resp, 400, "bad_request", "the body must be a JSON object {\"job\"?, \"orgId\"?, \"since\"?, \"limit\"?}");
+			return;
 		}
-		PQclear(r);
 	}
-	give_back(api, c);
-	if (status == 404) {
-		answer_no_run(resp, "dead run", id);
-	} else if (status == 504) {
-		LOGF(LOG_WARN, "enqueue_outcome_unknown", "Redis failed after the retried run was sent; "
-		     "the run stays dead", LF_S("runId", id), LF_S("error", err));
-		httpd_error(resp, 503, "enqueue_outcome_unknown", "Redis failed while taking the run; it "
-			    "stays dead: retry again (the same death is never queued twice)");
-	} else if (status == 503) {
-		answer_db_down(resp);
-	} else {
-		jrm_enqueued(job, 1);
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "id", id);
-		cJSON_AddStringToObject(o, "job", job);
-		cJSON_AddStringToObject(o, "status", "queued");
-		httpd_json(resp, 202, o);
+	for (const cJSON *it = doc ? doc->child : NULL; it; it = it->next) {
+		const char *k = it->string ? it->string : "";
+		const char *why = NULL;
+		if (cJSON_IsNull(it))
+			continue;
+		if (!strcmp(k, "job")) {
+			if (!cJSON_IsString(it) || !registry_find(it->valuestring))
+				why = "job must be the name of a job";
+			else
+				f.job = it->valuestring;
+		} else if (!strcmp(k, "orgId")) {
+			if (!cJSON_IsString(it) || !*it->valuestring || strlen(it->valuestring) > RUN_MAX_ORG_LEN)
+				why = "orgId must be a string of 1 to 128 characters";
+			else
+				f.org_id = it->valuestring;
+		} else if (!strcmp(k, "since")) {
+			if (!cJSON_IsString(it) || iso8601_parse_ms(it->valuestring, &f.since_ms))
+				why = "since must be an ISO-8601 UTC time, e.g. 2026-01-02T03:04:05Z";
+		} else if (!strcmp(k, "limit")) {
+			if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble ||
+			    it->valuedouble < 1 || it->valuedouble > QUEUE_RETRY_MAX)
+				why = "limit must be a whole number from 1 to 1000";
+			else
+				f.limit = (int)it->valuedouble;
+		} else {
+			why = "unknown field (expected job, orgId, since, limit)";
+		}
+		if (why) {
+			httpd_error(resp, 400, "bad_request", "%s", why);
+			cJSON_Delete(doc);
+			return;
+		}
 	}
+	struct queue_retried *ids = NULL;
+	size_t n = 0;
+	int rc = retry(api, &f, &ids, &n, resp);
+	cJSON_Delete(doc);
+	if (rc)
+		return;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "retried", (double)n);
+	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
+	for (size_t i = 0; i < n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	free(ids);
+	httpd_json(resp, 200, o);
 }
 
 /* ------------------------------------------------------------------ */
@@ -601,9 +749,14 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/pause", h_pause, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/{job}/resume", h_resume, HTTPD_AUTH },
 };
 
 int producer_api_start(const struct config *cfg, struct worker *w, struct producer_api **out)
@@ -620,6 +773,7 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	}
 	jrm_init();
 	jrm_queue_depth_source(queue_depth, api);
+	control_watch_start(cfg);   /* jobrunner_job_paused{job} */
 
 	struct httpd_options opt;
 	httpd_options_init(&opt);
@@ -635,10 +789,10 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
 		*out = NULL;
-		return EXIT_USAGE;
+		return -1;
 	}
 	*out = api;
-	return -1;
+	return 0;
 }
 
 void producer_api_stop(struct producer_api *api)
@@ -646,6 +800,7 @@ void producer_api_stop(struct producer_api *api)
 	if (!api)
 		return;
 	httpd_stop(api->srv);
+	control_watch_stop();
 	for (int i = 0; i < API_POOL; i++) {
 		db_release(&api->conns[i].db);
 		enqueuer_release(&api->conns[i].enq);

@@ -35,10 +35,10 @@ struct ticker {
 	pthread_t tid;
 	const struct config *cfg;
 	struct history_thread *history;
-	int stop;   /* atomic */
+	atomic_int stop;
 };
 
-static int stopping(struct ticker *t) { return __atomic_load_n(&t->stop, __ATOMIC_ACQUIRE); }
+static int stopping(struct ticker *t) { return atomic_load_explicit(&t->stop, memory_order_acquire); }
 
 static void *ticker_main(void *arg)
 {
@@ -119,7 +119,7 @@ void ticker_stop(struct ticker *t)
 {
 	if (!t)
 		return;
-	__atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+	atomic_store_explicit(&t->stop, 1, memory_order_release);
 	pthread_join(t->tid, NULL);
 	history_thread_stop(t->history, 2000);
 	free(t);

@@ -259,7 +259,7 @@ static void meta_spend_run(struct job_ctx *ctx, struct run_result *out)
 	}
 	struct meta_tally t = { 0 };
 	int rows = 0, n = PQntuples(r), i;
-	for (i = 0; i < n && !(i > 0 && ctx->stop && *ctx->stop); i++) {
+	for (i = 0; i < n && !(i > 0 && job_stopping(ctx)); i++) {
 		const char *org_id = db_get(r, i, 0), *account = db_get(r, i, 1);
 		const char *token = db_get(r, i, 2), *status = db_get(r, i, 3);
 		if (strcmp(status, "active") || !account || !*account) {

@@ -143,7 +143,7 @@ static void meta_token_refresh_run(struct job_ctx *ctx, struct run_result *out)
 	}
 
 	struct meta_tally t = { 0 };
-	for (i = 0; i < n && !(i > 0 && ctx->stop && *ctx->stop); i++)
+	for (i = 0; i < n && !(i > 0 && job_stopping(ctx)); i++)
 		refresh_org(ctx, db_get(r, i, 0), db_get(r, i, 1), &t, &refreshed);
 	PQclear(r);
 

@@ -60,7 +60,7 @@ static void no_reply_scan_run(struct job_ctx *ctx, struct run_result *out)
 		int64_t ins = db_get_i64(r, 0, 0, 0), marked = db_get_i64(r, 0, 1, 0);
 		PQclear(r);
 		created += ins;
-		if (marked < SCAN_BATCH || *ctx->stop)
+		if (marked < SCAN_BATCH || job_stopping(ctx))
 			break;
 	}
 	snprintf(ctx->summary, sizeof ctx->summary, "%lld reminders", (long long)created);

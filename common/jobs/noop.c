@@ -1,7 +1,7 @@
 /* noop -- does nothing, on purpose.  Used by benchmarks and fault tests.
  *
  * Payload (all optional):
- *   sleepMs     work time in ms (0 – 3600000), interrupted by shutdown
+ *   sleepMs     work time in ms (0 – 3600000), interrupted by shutdown or cancel
  *   failTimes   fail (retryably) the first N attempts
  *   failAlways  true: always fail (retryably, so attempts run out → dead)
  */
@@ -19,11 +19,11 @@ static void noop_run(struct job_ctx *ctx, struct run_result *out)
 	if (cJSON_IsNumber(sleep) && sleep->valuedouble > 0) {
 		int64_t ms = sleep->valuedouble > 3600000 ? 3600000 : (int64_t)sleep->valuedouble;
 		int64_t end = mono_ms() + ms;
-		while (!*ctx->stop && mono_ms() < end) {
+		while (!job_stopping(ctx) && mono_ms() < end) {
 			int64_t left = end - mono_ms();
 			sleep_ms(left > 50 ? 50 : left);
 		}
-		if (*ctx->stop && mono_ms() < end) {
+		if (job_stopping(ctx) && mono_ms() < end) {
 			out->outcome = RUN_RETRY;
 			snprintf(out->error, sizeof out->error, "interrupted by shutdown");
 			return;

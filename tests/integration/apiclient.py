@@ -9,6 +9,8 @@ PostgreSQL (and Redis, in Redis mode), and talks to them over real HTTP:
   System(...)             one database (+ Redis), a producer, N consumers
   Api                     a client for one producer: get/post with the token
   assert_error(...)       the API's error shape {"error":{"code","message"}}
+  (every answer an Api receives is validated against docs/openapi.yaml by
+  openapi_check.py)
   prometheus(text)        parses and checks Prometheus text exposition
 """
 
@@ -21,6 +23,7 @@ import time
 import pytest
 
 import harness
+import openapi_check
 
 TOKEN = "it-token-6f1c0e9a5b27d4c3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,11 +64,15 @@ class Api:
         self.base = "http://127.0.0.1:%d" % port
 
     def req(self, method, path, body=None, token=None, headers=None, timeout=30.0):
+        """One request; the answer is checked against docs/openapi.yaml
+        (openapi_check.py) before it is returned."""
         hdrs = dict(headers or {})
         tok = self.token if token is None else token
         if tok:
             hdrs.setdefault("Authorization", "Bearer " + tok)
-        return harness.http(method, self.base + path, body=body, headers=hdrs, timeout=timeout)
+        resp = harness.http(method, self.base + path, body=body, headers=hdrs, timeout=timeout)
+        openapi_check.check(method, path, *resp)
+        return resp
 
     def get(self, path, **kw):
         return self.req("GET", path, **kw)

@@ -396,7 +396,7 @@ def test_retried_run_can_succeed(system):
 
 
 JOB_FIELDS = {"name", "enabled", "intervalMs", "lastRunAt", "lastRunDurationMs", "lastStatus",
-              "runCount", "failureCount"}
+              "runCount", "failureCount", "paused"}
 
 
 def test_jobs_metrics_reads_job_runner_state(system):

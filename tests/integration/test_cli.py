@@ -2,6 +2,7 @@
 binaries (docs/operations.md, docs/configuration.md, docs/jobs.md).  Redis-less: REDIS_URL is never set here."""
 
 import os
+import socket
 import time
 
 import pytest
@@ -181,6 +182,19 @@ def test_migrate_only_twice(bins, db, db_url, binary):
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert db.query("SELECT version, name, applied_at FROM schema_migrations ORDER BY version") == first
     assert "migrations_applied" not in p.stdout + p.stderr   # nothing left to apply
+
+
+def test_port_in_use_exits_2(bins, db_url):
+    """The API's port is taken: the producer says so and exits 2 (a usage
+    error), after the database was reached."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        p = jrcli.run(bins.producer, [], jrcli.env(db_url, PORT=port, API_TOKEN="t" * 32),
+                      timeout=120)
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    assert "cannot serve HTTP" in p.stdout + p.stderr
 
 
 def test_concurrent_migrations_on_an_empty_database(bins, db, db_url):

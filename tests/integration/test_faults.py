@@ -144,6 +144,11 @@ def test_a_key_retried_while_redis_is_stopped_is_one_run(bins, db, db_url, redis
     jrredis.consumer(spawn, db_url, redis_server, "k1-a")
     _prod, url = _producer(spawn, db_url, redis_server)
     body = {"idempotencyKey": "k1", "payload": {"sleepMs": 50}}
+    # the producer's Redis connection is up (the stopped Redis then takes
+    # the request and never answers, rather than refusing the connection)
+    st, _h, warm = _post(url, "noop", {})
+    assert st == 202, warm
+    jrcli.wait_runs(db, [warm["id"]], "succeeded", timeout=20)
     redis_server.proc.send_signal(signal.SIGSTOP)
     try:
         answers = [_post(url, "noop", body) for _ in range(2)]
@@ -157,8 +162,8 @@ def test_a_key_retried_while_redis_is_stopped_is_one_run(bins, db, db_url, redis
     # whatever Redis applies late, and whatever the history writer records,
     # the key has one run, and only one run exists at all
     time.sleep(2.5)
-    assert _count_runs(db) == 1, db.query("SELECT id, status, transport, idempotency_key"
-                                          " FROM job_runs")
+    assert _count_runs(db) == 2, db.query("SELECT id, status, transport, idempotency_key"
+                                          " FROM job_runs")   # the warm-up and k1's
     # a repeat answers that run with its current status
     st, _h, b = _post(url, "noop", body)
     assert (st, b["id"], b["status"]) == (202, rid, "succeeded"), b

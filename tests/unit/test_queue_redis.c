@@ -451,6 +451,55 @@ static void test_defer_keeps_attempt(void)
 	q->ops->destroy(q);
 }
 
+/* release gives an unstarted run back at once: the same run id, no attempt
+ * counted for the release, the attempt of a consumer that died still counted,
+ * and nothing given back once the lease has passed to another consumer. */
+static void test_release_gives_back_without_an_attempt(void)
+{
+	fresh();
+	struct config cfg = base_cfg();
+	cfg.job_lease_ms = 200;
+	struct queue *a = open_q(&cfg, "rel-a"), *b = open_q(&cfg, "rel-b");
+	if (!a || !b)
+		return;
+	char ids[2][RUN_ID_LEN + 1];
+	CHECK(enqueue_n(a, 2, ids) == 0);
+	struct run r[2], x[2];
+	CHECK(claim_wait(a, r, 2, 2000) == 2);
+	int released[2] = { -1, -1 };
+	CHECK(a->ops->release(a, r, 2, released) == 0);
+	CHECK(released[0] == 1 && released[1] == 1);
+	CHECK(rcmd("XPENDING jr:runs jr:workers - + 10") == 0);
+	/* taken at once by another consumer: same ids, attempt 1 */
+	CHECK(claim_wait(b, x, 2, 2000) == 2);
+	CHECK_STR(x[0].id, ids[0]);
+	CHECK_STR(x[1].id, ids[1]);
+	CHECK(x[0].attempt == 1 && x[1].attempt == 1);
+	/* b dies with them; a reclaims them after the lease (attempt 2), gives
+	 * them back: the next claim is attempt 2 again, not 3 */
+	struct run y[2];
+	CHECK(claim_wait(a, y, 2, 3000) == 2);
+	CHECK(y[0].attempt == 2 && y[0].fence == 2);
+	CHECK(a->ops->release(a, y, 2, released) == 0);
+	CHECK(released[0] == 1 && released[1] == 1);
+	/* b wakes up: its release is fenced */
+	CHECK(b->ops->release(b, x, 2, released) == 0);
+	CHECK(released[0] == 0 && released[1] == 0);
+	struct run z[2];
+	CHECK(claim_wait(b, z, 2, 2000) == 2);
+	CHECK(z[0].attempt == 2 && z[1].attempt == 2);
+	complete_all(b, z, 2, RUN_OK, NULL);
+	CHECK(count_events("succeeded", NULL, NULL, 0) == 2);
+	for (int i = 0; i < 2; i++) {
+		run_clear(&r[i]);
+		run_clear(&x[i]);
+		run_clear(&y[i]);
+		run_clear(&z[i]);
+	}
+	a->ops->destroy(a);
+	b->ops->destroy(b);
+}
+
 static void test_malformed_entries(void)
 {
 	fresh();
@@ -753,11 +802,15 @@ static void test_delayed_enqueue(void)
 	make_run(&a, "noop", 1);
 	a.run_at_ms = wall_ms() + 300;
 	CHECK(q->ops->enqueue(q, &a, 1) == 0);
-	CHECK(rcmd("ZCARD jr:delayed") == 1);
+	/* on the stream with its runat (the history writer records it); the
+	 * claim that reads it early parks it in jr:delayed */
+	CHECK(rcmd("XLEN jr:runs") == 1);
+	CHECK(rcmd("ZCARD jr:delayed") == 0);
 	struct run r[1];
 	size_t n = 0;
 	CHECK(q->ops->claim(q, r, 1, 0, &n) == 0);
 	CHECK(n == 0);
+	CHECK(rcmd("ZCARD jr:delayed") == 1);
 	int64_t t0 = mono_ms();
 	n = claim_wait(q, r, 1, 3000);
 	CHECK(n == 1);
@@ -1031,6 +1084,7 @@ int main(void)
 		{ "extend_keeps_lease", test_extend_keeps_lease },
 		{ "retry_then_dead", test_retry_then_dead },
 		{ "defer_keeps_attempt", test_defer_keeps_attempt },
+		{ "release_gives_back_without_an_attempt", test_release_gives_back_without_an_attempt },
 		{ "malformed_entries", test_malformed_entries },
 		{ "tick_dedupe", test_tick_dedupe },
 		{ "trim_keeps_pending", test_trim_keeps_pending },
