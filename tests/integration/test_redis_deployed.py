@@ -224,6 +224,38 @@ def test_idle_timeout_costs_nothing(db, redis_server):
         s.stop()
 
 
+def test_dead_retry_with_a_lost_answer_stays_dead_then_goes_once(db, redis_server):
+    """Redis takes the retried run but its answer is lost (writes paused
+    past the command timeout, twice): the run stays dead (503
+    enqueue_outcome_unknown), never queued in neither place; retried again
+    once Redis answers, it is on the stream exactly once."""
+    bin_dir_or_skip()
+    s = System("redis", db, redis_server, consumers=0, tag="lost")
+    try:
+        r = redis_server.client()
+        st, _, _ = s.api.post("/api/integrations/jobs/noop/run", {})   # the pooled connection is ready
+        assert st == 202
+        rid = str(uuid.uuid4())
+        db.execute("insert into job_runs (id, job, status, attempts, max_attempts, source,"
+                   " payload, enqueued_at, finished_at, error, transport)"
+                   " values (%s, 'noop', 'dead', 2, 2, 'adhoc', '{}', now(), now(), 'x', 'redis')",
+                   (rid,))
+        t0 = time.monotonic()
+        r.execute_command("CLIENT", "PAUSE", 12000, "WRITE")
+        st, _, body = s.api.post("/api/integrations/jobs/dead/%s/retry" % rid, timeout=60)
+        assert st == 503 and body["error"]["code"] == "enqueue_outcome_unknown", (st, body)
+        assert db.scalar("select status from job_runs where id = %s", (rid,)) == "dead"
+        time.sleep(max(0.0, 12.5 - (time.monotonic() - t0)))   # the pause is over
+        st, _, body = s.api.post("/api/integrations/jobs/dead/%s/retry" % rid)
+        assert st == 202, body
+        assert db.scalar("select status from job_runs where id = %s", (rid,)) == "queued"
+        on_stream = [f for _, f in r.xrange("jr:runs", "-", "+") if f.get("id") == rid]
+        assert len(on_stream) == 1, on_stream
+        r.close()
+    finally:
+        s.stop()
+
+
 # --------------------------------------------------------------------------
 # health and Sentinel
 # --------------------------------------------------------------------------
