@@ -138,8 +138,11 @@ def test_bad_settings_stop_startup_without_secrets(bins, db, db_url):
 
     # a Redis Cluster node
     d = harness.make_tmpdir("cluster")
-    cl = harness.Redis(extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
-                                   os.path.join(d, "nodes.conf")])
+    port = harness.free_port()
+    while port > 55535:   # a cluster node's bus port is its port + 10000
+        port = harness.free_port()
+    cl = harness.Redis(port=port, extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                              os.path.join(d, "nodes.conf")])
     rc, out = start_check(bins, db_url, cl.url)
     assert rc == 3 and "Cluster is not supported" in out, out
     cl.cleanup()
