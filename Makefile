@@ -6,6 +6,8 @@
 #   make bench  the benchmark suite against BullMQ, pg-boss and raw Redis
 #               (not part of make test; writes docs/performance.md)
 #   make docs   regenerate docs/configuration.md from the configuration table
+#   make dashboard-screenshot  regenerates docs/dashboard.png (headless
+#               chromium against a throwaway system)
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -13,7 +15,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 45
 JOBS ?= 2
 
-.PHONY: all build test test-asan run deps fuzz bench docs clean
+.PHONY: all build test test-asan run deps fuzz bench docs clean dashboard-screenshot
 
 all: build
 
@@ -51,6 +53,10 @@ bench:
 # (tests/integration/test_docs.py fails when it is stale).
 docs: build
 	$(BUILD)/bin/producer --print-config-reference > docs/configuration.md
+
+# The dashboard's overview, logged in, on a throwaway system with some work.
+dashboard-screenshot: build
+	JR_BIN=$(CURDIR)/$(BUILD)/bin /usr/bin/python3 tests/browser/screenshot.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .run

@@ -171,6 +171,10 @@ static const struct crow rows[] = {
 	  "Concurrent HTTP connections accepted." },
 	{ "HTTP_TIMEOUT_MS", "http-timeout-ms", T_INT, F(http_timeout_ms), "30000", 1000, 3600000,
 	  "Idle time after which an HTTP connection is closed." },
+	{ "DASHBOARD_ENABLED", "dashboard-enabled", T_BOOL, F(dashboard_enabled), "true", 0, 0,
+	  "Producer: serve the web dashboard at /dashboard (and accept its session cookie on the API)." },
+	{ "DASHBOARD_SESSION_TTL_MS", "dashboard-session-ttl-ms", T_INT, F(dashboard_session_ttl_ms), "43200000", 60000, 30 * DAY_MS,
+	  "How long a dashboard login lasts (the session cookie's lifetime)." },
 
 	/* ---- jobs ---- */
 	{ "META_SPEND_INTERVAL_MS", "meta-spend-interval-ms", T_INT, F(meta_spend_interval_ms), "3600000", 0, 365 * DAY_MS,

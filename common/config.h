@@ -65,6 +65,8 @@ struct config {
 	int64_t http_max_body_bytes;
 	int64_t http_max_connections;
 	int64_t http_timeout_ms;
+	int dashboard_enabled;
+	int64_t dashboard_session_ttl_ms;
 
 	/* jobs */
 	int64_t meta_spend_interval_ms;

@@ -85,6 +85,7 @@ struct httpd {
 	size_t nroutes;
 	void *app;
 	char *token;                    /* NULL: auth routes always 401 */
+	int (*alt_auth)(const struct httpd_request *, const char **, const char **);
 	size_t token_len;
 	size_t max_body;
 	size_t drop_budget;             /* body bytes a failed request may send:
@@ -365,6 +366,13 @@ static int check_auth(struct httpd_req_priv *st)
 		return set_fail(st, 401, "unauthorized", "API token is not configured");
 	const char *h = MHD_lookup_connection_value(st->conn, MHD_HEADER_KIND,
 						    MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!h && srv->alt_auth) {
+		struct httpd_request req = { .method = st->method, .path = st->path, .body = "",
+					     .app = srv->app, .priv = st };
+		const char *code = "unauthorized", *msg = "missing bearer token or session";
+		int rc = srv->alt_auth(&req, &code, &msg);
+		return rc ? set_fail(st, rc == 403 ? 403 : 401, code, msg) : 0;
+	}
 	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
 		return set_fail(st, 401, "unauthorized", "missing bearer token");
 	h += 7;
@@ -633,6 +641,22 @@ const char *httpd_header(const struct httpd_request *req, const char *name)
 	return MHD_lookup_connection_value(req->priv->conn, MHD_HEADER_KIND, name);
 }
 
+void httpd_client_addr(const struct httpd_request *req, char *out, size_t outlen)
+{
+	if (!outlen)
+		return;
+	out[0] = '\0';
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(req->priv->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)outlen);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)outlen);
+}
+
 /* ------------------------------------------------------------------ */
 /* API: lifecycle                                                      */
 /* ------------------------------------------------------------------ */
@@ -703,6 +727,7 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 		srv->token = xstrdup(opt->api_token);
 		srv->token_len = strlen(srv->token);
 	}
+	srv->alt_auth = opt->alt_auth;
 	srv->max_body = opt->max_body_bytes;
 	srv->drop_budget = opt->max_body_bytes + opt->max_discard_bytes;
 	if (srv->drop_budget < opt->max_body_bytes)

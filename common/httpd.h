@@ -50,7 +50,11 @@
  *                           (with an Allow header)
  *   401 unauthorized        HTTPD_AUTH route and the Authorization header is
  *                           not "Bearer <api_token>"; always when no token is
- *                           configured (NULL or "")
+ *                           configured (NULL or ""); without an Authorization
+ *                           header, opt.alt_auth (when set) may accept the
+ *                           request instead (the dashboard's session cookie)
+ *   403 (alt_auth's code)   alt_auth refused a credential it recognised
+ *                           (e.g. a session cookie without its CSRF token)
  *   413 payload_too_large   Content-Length over max_body_bytes (answered at
  *                           once), or a chunked body that grows past it
  *   500 internal            the handler set no status
@@ -130,6 +134,13 @@ struct httpd_options {
 	size_t conn_memory_bytes;       /* per-connection buffer; bounds the request
 	                                   line and headers; default 32 KiB */
 	unsigned threads;               /* pool threads; default 4 */
+	/* Optional second credential for HTTPD_AUTH routes, asked only when
+	 * the request has no Authorization header (a wrong Bearer token is
+	 * always a 401).  Called before the body is read, from a pool thread,
+	 * with req->body empty; it may read the method, path and headers.
+	 * Returns 0 to accept, or 401/403 with *code and *msg set to static
+	 * strings for the error answer.  NULL: Bearer only. */
+	int (*alt_auth)(const struct httpd_request *req, const char **code, const char **msg);
 };
 
 /* Fills opt with the defaults above. */
@@ -184,6 +195,9 @@ const char *httpd_query(const struct httpd_request *req, const char *name);
 const char *httpd_query_unknown(const struct httpd_request *req, const char *const *known, size_t n);
 /* The value of request header name (case-insensitive), or NULL. */
 const char *httpd_header(const struct httpd_request *req, const char *name);
+/* The client's address as text ("127.0.0.1", "::1") into out; "" when
+ * unknown.  The TCP peer: behind a proxy, the proxy's address. */
+void httpd_client_addr(const struct httpd_request *req, char *out, size_t outlen);
 
 /* ---- inside a handler: the response ---- */
 

@@ -2,23 +2,25 @@
  *
  * One run lifecycle for both transports (Redis Streams and PostgreSQL):
  *
- *                 enqueue                claim                    complete(ok)
- *   (nothing) ───────────────▶ queued ───────────▶ running ─────────────────────▶ succeeded
- *                 queue->enqueue   ▲ │ queue->claim   │  │
- *                                  │ │                │  │ complete(retry), attempt < max
- *                                  │ │ due (run_at)   │  └────────────────────────▶ failed
- *                                  └─┼────────────────┼──────────────────────────────┘
- *                                    │                │ complete(fail) or attempt == max
- *                                    │                └──────────────────────────▶ dead
- *                                    │ cancel (queued, failed: never starts)      │
- *                                    ├──────────────────────────────▶ cancelled   │
- *                                    │ cancel (running: the job is told to stop,  │
- *                                    │ complete() records cancelled)              │
- *   dead ◀── retry: queue_retry_dead() (one run or a filter) ──────────────────────┘
- *     └──▶ queued, attempts reset, source 'retry'
- *                                                        running ── lease expired ──▶ running
- *                                                        (another consumer, fence + 1)
+ *                 enqueue                claim                     complete(ok)
+ *   (nothing) ───────────────▶ queued ───────────▶ running ─┬───────────────────▶ succeeded
+ *                 queue->enqueue  ▲  │ queue->claim          │ complete(retry), attempt < max
+ *                                 │  │                       ├───────────────────▶ failed ──┐
+ *                                 │  │                       │ complete(fail), or           │
+ *                                 │  │                       │ attempt == max               │
+ *                                 │  │                       ├───────────────────▶ dead     │
+ *                                 │  │                       │ cancel: the job is told to   │
+ *                                 │  │                       │ stop; complete() records it  │
+ *                                 │  │                       └───────────────────▶ cancelled│
+ *                                 │  │ cancel (queued, delayed, or failed: never starts)    │
+ *                                 │  └──────────────────────────────────────────▶ cancelled│
+ *                                 └──────────── due again (run_at) ────────────────────────┘
+ *   dead ── queue_retry_dead(): one run, or the dead runs a filter matches ──▶ queued
+ *           (attempts reset, source 'retry')
+ *   running ── lease expired ──▶ running (another consumer, fence + 1)
  *
+ * The transitions operators start (cancel, dead → queued) are in
+ * queue_ctl.c, for both transports; the others belong to the transports.
  * "delayed" is not a stored state: a queued run whose run_at is in the
  * future (enqueued with runAt/delayMs).  A paused job's runs stay queued:
  * claimed by no one (PostgreSQL) or handed back without an attempt (Redis).

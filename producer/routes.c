@@ -28,6 +28,8 @@
 
 #include "config.h"
 #include "control.h"
+#include "dashauth.h"
+#include "dashboard.h"
 #include "db.h"
 #include "enqueue.h"
 #include "httpd.h"
@@ -61,7 +63,24 @@ struct producer_api {
 	pthread_cond_t cv;
 	struct api_conn conns[API_POOL];
 	int busy[API_POOL];
+	struct dashauth *auth;       /* the dashboard's sessions; NULL when off */
+	pthread_mutex_t stats_mu;    /* the stats answer, shared for STATS_CACHE_MS */
+	char *stats_text;
+	char stats_key[64];
+	int64_t stats_at;
+	pthread_mutex_t series_mu;   /* the settled buckets (struct series_cache) */
+	struct series_cache *series;
 };
+
+struct dashauth *producer_dashauth(void *app)
+{
+	return ((struct producer_api *)app)->auth;
+}
+
+const struct config *producer_config(void *app)
+{
+	return ((struct producer_api *)app)->cfg;
+}
 
 /* ------------------------------------------------------------------ */
 /* the connection pool                                                 */
@@ -740,6 +759,352 @@ static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *
 }
 
 /* ------------------------------------------------------------------ */
+/* stats: the dashboard's overview in one answer                       */
+/* ------------------------------------------------------------------ */
+
+/* GET /api/integrations/jobs/stats?window=1h&step=1m
+ *
+ * One answer for the dashboard's overview: per job its state and the last
+ * window's finished runs by outcome; the queue's depth and consumers (the
+ * transport's own counters: XLEN/XPENDING and the dead list in Redis mode,
+ * counts in Redis-less mode); which consumer holds the cycle lock; the
+ * PostgreSQL and Redis round trips; and finished runs per step over the
+ * window by outcome.  The series is one index-only range scan of
+ * job_runs_stats_idx (007_stats_index.sql: finished_at, job, status), so
+ * its cost follows the runs finished in the window, not the size of the
+ * table.  The text of the answer is shared for STATS_CACHE_MS between
+ * callers asking the same window and step: ten open dashboards cost the
+ * database what one does. */
+#define STATS_CACHE_MS 1000
+#define STATS_MAX_BUCKETS 1440
+#define STATS_MAX_WINDOW_MS (7 * 86400000LL)
+
+/* "90s", "5m", "1h", "2d" -> ms; -1 when malformed. */
+static int64_t parse_span(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	size_t n = strlen(s);
+	if (n > 8)
+		return -1;
+	char num[9];
+	memcpy(num, s, n - 1);
+	num[n - 1] = '\0';
+	int64_t v, unit;
+	switch (s[n - 1]) {
+	case 's': unit = 1000; break;
+	case 'm': unit = 60000; break;
+	case 'h': unit = 3600000; break;
+	case 'd': unit = 86400000; break;
+	default: return -1;
+	}
+	if (parse_i64(num, 1, 100000, &v))
+		return -1;
+	return v * unit;
+}
+
+/* Finished runs per (step bucket, job, status).  A bucket that ended more
+ * than SERIES_SETTLE_MS ago is counted once and kept here; each answer
+ * then reads from job_runs only the runs finished since the last settled
+ * bucket (a step or two), so a busy hour costs what its last minute does.
+ * SERIES_SETTLE_MS covers the history writer's lag in Redis mode (a second
+ * or two); a record written later than that into a settled bucket is not
+ * added to it. */
+#define SERIES_SETTLE_MS 10000
+
+struct series_cell {
+	int64_t bucket;                  /* start, ms since the epoch */
+	char job[RUN_MAX_JOB_LEN + 1];
+	char status[16];
+	int64_t n;
+};
+
+struct series_cache {
+	int64_t step_ms;
+	int64_t settled_until;           /* buckets before this are in cells */
+	struct series_cell *cells;
+	size_t ncells, cap;
+};
+
+static void cells_add(struct series_cell **cells, size_t *n, size_t *cap, int64_t bucket,
+		      const char *job, const char *status, int64_t count)
+{
+	for (size_t i = 0; i < *n; i++) {
+		struct series_cell *c = &(*cells)[i];
+		if (c->bucket == bucket && !strcmp(c->job, job) && !strcmp(c->status, status)) {
+			c->n += count;
+			return;
+		}
+	}
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 256;
+		*cells = xrealloc(*cells, *cap * sizeof **cells);
+	}
+	struct series_cell *c = &(*cells)[(*n)++];
+	c->bucket = bucket;
+	snprintf(c->job, sizeof c->job, "%s", job);
+	snprintf(c->status, sizeof c->status, "%s", status);
+	c->n = count;
+}
+
+/* The cells of buckets [start, now] for step_ms: settled ones from the
+ * cache, the rest from one indexed query.  0, or -1 when PostgreSQL failed.
+ * *out is malloc'd (free it). */
+static int series_cells(struct producer_api *api, struct api_conn *c, int64_t now, int64_t start,
+			int64_t step_ms, struct series_cell **out, size_t *nout)
+{
+	pthread_mutex_lock(&api->series_mu);
+	struct series_cache *sc = api->series;
+	if (!sc)
+		sc = api->series = xcalloc(1, sizeof *sc);
+	if (sc->step_ms != step_ms || sc->settled_until < start) {
+		sc->step_ms = step_ms;
+		sc->settled_until = start;
+		sc->ncells = 0;
+	}
+	size_t keep = 0;                 /* forget the buckets that left the window */
+	for (size_t i = 0; i < sc->ncells; i++)
+		if (sc->cells[i].bucket >= start)
+			sc->cells[keep++] = sc->cells[i];
+	sc->ncells = keep;
+	int64_t settled = (now - SERIES_SETTLE_MS) / step_ms * step_ms;
+	char p_from[32], p_step[32];
+	snprintf(p_from, sizeof p_from, "%lld", (long long)sc->settled_until);
+	snprintf(p_step, sizeof p_step, "%lld", (long long)step_ms);
+	const char *p[2] = { p_from, p_step };
+	PGresult *r = api_query(c,
+		"select job, status,"
+		"       (floor(extract(epoch from finished_at) * 1000 / $2::float8) * $2::float8)::bigint,"
+		"       count(*)"
+		"  from job_runs where finished_at >= to_timestamp($1::float8 / 1000)"
+		" group by 1, 2, 3", 2, p);
+	if (!r) {
+		pthread_mutex_unlock(&api->series_mu);
+		return -1;
+	}
+	struct series_cell *cells = NULL;
+	size_t n = 0, cap = 0;
+	for (size_t i = 0; i < sc->ncells; i++)
+		cells_add(&cells, &n, &cap, sc->cells[i].bucket, sc->cells[i].job, sc->cells[i].status,
+			  sc->cells[i].n);
+	for (int i = 0; i < PQntuples(r); i++) {
+		int64_t b = db_get_i64(r, i, 2, 0), cnt = db_get_i64(r, i, 3, 0);
+		const char *job = PQgetvalue(r, i, 0), *st = PQgetvalue(r, i, 1);
+		if (b < sc->settled_until)
+			continue;        /* counted already (a clock step between two answers) */
+		if (b < settled)
+			cells_add(&sc->cells, &sc->ncells, &sc->cap, b, job, st, cnt);
+		cells_add(&cells, &n, &cap, b, job, st, cnt);
+	}
+	PQclear(r);
+	if (settled > sc->settled_until)
+		sc->settled_until = settled;
+	pthread_mutex_unlock(&api->series_mu);
+	*out = cells;
+	*nout = n;
+	return 0;
+}
+
+static void stats_build(struct producer_api *api, int64_t window_ms, int64_t step_ms,
+			const char *wtext, const char *stext, cJSON *o, int *status)
+{
+	const struct config *cfg = api->cfg;
+	int64_t now = wall_ms();
+	int64_t nb = window_ms / step_ms;
+	int64_t start = (now / step_ms + 1) * step_ms - nb * step_ms;   /* the last bucket holds now */
+	struct api_conn *c = borrow(api);
+	int64_t db_lat = 0, r_lat = 0;
+	int db_ok = db_ping(&c->db, &db_lat) == 0 || db_ping(&c->db, &db_lat) == 0;
+	char db_err[256], r_err[256] = "";
+	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
+	struct series_cell *cells = NULL;
+	size_t ncells = 0;
+	int series_ok = db_ok && series_cells(api, c, now, start, step_ms, &cells, &ncells) == 0;
+	PGresult *state = db_ok ? api_query(c,
+		"select s.id, " ISO("s.\"lastRunAt\"") ", s.\"lastRunDurationMs\", s.\"lastStatus\","
+		"       (extract(epoch from s.\"lastRunAt\") * 1000)::bigint"
+		"  from job_runner_state s", 0, NULL) : NULL;
+	PGresult *lock = db_ok ? api_query(c,
+		"select holder, " ISO("acquired_at") ", " ISO("heartbeat_at") " from job_runner_lock limit 1",
+		0, NULL) : NULL;
+	uint64_t paused = 0;
+	int paused_ok = db_ok && control_load_paused(&c->db, &paused) == 0;
+	struct queue_stats qs;
+	const char *backend;
+	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
+		     enqueuer_stats(&c->enq, &qs, &backend) == 0;
+	int r_ok = 1;
+	if (cfg->redis_url)
+		r_ok = redis_ping(c, cfg, &r_lat, r_err, sizeof r_err) == 0;
+	give_back(api, c);
+
+	char t[40];
+	iso8601_ms(now, t, sizeof t);
+	cJSON_AddStringToObject(o, "generatedAt", t);
+	cJSON_AddStringToObject(o, "window", wtext);
+	cJSON_AddStringToObject(o, "step", stext);
+
+	/* the series: nb buckets of {t, <status>: n} */
+	cJSON *ser = cJSON_AddObjectToObject(o, "series");
+	iso8601_ms(start, t, sizeof t);
+	cJSON_AddStringToObject(ser, "start", t);
+	cJSON_AddNumberToObject(ser, "stepMs", (double)step_ms);
+	cJSON *buckets = cJSON_AddArrayToObject(ser, "buckets");
+	cJSON **b = xcalloc((size_t)nb, sizeof *b);
+	for (int64_t i = 0; i < nb; i++) {
+		b[i] = cJSON_CreateObject();
+		iso8601_ms(start + i * step_ms, t, sizeof t);
+		cJSON_AddStringToObject(b[i], "t", t);
+		cJSON_AddItemToArray(buckets, b[i]);
+	}
+
+	size_t njobs;
+	const struct job_def *defs = registry_all(&njobs);
+	cJSON *jobs = cJSON_AddArrayToObject(o, "jobs");
+	cJSON **window_counts = xcalloc(njobs ? njobs : 1, sizeof *window_counts);
+	for (size_t j = 0; j < njobs; j++) {
+		cJSON *jo = cJSON_CreateObject();
+		cJSON_AddStringToObject(jo, "name", defs[j].name);
+		cJSON_AddBoolToObject(jo, "enabled", !defs[j].enabled || defs[j].enabled(cfg));
+		if (paused_ok)
+			cJSON_AddBoolToObject(jo, "paused", j < 64 && (paused >> j & 1));
+		else
+			cJSON_AddNullToObject(jo, "paused");
+		int64_t interval = defs[j].interval_ms ? defs[j].interval_ms(cfg) : 0;
+		if (defs[j].interval_ms)
+			cJSON_AddNumberToObject(jo, "intervalMs", (double)interval);
+		else
+			cJSON_AddNullToObject(jo, "intervalMs");
+		int row = -1;
+		for (int i = 0; state && i < PQntuples(state); i++)
+			if (!strcmp(PQgetvalue(state, i, 0), defs[j].name))
+				row = i;
+		add_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
+		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
+		add_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
+		if (defs[j].interval_ms && (!defs[j].enabled || defs[j].enabled(cfg))) {
+			int64_t last = row >= 0 ? db_get_i64(state, row, 4, 0) : 0;
+			int64_t due = last ? last + interval : now;
+			iso8601_ms(due, t, sizeof t);
+			cJSON_AddStringToObject(jo, "nextDueAt", t);
+		} else {
+			cJSON_AddNullToObject(jo, "nextDueAt");
+		}
+		window_counts[j] = cJSON_AddObjectToObject(jo, "window");
+		cJSON_AddItemToArray(jobs, jo);
+	}
+	for (size_t i = 0; i < ncells; i++) {
+		const char *job = cells[i].job, *st = cells[i].status;
+		int64_t bi = (cells[i].bucket - start) / step_ms, n = cells[i].n;
+		if (bi >= 0 && bi < nb) {
+			cJSON *cur = cJSON_GetObjectItemCaseSensitive(b[bi], st);
+			if (cur)
+				cJSON_SetNumberValue(cur, cur->valuedouble + (double)n);
+			else
+				cJSON_AddNumberToObject(b[bi], st, (double)n);
+		}
+		for (size_t j = 0; j < njobs; j++) {
+			if (strcmp(defs[j].name, job))
+				continue;
+			cJSON *cur = cJSON_GetObjectItemCaseSensitive(window_counts[j], st);
+			if (cur)
+				cJSON_SetNumberValue(cur, cur->valuedouble + (double)n);
+			else
+				cJSON_AddNumberToObject(window_counts[j], st, (double)n);
+		}
+	}
+	free(b);
+	free(window_counts);
+	free(cells);
+
+	const char *holder = lock && PQntuples(lock) ? db_get(lock, 0, 0) : NULL;
+	cJSON *q = cJSON_AddObjectToObject(o, "queue");
+	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
+	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
+	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
+	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
+	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
+	if (!have_q)
+		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	cJSON *cons = cJSON_AddArrayToObject(o, "consumers");
+	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
+		cJSON *co = cJSON_CreateObject();
+		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
+		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
+		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
+		cJSON_AddBoolToObject(co, "holdsCycleLock", holder && !strcmp(holder, qs.consumers[i].name));
+		cJSON_AddItemToArray(cons, co);
+	}
+	if (have_q)
+		queue_stats_free(&qs);
+	if (holder) {
+		cJSON *l = cJSON_AddObjectToObject(o, "cycleLock");
+		add_str(l, "holder", holder);
+		add_str(l, "acquiredAt", db_get(lock, 0, 1));
+		add_str(l, "heartbeatAt", db_get(lock, 0, 2));
+	} else {
+		cJSON_AddNullToObject(o, "cycleLock");
+	}
+	cJSON *h = cJSON_AddObjectToObject(o, "health");
+	cJSON_AddItemToObject(h, "database", httpd_check(db_ok && series_ok && state, db_lat, db_err));
+	cJSON *rh = httpd_check(r_ok, r_lat, r_err);
+	cJSON_AddBoolToObject(rh, "configured", cfg->redis_url != NULL);
+	cJSON_AddItemToObject(h, "redis", rh);
+	*status = db_ok && series_ok && state ? 200 : 503;
+	PQclear(state);
+	PQclear(lock);
+}
+
+static void h_stats(struct httpd_request *req, struct httpd_response *resp)
+{
+	struct producer_api *api = req->app;
+	const char *w = httpd_query(req, "window"), *st = httpd_query(req, "step");
+	if (!w)
+		w = "1h";
+	if (!st)
+		st = "1m";
+	int64_t window_ms = parse_span(w), step_ms = parse_span(st);
+	if (window_ms < 0 || window_ms > STATS_MAX_WINDOW_MS) {
+		httpd_error(resp, 400, "bad_request", "window must be a duration such as 1h (1s to 7d)");
+		return;
+	}
+	if (step_ms < 1000 || step_ms > window_ms || window_ms % step_ms || window_ms / step_ms > STATS_MAX_BUCKETS) {
+		httpd_error(resp, 400, "bad_request",
+			    "step must divide window into at most %d buckets of at least 1s", STATS_MAX_BUCKETS);
+		return;
+	}
+	char key[64];
+	snprintf(key, sizeof key, "%lld/%lld", (long long)window_ms, (long long)step_ms);
+	pthread_mutex_lock(&api->stats_mu);
+	if (api->stats_text && !strcmp(api->stats_key, key) && mono_ms() - api->stats_at < STATS_CACHE_MS) {
+		httpd_json_str(resp, 200, api->stats_text);
+		pthread_mutex_unlock(&api->stats_mu);
+		return;
+	}
+	pthread_mutex_unlock(&api->stats_mu);
+
+	cJSON *o = cJSON_CreateObject();
+	int status = 200;
+	stats_build(api, window_ms, step_ms, w, st, o, &status);
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text) {
+		fprintf(stderr, "jobrunner: out of memory printing JSON\n");
+		abort();
+	}
+	if (status == 200) {
+		pthread_mutex_lock(&api->stats_mu);
+		free(api->stats_text);
+		api->stats_text = xstrdup(text);
+		snprintf(api->stats_key, sizeof api->stats_key, "%s", key);
+		api->stats_at = mono_ms();
+		pthread_mutex_unlock(&api->stats_mu);
+	}
+	httpd_json_str(resp, status, text);
+	cJSON_free(text);
+}
+
+/* ------------------------------------------------------------------ */
 /* the table and the lifecycle                                         */
 /* ------------------------------------------------------------------ */
 
@@ -754,10 +1119,18 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
+	{ "GET", "/api/integrations/jobs/stats", h_stats, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/run", h_run, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/pause", h_pause, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/{job}/resume", h_resume, HTTPD_AUTH },
+	/* the dashboard (DASHBOARD_ENABLED): these rows last, left out when off */
+	{ "GET", "/dashboard", dash_h_index, 0 },
+	{ "GET", "/dashboard/session", dash_h_session, 0 },
+	{ "POST", "/dashboard/login", dash_h_login, 0 },
+	{ "POST", "/dashboard/logout", dash_h_logout, 0 },
+	{ "GET", "/dashboard/{file}", dash_h_file, 0 },
 };
+#define DASH_ROUTES 5
 
 int producer_api_start(const struct config *cfg, struct worker *w, struct producer_api **out)
 {
@@ -767,6 +1140,10 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	api->started_ms = mono_ms();
 	pthread_mutex_init(&api->mu, NULL);
 	pthread_cond_init(&api->cv, NULL);
+	pthread_mutex_init(&api->stats_mu, NULL);
+	pthread_mutex_init(&api->series_mu, NULL);
+	if (cfg->dashboard_enabled)
+		api->auth = dashauth_new(cfg->api_token, cfg->dashboard_session_ttl_ms);
 	for (int i = 0; i < API_POOL; i++) {
 		db_init(&api->conns[i].db, cfg->database_url, "jobrunner-api", 10000);
 		enqueuer_init(&api->conns[i].enq, cfg, "producer");
@@ -783,8 +1160,13 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.max_connections = (unsigned)cfg->http_max_connections;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
+	size_t nroutes = JR_ARRAY_LEN(routes);
+	if (cfg->dashboard_enabled)
+		opt.alt_auth = dash_alt_auth;   /* the session cookie, besides the Bearer token */
+	else
+		nroutes -= DASH_ROUTES;
 	char err[256];
-	int rc = httpd_start(&opt, routes, JR_ARRAY_LEN(routes), api, &api->srv, err, sizeof err);
+	int rc = httpd_start(&opt, routes, nroutes, api, &api->srv, err, sizeof err);
 	if (rc < 0) {
 		LOGF(LOG_ERROR, "startup_failed", "cannot serve HTTP", LF_I("port", cfg->port), LF_S("error", err));
 		producer_api_stop(api);
@@ -809,5 +1191,12 @@ void producer_api_stop(struct producer_api *api)
 	}
 	pthread_mutex_destroy(&api->mu);
 	pthread_cond_destroy(&api->cv);
+	pthread_mutex_destroy(&api->stats_mu);
+	pthread_mutex_destroy(&api->series_mu);
+	if (api->series)
+		free(api->series->cells);
+	free(api->series);
+	free(api->stats_text);
+	dashauth_free(api->auth);
 	free(api);
 }

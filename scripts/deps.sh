@@ -13,7 +13,7 @@ set -eu
 
 BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev libcurl4-openssl-dev"
 SERVERS="redis-server redis-sentinel postgresql-15"
-TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml python3-jsonschema curl procps openssl"
+TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml python3-jsonschema curl procps chromium nodejs openssl"
 
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # reported on stderr and left out).
@@ -24,6 +24,9 @@ missing=""
 for pkg in $BUILD $SERVERS $TESTS; do
 	echo "$installed" | grep -qxF "$pkg" || missing="$missing $pkg"
 done
+# npm (the dashboard's browser test installs puppeteer-core with it): the
+# Debian package, unless a nodejs from elsewhere already brings its own.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 cmd="apt-get install -y --no-install-recommends$missing"

@@ -91,6 +91,7 @@ wait_for producer curl -sf "http://127.0.0.1:$PORT/api/health"
 echo "run-local: producer on http://127.0.0.1:$PORT, consumers worker-1 (:9091) and worker-2 (:9092)"
 echo "run-local: logs in .run/logs/; try:"
 echo "  curl -s -X POST -H \"Authorization: Bearer \$API_TOKEN\" http://127.0.0.1:$PORT/api/integrations/jobs/noop/run"
+echo "  the dashboard: http://127.0.0.1:$PORT/dashboard (sign in with API_TOKEN)"
 echo "API_TOKEN=$API_TOKEN"
 echo "run-local: Ctrl-C stops everything"
 tail -n 0 -F "$RUN/logs/producer.log" "$RUN/logs/consumer-1.log" "$RUN/logs/consumer-2.log" &

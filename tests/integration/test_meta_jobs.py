@@ -559,3 +559,23 @@ def test_token_refresh_without_app_credentials_fails_clearly(meta, stub):
     assert stub.count() == 0
     assert meta.conn("org_x")["access_token"] == "tokX-00000007"
     assert meta.conn("org_y")["status"] == "needs_reauth"      # no Meta call needed for that
+
+
+def test_spend_cancel_ends_a_graph_transfer_under_way(meta, stub):
+    """A cancel of a running meta_spend run stops the Graph call it waits on
+    (the HTTP client's transfer ends on the run's stop flag): the run ends
+    cancelled within 2 s (5 s allowed here), long before Meta would answer."""
+    stub.add_account("2020", token="tokK-cancelme", rows=[(days_ago(0), "20.20")])
+    stub.delay("2020", 60, times=1)
+    meta.connect("org_cancel", "2020", "tokK-cancelme")
+    meta.consumer(META_HTTP_TIMEOUT_MS="120000")
+    rid = meta.enqueue("meta_spend", org="org_cancel")
+    meta.wait_run(rid, statuses=("running",))
+    time.sleep(0.5)                                   # inside the Graph call
+    t0 = time.monotonic()
+    p = meta.run("producer", ["runs", "cancel", rid, "--json"])
+    assert p.wait(30) == 0, p.log_tail()
+    r = meta.wait_run(rid, statuses=("cancelled",), timeout=30)
+    assert time.monotonic() - t0 < 5.0, "cancelled after %.1f s" % (time.monotonic() - t0)
+    assert r["status"] == "cancelled", r
+    assert meta.spend("org_cancel") == {}

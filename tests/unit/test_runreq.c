@@ -1,4 +1,5 @@
 /* Unit tests of runreq_parse(): the body of POST .../jobs/{job}/run. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,12 +111,68 @@ static void test_errors(void)
 	CHECK(memchr(small, '\0', sizeof small) != NULL);
 }
 
+/* runAt and delayMs (delayed runs), and the ISO-8601 parser behind runAt. */
+static void test_delay(void)
+{
+	struct run *runs;
+	size_t n;
+	int bulk;
+	char err[256];
+	int64_t t;
+	CHECK(iso8601_parse_ms("1970-01-01T00:00:00Z", &t) == 0 && t == 0);
+	CHECK(iso8601_parse_ms("2026-11-30T17:00:01.5Z", &t) == 0 && t == 1796058001500LL);
+	CHECK(iso8601_parse_ms("2026-11-30T17:00:01.123456+00:00", &t) == 0 && t == 1796058001123LL);
+	CHECK(iso8601_parse_ms("2024-02-29", &t) == 0 && t == 1709164800000LL);
+	CHECK(iso8601_parse_ms("2023-02-29T00:00:00Z", &t) == -1);
+	CHECK(iso8601_parse_ms("2026-11-30T17:00:01+01:00", &t) == -1);
+	CHECK(iso8601_parse_ms("2026-11-30 17:00:01Z", &t) == -1);
+	CHECK(iso8601_parse_ms("2026-11-30T17:00:01.Z", &t) == -1);
+	CHECK(iso8601_parse_ms("2026-11-30T24:00:00Z", &t) == -1);
+	CHECK(iso8601_parse_ms("2026-11-30T17:00:01Zjunk", &t) == -1);
+
+	int64_t before = wall_ms();
+	CHECK(parse("{\"delayMs\":60000}", &runs, &n, &bulk, err, sizeof err) == 0);
+	CHECK(runs[0].run_at_ms >= before + 60000 && runs[0].run_at_ms <= wall_ms() + 60000);
+	runreq_free(runs, n);
+	CHECK(parse("{\"delayMs\":0}", &runs, &n, &bulk, err, sizeof err) == 0 && runs[0].run_at_ms == 0);
+	runreq_free(runs, n);
+	CHECK(parse("{\"runAt\":\"2001-01-01T00:00:00Z\"}", &runs, &n, &bulk, err, sizeof err) == 0);
+	CHECK(runs[0].run_at_ms == 0);   /* in the past: now */
+	runreq_free(runs, n);
+	char body[128];
+	char at[32];
+	iso8601_ms(wall_ms() + 3600000, at, sizeof at);
+	snprintf(body, sizeof body, "[{\"runAt\":\"%s\"},{\"delayMs\":null}]", at);
+	CHECK(parse(body, &runs, &n, &bulk, err, sizeof err) == 0 && n == 2);
+	CHECK(iso8601_parse_ms(at, &t) == 0 && runs[0].run_at_ms == t && runs[1].run_at_ms == 0);
+	runreq_free(runs, n);
+
+	static const char *const bad[][2] = {
+		{ "{\"delayMs\":-1}", "delayMs" },
+		{ "{\"delayMs\":7776000001}", "delayMs" },
+		{ "{\"delayMs\":2.5}", "delayMs" },
+		{ "{\"delayMs\":\"5\"}", "delayMs" },
+		{ "{\"runAt\":\"soon\"}", "runAt" },
+		{ "{\"runAt\":5}", "runAt" },
+		{ "{\"runAt\":\"2999-01-01T00:00:00Z\"}", "90 days" },
+		{ "{\"runAt\":\"2001-01-01T00:00:00Z\",\"delayMs\":5}", "not both" },
+		{ "{\"delayMs\":5,\"runAt\":null}", "not both" },
+	};
+	for (size_t i = 0; i < JR_ARRAY_LEN(bad); i++) {
+		CHECK(parse(bad[i][0], &runs, &n, &bulk, err, sizeof err) == 400);
+		CHECK(strstr(err, bad[i][1]) != NULL);
+		if (!strstr(err, bad[i][1]))
+			fprintf(stderr, "  case %zu: %s\n", i, err);
+	}
+}
+
 int main(void)
 {
 	static const struct unit_test tests[] = {
 		{ "single_and_empty", test_single_and_empty },
 		{ "bulk", test_bulk },
 		{ "errors", test_errors },
+		{ "delay", test_delay },
 	};
 	return unit_run(tests, JR_ARRAY_LEN(tests));
 }
