@@ -677,6 +677,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 		free(h);
 		return -1;
 	}
+	rconn_set_name(&h->rc, "history", consumer);
 	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
 	h->pending = 1;   /* Redis is reached on the first step, not here */
 	*out = h;

@@ -517,6 +517,8 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
+			if (rc != QUEUE_OK && w->drain)
+				COUNT(w, claim_failures, 1);
 			if (rc == QUEUE_EDOWN) {
 				drop(&t->rq);
 			} else if (rc == QUEUE_OK) {
@@ -530,6 +532,8 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 			}
 		}
 		if (!redis_up) {
+			if (w->drain && !t->rq)
+				COUNT(w, claim_failures, 1);   /* could not even connect */
 			redis_mark(w, 0);
 			t->redis_retry_at_ms = mono_ms() + REDIS_RETRY_MS;
 		}

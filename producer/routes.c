@@ -130,10 +130,10 @@ static PGresult *api_query(struct api_conn *c, const char *sql, int n, const cha
 /* ------------------------------------------------------------------ */
 
 
-/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
+/* The Redis check of the pool connection's link: a writable master
+ * (rconn_check_master), 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
 {
-	int64_t t0 = mono_ms();
 	*lat = 0;
 	if (!c->rc_ok) {
 		char e[256];
@@ -141,16 +141,10 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 			snprintf(err, errlen, "%s", e);
 			return -1;
 		}
+		rconn_set_name(&c->rc, "health", cfg->consumer_name);
 		c->rc_ok = 1;
 	}
-	redisReply *r = rconn_cmdf(&c->rc, "PING");
-	*lat = mono_ms() - t0;
-	if (!r) {
-		snprintf(err, errlen, "%s", c->rc.errstr);
-		return -1;
-	}
-	freeReplyObject(r);
-	return 0;
+	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
