@@ -959,9 +959,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		for (int i = 0; state && i < PQntuples(state); i++)
 			if (!strcmp(PQgetvalue(state, i, 0), defs[j].name))
 				row = i;
-		add_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
-		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
-		add_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
+		control_json_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
+		control_json_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
+		control_json_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
 		if (defs[j].interval_ms && (!defs[j].enabled || defs[j].enabled(cfg))) {
 			int64_t last = row >= 0 ? db_get_i64(state, row, 4, 0) : 0;
 			int64_t due = last ? last + interval : now;
@@ -1019,9 +1019,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		queue_stats_free(&qs);
 	if (holder) {
 		cJSON *l = cJSON_AddObjectToObject(o, "cycleLock");
-		add_str(l, "holder", holder);
-		add_str(l, "acquiredAt", db_get(lock, 0, 1));
-		add_str(l, "heartbeatAt", db_get(lock, 0, 2));
+		control_json_str(l, "holder", holder);
+		control_json_str(l, "acquiredAt", db_get(lock, 0, 1));
+		control_json_str(l, "heartbeatAt", db_get(lock, 0, 2));
 	} else {
 		cJSON_AddNullToObject(o, "cycleLock");
 	}
