@@ -130,10 +130,10 @@ static PGresult *api_query(struct api_conn *c, const char *sql, int n, const cha
 /* ------------------------------------------------------------------ */
 
 
-/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
+/* The Redis check of the pool connection's link: a writable master
+ * (rconn_check_master), 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
 {
-	int64_t t0 = mono_ms();
 	*lat = 0;
 	if (!c->rc_ok) {
 		char e[256];
@@ -141,16 +141,10 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 			snprintf(err, errlen, "%s", e);
 			return -1;
 		}
+		rconn_set_name(&c->rc, "health", cfg->consumer_name);
 		c->rc_ok = 1;
 	}
-	redisReply *r = rconn_cmdf(&c->rc, "PING");
-	*lat = mono_ms() - t0;
-	if (!r) {
-		snprintf(err, errlen, "%s", c->rc.errstr);
-		return -1;
-	}
-	freeReplyObject(r);
-	return 0;
+	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
@@ -176,9 +170,9 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, db_err));
+	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, db_err));
 	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, r_err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, r_err));
 	else
 		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
 	if (!cfg->redis_url)
@@ -611,10 +605,27 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	}
 	char l[16];
 	snprintf(l, sizeof l, "%lld", (long long)limit);
-	const char *p[1] = { l };
+	/* payloads only while their running total stays within
+	 * CONTROL_LIST_PAYLOAD_BYTES; later rows have none and say payloadOmitted
+	 * (GET runs/{id} has it): the answer, and what PostgreSQL sends for
+	 * it, stay bounded.  The columns are CONTROL_RUN_COLUMNS'. */
+	char cap[24];
+	snprintf(cap, sizeof cap, "%d", CONTROL_LIST_PAYLOAD_BYTES);
+	const char *p[2] = { l, cap };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " CONTROL_RUN_COLUMNS " from job_runs where status = 'dead'"
-				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
+	PGresult *r = api_query(c,
+		"select id, job, org_id, status, attempts, enq, st, fin, duration_ms, error, consumer,"
+		" max_attempts, source, case when total <= $2::bigint then payload end, runat, cancel"
+		" from (select *, sum(octet_length(payload)) over (order by finished_at desc nulls last,"
+		"              id desc rows unbounded preceding) as total"
+		"       from (select id, job, org_id, status, attempts, " CONTROL_ISO("enqueued_at") " as enq,"
+		"             " CONTROL_ISO("started_at") " as st, " CONTROL_ISO("finished_at") " as fin,"
+		"             finished_at, duration_ms, error, consumer, max_attempts, source,"
+		"             payload::text as payload, " CONTROL_ISO("run_at") " as runat,"
+		"             " CONTROL_ISO("cancel_requested_at") " as cancel"
+		"             from job_runs where status = 'dead'"
+		"             order by finished_at desc nulls last, id desc limit $1::int) x) d"
+		" order by finished_at desc nulls last, id desc", 2, p);
 	give_back(api, c);
 	if (db_down(resp, r))
 		return;
@@ -1089,13 +1100,13 @@ static void h_stats(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", httpd_ok, 0 },
+	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/api/health/extended", h_health_extended, 0 },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
-	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
 	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
@@ -1138,6 +1149,8 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.api_token = cfg->api_token;
 	opt.max_body_bytes = (size_t)cfg->http_max_body_bytes;
 	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
 	size_t nroutes = JR_ARRAY_LEN(routes);

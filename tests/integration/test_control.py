@@ -479,3 +479,38 @@ def test_delayed_run_waits_on_postgres_during_redis_outage(mode, pg):
     finally:
         s.stop()
         redis.cleanup()
+
+
+def test_bulk_redrive_race(system):
+    """Four operators redrive the same dead runs at once: each run is
+    requeued by exactly one of them."""
+    api = system.api
+    tag = "org-rr-%d" % int(time.time() * 1000)
+    _, _, data = api.post(J + "/noop/run", [{"orgId": tag, "payload": {"failAlways": True}}
+                                            for _ in range(24)])
+    ids = data["ids"]
+    for i in ids:
+        api.wait_status(i, "dead", timeout=60)
+    # paused: a requeued run stays queued (it cannot die again and be
+    # requeued a second time, legitimately, by a later redrive)
+    assert api.post(J + "/noop/pause")[0] == 200
+    try:
+        time.sleep(1.5)
+        got, lock = [], threading.Lock()
+
+        def redrive():
+            status, _, body = api.post(J + "/dead/retry", {"orgId": tag, "limit": 10})
+            with lock:
+                got.append((status, body))
+        threads = [threading.Thread(target=redrive) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(s == 200 for s, _ in got), got
+        requeued = [i for _, b in got for i in b["ids"]]
+        assert len(requeued) == len(set(requeued)), "a run was requeued twice: %r" % got
+        assert set(requeued) <= set(ids) and sum(b["retried"] for _, b in got) == len(requeued)
+    finally:
+        assert api.post(J + "/noop/resume")[0] == 200
+    assert len(requeued) == 24, got            # 4 x 10 asked, 24 there: all of them, once

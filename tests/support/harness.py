@@ -183,6 +183,32 @@ def _wait_group_gone(pgid, timeout):
     return False
 
 
+def _shm_attached(shmid):
+    """How many processes are attached to System V segment shmid (0 when
+    it is gone)."""
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if len(cols) > 6 and cols[1] == str(shmid):
+                    return int(cols[6])
+    except (OSError, StopIteration, ValueError):
+        pass
+    return 0
+
+
+def _wait_shm_detached(shmid, timeout):
+    """Polls until no process is attached to segment shmid: True, or False
+    at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _shm_attached(shmid) == 0:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def tail_file(path, n=TAIL_LINES):
     """The last n lines of a file as one string ('' if it does not exist)."""
     try:
@@ -453,14 +479,31 @@ class Postgres(PgDatabase):
         except subprocess.TimeoutExpired:
             self._kill_now()
 
+    def _shmid(self):
+        """The System V shared memory id the postmaster recorded in
+        postmaster.pid (its last line: "key shmid"), or None."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+            return int(lines[6].split()[1]) if len(lines) > 6 else None
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _kill_now(self):
         pgid = self.proc.pid
+        shmid = self._shmid()
         _kill_group(self.proc)
         self.proc.wait()
-        # Backends must be gone (and detached from shared memory) before
-        # another postmaster can start on this data dir.  On a busy machine
-        # that can take a while: wait for it (generously), and say so if it
-        # never happens rather than let a restart fail on a stale segment.
+        # Backends call setsid(): they are not in the postmaster's process
+        # group, and outlive it until they notice it is gone.  A new
+        # postmaster refuses to start while any of them is still attached to
+        # the old segment, so wait until nothing is (the segment's nattch).
+        if shmid is not None and not _wait_shm_detached(shmid, 120.0):
+            raise RuntimeError("postgres :%d: shared memory %d still attached 120 s after "
+                               "SIGKILL" % (self.port, shmid))
+        # The postmaster's own group too (runuser and the postmaster).  On a
+        # busy machine that can take a while: wait generously, and say so if
+        # it never happens rather than let a restart fail obscurely.
         if not _wait_group_gone(pgid, 120.0):
             raise RuntimeError("postgres :%d: processes of group %d still alive 120 s after "
                                "SIGKILL" % (self.port, pgid))
