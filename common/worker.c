@@ -685,6 +685,18 @@ static void *run_thread(void *arg)
 /* heartbeat and cycle timer                                           */
 /* ------------------------------------------------------------------ */
 
+/* A copy of t's runs in hand (shallow: the heartbeat reads handles and
+ * fences) into out; their transport in *from.  Returns how many. */
+static size_t hand_copy(struct wthread *t, struct run *out, enum transport *from)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	*from = t->hand.from;
+	size_t n = t->hand.n;
+	memcpy(out, t->hand.runs, n * sizeof *out);
+	pthread_mutex_unlock(&t->hand.mu);
+	return n;
+}
+
 /* The run thread t executes a run that has run for WORKER_ANNOUNCE_AFTER_MS
  * and is not announced yet: a copy of it into *out (0), else -1. */
 static int hand_take_announce(struct wthread *t, struct run *out)
@@ -769,11 +781,8 @@ static void *heartbeat_thread(void *arg)
 			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
 			for (int i = 0; i < w->nthreads; i++) {
 				struct wthread *t = &w->threads[i];
-				pthread_mutex_lock(&t->hand.mu);
-				enum transport from = t->hand.from;
-				size_t n = t->hand.n;
-				memcpy(copy, t->hand.runs, n * sizeof *copy);
-				pthread_mutex_unlock(&t->hand.mu);
+				enum transport from;
+				size_t n = hand_copy(t, copy, &from);
 				struct queue **q = from == T_REDIS ? &rq : &pq;
 				if (!n || from == T_NONE || hb_queue(w, from, q))
 					continue;
@@ -814,12 +823,8 @@ static void *heartbeat_thread(void *arg)
 			continue;
 		next_extend = mono_ms() + every;
 		for (int i = 0; i < w->nthreads; i++) {
-			struct wthread *t = &w->threads[i];
-			pthread_mutex_lock(&t->hand.mu);
-			enum transport from = t->hand.from;
-			size_t n = t->hand.n;
-			memcpy(copy, t->hand.runs, n * sizeof *copy);
-			pthread_mutex_unlock(&t->hand.mu);
+			enum transport from;
+			size_t n = hand_copy(&w->threads[i], copy, &from);
 			if (!n || from == T_NONE)
 				continue;
 			struct queue **q = from == T_REDIS ? &rq : &pq;
