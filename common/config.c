@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -168,9 +169,15 @@ static const struct crow rows[] = {
 	{ "HTTP_MAX_BODY_BYTES", "http-max-body-bytes", T_INT, F(http_max_body_bytes), "1048576", 1024, 64LL << 20,
 	  "Largest request body accepted (413 beyond)." },
 	{ "HTTP_MAX_CONNECTIONS", "http-max-connections", T_INT, F(http_max_connections), "512", 1, 100000,
-	  "Concurrent HTTP connections accepted." },
+	  "Concurrent HTTP connections accepted, on each HTTP port (API and health); past it only liveness is answered." },
 	{ "HTTP_TIMEOUT_MS", "http-timeout-ms", T_INT, F(http_timeout_ms), "30000", 1000, 3600000,
 	  "Idle time after which an HTTP connection is closed." },
+	{ "HTTP_MAX_CONNECTIONS_PER_IP", "http-max-connections-per-ip", T_INT, F(http_max_connections_per_ip), "64", 0, 100000,
+	  "Concurrent HTTP connections from one client address, on the API and on the consumer's health port; 0 = no limit (behind a proxy that shares one address)." },
+	{ "HTTP_BIND_ADDRESS", "http-bind-address", T_STR, F(http_bind_address), "0.0.0.0", 0, 0,
+	  "Address both HTTP ports listen on (IPv4 or IPv6 literal); 0.0.0.0 suits containers, 127.0.0.1 keeps a host-run process local." },
+	{ "JOBRUNNER_ENV", "jobrunner-env", T_STR, F(jobrunner_env), NULL, 0, 0,
+	  "development allows the documented development API token " CONFIG_DEV_TOKEN "; anything else refuses it." },
 	{ "DASHBOARD_ENABLED", "dashboard-enabled", T_BOOL, F(dashboard_enabled), "true", 0, 0,
 	  "Producer: serve the web dashboard at /dashboard (and accept its session cookie on the API)." },
 	{ "DASHBOARD_SESSION_TTL_MS", "dashboard-session-ttl-ms", T_INT, F(dashboard_session_ttl_ms), "43200000", 60000, 30 * DAY_MS,
@@ -388,6 +395,26 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 		gethostname(host, sizeof host - 1);
 		host[sizeof host - 1] = '\0';
 		cfg->consumer_name = xasprintf("%s-%d", host, (int)getpid());
+	}
+	if (cfg->api_token && strlen(cfg->api_token) < CONFIG_MIN_TOKEN_LEN) {
+		snprintf(err, errlen, "invalid API_TOKEN: shorter than %d characters (use a long random "
+			 "value, e.g. openssl rand -hex 32)", CONFIG_MIN_TOKEN_LEN);
+		return CONFIG_ERR;
+	}
+	if (cfg->api_token && !strcmp(cfg->api_token, CONFIG_DEV_TOKEN) &&
+	    !(cfg->jobrunner_env && !strcmp(cfg->jobrunner_env, "development"))) {
+		snprintf(err, errlen, "invalid API_TOKEN: the documented development token is refused "
+			 "unless JOBRUNNER_ENV=development");
+		return CONFIG_ERR;
+	}
+	{
+		unsigned char a[16];
+		if (inet_pton(AF_INET, cfg->http_bind_address, a) != 1 &&
+		    inet_pton(AF_INET6, cfg->http_bind_address, a) != 1) {
+			snprintf(err, errlen, "invalid HTTP_BIND_ADDRESS=%.64s: expected an IPv4 or IPv6 "
+				 "address (0.0.0.0, 127.0.0.1, ::)", cfg->http_bind_address);
+			return CONFIG_ERR;
+		}
 	}
 	if (!cfg->database_url) {
 		snprintf(err, errlen, "DATABASE_URL is required (postgresql://user:password@host:port/db)");

@@ -65,6 +65,9 @@ struct config {
 	int64_t http_max_body_bytes;
 	int64_t http_max_connections;
 	int64_t http_timeout_ms;
+	int64_t http_max_connections_per_ip;   /* 0: no per-address limit */
+	char *http_bind_address;               /* IPv4 or IPv6 literal */
+	char *jobrunner_env;                   /* "development" allows CONFIG_DEV_TOKEN */
 	int dashboard_enabled;
 	int64_t dashboard_session_ttl_ms;
 
@@ -109,6 +112,12 @@ void config_free(struct config *cfg);
 void config_usage(FILE *f, enum config_role role);
 /* Prints the configuration reference (Markdown) for docs/configuration.md. */
 void config_reference(FILE *f);
+
+/* The API token of the development set-ups (compose/docker-compose.yml):
+ * refused unless JOBRUNNER_ENV=development.  API tokens are at least
+ * CONFIG_MIN_TOKEN_LEN characters. */
+#define CONFIG_DEV_TOKEN "dev-token-change-me"
+#define CONFIG_MIN_TOKEN_LEN 16
 
 /* Registers the secrets of cfg (tokens, passwords in URLs) with the logger. */
 void config_register_secrets(const struct config *cfg);

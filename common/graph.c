@@ -236,6 +236,15 @@ void graph_client_free(struct graph_client *c)
 	free(c);
 }
 
+int graph_token_valid(const char *token)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)token; *p; p++, n++)
+		if (*p < 0x21 || *p > 0x7e || n >= GRAPH_MAX_TOKEN_LEN)
+			return 0;
+	return n > 0;
+}
+
 /* One GET of url.  what names it in messages (no query); secrets are
  * scrubbed from the message.  Fills res; 0 if OK, else -1. */
 static int perform(struct graph_client *c, const char *url, const char *token, const char *what,
@@ -243,6 +252,15 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 {
 	static const char *const capture[] = { "X-Business-Use-Case-Usage", "Retry-After" };
 	graph_result_clear(res);
+	/* a stored token goes into a header line: it must be header text
+	 * (visible ASCII, no CR or LF that would start a header of its own) */
+	if (token && !graph_token_valid(token)) {
+		res->kind = GRAPH_AUTH;
+		snprintf(res->message, sizeof(res->message),
+			 "%s: the stored access token is not a valid token (empty, too long, or "
+			 "characters other than visible ASCII)", what);
+		return -1;
+	}
 	struct http_request rq = {
 		.url = url, .what = what, .bearer = token, .capture = capture,
 		.ncapture = JR_ARRAY_LEN(capture), .secrets = secrets, .nsecrets = nsecrets,

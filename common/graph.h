@@ -68,6 +68,12 @@ struct graph_result {
 				      owned, released by graph_result_clear() */
 };
 
+/* 1 when token can be sent: 1..GRAPH_MAX_TOKEN_LEN bytes of visible ASCII
+ * (a CR or LF would inject header lines).  graph_get() checks it and fails
+ * with GRAPH_AUTH otherwise, before anything is sent. */
+#define GRAPH_MAX_TOKEN_LEN 4096
+int graph_token_valid(const char *token);
+
 /* A query parameter (left out when value is NULL); secret values are also
  * scrubbed from messages. */
 struct graph_param {

@@ -41,9 +41,10 @@ static const char cancel_sql[] =
 	"   error = case when o.status in ('queued','failed') then 'cancelled before it started' else j.error end,"
 	"   lease_until = case when o.status in ('queued','failed') then null else j.lease_until end,"
 	"   updated_at = case when o.status in ('queued','failed','running') then now() else j.updated_at end"
-	"  from (select id, status, run_at > now() as later from job_runs where id = $1 for update) o"
+	"  from (select id, status, run_at > now() as later, cancel_requested_at is null as unasked"
+	"          from job_runs where id = $1 for update) o"
 	" where j.id = o.id"
-	" returning o.status, o.later, j.job, (extract(epoch from j.finished_at) * 1000)::bigint";
+	" returning o.status, o.later, j.job, (extract(epoch from j.finished_at) * 1000)::bigint, o.unasked";
 
 int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_cancel_result *res,
 		 char *status, size_t statuslen, char *job, size_t joblen, char *err, size_t errlen)
@@ -79,10 +80,13 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
 	else if (!strcmp(old, "running"))
 		*res = QUEUE_STOPPING;
-	else if (!strcmp(old, "cancelled") && added && db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
+	else if (!strcmp(old, "cancelled") && added && db_get(r, 0, 4) && db_get(r, 0, 4)[0] == 't' &&
+		 db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
 		/* Redis: this request was the first, and while it waited for
 		 * job_runs a consumer honoured it: before starting the run (it
-		 * was not held: queued), or by stopping it (held: running) */
+		 * was not held: queued), or by stopping it (held: running).
+		 * "unasked": no other request recorded itself in the row (one
+		 * that did answered for the run, and this one is told 409). */
 		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
 		snprintf(status, statuslen, "%s", held ? "running" : "queued");
 	} else

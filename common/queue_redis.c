@@ -68,7 +68,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "config.h"
+#include "jsoncheck.h"
 #include "log.h"
 #include "lua_gen.h"
 #include "rconn.h"
@@ -417,64 +420,67 @@ struct outcome {
 	int no_event;            /* d: park only (a delayed run read early) */
 };
 
-/* json_quote() with a fast path for the usual strings that need no escape. */
-static void quote(struct strbuf *sb, const char *s)
+/* A whole number as a cJSON node: raw text from %lld (always a valid JSON
+ * number), as cJSON's own number printing (a double through %1.15g and a
+ * read back) cost more than the rest of the event. */
+static void add_int(cJSON *o, const char *key, long long v)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p >= 0x20 && *p != '"' && *p != '\\')
-		p++;
-	if (*p) {
-		json_quote(sb, s);
-		return;
-	}
-	sb_add(sb, "\"", 1);
-	sb_add(sb, s, (size_t)(p - (const unsigned char *)s));
-	sb_add(sb, "\"", 1);
+	char num[24];
+	snprintf(num, sizeof num, "%lld", v);
+	cJSON_AddItemToObject(o, key, cJSON_CreateRaw(num));
 }
 
-/* Appends the event of outcome o as one JSON object (the `e` field of a
- * jr:events entry; see docs/protocol.md).  The payload was validated as
- * JSON at claim, so it is embedded as is. */
+/* Appends the event of outcome o as one JSON object (an element of the `e`
+ * array of a jr:events entry; see docs/protocol.md), built with cJSON.  The
+ * payload is embedded as a JSON value: it passed rentry_json_valid() at
+ * claim (one object, fully consumed, nested at most JSON_MAX_DEPTH, valid
+ * UTF-8) and is checked again here before it goes in as a raw node, so it
+ * can never end the event early or reach another run's event. */
 static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct outcome *o,
 		       int64_t now)
 {
 	const struct run *r = o->r;
-	sb_adds(sb, "{\"id\":");
-	quote(sb, r->id);
-	sb_adds(sb, ",\"job\":");
-	quote(sb, r->job ? r->job : "unknown");
-	if (r->org_id) {
-		sb_adds(sb, ",\"org\":");
-		quote(sb, r->org_id);
-	}
-	if (r->payload && o->kind != 'r') {   /* the outcome's event carries it */
-		sb_adds(sb, ",\"payload\":");
-		sb_adds(sb, r->payload);
-	}
-	sb_addf(sb, ",\"src\":\"%s\",\"status\":\"%s\",\"attempt\":%d,\"max\":%d,\"enq\":%lld",
-		run_source_name(r->source), o->status, o->attempt, r->max_attempts,
-		(long long)r->enqueued_at_ms);
+	char err[RUN_MAX_ERROR_LEN + 1];
+	cJSON *ev = cJSON_CreateObject();
+	if (!ev)
+		goto oom;
+	cJSON_AddItemToObject(ev, "id", cJSON_CreateStringReference(r->id));
+	cJSON_AddItemToObject(ev, "job", cJSON_CreateStringReference(r->job ? r->job : "unknown"));
+	if (r->org_id)
+		cJSON_AddItemToObject(ev, "org", cJSON_CreateStringReference(r->org_id));
+	if (r->payload && o->kind != 'r' &&   /* the outcome's event carries it */
+	    rentry_json_valid(r->payload, strlen(r->payload), NULL, 0))
+		cJSON_AddItemToObject(ev, "payload", cJSON_CreateRaw(r->payload));
+	cJSON_AddItemToObject(ev, "src", cJSON_CreateStringReference(run_source_name(r->source)));
+	cJSON_AddItemToObject(ev, "status", cJSON_CreateStringReference(o->status));
+	add_int(ev, "attempt", o->attempt);
+	add_int(ev, "max", r->max_attempts);
+	add_int(ev, "enq", r->enqueued_at_ms);
 	if (r->started_at_ms)
-		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
-	if (o->kind != 'r')   /* running: not finished yet */
-		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld",
-			(long long)(o->finished_ms ? o->finished_ms : now),
-			(long long)o->duration_ms);
+		add_int(ev, "started", r->started_at_ms);
+	if (o->kind != 'r') {   /* running: not finished yet */
+		add_int(ev, "finished", o->finished_ms ? o->finished_ms : now);
+		add_int(ev, "duration", o->duration_ms);
+	}
 	if (o->kind == 'd')
-		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
+		add_int(ev, "runat", o->due_ms);
 	if (o->error && *o->error) {
-		char err[RUN_MAX_ERROR_LEN + 1];
-		snprintf(err, sizeof err, "%s", o->error);
-		sb_adds(sb, ",\"error\":");
-		quote(sb, err);
+		text_clean(err, o->error, RUN_MAX_ERROR_LEN);
+		cJSON_AddItemToObject(ev, "error", cJSON_CreateStringReference(err));
 	}
-	if (r->idempotency_key) {
-		sb_adds(sb, ",\"idem\":");
-		quote(sb, r->idempotency_key);
-	}
-	sb_adds(sb, ",\"consumer\":");
-	quote(sb, rq->q.consumer);
-	sb_adds(sb, "}");
+	if (r->idempotency_key)
+		cJSON_AddItemToObject(ev, "idem", cJSON_CreateStringReference(r->idempotency_key));
+	cJSON_AddItemToObject(ev, "consumer", cJSON_CreateStringReference(rq->q.consumer));
+	char *text = cJSON_PrintUnformatted(ev);
+	cJSON_Delete(ev);
+	if (!text)
+		goto oom;
+	sb_adds(sb, text);
+	cJSON_free(text);
+	return;
+oom:
+	fprintf(stderr, "jobrunner: out of memory building an event\n");
+	abort();
 }
 
 /* Orders two stream ids ("ms-seq") numerically. */

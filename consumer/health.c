@@ -53,7 +53,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
+	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
 	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
 	if (cfg->redis_url) {
@@ -67,7 +67,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 			r_ok = 0;
 			snprintf(err, sizeof err, "the worker cannot use Redis (its last claim failed)");
 		}
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
 	int ok = db_ok && r_ok;
@@ -120,7 +120,7 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 }
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", httpd_ok, 0 },
+	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };
@@ -138,7 +138,14 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
 	opt.threads = 2;
-	opt.max_connections = 64;
+	/* HTTP_MAX_CONNECTIONS (512) is above one address's share
+	 * (HTTP_MAX_CONNECTIONS_PER_IP), so one client cannot fill it; when
+	 * many do, /health is still answered */
+	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.api_token = cfg->api_token;   /* the full error text of /health/ready */
+	opt.bind_addr = cfg->http_bind_address;
+	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.max_body_bytes = 4096;
 	if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), h, &h->srv, err, errlen) < 0) {
 		health_stop(h);
