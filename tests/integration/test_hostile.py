@@ -288,6 +288,15 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert runs == sorted(runs, key=lambda r: r["finishedAt"], reverse=True)
         one = s.api.run(omitted[0]["id"])   # the full run is one GET away
         assert one["payload"]["n"] == int(omitted[0]["id"][5:])
+        # the run search pages the same way
+        st, _, d = s.api.get("/api/integrations/jobs/runs?status=dead&limit=500", timeout=60)
+        assert st == 200, (st, d)
+        found = d["runs"]
+        assert len(found) == 40
+        kept = [r for r in found if r["payload"] is not None]
+        assert 8 <= len(kept) < 40 and all(r.get("payloadOmitted") for r in found[len(kept):])
+        peak = _rss_kib(s.producer.pid) - before
+        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
     finally:
         s.stop()
 
