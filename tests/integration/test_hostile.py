@@ -8,6 +8,7 @@ Each test here reproduced a finding before its fix (see the docstrings).
 
 import json
 import socket
+import struct
 import time
 import uuid
 
@@ -311,6 +312,8 @@ def _hold(port, n, src="127.0.0.1"):
         batch = []
         for _ in range(n - len(out)):
             x = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+            # closed with a reset: no TIME_WAIT left on this address's port
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             x.sendall(b"GET /hea")
             batch.append(x)
         time.sleep(0.4)   # an overflow answer comes within 200 ms

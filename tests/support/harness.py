@@ -86,9 +86,12 @@ def _cache_dir():
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port that was free a moment ago on every address: the binaries
+    listen on 0.0.0.0, which a socket of that port on any local address
+    blocks (a TIME_WAIT left by a client on 127.0.0.2 included), so the
+    port is asked for on 0.0.0.0 too."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         return s.getsockname()[1]
 
 
