@@ -8,6 +8,7 @@ Each test here reproduced a finding before its fix (see the docstrings).
 
 import json
 import socket
+import struct
 import time
 import uuid
 
@@ -288,6 +289,15 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert runs == sorted(runs, key=lambda r: r["finishedAt"], reverse=True)
         one = s.api.run(omitted[0]["id"])   # the full run is one GET away
         assert one["payload"]["n"] == int(omitted[0]["id"][5:])
+        # the run search pages the same way
+        st, _, d = s.api.get("/api/integrations/jobs/runs?status=dead&limit=500", timeout=60)
+        assert st == 200, (st, d)
+        found = d["runs"]
+        assert len(found) == 40
+        kept = [r for r in found if r["payload"] is not None]
+        assert 8 <= len(kept) < 40 and all(r.get("payloadOmitted") for r in found[len(kept):])
+        peak = _rss_kib(s.producer.pid) - before
+        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
     finally:
         s.stop()
 
@@ -302,6 +312,8 @@ def _hold(port, n, src="127.0.0.1"):
         batch = []
         for _ in range(n - len(out)):
             x = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+            # closed with a reset: no TIME_WAIT left on this address's port
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             x.sendall(b"GET /hea")
             batch.append(x)
         time.sleep(0.4)   # an overflow answer comes within 200 ms
