@@ -492,28 +492,25 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	int redis_up = 0, tried_pg = 0;
 	int backlog = w->cfg->redis_url &&
 		      mono_ms() < atomic_load_explicit(&w->pg_backlog_until_ms, memory_order_relaxed);
-	if (backlog) {
+	/* thread 0's poll comes first when due: a stream that always has runs
+	 * must not starve the PostgreSQL queue */
+	int poll_due = w->cfg->redis_url && !w->drain && t->idx == 0 &&
+		       mono_ms() >= t->pg_poll_at_ms;
+	if (backlog || poll_due) {
 		/* runs wait in both queues: take turns, and block in neither */
-		t->pg_first = !t->pg_first;
+		t->pg_first = backlog ? !t->pg_first : 1;
+		if (poll_due)
+			t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
 		if (t->pg_first) {
 			if (claim_pg(t, runs, n, 0, 1) == T_PG)
 				return T_PG;
 			tried_pg = 1;
 		}
-		block = 0;
-	} else if (w->cfg->redis_url && t->idx == 0 && mono_ms() >= t->pg_poll_at_ms) {
-		/* thread 0's poll of the PostgreSQL queue comes first when due:
-		 * after the stream claim it would never come while the stream
-		 * always has work, and runs there (keyed ones, the fallback's)
-		 * would wait for the stream to run dry */
-		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
-		if (claim_pg(t, runs, n, 0, 1) == T_PG)
-			return T_PG;
-		tried_pg = 1;
-		block = PG_POLL_MS;
-	} else if (t->idx == 0 && block > PG_POLL_MS) {
-		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
+		if (backlog)
+			block = 0;
 	}
+	if (!backlog && t->idx == 0 && block > PG_POLL_MS)
+		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
