@@ -43,6 +43,12 @@ struct config {
 
 	/* queue and workers */
 	char *redis_url;                 /* NULL: Redis-less mode */
+	char *redis_tls_ca_file;         /* NULL: the system's CA store */
+	char *redis_tls_cert_file;       /* client certificate, with the key */
+	char *redis_tls_key_file;
+	char *redis_tls_server_name;     /* NULL: the host of the URL */
+	char *redis_sentinel_password;
+	int64_t redis_min_replicas_ack;  /* enqueue waits (WAIT) for this many replicas */
 	char *consumer_name;             /* default "<host>-<pid>" */
 	int64_t worker_concurrency;
 	int64_t worker_http_port;        /* 0: off */

@@ -20,6 +20,7 @@
 
 struct config;
 struct db;
+struct queue_retried;
 
 #define CONTROL_PAUSE_REFRESH_MS 500
 #define CONTROL_SEARCH_LIMIT_DEFAULT 50
@@ -44,6 +45,15 @@ uint64_t control_paused_mask(void);
  * jobrunner_job_paused{job}.  Stop with control_watch_stop(). */
 void control_watch_start(const struct config *cfg);
 void control_watch_stop(void);
+
+/* ---- JSON answers (API and CLI) ---- */
+
+/* Adds SQL text value v as a string, or null. */
+void control_json_str(cJSON *o, const char *key, const char *v);
+/* Adds SQL text value v as a whole number, or null. */
+void control_json_num(cJSON *o, const char *key, const char *v);
+/* {"retried": n, "ids": [...]}: the answer of a dead-run retry. */
+cJSON *control_retried_json(const struct queue_retried *ids, size_t n);
 
 /* ---- search ---- */
 

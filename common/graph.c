@@ -15,6 +15,7 @@
 #include "config.h"
 #include "http.h"
 #include "run.h"
+#include "url.h"
 #include "util.h"
 
 struct graph_client {
@@ -28,29 +29,11 @@ struct graph_client {
 /* URL helpers                                                         */
 /* ------------------------------------------------------------------ */
 
-/* Splits url into scheme "://" authority rest (path, query, fragment):
- * *auth and *rest point into url.  Returns 0, or -1 when url has no
- * scheme (then all of it is rest). */
-static int split_url(const char *url, const char **auth, size_t *auth_len, const char **rest)
-{
-	const char *p = strstr(url, "://");
-	const char *q = strpbrk(url, "/?#");
-	if (!p || (q && q < p)) {
-		*auth = *rest = url;
-		*auth_len = 0;
-		return -1;
-	}
-	*auth = p + 3;
-	*auth_len = strcspn(*auth, "/?#");
-	*rest = *auth + *auth_len;
-	return 0;
-}
-
 void graph_url_path(const char *url, char *out, size_t outlen)
 {
-	const char *auth, *rest;
-	size_t alen;
-	split_url(url, &auth, &alen, &rest);
+	struct url_parts p;
+	url_split(url, &p);   /* a bare path: p.rest is url */
+	const char *rest = p.rest;
 	size_t plen = strcspn(rest, "?#");
 	if (plen == 0 || rest[0] != '/')
 		snprintf(out, outlen, "/%.*s", (int)plen, rest);
@@ -60,19 +43,7 @@ void graph_url_path(const char *url, char *out, size_t outlen)
 
 void graph_redact_url(const char *url, char *out, size_t outlen)
 {
-	const char *auth, *rest;
-	size_t alen;
-	if (split_url(url, &auth, &alen, &rest)) {     /* a bare path */
-		snprintf(out, outlen, "%.*s", (int)strcspn(rest, "?#"), rest);
-		return;
-	}
-	/* drop userinfo: everything up to the last '@' of the authority */
-	const char *host = auth;
-	for (const char *s = auth; s < auth + alen; s++)
-		if (*s == '@')
-			host = s + 1;
-	snprintf(out, outlen, "%.*s%.*s%.*s", (int)(auth - url), url,
-		 (int)(auth + alen - host), host, (int)strcspn(rest, "?#"), rest);
+	url_redact(url, out, outlen);
 }
 
 /* ------------------------------------------------------------------ */

@@ -133,8 +133,8 @@ void graph_classify(long http_status, const char *body, size_t len, const char *
  * 0 when absent or unparsable. */
 int64_t graph_usage_retry_ms(const char *header);
 
-/* Copies url into out without userinfo, query string and fragment
- * ("https://graph.facebook.com/v21.0/me?access_token=x" ->
+/* url_redact() (url.h): the password hidden, query string and fragment
+ * dropped ("https://graph.facebook.com/v21.0/me?access_token=x" ->
  * "https://graph.facebook.com/v21.0/me").  Truncates to outlen. */
 void graph_redact_url(const char *url, char *out, size_t outlen);
 /* The path of url without query and fragment ("/v21.0/me"), "/" if none. */

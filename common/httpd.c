@@ -1182,7 +1182,17 @@ static int has(const char *s, const char *needle)
 void httpd_error_category(const char *what, const char *error, char *out, size_t outlen)
 {
 	const char *e = error ? error : "";
+	/* reachable, but not fit for use: said as such, not as unreachable */
+	const char *unfit =
+		has(e, "replica") ? "connected to a replica, not a writable master" :
+		has(e, "cluster") ? "a Redis Cluster node (not supported)" :
+		has(e, "cannot use redis") ? "the worker cannot use it (its last claim failed)" : NULL;
+	if (unfit) {
+		snprintf(out, outlen, "%s: %s", what, unfit);
+		return;
+	}
 	const char *cat =
+		has(e, "replica") ? "connected to a replica, not a writable master" :
 		has(e, "refused") ? "connection refused" :
 		has(e, "timeout") || has(e, "timed out") ? "timeout" :
 		has(e, "translate host") || has(e, "name or service") || has(e, "resolv") ||

@@ -122,29 +122,7 @@ static PGresult *api_query(struct api_conn *c, const char *sql, int n, const cha
 	return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* JSON helpers                                                        */
-/* ------------------------------------------------------------------ */
-
-/* Adds a string, or null when v is NULL. */
-static void add_str(cJSON *o, const char *k, const char *v)
-{
-	if (v)
-		cJSON_AddStringToObject(o, k, v);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
-/* Adds a number parsed from a SQL text value, or null. */
-static void add_num(cJSON *o, const char *k, const char *v)
-{
-	int64_t n;
-	if (v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0)
-		cJSON_AddNumberToObject(o, k, (double)n);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
+/* SQL text values become JSON with control_json_str/num (control.h). */
 #define ISO(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* ------------------------------------------------------------------ */
@@ -152,10 +130,10 @@ static void add_num(cJSON *o, const char *k, const char *v)
 /* ------------------------------------------------------------------ */
 
 
-/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
+/* The Redis check of the pool connection's link: a writable master
+ * (rconn_check_master), 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
 {
-	int64_t t0 = mono_ms();
 	*lat = 0;
 	if (!c->rc_ok) {
 		char e[256];
@@ -163,16 +141,10 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 			snprintf(err, errlen, "%s", e);
 			return -1;
 		}
+		rconn_set_name(&c->rc, "health", cfg->consumer_name);
 		c->rc_ok = 1;
 	}
-	redisReply *r = rconn_cmdf(&c->rc, "PING");
-	*lat = mono_ms() - t0;
-	if (!r) {
-		snprintf(err, errlen, "%s", c->rc.errstr);
-		return -1;
-	}
-	freeReplyObject(r);
-	return 0;
+	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
@@ -265,8 +237,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (int i = 0; i < PQntuples(r); i++)
 		if (!strcmp(PQgetvalue(r, i, 0), "job_runner"))
 			whole = i;
-	add_str(o, "lastRunAt", whole >= 0 ? db_get(r, whole, 1) : NULL);
-	add_num(o, "lastRunDurationMs", whole >= 0 ? db_get(r, whole, 2) : NULL);
+	control_json_str(o, "lastRunAt", whole >= 0 ? db_get(r, whole, 1) : NULL);
+	control_json_num(o, "lastRunDurationMs", whole >= 0 ? db_get(r, whole, 2) : NULL);
 	cJSON *jobs = cJSON_AddArrayToObject(o, "jobs");
 	size_t n;
 	const struct job_def *defs = registry_all(&n);
@@ -283,9 +255,9 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		for (int i = 0; i < PQntuples(r); i++)
 			if (!strcmp(PQgetvalue(r, i, 0), defs[j].name))
 				row = i;
-		add_str(jo, "lastRunAt", row >= 0 ? db_get(r, row, 1) : NULL);
-		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(r, row, 2) : NULL);
-		add_str(jo, "lastStatus", row >= 0 ? db_get(r, row, 3) : NULL);
+		control_json_str(jo, "lastRunAt", row >= 0 ? db_get(r, row, 1) : NULL);
+		control_json_num(jo, "lastRunDurationMs", row >= 0 ? db_get(r, row, 2) : NULL);
+		control_json_str(jo, "lastStatus", row >= 0 ? db_get(r, row, 3) : NULL);
 		cJSON_AddNumberToObject(jo, "runCount", row >= 0 ? (double)db_get_i64(r, row, 4, 0) : 0);
 		cJSON_AddNumberToObject(jo, "failureCount", row >= 0 ? (double)db_get_i64(r, row, 5, 0) : 0);
 		cJSON_AddItemToArray(jobs, jo);
@@ -772,11 +744,7 @@ static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *
 	cJSON_Delete(doc);
 	if (rc)
 		return;
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "retried", (double)n);
-	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
-	for (size_t i = 0; i < n; i++)
-		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	cJSON *o = control_retried_json(ids, n);
 	free(ids);
 	httpd_json(resp, 200, o);
 }
@@ -1002,9 +970,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		for (int i = 0; state && i < PQntuples(state); i++)
 			if (!strcmp(PQgetvalue(state, i, 0), defs[j].name))
 				row = i;
-		add_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
-		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
-		add_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
+		control_json_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
+		control_json_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
+		control_json_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
 		if (defs[j].interval_ms && (!defs[j].enabled || defs[j].enabled(cfg))) {
 			int64_t last = row >= 0 ? db_get_i64(state, row, 4, 0) : 0;
 			int64_t due = last ? last + interval : now;
@@ -1062,9 +1030,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		queue_stats_free(&qs);
 	if (holder) {
 		cJSON *l = cJSON_AddObjectToObject(o, "cycleLock");
-		add_str(l, "holder", holder);
-		add_str(l, "acquiredAt", db_get(lock, 0, 1));
-		add_str(l, "heartbeatAt", db_get(lock, 0, 2));
+		control_json_str(l, "holder", holder);
+		control_json_str(l, "acquiredAt", db_get(lock, 0, 1));
+		control_json_str(l, "heartbeatAt", db_get(lock, 0, 2));
 	} else {
 		cJSON_AddNullToObject(o, "cycleLock");
 	}

@@ -42,7 +42,7 @@ DOCKERFILE = os.path.join(COMPOSE_DIR, "Dockerfile")
 
 # The guides whose commands, variables and paths are checked.
 GUIDES = ["docs/architecture.md", "docs/operations.md", "docs/es/operations.md",
-          "compose/README.md"]
+          "compose/README.md", "docs/deployment.md", "docs/es/deployment.md"]
 
 # Health paths (docs/operations.md, "Endpoints"); test_health_paths_answer checks them live.
 PRODUCER_HEALTH = {"/api/health", "/api/health/extended"}
