@@ -189,6 +189,13 @@ def test_api_keeps_what_it_accepts(api, pg):
 # ---- 3. memory and connections ---------------------------------------------
 
 
+def _slack(pid):
+    """How much more memory a sanitizer build holds (ASan keeps freed
+    blocks in quarantine and pads every allocation): 1 otherwise."""
+    with open("/proc/%d/maps" % pid) as f:
+        return 2.5 if "libasan" in f.read() else 1
+
+
 def _rss_kib(pid, field="VmRSS"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -221,7 +228,8 @@ def test_declared_bodies_are_not_allocated(pg):
         # only what it touched so far: a declared size reserved is memory
         # the next bytes, or a reuse of freed dirty pages, make resident
         grown = _rss_kib(s.producer.pid, "VmData") - before
-        assert grown < 40 * 1024, "VmData grew %d KiB for 150 declared 1 MiB bodies" % grown
+        assert grown < 40 * 1024 * _slack(s.producer.pid), \
+            "VmData grew %d KiB for 150 declared 1 MiB bodies" % grown
     finally:
         for x in socks:
             x.close()
@@ -248,7 +256,8 @@ def test_routes_without_a_body_store_none(pg):
             socks.append(x)
         time.sleep(1.0)
         grown = _rss_kib(s.producer.pid) - before
-        assert grown < 30 * 1024, "RSS grew %d KiB holding 80 unread bodies" % grown
+        assert grown < 30 * 1024 * _slack(s.producer.pid), \
+            "RSS grew %d KiB holding 80 unread bodies" % grown
         for x in socks:
             x.close()
         socks = []
@@ -278,7 +287,7 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert st == 200, (st, d)
         st, _, d = s.api.get("/api/integrations/jobs/dead?limit=1000", timeout=60)
         peak = _rss_kib(s.producer.pid) - before
-        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
+        assert peak < 80 * 1024 * _slack(s.producer.pid), "RSS grew %d KiB" % peak
         runs = d["runs"]
         assert len(runs) == 40
         with_payload = [r for r in runs if r["payload"] is not None]
@@ -297,7 +306,7 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         kept = [r for r in found if r["payload"] is not None]
         assert 8 <= len(kept) < 40 and all(r.get("payloadOmitted") for r in found[len(kept):])
         peak = _rss_kib(s.producer.pid) - before
-        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
+        assert peak < 80 * 1024 * _slack(s.producer.pid), "RSS grew %d KiB" % peak
     finally:
         s.stop()
 
