@@ -26,6 +26,7 @@ struct check {
 
 struct probe {
 	const struct config *cfg;
+	char name[128];
 	pthread_t tid;
 	int started;
 	volatile int stop;
@@ -86,14 +87,11 @@ static void check_redis(struct probe *p)
 	char err[256] = "";
 	begin(p, &p->redis);
 	int64_t t0 = mono_ms();
-	if (!p->rc_ok)
-		p->rc_ok = rconn_init(&p->rc, p->cfg->redis_url, NULL, 0, err, sizeof err) == 0;
-	redisReply *r = p->rc_ok ? rconn_cmdf(&p->rc, "PING") : NULL;
-	if (r)
-		freeReplyObject(r);
-	else if (p->rc_ok)
-		snprintf(err, sizeof err, "%s", p->rc.errstr);
-	end(p, &p->redis, r != NULL, mono_ms() - t0, err);
+	if (!p->rc_ok && (p->rc_ok = rconn_init(&p->rc, p->cfg->redis_url, NULL, 0, err, sizeof err) == 0))
+		rconn_set_name(&p->rc, "health", p->name);
+	/* a writable master, not only an answer (a replica answers PING) */
+	int ok = p->rc_ok && rconn_check_master(&p->rc, NULL, err, sizeof err) == 0;
+	end(p, &p->redis, ok, mono_ms() - t0, err);
 }
 
 static int read_depth(struct probe *p, char *err, size_t errlen)
@@ -160,6 +158,7 @@ struct probe *probe_start(const struct config *cfg, const char *name)
 {
 	struct probe *p = xcalloc(1, sizeof *p);
 	p->cfg = cfg;
+	snprintf(p->name, sizeof p->name, "%s", name ? name : "");
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	session_db_init(&p->pdb, cfg, "jobrunner-health", 5000);
@@ -188,23 +187,24 @@ void probe_stop(struct probe *p)
 
 /* One check's JSON, judged at now: a check under way past the budget has
  * failed, whatever it answers later. */
-static cJSON *check_json(const struct check *c, int64_t now, const char *what, int *ok)
+static cJSON *check_json(const struct httpd_request *req, const struct check *c, int64_t now,
+			 const char *what, int *ok)
 {
 	if (c->inflight_since && now - c->inflight_since > PROBE_BUDGET_MS) {
 		char msg[64];
 		snprintf(msg, sizeof msg, "%s check timed out", what);
 		*ok = 0;
-		return httpd_check(0, now - c->inflight_since, msg);
+		return httpd_check_for(req, what, 0, now - c->inflight_since, msg);
 	}
 	if (!c->done) {
 		*ok = 0;
-		return httpd_check(0, 0, "not checked yet");
+		return httpd_check_for(req, what, 0, 0, "not checked yet");
 	}
 	*ok = c->ok;
-	return httpd_check(c->ok, c->latency_ms, c->err);
+	return httpd_check_for(req, what, c->ok, c->latency_ms, c->err);
 }
 
-int probe_checks(struct probe *p, cJSON *checks)
+int probe_checks(struct probe *p, const struct httpd_request *req, cJSON *checks, int *redis_ok)
 {
 	int db_ok, r_ok = 1;
 	pthread_mutex_lock(&p->mu);
@@ -221,17 +221,19 @@ int probe_checks(struct probe *p, cJSON *checks)
 		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 	}
 	int64_t now = mono_ms();
-	cJSON *d = check_json(&p->db, now, "database", &db_ok);
+	cJSON *d = check_json(req, &p->db, now, "database", &db_ok);
 	if (db_ok && p->refused_at_ms && now - p->refused_at_ms < PROBE_REFUSED_WINDOW_MS) {
 		cJSON_Delete(d);
 		db_ok = 0;
-		d = httpd_check(0, p->db.latency_ms,
-				"PostgreSQL refuses new connections: too many clients (max_connections)");
+		d = httpd_check_for(req, "database", 0, p->db.latency_ms,
+				    "PostgreSQL refuses new connections: too many clients (max_connections)");
 	}
 	cJSON_AddItemToObject(checks, "database", d);
 	if (p->cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", check_json(&p->redis, now, "redis", &r_ok));
+		cJSON_AddItemToObject(checks, "redis", check_json(req, &p->redis, now, "redis", &r_ok));
 	pthread_mutex_unlock(&p->mu);
+	if (redis_ok)
+		*redis_ok = r_ok;
 	return db_ok && r_ok;
 }
 

@@ -33,9 +33,13 @@ struct probe *probe_start(const struct config *cfg, const char *name);
 void probe_stop(struct probe *p);
 
 /* Fills checks with "database" (and "redis" in Redis mode) check objects
- * (httpd_check()); returns 1 when all are ok.  Right after the start it
+ * (httpd_check_for(): the error's category unless req carries the API
+ * token); returns 1 when all are ok, *redis_ok (may be NULL) says whether
+ * the Redis check is (1 in Redis-less mode).  Redis is checked as a
+ * writable master (rconn_check_master()).  Right after the start it
  * waits (up to PROBE_BUDGET_MS) for the first results; never otherwise. */
-int probe_checks(struct probe *p, cJSON *checks);
+struct httpd_request;
+int probe_checks(struct probe *p, const struct httpd_request *req, cJSON *checks, int *redis_ok);
 /* A jrm_queue_depth_source() callback (ctx: the probe): the last counts read. */
 void probe_queue_depth(void *ctx, struct metrics_emitter *emit);
 

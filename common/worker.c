@@ -426,13 +426,18 @@ static void cancel_result(struct run_result *res, const char *why, int64_t durat
 }
 
 /* Before a claimed batch starts: which of its runs were asked to cancel.
- * A request the check misses (the transport failed) is seen by the
- * heartbeat's next look. */
+ * Redis only: there a request added before the entry was delivered was
+ * answered "never starts" (queue_ctl.c), so it must be seen now.  A
+ * PostgreSQL claim never takes a cancelled row, and a request made after
+ * the claim was answered "running, asked to stop": the heartbeat's next
+ * look (CANCEL_LOOK_MS) finds it, before the run starts or while it runs,
+ * and the batch saves a round trip.  A request the check misses (the
+ * transport failed) is seen by the heartbeat too. */
 static void cancel_look_batch(struct wthread *t, enum transport from, const struct run *runs, size_t n)
 {
 	struct queue *q = thread_queue(t, from);
 	int flags[WORKER_MAX_BATCH];
-	if (!q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
+	if (from != T_REDIS || !q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
 		memset(flags, 0, sizeof flags);
 	pthread_mutex_lock(&t->hand.mu);
 	for (size_t i = 0; i < n; i++)
@@ -537,6 +542,8 @@ static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, i
 	if (open_q(t, T_PG)) {
 		if (!redis_up && !w->drain)
 			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		else
+			t->pg_poll_at_ms = mono_ms() + REDIS_RETRY_MS;   /* PostgreSQL down: poll less */
 		return T_NONE;
 	}
 	int rc = t->pq->ops->claim(t->pq, runs, t->batch, block, n);
@@ -562,21 +569,30 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	int redis_up = 0, tried_pg = 0;
 	int backlog = w->cfg->redis_url &&
 		      mono_ms() < atomic_load_explicit(&w->pg_backlog_until_ms, memory_order_relaxed);
-	if (backlog) {
+	/* thread 0's poll comes first when due: a stream that always has runs
+	 * must not starve the PostgreSQL queue */
+	int poll_due = w->cfg->redis_url && !w->drain && t->idx == 0 &&
+		       mono_ms() >= t->pg_poll_at_ms;
+	if (backlog || poll_due) {
 		/* runs wait in both queues: take turns, and block in neither */
-		t->pg_first = !t->pg_first;
+		t->pg_first = backlog ? !t->pg_first : 1;
+		if (poll_due)
+			t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
 		if (t->pg_first) {
 			if (claim_pg(t, runs, n, 0, 1) == T_PG)
 				return T_PG;
 			tried_pg = 1;
 		}
-		block = 0;
-	} else if (t->idx == 0 && block > PG_POLL_MS) {
-		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
+		if (backlog)
+			block = 0;
 	}
+	if (!backlog && t->idx == 0 && block > PG_POLL_MS)
+		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
+			if (rc != QUEUE_OK && w->drain)
+				COUNT(w, claim_failures, 1);
 			if (rc == QUEUE_EDOWN) {
 				drop(&t->rq);
 			} else if (rc == QUEUE_OK) {
@@ -590,6 +606,8 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 			}
 		}
 		if (!redis_up) {
+			if (w->drain && !t->rq)
+				COUNT(w, claim_failures, 1);   /* could not even connect */
 			redis_mark(w, 0);
 			t->redis_retry_at_ms = mono_ms() + REDIS_RETRY_MS;
 		}
@@ -598,7 +616,7 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	 * down; otherwise during a backlog, when thread 0's poll is due, and
 	 * always in drain */
 	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain || (backlog && !tried_pg) ||
-		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
+		      (t->idx == 0 && !tried_pg && mono_ms() >= t->pg_poll_at_ms);
 	if (!pg_turn)
 		return T_NONE;
 	if (t->idx == 0)
@@ -749,6 +767,18 @@ static void *run_thread(void *arg)
 /* heartbeat and cycle timer                                           */
 /* ------------------------------------------------------------------ */
 
+/* A copy of t's runs in hand (shallow: the heartbeat reads handles and
+ * fences) into out; their transport in *from.  Returns how many. */
+static size_t hand_copy(struct wthread *t, struct run *out, enum transport *from)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	*from = t->hand.from;
+	size_t n = t->hand.n;
+	memcpy(out, t->hand.runs, n * sizeof *out);
+	pthread_mutex_unlock(&t->hand.mu);
+	return n;
+}
+
 /* The run thread t executes a run that has run for WORKER_ANNOUNCE_AFTER_MS
  * and is not announced yet: a copy of it into *out (0), else -1. */
 static int hand_take_announce(struct wthread *t, struct run *out)
@@ -838,11 +868,8 @@ static void *heartbeat_thread(void *arg)
 			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
 			for (int i = 0; i < w->nthreads; i++) {
 				struct wthread *t = &w->threads[i];
-				pthread_mutex_lock(&t->hand.mu);
-				enum transport from = t->hand.from;
-				size_t n = t->hand.n;
-				memcpy(copy, t->hand.runs, n * sizeof *copy);
-				pthread_mutex_unlock(&t->hand.mu);
+				enum transport from;
+				size_t n = hand_copy(t, copy, &from);
 				struct queue **q = from == T_REDIS ? &rq : &pq;
 				if (!n || from == T_NONE || hb_queue(w, from, q))
 					continue;
@@ -883,12 +910,8 @@ static void *heartbeat_thread(void *arg)
 			continue;
 		next_extend = mono_ms() + every;
 		for (int i = 0; i < w->nthreads; i++) {
-			struct wthread *t = &w->threads[i];
-			pthread_mutex_lock(&t->hand.mu);
-			enum transport from = t->hand.from;
-			size_t n = t->hand.n;
-			memcpy(copy, t->hand.runs, n * sizeof *copy);
-			pthread_mutex_unlock(&t->hand.mu);
+			enum transport from;
+			size_t n = hand_copy(&w->threads[i], copy, &from);
 			if (!n || from == T_NONE)
 				continue;
 			struct queue **q = from == T_REDIS ? &rq : &pq;

@@ -4,7 +4,9 @@
  *                      from the process alone, never touching a dependency
  *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
  *                      mode) cannot be reached, refuses connections, or its
- *                      check is overdue ("database check timed out")
+ *                      check is overdue ("database check timed out"); Redis
+ *                      must be a writable master (rconn_check_master) that
+ *                      the worker can use too (redisReachable is the same)
  *   GET /metrics       Prometheus text
  *
  * The port is served in every mode, JOB_RUNNER_ENABLED=false included
@@ -47,7 +49,15 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	struct health *h = req->app;
 	const struct config *cfg = h->cfg;
 	cJSON *checks = cJSON_CreateObject();
-	int ok = probe_checks(h->probe, checks);
+	int r_ok = 1;
+	int ok = probe_checks(h->probe, req, checks, &r_ok);
+	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
+	/* and the worker's own view, so that redisReachable agrees */
+	if (cfg->redis_url && r_ok && w && !worker_redis_ok(w)) {
+		r_ok = ok = 0;
+		cJSON_ReplaceItemInObject(checks, "redis", httpd_check_for(req, "redis", 0, 0,
+			"the worker cannot use Redis (its last claim failed)"));
+	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
 	cJSON_AddStringToObject(o, "mode", "worker");
@@ -57,7 +67,6 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	cJSON_AddBoolToObject(jr, "workerMode", 1);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON_AddItemToObject(o, "checks", checks);
-	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
 	if (w) {
 		struct worker_counts c;
 		worker_get_counts(w, &c);
@@ -68,7 +77,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
 		cJSON_AddNumberToObject(co, "reclaimed", (double)c.reclaimed);
 		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(w));
+			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
 	}
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));
@@ -84,7 +93,7 @@ static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
 }
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", httpd_ok, 0 },
+	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };
@@ -100,7 +109,14 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
 	opt.threads = 2;
-	opt.max_connections = 64;
+	/* HTTP_MAX_CONNECTIONS (512) is above one address's share
+	 * (HTTP_MAX_CONNECTIONS_PER_IP), so one client cannot fill it; when
+	 * many do, /health is still answered */
+	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.api_token = cfg->api_token;   /* the full error text of /health/ready */
+	opt.bind_addr = cfg->http_bind_address;
+	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.max_body_bytes = 4096;
 	if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), h, &h->srv, err, errlen) < 0) {
 		health_stop(h);

@@ -218,9 +218,12 @@ def test_sigstopped_postgres_liveness_readiness_metrics(bins, pg_fresh, spawn):
         assert lat[len(lat) // 2] < 0.1, lat   # liveness from the process alone
         st, body, _ = timed_get(base + "/health/ready", 3)
         assert st == 503, body
-        assert "timed out" in body["checks"]["database"]["error"], body
+        # the category of a public answer, or the text itself
+        assert body["checks"]["database"]["error"] in ("database unreachable: timeout",
+                                                       "database check timed out"), body
         st, body, _ = timed_get(pbase + "/api/health/extended", 3)
-        assert st == 503 and "timed out" in body["checks"]["database"]["error"], body
+        assert st == 503 and body["checks"]["database"]["error"] in (
+            "database unreachable: timeout", "database check timed out"), body
         for url in (base + "/metrics", pbase + "/metrics"):
             st, body, _ = timed_get(url, 3)
             assert st == 200 and "jobrunner_db_connections" in body
@@ -321,7 +324,7 @@ def test_max_connections_exhausted(bins, spawn):
 
             def refused():
                 st, body, _ = timed_get(base + "/health/ready", 5)
-                return st == 503 and "too many clients" in json.dumps(body) and body
+                return st == 503 and "too many" in json.dumps(body) and body
             body = harness.wait_until(refused, timeout=20, msg="readiness to report the refusals")
             st, text, _ = timed_get(base + "/metrics", 5)
             line = [ln for ln in text.splitlines()

@@ -172,7 +172,7 @@ static void test_redaction(void)
 			 out, sizeof(out));
 	CHECK_EQ(out, "https://graph.facebook.com/v21.0/act_1/insights");
 	graph_redact_url("http://user:pw@127.0.0.1:8080/v21.0/me#frag", out, sizeof(out));
-	CHECK_EQ(out, "http://127.0.0.1:8080/v21.0/me");
+	CHECK_EQ(out, "http://user:***@127.0.0.1:8080/v21.0/me");
 	graph_redact_url("https://h.example?access_token=SECRET", out, sizeof(out));
 	CHECK_EQ(out, "https://h.example");
 	graph_redact_url("/oauth/access_token?client_secret=S", out, sizeof(out));
@@ -261,15 +261,9 @@ static void test_day_range(void)
 	CHECK(graph_day_range(now, -3, since, until) == -1);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "hmac_rfc4231", test_hmac_rfc4231 },
-		{ "classify", test_classify },
-		{ "usage_header", test_usage_header },
-		{ "redaction", test_redaction },
-		{ "graph_on_loopback", test_graph_on_loopback },
-		{ "day_range", test_day_range },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(hmac_rfc4231),
+	  UNIT_TEST(classify),
+	  UNIT_TEST(usage_header),
+	  UNIT_TEST(redaction),
+	  UNIT_TEST(graph_on_loopback),
+	  UNIT_TEST(day_range))
