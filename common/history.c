@@ -58,6 +58,7 @@
 #include "jrmetrics.h"
 #include "jsoncheck.h"
 #include "log.h"
+#include "session.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "revent.h"
@@ -407,6 +408,15 @@ static const char stage_create_sql[] =
 	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
 	" finished bigint, duration int, error text, consumer text, idem text)"
 	" on commit delete rows";
+/* Behind a transaction pooler (db.pooled) the session may change between
+ * transactions: the stage is made inside the batch's transaction and
+ * dropped at its commit, so no temporary table is left on a pooled server
+ * connection. */
+static const char stage_create_tx_sql[] =
+	"create temp table " STAGE " (id text, job text, org text, payload text,"
+	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
+	" finished bigint, duration int, error text, consumer text, idem text)"
+	" on commit drop";
 static const char stage_copy_sql[] = "copy " STAGE " from stdin";
 static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
 
@@ -595,7 +605,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 		return -1;
 	}
 	rconn_set_name(&h->rc, "history", consumer);
-	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
+	session_db_init(&h->db, cfg, "jobrunner-history", 30000);
 	h->pending = 1;   /* Redis is reached on the first step, not here */
 	*out = h;
 	return 0;
@@ -802,13 +812,18 @@ static int write_staged(struct history *h)
 	struct db *db = &h->db;
 	if (db_connect(db))
 		return -1;
-	if (h->stage_for != db->reconnects + 1) {
+	if (!db->pooled && h->stage_for != db->reconnects + 1) {
 		if (db_exec(db, stage_create_sql, 0, NULL))
 			return -1;
 		h->stage_for = db->reconnects + 1;
 	}
 	if (db_exec(db, "begin", 0, NULL))
 		return -1;
+	if (db->pooled && db_exec(db, stage_create_tx_sql, 0, NULL)) {
+		if (db->conn)
+			db_exec(db, "rollback", 0, NULL);
+		return -1;
+	}
 	struct strbuf sb = STRBUF_INIT;
 	copy_rows(&sb, h->rows.v, 0, h->rows.n);
 	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);

@@ -315,8 +315,15 @@ def test_queue_depth_is_labelled_cluster_wide_and_says_how_to_aggregate(bins, db
                         WORKER_HTTP_PORT=port)).wait_for_log({"event": "job_runner_disabled"},
                                                              timeout=20)
     jrcli.enqueue(bins, db_url, "noop", count=3)
-    texts = [harness.http("GET", url + "/metrics")[2],
-             harness.http("GET", "http://127.0.0.1:%d/metrics" % port)[2]]
+    # the depth comes from each process's background probe (about once a
+    # second): wait until both have read the three runs
+    def seen(u):
+        text = harness.http("GET", u)[2]
+        _t, smp = apiclient.prometheus(text)
+        return text if apiclient.metric(smp, "jobrunner_queue_depth", state="queued",
+                                        scope="cluster") == 3 else None
+    texts = [harness.wait_until(lambda u=u: seen(u), timeout=10, msg="queue depth at " + u)
+             for u in (url + "/metrics", "http://127.0.0.1:%d/metrics" % port)]
     for text in texts:
         _types, samples = apiclient.prometheus(text)
         assert apiclient.metric(samples, "jobrunner_queue_depth", state="queued",
