@@ -245,20 +245,16 @@ cJSON *control_retried_json(const struct queue_retried *ids, size_t n)
 
 cJSON *control_run_json(const PGresult *r, int row)
 {
+	/* CONTROL_RUN_COLUMNS 0-12 in order: the JSON key, and whether the
+	 * value is a number (13 is the payload, 14-15 follow it) */
+	static const struct { const char *key; int num; } cols[] = {
+		{ "id", 0 }, { "job", 0 }, { "orgId", 0 }, { "status", 0 }, { "attempts", 1 },
+		{ "enqueuedAt", 0 }, { "startedAt", 0 }, { "finishedAt", 0 }, { "durationMs", 1 },
+		{ "error", 0 }, { "consumer", 0 }, { "maxAttempts", 1 }, { "source", 0 },
+	};
 	cJSON *o = cJSON_CreateObject();
-	control_json_str(o, "id", db_get(r, row, 0));
-	control_json_str(o, "job", db_get(r, row, 1));
-	control_json_str(o, "orgId", db_get(r, row, 2));
-	control_json_str(o, "status", db_get(r, row, 3));
-	control_json_num(o, "attempts", db_get(r, row, 4));
-	control_json_str(o, "enqueuedAt", db_get(r, row, 5));
-	control_json_str(o, "startedAt", db_get(r, row, 6));
-	control_json_str(o, "finishedAt", db_get(r, row, 7));
-	control_json_num(o, "durationMs", db_get(r, row, 8));
-	control_json_str(o, "error", db_get(r, row, 9));
-	control_json_str(o, "consumer", db_get(r, row, 10));
-	control_json_num(o, "maxAttempts", db_get(r, row, 11));
-	control_json_str(o, "source", db_get(r, row, 12));
+	for (size_t i = 0; i < JR_ARRAY_LEN(cols); i++)
+		(cols[i].num ? control_json_num : control_json_str)(o, cols[i].key, db_get(r, row, (int)i));
 	/* jsonb's text output is one valid JSON value: echoed as it is, never
 	 * parsed into a tree (a 256 KiB payload of small values costs ~30
 	 * times that in nodes).  The column is NOT NULL in job_runs, so NULL

@@ -467,6 +467,8 @@ static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, i
 	if (open_q(t, T_PG)) {
 		if (!redis_up && !w->drain)
 			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		else
+			t->pg_poll_at_ms = mono_ms() + REDIS_RETRY_MS;   /* PostgreSQL down: poll less */
 		return T_NONE;
 	}
 	int rc = t->pq->ops->claim(t->pq, runs, t->batch, block, n);

@@ -94,7 +94,7 @@ def test_a_malformed_entry_is_recorded_with_the_entry_time(bins, db, db_url, red
     entry_ms = int(entry.split("-")[0])
     harness.wait_until(lambda: db.scalar("SELECT count(*) FROM job_runs WHERE status = 'dead'"
                                          " AND error LIKE 'malformed entry:%%'") == 1,
-                       timeout=15, msg="the malformed entry recorded dead")
+                       timeout=60, msg="the malformed entry recorded dead")
     enq = db.scalar("SELECT (extract(epoch from enqueued_at) * 1000)::bigint FROM job_runs"
                     " WHERE error LIKE 'malformed entry:%%'")
     assert abs(enq - entry_ms) <= 1, (enq, entry_ms)

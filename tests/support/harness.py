@@ -351,12 +351,34 @@ class PgDatabase:
         return rows[0][0] if rows else None
 
 
-class Postgres(PgDatabase):
+class _Server:
+    """What the throwaway servers share: their log, their line in failure
+    reports, their cleanup.  Subclasses set KIND, port, log_path, dir,
+    closed and stop()."""
+    KIND = "server"
+
+    def log_tail(self, n=TAIL_LINES):
+        return tail_file(self.log_path, n)
+
+    def describe(self):
+        return "%s :%d (%s)" % (self.KIND, self.port, self.log_path)
+
+    def cleanup(self):
+        """Stops the server and removes its directory (unless JR_KEEP_TMP)."""
+        if self.closed:
+            return
+        self.stop(timeout=10)
+        self.closed = True
+        _remove_tree(self.dir)
+
+
+class Postgres(PgDatabase, _Server):
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:port (database
     `postgres`, user `postgres`, trust auth).  Started by the constructor
     unless start=False.  `settings` adds/overrides server settings.
     fsync is off (fast), but synchronous_commit stays on: a committed
     transaction is in the kernel, so it survives kill() (a process crash)."""
+    KIND = "postgres"
 
     BASE_SETTINGS = {
         "listen_addresses": "127.0.0.1",
@@ -525,30 +547,18 @@ class Postgres(PgDatabase):
         self._dbs.append(db)
         return db
 
-    def log_tail(self, n=TAIL_LINES):
-        return tail_file(self.log_path, n)
-
-    def describe(self):
-        return "postgres :%d (%s)" % (self.port, self.log_path)
-
-    def cleanup(self):
-        """Stops the server and removes its directory (unless JR_KEEP_TMP)."""
-        if self.closed:
-            return
-        self.stop(timeout=10)
-        self.closed = True
-        _remove_tree(self.dir)
 
 
 # --------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------
 
-class Redis:
+class Redis(_Server):
     """A throwaway redis-server on 127.0.0.1:port.  No RDB snapshots;
     appendonly=True turns on the AOF with appendfsync always, so data written
     before a kill() is back after start().  extra_args (a list of strings,
     e.g. ["--maxmemory", "10mb"]) come last and so override the defaults."""
+    KIND = "redis"
 
     def __init__(self, appendonly=False, extra_args=(), port=None, start=True,
                  name="redis"):
@@ -636,18 +646,6 @@ class Redis:
         self.stop()
         return self.start()
 
-    def log_tail(self, n=TAIL_LINES):
-        return tail_file(self.log_path, n)
-
-    def describe(self):
-        return "redis :%d (%s)" % (self.port, self.log_path)
-
-    def cleanup(self):
-        if self.closed:
-            return
-        self.stop(timeout=10)
-        self.closed = True
-        _remove_tree(self.dir)
 
 
 # --------------------------------------------------------------------------
