@@ -1318,7 +1318,6 @@ void httpd_error_category(const char *what, const char *error, char *out, size_t
 		return;
 	}
 	const char *cat =
-		has(e, "replica") ? "connected to a replica, not a writable master" :
 		has(e, "refused") ? "connection refused" :
 		has(e, "timeout") || has(e, "timed out") ? "timeout" :
 		has(e, "translate host") || has(e, "name or service") || has(e, "resolv") ||
