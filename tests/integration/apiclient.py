@@ -173,7 +173,18 @@ def read_response(sock, timeout=10.0):
             if m and len(body) >= int(m.group(1)):
                 break
     m = re.match(rb"HTTP/1\.[01] (\d{3})", buf)
+    harness.record_output("raw answer on port %d" % sock.getpeername()[1]
+                          if _connected(sock) else "raw answer",
+                          buf.decode("utf-8", "replace"))
     return (int(m.group(1)) if m else None), buf
+
+
+def _connected(sock):
+    try:
+        sock.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def json_body(raw):

@@ -15,6 +15,14 @@
 
 On a failed test the report gets a section with the log tails of every
 server and process the test used.
+
+no_secret_leaks (autouse): after each test, every log line written during
+the test by the harness's processes and servers, every HTTP answer and
+every CLI output the test received is searched for every registered secret
+(harness.register_secret: the database password, API_TOKEN, passwords in
+URLs, the Graph stub's tokens, ...); a hit fails the test, naming the kind
+of secret and where it appeared (never the secret).  A test that shows a
+secret on purpose marks itself @pytest.mark.secrets_shown("reason").
 """
 
 import collections
@@ -39,6 +47,8 @@ def _on_sigterm(signum, frame):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "secrets_shown(reason): the test shows a secret "
+                            "on purpose; its logs and answers are not searched for leaks")
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -58,6 +68,21 @@ def pytest_runtest_makereport(item, call):
         text = harness.failure_report(since=getattr(item, "_jr_mark", 0))
         if text:
             rep.sections.append(("server and process logs (%s)" % rep.when, text))
+
+
+# ---- no secret in any log or answer ------------------------------------------
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks(request):
+    yield
+    # function-scoped fixtures (spawn, fresh, ...) are finalized before this
+    # one (set up first): their processes have stopped and written all.
+    # What module fixtures wrote before the test (start-up) counts too.
+    shown = request.node.get_closest_marker("secrets_shown") is not None
+    found = harness.leaks(check=not shown)
+    if found:
+        pytest.fail("secret leaked (%d place(s)):\n  %s"
+                    % (len(found), "\n  ".join(found[:40])), pytrace=False)
 
 
 # ---- servers ----------------------------------------------------------------

@@ -17,12 +17,29 @@ import harness
 
 
 def test_postgres_starts_and_answers(pg):
-    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/postgres", pg.url)
+    assert re.fullmatch(r"postgresql://jobrunner:[A-Za-z0-9%]+@127\.0\.0\.1:\d+/postgres", pg.url)
+    assert all(c in pg.app_password for c in " @:/%")
     assert pg.query("SELECT 1, 'a'") == [(1, "a")]
     assert pg.scalar("SHOW fsync") == "off"
     assert pg.scalar("SHOW max_connections") == "200"
     assert pg.execute("CREATE TABLE IF NOT EXISTS t (x int)") == -1
     assert pg.execute("INSERT INTO t VALUES (%s), (%s)", (1, 2)) == 2
+
+
+def test_binaries_url_needs_its_password(pg):
+    """The URL the binaries get authenticates with the password (a
+    secret the secrets check then looks for); a wrong one is refused."""
+    import psycopg2
+    conn = psycopg2.connect(pg.url, connect_timeout=5)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "jobrunner"
+    conn.close()
+    bad = pg.url.replace(":" + pg.url.split(":")[2].split("@")[0] + "@", ":wrong@")
+    assert bad != pg.url
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(bad, connect_timeout=5)
+    assert pg.app_password in harness.secrets()
 
 
 _seen_dbs = []
@@ -31,7 +48,7 @@ _seen_dbs = []
 @pytest.mark.parametrize("round_", [1, 2])
 def test_a_new_database_per_test(pg, db_url, db, round_):
     assert db.url == db_url
-    assert db_url.startswith("postgresql://postgres@127.0.0.1:%d/t_" % pg.port)
+    assert re.match(r"postgresql://jobrunner:[^@]+@127\.0\.0\.1:%d/t_" % pg.port, db_url)
     assert db.dbname not in _seen_dbs
     _seen_dbs.append(db.dbname)
     # Empty: the table made in the previous round lives in another database.

@@ -43,6 +43,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -253,12 +254,20 @@ def wait_until(predicate, timeout=10.0, interval=0.05, msg=None, ignore=()):
 # HTTP
 # --------------------------------------------------------------------------
 
-def http(method, url, body=None, headers=None, timeout=10.0):
+def _redacted_target(url):
+    """host:port/path of url (no userinfo, no query: they may hold secrets)."""
+    u = urllib.parse.urlsplit(url)
+    return "%s%s" % (u.netloc.rpartition("@")[2], u.path)
+
+
+def http(method, url, body=None, headers=None, timeout=10.0, record=True):
     """One HTTP request with urllib.  body: dict/list (sent as JSON),
     str or bytes (sent as is) or None.  Returns (status, headers, data):
     headers a dict with lower-case names, data the parsed JSON body, or the
     text when it is not JSON ('' when empty).  4xx/5xx are returned, not
-    raised; connection errors raise urllib.error.URLError."""
+    raised; connection errors raise urllib.error.URLError.  The answer is
+    recorded for the secrets check (record=False: an answer that carries a
+    secret by design, e.g. the Graph stub's token exchange)."""
     hdrs = dict(headers or {})
     data = None
     if isinstance(body, (dict, list)):
@@ -276,6 +285,10 @@ def http(method, url, body=None, headers=None, timeout=10.0):
         status, rhdrs, raw = e.code, e.headers, e.read()
         e.close()
     text = raw.decode("utf-8", "replace")
+    if record:
+        record_output("answer to %s %s" % (method, _redacted_target(url)),
+                      "HTTP %s\n%s\n%s" % (status, "".join(
+                          "%s: %s\n" % kv for kv in rhdrs.items()), text))
     try:
         parsed = json.loads(text) if text.strip() else text
     except ValueError:
@@ -299,7 +312,10 @@ class PgDatabase:
 
     @property
     def url(self):
-        return "postgresql://postgres@127.0.0.1:%d/%s" % (
+        """The URL the binaries use: role `jobrunner` with the cluster's
+        password (percent-encoded), password authentication."""
+        return "postgresql://%s:%s@127.0.0.1:%d/%s" % (
+            self.cluster.APP_ROLE, urllib.parse.quote(self.cluster.app_password, safe=""),
             self.cluster.port, self.dbname)
 
     def connect(self, **kw):
@@ -374,7 +390,10 @@ class _Server:
 
 class Postgres(PgDatabase, _Server):
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:port (database
-    `postgres`, user `postgres`, trust auth).  Started by the constructor
+    `postgres`, user `postgres`, trust auth; the binaries get `url`, the
+    superuser role `jobrunner` with a password holding ' ', '@', ':', '/'
+    and '%' and scram-sha-256 authentication, so that a leak of it is
+    caught by the secrets check).  Started by the constructor
     unless start=False.  `settings` adds/overrides server settings.
     fsync is off (fast), but synchronous_commit stays on: a committed
     transaction is in the kernel, so it survives kill() (a process crash)."""
@@ -391,8 +410,13 @@ class Postgres(PgDatabase, _Server):
         "log_min_messages": "warning",
     }
 
+    APP_ROLE = "jobrunner"
+
     def __init__(self, settings=None, port=None, start=True, name="postgres"):
         self.name = name
+        self.app_password = "jr p@ss:w/rd%" + os.urandom(8).hex()
+        self._role_made = False
+        register_secret(self.app_password, "database password")
         self.port = port or free_port()
         self.dir = make_tmpdir("pg")
         self.datadir = os.path.join(self.dir, "data")
@@ -406,6 +430,11 @@ class Postgres(PgDatabase, _Server):
         if _is_root():
             shutil.chown(self.dir, "postgres", "postgres")
         self._initdb()
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as f:
+            rules = f.read()
+        with open(hba, "w", encoding="utf-8") as f:
+            f.write("host all %s 127.0.0.1/32 scram-sha-256\n" % self.APP_ROLE + rules)
         if start:
             self.start()
 
@@ -472,6 +501,10 @@ class Postgres(PgDatabase, _Server):
                                    % (self.proc.returncode, tail_file(self.log_path)))
             try:
                 self.connect(connect_timeout=2).close()
+                if not self._role_made:
+                    self.execute("CREATE ROLE %s SUPERUSER LOGIN PASSWORD %%s" % self.APP_ROLE,
+                                 (self.app_password,))
+                    self._role_made = True
                 return self
             except Exception as e:  # not ready yet
                 last = e
@@ -784,6 +817,7 @@ class Proc:
             else:
                 base[k] = str(v)
         self.env = base
+        register_env_secrets(base)
         self.closed = False
         self._lines = []
         self._partial = b""
@@ -943,6 +977,154 @@ class Proc:
 
 
 # --------------------------------------------------------------------------
+# Secrets: none may appear in a process log or an HTTP answer
+# --------------------------------------------------------------------------
+#
+# register_secret(value, kind) adds a secret; the harness registers the ones
+# it makes (the database password) and every secret it sees in the
+# environment of a Proc or a jrcli run (SECRET_ENV below, and the password
+# of any URL or key=value connection string there).  The integration
+# conftest calls leaks(...) after each test: every log line the harness's
+# processes and servers wrote during the test, every HTTP answer
+# (status line, headers, body) received through http()/apiclient, and
+# every CLI output recorded with record_output() is searched for every
+# form of every secret (raw, percent-encoded, JSON-escaped).  Reports name
+# the kind and the place, never the secret.
+
+SECRET_MIN_LEN = 6
+SECRET_ENV = ("API_TOKEN", "META_APP_SECRET", "REDIS_SENTINEL_PASSWORD")
+CONN_ENV = ("DATABASE_URL", "DATABASE_DIRECT_URL", "REDIS_URL")
+_SECRETS = {}       # value -> kind
+_OUTPUTS = []       # (label, text): HTTP answers and CLI outputs, in order
+
+
+def register_secret(value, kind):
+    """Adds value (a str) to the secrets searched for; kind names it in
+    reports ("API_TOKEN", "database password", ...).  Values shorter than
+    SECRET_MIN_LEN are ignored (too likely to match by chance)."""
+    if isinstance(value, str) and len(value) >= SECRET_MIN_LEN:
+        _SECRETS.setdefault(value, kind)
+
+
+def secrets():
+    """{value: kind} of every registered secret."""
+    return dict(_SECRETS)
+
+
+_URL_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+_KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")
+
+
+def connection_passwords(s):
+    """The passwords in a URL (user:password@ userinfo; both as written
+    and percent-decoded) or a libpq key=value string (password=...)."""
+    out = []
+    m = _URL_USERINFO.match(s)
+    if m and ":" in m.group(1):
+        pw = m.group(1).split(":", 1)[1]
+        out += [pw, urllib.parse.unquote(pw)]
+    m = _KV_PASSWORD.search(s)
+    if m:
+        pw = m.group(1)
+        if pw.startswith("'"):
+            pw = re.sub(r"\\(.)", r"\1", pw[1:-1])
+        out.append(pw)
+    return out
+
+
+def register_env_secrets(env):
+    """Registers the secrets of a process environment (dict)."""
+    for k, v in (env or {}).items():
+        if v is None:
+            continue
+        if k in SECRET_ENV:
+            register_secret(str(v), k)
+        elif k in CONN_ENV or k.endswith("_URL"):
+            for pw in connection_passwords(str(v)):
+                register_secret(pw, "password in " + k)
+
+
+def secret_forms(value):
+    """{form name: text} of the ways a secret can be written."""
+    forms = {"raw": value}
+    enc = urllib.parse.quote(value, safe="")
+    forms["percent-encoded"] = enc
+    forms["percent-encoded (lower-case hex)"] = re.sub(
+        r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), enc)
+    forms["form-encoded"] = urllib.parse.quote_plus(value, safe="")
+    forms["percent-encoded (userinfo)"] = urllib.parse.quote(value, safe="!$&'()*+,;=")
+    j = json.dumps(value)[1:-1]
+    forms["JSON-escaped"] = j
+    forms["JSON-escaped (\\/)"] = j.replace("/", "\\/")
+    forms["JSON-escaped (ASCII)"] = json.dumps(value, ensure_ascii=True)[1:-1]
+    return {k: v for k, v in forms.items() if v}
+
+
+def find_secrets(text, where, table=None):
+    """Leaks in text: a list of "<kind> (<form>) in <where>:<line>"
+    (the secret itself never appears in the list)."""
+    found = []
+    table = _SECRETS if table is None else table
+    if not table or not text:
+        return found
+    compiled = [(kind, form, f) for value, kind in table.items()
+                for form, f in secret_forms(value).items()]
+    for lineno, line in enumerate(text.splitlines(), 1):
+        seen = set()
+        for kind, form, f in compiled:
+            if kind in seen or f not in line:
+                continue
+            seen.add(kind)
+            found.append("%s (%s) in %s:%d" % (kind, form, where, lineno))
+    return found
+
+
+def record_output(label, text):
+    """Records an answer or output to be searched for secrets."""
+    _OUTPUTS.append((label, text))
+
+
+_SCANNED = {}       # log path -> bytes already searched (and its line count)
+
+
+def leaks(check=True):
+    """Every leak of a registered secret in what was written since the
+    previous call: the logs of the registered processes and servers, the
+    HTTP answers and the recorded outputs.  A list of strings naming kind
+    and place (file:line).  check=False only moves past it all."""
+    found = []
+    for obj in list(_REGISTRY):
+        path = getattr(obj, "log_path", None)
+        if not path:
+            continue
+        offset, lines_before = _SCANNED.get(path, (0, 0))
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            continue
+        if not data:
+            continue
+        _SCANNED[path] = (offset + len(data), lines_before + data.count(b"\n"))
+        if not check:
+            continue
+        for hit in find_secrets(data.decode("utf-8", "replace"), path):
+            head, _, n = hit.rpartition(":")
+            found.append("%s:%d" % (head, int(n) + lines_before))
+    if check:
+        for label, text in _OUTPUTS:
+            found += find_secrets(text, label)
+    forget_outputs()
+    return found
+
+
+def forget_outputs():
+    """Drops the recorded outputs (the conftest calls it between tests)."""
+    del _OUTPUTS[:]
+
+
+# --------------------------------------------------------------------------
 # Registry: failure reports and cleanup
 # --------------------------------------------------------------------------
 
@@ -959,7 +1141,16 @@ def failure_report(since=0, n=TAIL_LINES):
         if i < since and (obj.closed or not isinstance(obj, (Postgres, Redis))):
             continue
         out.append("===== %s: last %d lines =====\n%s" % (obj.describe(), n, obj.log_tail(n)))
-    return "\n".join(out)
+    return redact_secrets("\n".join(out))
+
+
+def redact_secrets(text):
+    """text with every form of every registered secret replaced by
+    [<kind>] (failure reports show log tails: they must not show one)."""
+    for value, kind in sorted(_SECRETS.items(), key=lambda kv: -len(kv[0])):
+        for f in sorted(set(secret_forms(value).values()), key=len, reverse=True):
+            text = text.replace(f, "[%s]" % kind)
+    return text
 
 
 def _remove_tree(path):

@@ -62,8 +62,13 @@ def run(path, args=(), environ=None, timeout=30.0):
     stdout and stderr kept apart."""
     e = _base_env()
     e.update({k: str(v) for k, v in (environ or {}).items() if v is not None})
-    return subprocess.run([str(path), *map(str, args)], env=e, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    harness.register_env_secrets(e)
+    p = subprocess.run([str(path), *map(str, args)], env=e, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)
+    label = "output of %s %s" % (os.path.basename(str(path)), " ".join(map(str, args))[:60])
+    harness.record_output(label + " (stdout)", p.stdout)
+    harness.record_output(label + " (stderr)", p.stderr)
+    return p
 
 
 def migrate(bins, db_url):
