@@ -85,6 +85,16 @@ def no_secret_leaks(request):
                     % (len(found), "\n  ".join(found[:40])), pytrace=False)
 
 
+def pytest_terminal_summary(terminalreporter):
+    st = harness.LEAK_STATS
+    kinds = sorted(set(harness.secrets().values()))
+    terminalreporter.write_line(
+        "secrets check: %d secret(s) (%s) searched in %d log slice(s) (%d KiB) and %d "
+        "answer(s)/output(s), %.2f s" % (len(harness.secrets()), ", ".join(kinds),
+                                          st["logs"], st["log_bytes"] // 1024,
+                                          st["outputs"], st["seconds"]))
+
+
 # ---- servers ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

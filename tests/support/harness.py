@@ -1085,6 +1085,7 @@ def record_output(label, text):
 
 
 _SCANNED = {}       # log path -> bytes already searched (and its line count)
+LEAK_STATS = {"logs": 0, "log_bytes": 0, "outputs": 0, "seconds": 0.0}
 
 
 def leaks(check=True):
@@ -1093,6 +1094,7 @@ def leaks(check=True):
     HTTP answers and the recorded outputs.  A list of strings naming kind
     and place (file:line).  check=False only moves past it all."""
     found = []
+    t0 = time.monotonic()
     for obj in list(_REGISTRY):
         path = getattr(obj, "log_path", None)
         if not path:
@@ -1109,13 +1111,17 @@ def leaks(check=True):
         _SCANNED[path] = (offset + len(data), lines_before + data.count(b"\n"))
         if not check:
             continue
+        LEAK_STATS["logs"] += 1
+        LEAK_STATS["log_bytes"] += len(data)
         for hit in find_secrets(data.decode("utf-8", "replace"), path):
             head, _, n = hit.rpartition(":")
             found.append("%s:%d" % (head, int(n) + lines_before))
     if check:
+        LEAK_STATS["outputs"] += len(_OUTPUTS)
         for label, text in _OUTPUTS:
             found += find_secrets(text, label)
     forget_outputs()
+    LEAK_STATS["seconds"] += time.monotonic() - t0
     return found
 
 
