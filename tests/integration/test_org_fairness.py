@@ -1,0 +1,100 @@
+"""Per-org rate limits (ORG_RATE_LIMIT, <JOB>_ORG_RATE_LIMIT) and fairness
+across orgs, in both modes (docs/architecture.md, "Fairness and per-org
+limits").  Assertions are on job_runs (start times, order of starts,
+attempts), never on how long something took."""
+
+import pytest
+
+import harness
+import jrcli
+
+MODES = ["redisless", "redis"]
+
+
+@pytest.fixture(params=MODES)
+def system(request, bins, db, db_url, spawn):
+    """A migrated database, Redis in Redis mode; .env(**kw) and
+    .consumer(name, **kw) and .enqueue(job, **kw) for the mode."""
+    jrcli.migrate(bins, db_url)
+    redis = None
+    if request.param == "redis":
+        redis = harness.Redis()
+        request.addfinalizer(redis.cleanup)
+
+    class S:
+        mode = request.param
+
+        @staticmethod
+        def env(**kw):
+            kw.setdefault("NO_REPLY_SCAN_ENABLED", "false")
+            if redis:
+                kw["REDIS_URL"] = redis.url
+            return jrcli.env(db_url, **kw)
+
+        @staticmethod
+        def consumer(name, **kw):
+            p = spawn("consumer", env=S.env(CONSUMER_NAME=name, **kw), name=name)
+            p.wait_for_log({"event": "job_runner_started"}, timeout=20)
+            return p
+
+        @staticmethod
+        def enqueue(job, **kw):
+            if redis:
+                kw["REDIS_URL"] = redis.url
+            return jrcli.enqueue(bins, db_url, job, **kw)
+
+    S.db = db
+    return S
+
+
+def starts_ms(db, ids):
+    rows = db.query("SELECT (extract(epoch from started_at) * 1000)::bigint FROM job_runs"
+                    " WHERE id = ANY(%s) ORDER BY started_at", (list(ids),))
+    return [r[0] for r in rows]
+
+
+def max_in_window(starts, window_ms):
+    """The most starts in any half-open window [s, s + window_ms) opened at a start."""
+    return max(sum(1 for u in starts if s <= u < s + window_ms) for s in starts)
+
+
+# The limiter counts a start on its own clock (Redis's, PostgreSQL's) just
+# before the consumer stamps started_at (the same host's clock): a window
+# a little shorter than the period absorbs that gap.
+SLACK_MS = 150
+
+
+def test_an_org_over_its_rate_limit_is_held_to_it_across_three_consumers(system):
+    n, period = 4, 1000
+    for i in range(3):
+        system.consumer("c%d" % i, ORG_RATE_LIMIT="%d/1s" % n, WORKER_CONCURRENCY=2)
+    ids = system.enqueue("noop", org="big", count=14)
+    other = system.enqueue("noop", count=6)   # no org: not limited
+    rows = jrcli.wait_runs(system.db, ids + other, "succeeded", timeout=90)
+    starts = starts_ms(system.db, ids)
+    assert len(starts) == 14
+    # held to it: never more than n starts of the org in one period ...
+    assert max_in_window(starts, period - SLACK_MS) <= n, starts
+    # ... and the runs were spread over the consumers, each waiting without an attempt
+    assert all(rows[i]["attempts"] == 1 for i in ids), [rows[i]["attempts"] for i in ids]
+    assert len({rows[i]["consumer"] for i in ids}) >= 2
+    # without the limit the 14 runs start within a fraction of a second:
+    # spread over at least (14 - 1) // n periods with it
+    assert starts[-1] - starts[0] >= ((14 - 1) // n) * (period - SLACK_MS)
+
+
+def test_rate_limited_runs_do_not_burn_attempts(system):
+    """JOB_MAX_ATTEMPTS=1: a deferral that counted an attempt would make the
+    run dead.  The job's own limit (NOOP_ORG_RATE_LIMIT) is counted apart
+    from the org's (ORG_RATE_LIMIT, here far higher)."""
+    system.consumer("c0", NOOP_ORG_RATE_LIMIT="2/1s", ORG_RATE_LIMIT="1000/1s",
+                    JOB_MAX_ATTEMPTS=1, WORKER_CONCURRENCY=4)
+    ids = system.enqueue("noop", org="small", count=7, JOB_MAX_ATTEMPTS=1)
+    rows = jrcli.wait_runs(system.db, ids, "succeeded", timeout=60)
+    assert all(r["attempts"] == 1 and r["error"] is None for r in rows.values())
+    starts = starts_ms(system.db, ids)
+    assert max_in_window(starts, 1000 - SLACK_MS) <= 2, starts
+    # the limiter's own record (PostgreSQL's, in Redis-less mode) saw the job's scope
+    if system.mode == "redisless":
+        keys = [r[0] for r in system.db.query("SELECT key FROM org_rate")]
+        assert keys == ["noop:small"], keys
