@@ -242,7 +242,7 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 			res->retry_after_ms = wait;
 			snprintf(res->error, sizeof res->error, "org throttled by the Graph API for %lld ms more",
 				 (long long)wait);
-			orgstat_defer(r->org_id, ORGSTAT_THROTTLE, wait);
+			orgstat_defer(ORGSTAT_THROTTLE);
 			return 1;
 		}
 	}
@@ -252,7 +252,7 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 		res->retry_after_ms = 250 + (int64_t)(rand_u64() % 500);
 		snprintf(res->error, sizeof res->error, "org concurrency limit (%lld) reached",
 			 (long long)cfg->org_concurrency);
-		orgstat_defer(r->org_id, ORGSTAT_CONCURRENCY, res->retry_after_ms);
+		orgstat_defer(ORGSTAT_CONCURRENCY);
 		return 1;
 	}
 	int own;
@@ -271,7 +271,7 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 	res->retry_after_ms = wait;
 	snprintf(res->error, sizeof res->error, "org rate limit (%lld per %lld ms) reached",
 		 (long long)rate->n, (long long)rate->period_ms);
-	orgstat_defer(r->org_id, ORGSTAT_RATE, wait);
+	orgstat_defer(ORGSTAT_RATE);
 	return 1;
 }
 

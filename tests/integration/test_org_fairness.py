@@ -3,6 +3,8 @@ across orgs, in both modes (docs/architecture.md, "Fairness and per-org
 limits").  Assertions are on job_runs (start times, order of starts,
 attempts), never on how long something took."""
 
+import re
+
 import pytest
 
 import harness
@@ -98,3 +100,40 @@ def test_rate_limited_runs_do_not_burn_attempts(system):
     if system.mode == "redisless":
         keys = [r[0] for r in system.db.query("SELECT key FROM org_rate")]
         assert keys == ["noop:small"], keys
+
+
+def test_metrics_show_the_orgs_backlog_and_who_is_deferred_and_why(system, spawn):
+    """The metrics JSON lists the orgs with the most queued runs and the
+    orgs held back by a limit, with the reason; Prometheus has totals by
+    reason and never an org id."""
+    port, mport = harness.free_port(), harness.free_port()
+    api = spawn("producer", env=system.env(PORT=port), name="api")
+    api.wait_for_log({"event": "producer_started"}, timeout=20)
+    system.consumer("c0", ORG_RATE_LIMIT="1/1m", WORKER_HTTP_PORT=mport)
+    system.enqueue("noop", org="busy-org", count=4)
+    system.enqueue("noop", count=2)
+
+    def seen():
+        st, _, body = harness.http("GET", "http://127.0.0.1:%d/api/integrations/jobs/metrics" % port)
+        assert st == 200, body
+        orgs = body["orgs"]
+        back = {e["org"]: e for e in orgs["backlog"]}
+        dfr = [e for e in orgs["deferred"] if e["org"] == "busy-org"]
+        if "busy-org" in back and back["busy-org"]["queued"] + back["busy-org"]["delayed"] == 3 \
+                and dfr and dfr[0]["runs"] == 3:
+            return orgs
+        return None
+
+    orgs = harness.wait_until(seen, timeout=30, interval=0.2, msg="busy-org deferred in the metrics JSON")
+    d = [e for e in orgs["deferred"] if e["org"] == "busy-org"][0]
+    assert d["reason"] == "rate_limit" and d["until"], d
+    assert len(orgs["backlog"]) <= 20
+
+    def prom():
+        st, _, text = harness.http("GET", "http://127.0.0.1:%d/metrics" % mport)
+        m = re.search(r'^jobrunner_org_deferrals_total\{reason="rate_limit"\} (\d+)', text, re.M)
+        return text if m and int(m.group(1)) >= 3 else None
+
+    text = harness.wait_until(prom, timeout=20, interval=0.2, msg="rate_limit deferrals counted")
+    assert "busy-org" not in text
+    assert re.search(r'^jobrunner_org_deferrals_total\{reason="graph_throttle"\} 0', text, re.M)
