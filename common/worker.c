@@ -221,6 +221,9 @@ static int org_rate_take(struct wthread *t, const struct config_rate *rate, cons
 			return 0;
 		if (rc == QUEUE_EDOWN)
 			drop(&t->rq);
+		else
+			LOGF(LOG_WARN, "rate_limiter_failed", "Redis's rate limiter failed: PostgreSQL's counts this start",
+			     LF_S("error", t->rq->errstr));
 	}
 	return orglimit_rate_pg(&t->db, key, rate->n, rate->period_ms, wait_ms);
 }

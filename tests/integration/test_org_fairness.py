@@ -60,6 +60,15 @@ def max_in_window(starts, window_ms):
     return max(sum(1 for u in starts if s <= u < s + window_ms) for s in starts)
 
 
+def assert_limiter_of_the_mode(system):
+    """Redis mode counts in Redis (rate.lua), not in PostgreSQL's fallback."""
+    rows = system.db.scalar("SELECT count(*) FROM org_rate")
+    if system.mode == "redis":
+        assert rows == 0, "Redis mode used the PostgreSQL limiter"
+    else:
+        assert rows >= 1
+
+
 # The limiter counts a start on its own clock (Redis's, PostgreSQL's) just
 # before the consumer stamps started_at (the same host's clock): a window
 # a little shorter than the period absorbs that gap.
@@ -83,6 +92,7 @@ def test_an_org_over_its_rate_limit_is_held_to_it_across_three_consumers(system)
     # without the limit the 14 runs start within a fraction of a second:
     # spread over at least (14 - 1) // n periods with it
     assert starts[-1] - starts[0] >= ((14 - 1) // n) * (period - SLACK_MS)
+    assert_limiter_of_the_mode(system)
 
 
 def test_rate_limited_runs_do_not_burn_attempts(system):
@@ -100,6 +110,7 @@ def test_rate_limited_runs_do_not_burn_attempts(system):
     if system.mode == "redisless":
         keys = [r[0] for r in system.db.query("SELECT key FROM org_rate")]
         assert keys == ["noop:small"], keys
+    assert_limiter_of_the_mode(system)
 
 
 def test_metrics_show_the_orgs_backlog_and_who_is_deferred_and_why(system, spawn):
