@@ -2,14 +2,18 @@
 #include "app.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "db.h"
 #include "log.h"
 #include "migrate.h"
 #include "queue_redis.h"
+#include "rconn.h"
+#include "url.h"
 #include "util.h"
 
 int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code)
@@ -28,6 +32,18 @@ int app_init(struct config *cfg, enum config_role role, int argc, char **argv, i
 	}
 	log_init((enum log_format)cfg->log_format, (enum log_level)cfg->log_level);
 	config_register_secrets(cfg);
+	struct rconn_settings rs = { .tls_ca_file = cfg->redis_tls_ca_file,
+				     .tls_cert_file = cfg->redis_tls_cert_file,
+				     .tls_key_file = cfg->redis_tls_key_file,
+				     .tls_server_name = cfg->redis_tls_server_name,
+				     .sentinel_password = cfg->redis_sentinel_password };
+	int tls = cfg->redis_url && !strncasecmp(cfg->redis_url, "rediss", 6);
+	signal(SIGPIPE, SIG_IGN);   /* a TLS write to a closed socket fails with EPIPE, not a signal */
+	if (rconn_setup(&rs, tls, err, sizeof err)) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		*exit_code = EXIT_USAGE;
+		return -1;
+	}
 	return 0;
 }
 
@@ -55,20 +71,167 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name, 
 	return 0;
 }
 
-void app_redis_policy_check(struct queue *q)
+/* The eviction policy is reported once per process, by whichever check
+ * gets an answer first (start-up, or the ticker after an outage). */
+static atomic_int policy_reported;
+
+static void policy_report(int refused, const char *policy, int noeviction, const char *error)
 {
-	char policy[64];
-	int noeviction = 0;
-	if (queue_redis_check_policy(q, policy, sizeof policy, &noeviction)) {
-		LOGF(LOG_WARN, "redis_policy_unknown",
-		     "could not read Redis maxmemory-policy; it must be noeviction or queued runs can be lost",
-		     LF_S("error", q->errstr));
+	if (atomic_exchange_explicit(&policy_reported, 1, memory_order_relaxed))
+		return;
+	if (refused) {
+		/* managed Redis and ACL users without CONFIG: not an error */
+		LOGF(LOG_INFO, "redis_policy_unchecked",
+		     "could not check Redis maxmemory-policy (CONFIG GET refused); it must be "
+		     "noeviction or queued runs can be lost", LF_S("error", error));
 	} else if (!noeviction) {
 		LOGF(LOG_ERROR, "redis_policy_evicts",
 		     "Redis maxmemory-policy is not noeviction: queued runs can be evicted and lost. "
 		     "Set maxmemory-policy noeviction.",
 		     LF_S("policy", policy));
 	}
+}
+
+void app_redis_policy_check(struct queue *q)
+{
+	char policy[64];
+	int noeviction = 0;
+	if (atomic_load_explicit(&policy_reported, memory_order_relaxed))
+		return;
+	if (queue_redis_check_policy(q, policy, sizeof policy, &noeviction)) {
+		if (q->err == QUEUE_EDOWN)
+			return;   /* not an answer: the next connection checks */
+		policy_report(1, NULL, 0, q->errstr);
+	} else {
+		policy_report(0, policy, noeviction, NULL);
+	}
+}
+
+/* The commands the transport needs, each sent once in a harmless form on
+ * a key of jobrunner's prefix (so that key patterns are checked too): an
+ * ACL user that lacks one gets NOPERM here instead of in the middle of a
+ * script later.  docs/deployment.md lists them as one ACL SETUSER line. */
+#define PROBE_KEY "jr:perm-check"
+static const char *const probes[][10] = {
+	{ "XADD", PROBE_KEY, "NOMKSTREAM", "*", "f", "v" },
+	{ "XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", PROBE_KEY, ">" },
+	{ "XACK", PROBE_KEY, "g", "0-1" },
+	{ "XAUTOCLAIM", PROBE_KEY, "g", "c", "0", "0-0", "COUNT", "1" },
+	{ "XCLAIM", PROBE_KEY, "g", "c", "0", "0-1" },
+	{ "XPENDING", PROBE_KEY, "g" },
+	{ "XGROUP", "CREATE", PROBE_KEY, "g", "$" },
+	{ "XGROUP", "DELCONSUMER", PROBE_KEY, "g", "c" },
+	{ "XINFO", "GROUPS", PROBE_KEY },
+	{ "XINFO", "CONSUMERS", PROBE_KEY, "g" },
+	{ "XTRIM", PROBE_KEY, "MINID", "0" },
+	{ "XRANGE", PROBE_KEY, "-", "+", "COUNT", "1" },
+	{ "XLEN", PROBE_KEY },
+	{ "ZADD", PROBE_KEY, "XX", "0", "m" },
+	{ "ZRANGEBYSCORE", PROBE_KEY, "0", "0" },
+	{ "ZREM", PROBE_KEY, "m" },
+	{ "ZCARD", PROBE_KEY },
+	{ "ZSCORE", PROBE_KEY, "m" },
+	{ "ZMSCORE", PROBE_KEY, "m" },
+	{ "ZREMRANGEBYSCORE", PROBE_KEY, "1", "0" },
+	{ "ZRANGE", PROBE_KEY, "0", "0" },
+	{ "PEXPIRE", PROBE_KEY, "60000" },
+	{ "TIME" },
+	{ "XREVRANGE", PROBE_KEY, "+", "-", "COUNT", "1" },
+	{ "EVALSHA", "0000000000000000000000000000000000000000", "0" },
+	{ "EVAL", "return 1", "0" },
+	{ "SCRIPT", "LOAD", "return 1" },
+	{ "SET", PROBE_KEY, "0", "PX", "60000" },
+	{ "INCR", PROBE_KEY },
+	{ "GET", PROBE_KEY },
+	{ "EXISTS", PROBE_KEY },
+	{ "WAIT", "0", "1" },
+};
+
+/* Appends "NAME[ SUB]" of probe i to sb. */
+static void probe_name(struct strbuf *sb, size_t i)
+{
+	const char *const *p = probes[i];
+	if (sb->len)
+		sb_adds(sb, ", ");
+	sb_adds(sb, p[0]);
+	if (!strcmp(p[0], "XGROUP") || !strcmp(p[0], "XINFO") || !strcmp(p[0], "SCRIPT")) {
+		sb_adds(sb, " ");
+		sb_adds(sb, p[1]);
+	}
+}
+
+int app_redis_startup(const struct config *cfg, const char *who, int *exit_code)
+{
+	*exit_code = EXIT_OK;
+	if (!cfg->redis_url)
+		return 0;
+	struct rconn rc;
+	char err[256], where[256];
+	url_redact(cfg->redis_url, where, sizeof where);
+	if (rconn_init(&rc, cfg->redis_url, NULL, 0, err, sizeof err)) {
+		LOGF(LOG_ERROR, "startup_failed", "bad REDIS_URL", LF_S("error", err));
+		*exit_code = EXIT_USAGE;
+		return -1;
+	}
+	rconn_set_name(&rc, "startup", who);
+	int rv = 0;
+	int code = rconn_connect(&rc);
+	if (code == RCONN_EREFUSED) {
+		LOGF(LOG_ERROR, "startup_failed", "Redis refuses jobrunner: fix the settings",
+		     LF_S("redis", where), LF_S("error", rc.errstr));
+		*exit_code = EXIT_UNREACHABLE;
+		rv = -1;
+		goto out;
+	}
+	if (code) {
+		LOGF(LOG_WARN, "redis_unreachable", "Redis is unreachable at start-up: "
+		     "starting on the PostgreSQL queue", LF_S("redis", where), LF_S("error", rc.errstr));
+		goto out;
+	}
+	/* permissions: every probe in one round trip */
+	size_t n = JR_ARRAY_LEN(probes);
+	for (size_t i = 0; i < n; i++) {
+		int argc = 0;
+		while (argc < 10 && probes[i][argc])
+			argc++;
+		if (rconn_append(&rc, argc, (const char **)probes[i], NULL))
+			break;
+	}
+	struct strbuf denied = STRBUF_INIT;
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = rconn_get(&rc);
+		if (!r) {
+			LOGF(LOG_WARN, "redis_unreachable", "Redis failed during the start-up checks: "
+			     "starting on the PostgreSQL queue", LF_S("redis", where), LF_S("error", rc.errstr));
+			sb_release(&denied);
+			goto out;
+		}
+		if (rconn_is_error(r, "NOPERM") &&
+		    (strcmp(probes[i][0], "WAIT") || cfg->redis_min_replicas_ack > 0))
+			probe_name(&denied, i);
+		freeReplyObject(r);
+	}
+	if (denied.len) {
+		LOGF(LOG_ERROR, "startup_failed", "the Redis user lacks permissions jobrunner needs "
+		     "(see docs/deployment.md for the ACL SETUSER line)", LF_S("redis", where),
+		     LF_S("denied", denied.buf));
+		sb_release(&denied);
+		*exit_code = EXIT_UNREACHABLE;
+		rv = -1;
+		goto out;
+	}
+	sb_release(&denied);
+	redisReply *r = rconn_cmdf(&rc, "CONFIG GET maxmemory-policy");
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[1]->type == REDIS_REPLY_STRING)
+		policy_report(0, r->element[1]->str, !strcmp(r->element[1]->str, "noeviction"), NULL);
+	else if (!r && rc.err != RCONN_EDOWN && rc.err != RCONN_ELOST)
+		policy_report(1, NULL, 0, rc.errstr);
+	if (r)
+		freeReplyObject(r);
+out:
+	rconn_release(&rc);
+	return rv;
 }
 
 void app_signals_block(sigset_t *set)

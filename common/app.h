@@ -25,8 +25,19 @@ int app_database(const struct config *cfg, struct db *db, const char *app_name, 
 struct queue;
 /* Reads Redis' maxmemory-policy through q (a Redis queue) and logs loudly
  * (error level) unless it is noeviction: an evicting Redis loses queued
- * runs.  Both binaries call it once they reach Redis. */
+ * runs; when CONFIG GET is refused (managed Redis, ACL users) it says so
+ * once at info level.  Once per process: the start-up check or this. */
 void app_redis_policy_check(struct queue *q);
+
+/* Redis mode's start-up check (no-op without REDIS_URL), `who` naming the
+ * connection: connects (TLS, Sentinel, credentials; a Cluster node is
+ * refused), checks that the user may run every command the transport
+ * needs, and the eviction policy.  0 to go on -- also when Redis does not
+ * answer: the process starts on the PostgreSQL queue -- or -1 with
+ * *exit_code EXIT_UNREACHABLE when Redis answers but refuses (wrong
+ * password, missing permissions, TLS verification, Cluster), logged with
+ * the reason. */
+int app_redis_startup(const struct config *cfg, const char *who, int *exit_code);
 
 /* Blocks SIGINT/SIGTERM (call before starting threads, so that every
  * thread inherits the mask) and ignores SIGPIPE. */

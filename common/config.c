@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "url.h"
 #include "util.h"
 
 enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL, T_RATE };
@@ -39,22 +41,38 @@ struct crow {
 	crow_check check;       /* NULL: the type's checks only */
 };
 
-static int check_redis_url(const char *v, const char *who, char *err, size_t errlen)
+/* A URL of one of kinds (url.h), parsed by the one URL module; a refusal
+ * shows the URL redacted (url_redact), never its password. */
+static int check_url(const char *v, const char *who, int want_redis, char *err, size_t errlen)
 {
-	if (strncmp(v, "redis://", 8)) {
-		snprintf(err, errlen, "invalid %s: expected redis://[:password@]host:port[/db]", who);
+	struct url u;
+	char why[200], shown[256];
+	int bad = url_parse(v, &u, why, sizeof why);
+	int redis = !bad && u.scheme != URL_HTTP && u.scheme != URL_HTTPS;
+	url_free(&u);
+	if (!bad && want_redis && !redis) {
+		snprintf(why, sizeof why, "expected redis://, rediss://, redis-sentinel:// or rediss-sentinel://");
+		bad = 1;
+	} else if (!bad && !want_redis && redis) {
+		snprintf(why, sizeof why, "expected an http:// or https:// URL");
+		bad = 1;
+	}
+	if (bad) {
+		url_redact(v, shown, sizeof shown);
+		snprintf(err, errlen, "invalid %s=%s: %s", who, shown, why);
 		return -1;
 	}
 	return 0;
 }
 
+static int check_redis_url(const char *v, const char *who, char *err, size_t errlen)
+{
+	return check_url(v, who, 1, err, errlen);
+}
+
 static int check_http_url(const char *v, const char *who, char *err, size_t errlen)
 {
-	if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
-		snprintf(err, errlen, "invalid %s: expected an http:// or https:// URL", who);
-		return -1;
-	}
-	return 0;
+	return check_url(v, who, 0, err, errlen);
 }
 
 static int check_consumer_name(const char *v, const char *who, char *err, size_t errlen)
@@ -105,8 +123,22 @@ static const struct crow rows[] = {
 
 	/* ---- queue and workers ---- */
 	{ "REDIS_URL", "redis-url", T_URL, F(redis_url), NULL, 0, 0,
-	  "redis://[:password@]host:port[/db]. Unset: Redis-less mode (PostgreSQL carries the queue).",
+	  "redis://[[user]:password@]host:port[/db]; rediss:// for TLS; "
+	  "redis-sentinel://[[user]:password@]host1:port1,host2:port2[/db]#master for Sentinel "
+	  "(rediss-sentinel:// with TLS). Unset: Redis-less mode (PostgreSQL carries the queue).",
 	  check_redis_url },
+	{ "REDIS_TLS_CA_FILE", "redis-tls-ca-file", T_STR, F(redis_tls_ca_file), NULL, 0, 0,
+	  "TLS (rediss://): PEM file of the CA certificates that sign the server's. Unset: the system's CA store." },
+	{ "REDIS_TLS_CERT_FILE", "redis-tls-cert-file", T_STR, F(redis_tls_cert_file), NULL, 0, 0,
+	  "TLS: PEM client certificate (chain), for servers that require one; with REDIS_TLS_KEY_FILE." },
+	{ "REDIS_TLS_KEY_FILE", "redis-tls-key-file", T_STR, F(redis_tls_key_file), NULL, 0, 0,
+	  "TLS: PEM private key of REDIS_TLS_CERT_FILE." },
+	{ "REDIS_TLS_SERVER_NAME", "redis-tls-server-name", T_STR, F(redis_tls_server_name), NULL, 0, 0,
+	  "TLS: the name sent (SNI) and verified in the server's certificate, when it differs from the URL's host." },
+	{ "REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", T_SECRET, F(redis_sentinel_password), NULL, 0, 0,
+	  "Sentinel: the sentinels' own password (requirepass of sentinel.conf), when they have one." },
+	{ "REDIS_MIN_REPLICAS_ACK", "redis-min-replicas-ack", T_INT, F(redis_min_replicas_ack), "0", 0, 16,
+	  "An enqueue is acknowledged only once this many replicas have it (WAIT, up to 2 s), so a failover cannot lose an accepted run; 0: the master's word." },
 	{ "CONSUMER_NAME", "consumer-name", T_STR, F(consumer_name), NULL, 0, 0,
 	  "This consumer's name in the group (default host-pid; stable names are recommended).",
 	  check_consumer_name },
@@ -148,9 +180,15 @@ static const struct crow rows[] = {
 	{ "HTTP_MAX_BODY_BYTES", "http-max-body-bytes", T_INT, F(http_max_body_bytes), "1048576", 1024, 64LL << 20,
 	  "Largest request body accepted (413 beyond)." },
 	{ "HTTP_MAX_CONNECTIONS", "http-max-connections", T_INT, F(http_max_connections), "512", 1, 100000,
-	  "Concurrent HTTP connections accepted." },
+	  "Concurrent HTTP connections accepted, on each HTTP port (API and health); past it only liveness is answered." },
 	{ "HTTP_TIMEOUT_MS", "http-timeout-ms", T_INT, F(http_timeout_ms), "30000", 1000, 3600000,
 	  "Idle time after which an HTTP connection is closed." },
+	{ "HTTP_MAX_CONNECTIONS_PER_IP", "http-max-connections-per-ip", T_INT, F(http_max_connections_per_ip), "64", 0, 100000,
+	  "Concurrent HTTP connections from one client address, on the API and on the consumer's health port; 0 = no limit (behind a proxy that shares one address)." },
+	{ "HTTP_BIND_ADDRESS", "http-bind-address", T_STR, F(http_bind_address), "0.0.0.0", 0, 0,
+	  "Address both HTTP ports listen on (IPv4 or IPv6 literal); 0.0.0.0 suits containers, 127.0.0.1 keeps a host-run process local." },
+	{ "JOBRUNNER_ENV", "jobrunner-env", T_STR, F(jobrunner_env), NULL, 0, 0,
+	  "development allows the documented development API token " CONFIG_DEV_TOKEN "; anything else refuses it." },
 	{ "DASHBOARD_ENABLED", "dashboard-enabled", T_BOOL, F(dashboard_enabled), "true", 0, 0,
 	  "Producer: serve the web dashboard at /dashboard (and accept its session cookie on the API)." },
 	{ "DASHBOARD_SESSION_TTL_MS", "dashboard-session-ttl-ms", T_INT, F(dashboard_session_ttl_ms), "43200000", 60000, 30 * DAY_MS,
@@ -376,6 +414,26 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 		host[sizeof host - 1] = '\0';
 		cfg->consumer_name = xasprintf("%s-%d", host, (int)getpid());
 	}
+	if (cfg->api_token && strlen(cfg->api_token) < CONFIG_MIN_TOKEN_LEN) {
+		snprintf(err, errlen, "invalid API_TOKEN: shorter than %d characters (use a long random "
+			 "value, e.g. openssl rand -hex 32)", CONFIG_MIN_TOKEN_LEN);
+		return CONFIG_ERR;
+	}
+	if (cfg->api_token && !strcmp(cfg->api_token, CONFIG_DEV_TOKEN) &&
+	    !(cfg->jobrunner_env && !strcmp(cfg->jobrunner_env, "development"))) {
+		snprintf(err, errlen, "invalid API_TOKEN: the documented development token is refused "
+			 "unless JOBRUNNER_ENV=development");
+		return CONFIG_ERR;
+	}
+	{
+		unsigned char a[16];
+		if (inet_pton(AF_INET, cfg->http_bind_address, a) != 1 &&
+		    inet_pton(AF_INET6, cfg->http_bind_address, a) != 1) {
+			snprintf(err, errlen, "invalid HTTP_BIND_ADDRESS=%.64s: expected an IPv4 or IPv6 "
+				 "address (0.0.0.0, 127.0.0.1, ::)", cfg->http_bind_address);
+			return CONFIG_ERR;
+		}
+	}
 	if (!cfg->database_url) {
 		snprintf(err, errlen, "DATABASE_URL is required (postgresql://user:password@host:port/db)");
 		return CONFIG_ERR;
@@ -546,42 +604,28 @@ void config_reference(FILE *f)
 
 void config_redact_url(const char *url, char *out, size_t outlen)
 {
-	if (!url) {
-		snprintf(out, outlen, "(unset)");
-		return;
-	}
-	const char *scheme = strstr(url, "://");
-	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-	if (!at || !colon || colon > at) {
-		const char *q = strchr(url, '?');
-		snprintf(out, outlen, "%.*s", q ? (int)(q - url) : (int)strlen(url), url);
-		return;
-	}
-	snprintf(out, outlen, "%.*s:***%.*s", (int)(colon - url), url,
-		 (int)strcspn(at, "?"), at);
+	url_redact(url, out, outlen);
 }
 
-/* Registers the password of a URL (user:password@) with the logger. */
+/* Registers the password of a URL with the logger, as written and decoded. */
 static void register_url_password(const char *url)
 {
-	if (!url)
+	char raw[512], dec[512];
+	if (!url_password(url, raw, sizeof raw, dec, sizeof dec))
 		return;
-	const char *scheme = strstr(url, "://");
-	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-	if (at && colon && colon < at) {
-		char *pw = xstrndup(colon + 1, (size_t)(at - colon - 1));
-		if (strlen(pw) >= 4)
-			log_add_secret(pw);
-		free(pw);
-	}
+	if (strlen(raw) >= 4)
+		log_add_secret(raw);
+	if (strlen(dec) >= 4 && strcmp(dec, raw))
+		log_add_secret(dec);
+	explicit_bzero(raw, sizeof raw);
+	explicit_bzero(dec, sizeof dec);
 }
 
 void config_register_secrets(const struct config *cfg)
 {
 	log_add_secret(cfg->api_token);
 	log_add_secret(cfg->meta_app_secret);
+	log_add_secret(cfg->redis_sentinel_password);
 	register_url_password(cfg->database_url);
 	register_url_password(cfg->redis_url);
 }

@@ -50,6 +50,12 @@ struct config {
 
 	/* queue and workers */
 	char *redis_url;                 /* NULL: Redis-less mode */
+	char *redis_tls_ca_file;         /* NULL: the system's CA store */
+	char *redis_tls_cert_file;       /* client certificate, with the key */
+	char *redis_tls_key_file;
+	char *redis_tls_server_name;     /* NULL: the host of the URL */
+	char *redis_sentinel_password;
+	int64_t redis_min_replicas_ack;  /* enqueue waits (WAIT) for this many replicas */
 	char *consumer_name;             /* default "<host>-<pid>" */
 	int64_t worker_concurrency;
 	int64_t worker_http_port;        /* 0: off */
@@ -71,6 +77,9 @@ struct config {
 	int64_t http_max_body_bytes;
 	int64_t http_max_connections;
 	int64_t http_timeout_ms;
+	int64_t http_max_connections_per_ip;   /* 0: no per-address limit */
+	char *http_bind_address;               /* IPv4 or IPv6 literal */
+	char *jobrunner_env;                   /* "development" allows CONFIG_DEV_TOKEN */
 	int dashboard_enabled;
 	int64_t dashboard_session_ttl_ms;
 
@@ -122,6 +131,12 @@ void config_free(struct config *cfg);
 void config_usage(FILE *f, enum config_role role);
 /* Prints the configuration reference (Markdown) for docs/configuration.md. */
 void config_reference(FILE *f);
+
+/* The API token of the development set-ups (compose/docker-compose.yml):
+ * refused unless JOBRUNNER_ENV=development.  API tokens are at least
+ * CONFIG_MIN_TOKEN_LEN characters. */
+#define CONFIG_DEV_TOKEN "dev-token-change-me"
+#define CONFIG_MIN_TOKEN_LEN 16
 
 /* Registers the secrets of cfg (tokens, passwords in URLs) with the logger. */
 void config_register_secrets(const struct config *cfg);

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "db.h"
 #include "log.h"
+#include "queue.h"
 #include "metrics.h"
 #include "registry.h"
 #include "util.h"
@@ -187,6 +188,22 @@ PGresult *control_search_runs(struct db *db, const struct control_search *s)
 	snprintf(lim, sizeof lim, "%d", s->limit + 1);
 	p[n++] = lim;
 	sb_addf(&sql, " order by enqueued_at desc, id desc limit $%d::int", n);
+	/* the page's payloads only while their running total stays within
+	 * CONTROL_LIST_PAYLOAD_BYTES (NULL past it: control_run_json() says
+	 * payloadOmitted); the window runs over the page alone, after the
+	 * index range scan above */
+	char cap[24];
+	snprintf(cap, sizeof cap, "%d", CONTROL_LIST_PAYLOAD_BYTES);
+	p[n++] = cap;
+	struct strbuf outer = STRBUF_INIT;
+	sb_adds(&outer, "select c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,"
+			" case when sum(octet_length(c14)) over (order by c17 desc, c1 desc"
+			"   rows unbounded preceding) <= ");
+	sb_addf(&outer, "$%d::bigint then c14 end, c15, c16, c17 from (%s) as x(c1, c2, c3, c4, c5,"
+			" c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)"
+			" order by c17 desc, c1 desc", n, sql.buf);
+	sb_release(&sql);
+	sql = outer;
 	PGresult *r = db_query(db, sql.buf, n, p);
 	sb_release(&sql);
 	return r;
@@ -198,7 +215,7 @@ PGresult *control_get_run(struct db *db, const char *id)
 	return db_query(db, "select " CONTROL_RUN_COLUMNS " from job_runs where id = $1", 1, p);
 }
 
-static void add_str(cJSON *o, const char *k, const char *v)
+void control_json_str(cJSON *o, const char *k, const char *v)
 {
 	if (v)
 		cJSON_AddStringToObject(o, k, v);
@@ -206,7 +223,7 @@ static void add_str(cJSON *o, const char *k, const char *v)
 		cJSON_AddNullToObject(o, k);
 }
 
-static void add_num(cJSON *o, const char *k, const char *v)
+void control_json_num(cJSON *o, const char *k, const char *v)
 {
 	int64_t n;
 	if (v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0)
@@ -215,30 +232,46 @@ static void add_num(cJSON *o, const char *k, const char *v)
 		cJSON_AddNullToObject(o, k);
 }
 
+cJSON *control_retried_json(const struct queue_retried *ids, size_t n)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "retried", (double)n);
+	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
+	for (size_t i = 0; i < n; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	return o;
+}
+
 cJSON *control_run_json(const PGresult *r, int row)
 {
 	cJSON *o = cJSON_CreateObject();
-	add_str(o, "id", db_get(r, row, 0));
-	add_str(o, "job", db_get(r, row, 1));
-	add_str(o, "orgId", db_get(r, row, 2));
-	add_str(o, "status", db_get(r, row, 3));
-	add_num(o, "attempts", db_get(r, row, 4));
-	add_str(o, "enqueuedAt", db_get(r, row, 5));
-	add_str(o, "startedAt", db_get(r, row, 6));
-	add_str(o, "finishedAt", db_get(r, row, 7));
-	add_num(o, "durationMs", db_get(r, row, 8));
-	add_str(o, "error", db_get(r, row, 9));
-	add_str(o, "consumer", db_get(r, row, 10));
-	add_num(o, "maxAttempts", db_get(r, row, 11));
-	add_str(o, "source", db_get(r, row, 12));
+	control_json_str(o, "id", db_get(r, row, 0));
+	control_json_str(o, "job", db_get(r, row, 1));
+	control_json_str(o, "orgId", db_get(r, row, 2));
+	control_json_str(o, "status", db_get(r, row, 3));
+	control_json_num(o, "attempts", db_get(r, row, 4));
+	control_json_str(o, "enqueuedAt", db_get(r, row, 5));
+	control_json_str(o, "startedAt", db_get(r, row, 6));
+	control_json_str(o, "finishedAt", db_get(r, row, 7));
+	control_json_num(o, "durationMs", db_get(r, row, 8));
+	control_json_str(o, "error", db_get(r, row, 9));
+	control_json_str(o, "consumer", db_get(r, row, 10));
+	control_json_num(o, "maxAttempts", db_get(r, row, 11));
+	control_json_str(o, "source", db_get(r, row, 12));
+	/* jsonb's text output is one valid JSON value: echoed as it is, never
+	 * parsed into a tree (a 256 KiB payload of small values costs ~30
+	 * times that in nodes).  The column is NOT NULL in job_runs, so NULL
+	 * here is a list that left the payload out to stay within its size
+	 * (CONTROL_LIST_PAYLOAD_BYTES). */
 	const char *payload = db_get(r, row, 13);
-	cJSON *pl = payload ? cJSON_Parse(payload) : NULL;
-	if (pl)
-		cJSON_AddItemToObject(o, "payload", pl);
-	else
+	if (payload) {
+		cJSON_AddItemToObject(o, "payload", cJSON_CreateRaw(payload));
+	} else {
 		cJSON_AddNullToObject(o, "payload");
-	add_str(o, "runAt", db_get(r, row, 14));
-	add_str(o, "cancelRequestedAt", db_get(r, row, 15));
+		cJSON_AddTrueToObject(o, "payloadOmitted");
+	}
+	control_json_str(o, "runAt", db_get(r, row, 14));
+	control_json_str(o, "cancelRequestedAt", db_get(r, row, 15));
 	return o;
 }
 

@@ -20,10 +20,14 @@
 
 struct config;
 struct db;
+struct queue_retried;
 
 #define CONTROL_PAUSE_REFRESH_MS 500
 #define CONTROL_SEARCH_LIMIT_DEFAULT 50
 #define CONTROL_SEARCH_LIMIT_MAX 500
+/* Payload text in one list answer (the search, the dead list): past it the
+ * runs carry "payload": null, "payloadOmitted": true. */
+#define CONTROL_LIST_PAYLOAD_BYTES (4 * 1024 * 1024)
 
 /* ---- pause ---- */
 
@@ -41,6 +45,15 @@ uint64_t control_paused_mask(void);
  * jobrunner_job_paused{job}.  Stop with control_watch_stop(). */
 void control_watch_start(const struct config *cfg);
 void control_watch_stop(void);
+
+/* ---- JSON answers (API and CLI) ---- */
+
+/* Adds SQL text value v as a string, or null. */
+void control_json_str(cJSON *o, const char *key, const char *v);
+/* Adds SQL text value v as a whole number, or null. */
+void control_json_num(cJSON *o, const char *key, const char *v);
+/* {"retried": n, "ids": [...]}: the answer of a dead-run retry. */
+cJSON *control_retried_json(const struct queue_retried *ids, size_t n);
 
 /* ---- search ---- */
 
@@ -73,7 +86,9 @@ PGresult *control_search_runs(struct db *db, const struct control_search *s);
 /* One run by id (0 or 1 row), CONTROL_RUN_COLUMNS. */
 PGresult *control_get_run(struct db *db, const char *id);
 
-/* A row of CONTROL_RUN_COLUMNS as the API's run object. */
+/* A row of CONTROL_RUN_COLUMNS as the API's run object; the payload is
+ * echoed from its text, never parsed; a NULL payload (left out of a list
+ * for its size) gives "payload": null, "payloadOmitted": true. */
 cJSON *control_run_json(const PGresult *r, int row);
 
 /* Statuses a search accepts (the stored ones plus "delayed"): 1 or 0. */

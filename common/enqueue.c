@@ -4,10 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "config.h"
 #include "jrmetrics.h"
+#include "jsoncheck.h"
 #include "registry.h"
 #include "util.h"
 
@@ -35,12 +34,16 @@ int enqueue_validate(const struct run *r, int *not_found, char *err, size_t errl
 		snprintf(err, errlen, "unknown job '%.64s'", r->job ? r->job : "");
 		return -1;
 	}
-	if (r->org_id && (!*r->org_id || strlen(r->org_id) > RUN_MAX_ORG_LEN)) {
-		snprintf(err, errlen, "orgId must be 1 to %d characters", RUN_MAX_ORG_LEN);
+	if (r->org_id && !text_valid(r->org_id, strlen(r->org_id), RUN_MAX_ORG_LEN)) {
+		snprintf(err, errlen, "orgId must be 1 to %d bytes of text without control characters",
+			 RUN_MAX_ORG_LEN);
 		return -1;
 	}
-	if (r->idempotency_key && (!*r->idempotency_key || strlen(r->idempotency_key) > RUN_MAX_IDEM_LEN)) {
-		snprintf(err, errlen, "idempotencyKey must be 1 to %d characters", RUN_MAX_IDEM_LEN);
+	if (r->idempotency_key &&
+	    !text_valid(r->idempotency_key, strlen(r->idempotency_key), RUN_MAX_IDEM_LEN)) {
+		snprintf(err, errlen,
+			 "idempotencyKey must be 1 to %d bytes of text without control characters",
+			 RUN_MAX_IDEM_LEN);
 		return -1;
 	}
 	if (r->payload) {
@@ -49,11 +52,9 @@ int enqueue_validate(const struct run *r, int *not_found, char *err, size_t errl
 			snprintf(err, errlen, "payload is larger than %d bytes", ENQ_MAX_PAYLOAD_BYTES);
 			return -1;
 		}
-		cJSON *j = cJSON_ParseWithLength(r->payload, len);
-		int ok = cJSON_IsObject(j);
-		cJSON_Delete(j);
-		if (!ok) {
-			snprintf(err, errlen, "payload must be a JSON object");
+		char why[160];
+		if (json_check(r->payload, len, JSON_MAX_DEPTH, JSON_CHECK_OBJECT, why, sizeof why)) {
+			snprintf(err, errlen, "payload must be one JSON object: %s", why);
 			return -1;
 		}
 	}

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "http.h"
 #include "run.h"
+#include "url.h"
 #include "util.h"
 
 struct graph_client {
@@ -28,29 +29,11 @@ struct graph_client {
 /* URL helpers                                                         */
 /* ------------------------------------------------------------------ */
 
-/* Splits url into scheme "://" authority rest (path, query, fragment):
- * *auth and *rest point into url.  Returns 0, or -1 when url has no
- * scheme (then all of it is rest). */
-static int split_url(const char *url, const char **auth, size_t *auth_len, const char **rest)
-{
-	const char *p = strstr(url, "://");
-	const char *q = strpbrk(url, "/?#");
-	if (!p || (q && q < p)) {
-		*auth = *rest = url;
-		*auth_len = 0;
-		return -1;
-	}
-	*auth = p + 3;
-	*auth_len = strcspn(*auth, "/?#");
-	*rest = *auth + *auth_len;
-	return 0;
-}
-
 void graph_url_path(const char *url, char *out, size_t outlen)
 {
-	const char *auth, *rest;
-	size_t alen;
-	split_url(url, &auth, &alen, &rest);
+	struct url_parts p;
+	url_split(url, &p);   /* a bare path: p.rest is url */
+	const char *rest = p.rest;
 	size_t plen = strcspn(rest, "?#");
 	if (plen == 0 || rest[0] != '/')
 		snprintf(out, outlen, "/%.*s", (int)plen, rest);
@@ -60,19 +43,7 @@ void graph_url_path(const char *url, char *out, size_t outlen)
 
 void graph_redact_url(const char *url, char *out, size_t outlen)
 {
-	const char *auth, *rest;
-	size_t alen;
-	if (split_url(url, &auth, &alen, &rest)) {     /* a bare path */
-		snprintf(out, outlen, "%.*s", (int)strcspn(rest, "?#"), rest);
-		return;
-	}
-	/* drop userinfo: everything up to the last '@' of the authority */
-	const char *host = auth;
-	for (const char *s = auth; s < auth + alen; s++)
-		if (*s == '@')
-			host = s + 1;
-	snprintf(out, outlen, "%.*s%.*s%.*s", (int)(auth - url), url,
-		 (int)(auth + alen - host), host, (int)strcspn(rest, "?#"), rest);
+	url_redact(url, out, outlen);
 }
 
 /* ------------------------------------------------------------------ */
@@ -265,6 +236,15 @@ void graph_client_free(struct graph_client *c)
 	free(c);
 }
 
+int graph_token_valid(const char *token)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)token; *p; p++, n++)
+		if (*p < 0x21 || *p > 0x7e || n >= GRAPH_MAX_TOKEN_LEN)
+			return 0;
+	return n > 0;
+}
+
 /* One GET of url.  what names it in messages (no query); secrets are
  * scrubbed from the message.  Fills res; 0 if OK, else -1. */
 static int perform(struct graph_client *c, const char *url, const char *token, const char *what,
@@ -272,6 +252,15 @@ static int perform(struct graph_client *c, const char *url, const char *token, c
 {
 	static const char *const capture[] = { "X-Business-Use-Case-Usage", "Retry-After" };
 	graph_result_clear(res);
+	/* a stored token goes into a header line: it must be header text
+	 * (visible ASCII, no CR or LF that would start a header of its own) */
+	if (token && !graph_token_valid(token)) {
+		res->kind = GRAPH_AUTH;
+		snprintf(res->message, sizeof(res->message),
+			 "%s: the stored access token is not a valid token (empty, too long, or "
+			 "characters other than visible ASCII)", what);
+		return -1;
+	}
 	struct http_request rq = {
 		.url = url, .what = what, .bearer = token, .capture = capture,
 		.ncapture = JR_ARRAY_LEN(capture), .secrets = secrets, .nsecrets = nsecrets,

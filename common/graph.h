@@ -68,6 +68,12 @@ struct graph_result {
 				      owned, released by graph_result_clear() */
 };
 
+/* 1 when token can be sent: 1..GRAPH_MAX_TOKEN_LEN bytes of visible ASCII
+ * (a CR or LF would inject header lines).  graph_get() checks it and fails
+ * with GRAPH_AUTH otherwise, before anything is sent. */
+#define GRAPH_MAX_TOKEN_LEN 4096
+int graph_token_valid(const char *token);
+
 /* A query parameter (left out when value is NULL); secret values are also
  * scrubbed from messages. */
 struct graph_param {
@@ -127,8 +133,8 @@ void graph_classify(long http_status, const char *body, size_t len, const char *
  * 0 when absent or unparsable. */
 int64_t graph_usage_retry_ms(const char *header);
 
-/* Copies url into out without userinfo, query string and fragment
- * ("https://graph.facebook.com/v21.0/me?access_token=x" ->
+/* url_redact() (url.h): the password hidden, query string and fragment
+ * dropped ("https://graph.facebook.com/v21.0/me?access_token=x" ->
  * "https://graph.facebook.com/v21.0/me").  Truncates to outlen. */
 void graph_redact_url(const char *url, char *out, size_t outlen);
 /* The path of url without query and fragment ("/v21.0/me"), "/" if none. */

@@ -27,7 +27,8 @@
  * stored and what arrives (see row_cmp()), whichever writer sends it.
  *
  * Failure handling: entries are acknowledged only after their rows are
- * committed.  PostgreSQL unreachable: nothing is acknowledged, what was
+ * committed.  Redis failing mid-step: the rows already read are written
+ * (unacknowledged) before they are forgotten, in case Redis lost them.  PostgreSQL unreachable: nothing is acknowledged, what was
  * carried is forgotten, and the next step reads this writer's pending
  * entries again (id 0) before new ones.  PostgreSQL refuses the batch (a
  * constraint, bad data): the batch is retried without idempotency keys
@@ -55,6 +56,7 @@
 #include "config.h"
 #include "db.h"
 #include "jrmetrics.h"
+#include "jsoncheck.h"
 #include "log.h"
 #include "rconn.h"
 #include "rentry.h"
@@ -298,12 +300,27 @@ static int row_from_run(struct rows *rs, const redisReply *fields, const char *e
 	return 0;
 }
 
-static char *json_str(const cJSON *o, const char *key, size_t max)
+/* A string member of o as identifier text (jsoncheck.h), or NULL. */
+static char *json_text(const cJSON *o, const char *key, size_t max)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+	if (!s || !text_valid(s, strlen(s), max))
+		return NULL;
+	return xstrdup(s);
+}
+
+/* A free-text string member of o (an error message, a consumer name): at
+ * most max bytes, cut on a UTF-8 boundary; invalid UTF-8 and control
+ * characters become '?' (PostgreSQL refuses invalid UTF-8, and would refuse
+ * the whole batch with it). */
+static char *json_free_text(const cJSON *o, const char *key, size_t max)
 {
 	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
 	if (!s)
 		return NULL;
-	return xstrndup(s, strnlen(s, max));
+	char *out = xmalloc(max + 1);
+	text_clean(out, s, max);
+	return out;
 }
 
 static int64_t json_i64(const cJSON *o, const char *key)
@@ -314,55 +331,105 @@ static int64_t json_i64(const cJSON *o, const char *key)
 	return (int64_t)v->valuedouble;
 }
 
-/* A jr:events entry (e = JSON array of events) -> rows.  Returns how many. */
-static size_t rows_from_events(struct rows *rs, const redisReply *fields)
+/* One event -> a row (0), or nothing (-1: not an event of a run it can
+ * name).  Each event is decoded on its own and every field is checked as
+ * the entry parser checks it: a bad field is left out (NULL), a bad id or
+ * status leaves the event out; neither touches another event. */
+static int row_from_event(struct rows *rs, const cJSON *ev)
+{
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "id"));
+	const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "status"));
+	const char *src = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "src"));
+	enum run_status status;
+	enum run_source source = RUN_SRC_ADHOC;
+	if (!cJSON_IsObject(ev) || !id || !run_id_valid(id, strlen(id)) || !st ||
+	    run_status_parse(st, &status))
+		return -1;
+	if (src)
+		run_source_parse(src, &source);
+	struct hrow *h = row_new(rs);
+	memcpy(h->id, id, strlen(id) + 1);
+	h->job = json_text(ev, "job", RUN_MAX_JOB_LEN);
+	if (!h->job)
+		h->job = xstrdup("unknown");
+	h->org = json_text(ev, "org", RUN_MAX_ORG_LEN);
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(ev, "payload");
+	if (cJSON_IsObject(p)) {
+		h->payload = cJSON_PrintUnformatted(p);
+		if (h->payload && !rentry_json_valid(h->payload, strlen(h->payload), NULL, 0)) {
+			cJSON_free(h->payload);
+			h->payload = NULL;
+		}
+	}
+	h->error = json_free_text(ev, "error", RUN_MAX_ERROR_LEN);
+	h->consumer = json_free_text(ev, "consumer", 127);
+	h->idem = json_text(ev, "idem", RUN_MAX_IDEM_LEN);
+	h->src = run_source_name(source);
+	h->status = run_status_name(status);
+	int64_t a = json_i64(ev, "attempt"), m = json_i64(ev, "max");
+	h->attempts = a >= 0 && a <= RENTRY_MAX_ATTEMPTS ? (int)a : 0;
+	h->max = m >= 1 && m <= RENTRY_MAX_ATTEMPTS ? (int)m : 1;
+	h->runat = json_i64(ev, "runat");
+	h->enq = json_i64(ev, "enq");
+	h->started = json_i64(ev, "started");
+	h->finished = json_i64(ev, "finished");
+	h->duration = json_i64(ev, "duration");
+	if (h->duration > INT32_MAX)
+		h->duration = INT32_MAX;
+	return 0;
+}
+
+/* A jr:events entry (e = JSON array of events) -> rows.  Returns how many;
+ * *bad counts what could not be decoded (events left out, or 1 for an
+ * entry that is not a JSON array at all: only a foreign writer of
+ * jr:events makes one, as the consumers build events with cJSON). */
+static size_t rows_from_events(struct rows *rs, const redisReply *fields, size_t *bad)
 {
 	const redisReply *e = NULL;
 	for (size_t i = 0; i + 1 < fields->elements; i += 2)
 		if (fields->element[i]->type == REDIS_REPLY_STRING && !strcmp(fields->element[i]->str, "e"))
 			e = fields->element[i + 1];
-	if (!e || e->type != REDIS_REPLY_STRING)
+	if (!e || e->type != REDIS_REPLY_STRING) {
+		(*bad)++;
 		return 0;
-	cJSON *arr = cJSON_ParseWithLength(e->str, e->len);
+	}
+	const char *end = NULL;
+	cJSON *arr = cJSON_ParseWithLengthOpts(e->str, e->len, &end, 0);
+	if (!cJSON_IsArray(arr) || !end || end != e->str + e->len) {
+		cJSON_Delete(arr);
+		(*bad)++;
+		return 0;
+	}
 	size_t n = 0;
 	const cJSON *ev;
 	cJSON_ArrayForEach(ev, arr) {
-		const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "id"));
-		const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "status"));
-		const char *src = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "src"));
-		enum run_status status;
-		enum run_source source = RUN_SRC_ADHOC;
-		if (!id || strlen(id) > RUN_ID_LEN || !*id || !st || run_status_parse(st, &status))
-			continue;
-		if (src)
-			run_source_parse(src, &source);
-		struct hrow *h = row_new(rs);
-		memcpy(h->id, id, strlen(id) + 1);
-		h->job = json_str(ev, "job", RUN_MAX_JOB_LEN);
-		if (!h->job)
-			h->job = xstrdup("unknown");
-		h->org = json_str(ev, "org", RUN_MAX_ORG_LEN);
-		const cJSON *p = cJSON_GetObjectItemCaseSensitive(ev, "payload");
-		if (p)
-			h->payload = cJSON_PrintUnformatted(p);
-		h->error = json_str(ev, "error", RUN_MAX_ERROR_LEN);
-		h->consumer = json_str(ev, "consumer", 127);
-		h->idem = json_str(ev, "idem", RUN_MAX_IDEM_LEN);
-		h->src = run_source_name(source);
-		h->status = run_status_name(status);
-		int64_t a = json_i64(ev, "attempt"), m = json_i64(ev, "max");
-		h->attempts = a >= 0 && a <= RENTRY_MAX_ATTEMPTS ? (int)a : 0;
-		h->max = m >= 1 && m <= RENTRY_MAX_ATTEMPTS ? (int)m : 1;
-		h->runat = json_i64(ev, "runat");
-		h->enq = json_i64(ev, "enq");
-		h->started = json_i64(ev, "started");
-		h->finished = json_i64(ev, "finished");
-		h->duration = json_i64(ev, "duration");
-		if (h->duration > INT32_MAX)
-			h->duration = INT32_MAX;
-		n++;
+		if (row_from_event(rs, ev) == 0)
+			n++;
+		else
+			(*bad)++;
 	}
 	cJSON_Delete(arr);
+	return n;
+}
+
+size_t history_decode_entry(const redisReply *fields, size_t *bad)
+{
+	struct rows rs = { 0 };
+	*bad = 0;
+	size_t n = 0;
+	if (fields && fields->type == REDIS_REPLY_ARRAY)
+		n = rows_from_events(&rs, fields, bad);
+	for (size_t i = 0; i < rs.n; i++) {
+		const struct hrow *h = &rs.v[i];
+		/* what the rows promise the upsert */
+		if (!run_id_valid(h->id, strlen(h->id)) || !h->job || !h->status ||
+		    (h->payload && !rentry_json_valid(h->payload, strlen(h->payload), NULL, 0)) ||
+		    (h->org && !text_valid(h->org, strlen(h->org), RUN_MAX_ORG_LEN)) ||
+		    (h->error && strlen(h->error) > RUN_MAX_ERROR_LEN))
+			abort();
+	}
+	rows_reset(&rs);
+	free(rs.v);
 	return n;
 }
 
@@ -610,6 +677,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 		free(h);
 		return -1;
 	}
+	rconn_set_name(&h->rc, "history", consumer);
 	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
 	h->pending = 1;   /* Redis is reached on the first step, not here */
 	*out = h;
@@ -673,8 +741,10 @@ static void take(struct history *h, const redisReply *s, struct acks *ack, size_
 		(*nentries)++;
 		if (is_events) {
 			rargv_addcopy(&ack->events, id, idlen);
+			size_t bad = 0;
 			if (e->element[1]->type == REDIS_REPLY_ARRAY)   /* else deleted */
-				rows_from_events(&h->rows, e->element[1]);
+				rows_from_events(&h->rows, e->element[1], &bad);
+			h->counts.dropped += bad;
 			continue;
 		}
 		int made = e->element[1]->type == REDIS_REPLY_ARRAY &&
@@ -912,6 +982,25 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 	return rv;
 }
 
+/* Redis failed in the middle of a step: the rows already read (the carry
+ * among them) are written now, best effort and unacknowledged, instead of
+ * waiting to be read again: if Redis lost its data they cannot be, and they
+ * are what the data-loss check below requeues.  A Redis that comes back
+ * whole gives them again, and the upsert takes them twice harmlessly. */
+static void flush_on_redis_failure(struct history *h)
+{
+	if (!h->rows.n)
+		return;
+	char keep[sizeof h->errstr];
+	memcpy(keep, h->errstr, sizeof keep);
+	struct acks ack;
+	memset(&ack, 0, sizeof ack);
+	write_rows(h, &ack, 0);
+	rargv_release(&ack.runs);
+	rargv_release(&ack.events);
+	memcpy(h->errstr, keep, sizeof keep);
+}
+
 /* Redis data loss.  Redis keeps a random generation marker (jr:gen; the
  * first writer to find none makes one) and PostgreSQL the last one seen
  * (redis_generation); every row this writer upserts carries the marker of
@@ -1018,6 +1107,7 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 		rv = h_fail(h, "redis", "reconnected during the step");   /* generation unknown */
 	if (rv) {
 		h->pending = 1;
+		flush_on_redis_failure(h);
 	} else if (nentries || h->rows.n) {
 		rv = write_rows(h, &ack, block_ms > 0 && ack.events.n > 0);
 		if (rv) {
@@ -1041,7 +1131,11 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	rargv_release(&ack.events);
 	return rv;
 failed:
-	rows_reset(&h->carry);
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	flush_on_redis_failure(h);
+	rows_reset(&h->rows);
 	h->pending = 1;
 	return -1;
 }
@@ -1073,7 +1167,8 @@ static void *history_main(void *arg)
 		history_get_counts(t->h, &c);
 		jrm_history(c.rows - before.rows, c.skipped - before.skipped, c.dropped - before.dropped);
 		if (c.dropped > dropped_logged) {
-			LOGF(LOG_ERROR, "history_rows_dropped", "PostgreSQL refused history rows",
+			LOGF(LOG_ERROR, "history_rows_dropped",
+			     "history rows dropped (refused by PostgreSQL, or events that cannot be decoded)",
 			     LF_I("rows", (int64_t)(c.dropped - dropped_logged)),
 			     LF_S("error", history_errstr(t->h)));
 			dropped_logged = c.dropped;

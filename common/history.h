@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <hiredis/hiredis.h>
 
 struct config;
 struct history;
@@ -34,7 +35,8 @@ struct history;
 struct history_counts {
 	uint64_t rows;        /* rows written (upserts sent) */
 	uint64_t entries;     /* stream entries acknowledged */
-	uint64_t dropped;     /* rows PostgreSQL refused (logged by the thread) */
+	uint64_t dropped;     /* rows PostgreSQL refused, and events that could not be
+	                         decoded (logged by the thread) */
 	uint64_t batches;
 	uint64_t skipped;     /* rows not sent: older than what this writer stored */
 	uint64_t carried;     /* queued rows held back for their run's end (a row may count twice) */
@@ -68,5 +70,12 @@ int history_thread_start(const struct config *cfg, const char *consumer,
 /* Stops the thread after writing what it already read (up to timeout_ms
  * more), joins it and frees it. */
 void history_thread_stop(struct history_thread *t, int64_t timeout_ms);
+
+/* Decodes one jr:events entry (its field array, as XREADGROUP returns it)
+ * the way the writer does, and throws the rows away: for the fuzz target
+ * (tests/fuzz/fuzz_events.c).  Returns the rows made; *bad counts what
+ * could not be decoded.  Aborts if a row breaks what the upsert relies on
+ * (a valid id, payload, org; bounded error). */
+size_t history_decode_entry(const redisReply *fields, size_t *bad);
 
 #endif

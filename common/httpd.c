@@ -1,12 +1,25 @@
 /* httpd.c -- route table, bounded bodies and JSON answers on libmicrohttpd.
  *
+ * Accepting.  The listening socket is ours: accept_main() accepts every
+ * connection and hands it to MHD (MHD_add_connection) while fewer than
+ * max_connections are open and its address holds fewer than
+ * per_ip_max_connections (counted here: MHD's own per-address limit does
+ * not apply to handed-over connections).  Otherwise the connection is
+ * "overflow": the same thread polls it for at most 200 ms for its request
+ * line, answers a HTTPD_LIVENESS route 200 and anything else 503, and
+ * closes it -- so a full table never fails the liveness probe.
+ *
  * How a request flows.  libmicrohttpd (MHD) calls access_cb() several times
  * per request, with the per-request state in *con_cls:
  *
- *   1. headers received (*con_cls == NULL): match the route, check the
- *      method, the token and the declared Content-Length.  The state is
- *      created here.  The first failure found (in the order 404, 405, 401,
- *      413) is answered at once when no body follows, or when the client
+ *   1. headers received (*con_cls == NULL): framing first -- two
+ *      Content-Length headers, Content-Length with Transfer-Encoding, or a
+ *      coding other than "chunked" alone are answered 400 at once with
+ *      "Connection: close" (request smuggling).  Then match the route,
+ *      check the method, the token and the declared Content-Length (a body
+ *      on GET or HEAD is a 400).  The state is created here; no buffer is
+ *      reserved for the declared length.  The first failure found (in the
+ *      order 404, 405, 401, 413) is answered at once when no body follows, or when the client
  *      waits for "100 Continue" (MHD then sends no 100, reads nothing more
  *      and closes the connection after the answer), or when the declared
  *      body is beyond what we would drop.  Otherwise the failure is
@@ -14,7 +27,8 @@
  *      that is already pushing its body would otherwise see a connection
  *      reset (we close with unread data) instead of the answer.
  *   2. body bytes (*upload_data_size > 0): appended to the state's buffer,
- *      which never grows beyond max_body_bytes.  The first byte past the
+ *      which grows (doubling from 4 KiB) as bytes arrive and never beyond
+ *      max_body_bytes.  The first byte past the
  *      limit frees the buffer and turns the request into a 413; MHD cannot
  *      queue an answer while body bytes are being handed over (see
  *      MHD_AccessHandlerCallback), so the rest is read and dropped, up to
@@ -36,7 +50,9 @@
  * per-request state needs no lock; struct httpd is read-only after start
  * except for the statistics, which are atomics.
  *
- * Rejected alternatives: MHD's POST processor (form parsing we do not need,
+ * Rejected alternatives: MHD's listening socket and its
+ * MHD_OPTION_PER_IP_CONNECTION_LIMIT (a full table closes every new
+ * connection, liveness probes included); MHD's POST processor (form parsing we do not need,
  * with security fixes after 0.9.75); a thread per connection (unbounded
  * threads under load, where a pool with MHD_OPTION_CONNECTION_LIMIT keeps
  * the process size fixed); answering 413 by closing the connection at once
@@ -53,7 +69,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -91,6 +111,17 @@ struct httpd {
 	size_t drop_budget;             /* body bytes a failed request may send:
 	                                   max_body + max_discard, saturated */
 	int port;
+	int lfd;                        /* our listening socket (-1: none) */
+	int stop_pipe[2];               /* wakes the accept thread at stop */
+	pthread_t acceptor;
+	int acceptor_started;
+	unsigned max_conns;             /* handed to MHD below this many open */
+	_Atomic unsigned n_open;        /* connections MHD holds */
+	_Atomic uint64_t n_overflow;    /* connections answered by ovf_finish() */
+	unsigned per_ip;                /* open connections per address; 0: any */
+	int ip_mu_init;
+	pthread_mutex_t ip_mu;
+	struct ipslot *iptab;           /* IPTAB_SLOTS, when per_ip */
 	_Atomic uint64_t n_requests;
 	_Atomic uint64_t n_too_large;
 	_Atomic size_t max_body_seen;
@@ -124,6 +155,7 @@ struct httpd_req_priv {
 	const char *fail_msg;
 	char *allow;                    /* Allow header value of a 405 */
 	int status;                     /* the status queued, for the access log */
+	int close;                      /* answer with Connection: close */
 	char method[16];                /* for the access log */
 	int64_t start_ms;
 };
@@ -182,14 +214,11 @@ void httpd_json(struct httpd_response *resp, int status, cJSON *json)
 static void error_body(struct httpd_response *resp, int status, const char *code,
 		       const char *msg)
 {
-	struct strbuf sb = STRBUF_INIT;
-	sb_adds(&sb, "{\"error\":{\"code\":");
-	json_quote(&sb, code);
-	sb_adds(&sb, ",\"message\":");
-	json_quote(&sb, msg);
-	sb_adds(&sb, "}}");
-	size_t len = sb.len;
-	httpd_body(resp, status, HTTPD_JSON, sb_detach(&sb), len);
+	cJSON *o = cJSON_CreateObject();
+	cJSON *e = cJSON_AddObjectToObject(o, "error");
+	cJSON_AddStringToObject(e, "code", code);
+	cJSON_AddStringToObject(e, "message", msg);
+	httpd_json(resp, status, o);
 }
 
 void httpd_error(struct httpd_response *resp, int status, const char *code,
@@ -254,6 +283,8 @@ static enum MHD_Result queue_fail(struct httpd_req_priv *st)
 		httpd_add_header(&r, "WWW-Authenticate", "Bearer");
 	if (st->fail_status == 405 && st->allow)
 		httpd_add_header(&r, "Allow", st->allow);
+	if (st->close)
+		httpd_add_header(&r, MHD_HTTP_HEADER_CONNECTION, "close");
 	return queue_resp(st, &r);
 }
 
@@ -430,20 +461,57 @@ static int route_request(struct httpd_req_priv *st, const char *method)
 /* request state machine                                               */
 /* ------------------------------------------------------------------ */
 
-/* Declared body size: 0 none, 1 Content-Length (in *len), 2 chunked. */
+/* The framing headers of a request, counted (MHD keeps every copy). */
+struct framing {
+	int n_cl, n_te;
+	const char *cl, *te;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	(void)kind;
+	struct framing *f = cls;
+	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+		f->n_cl++;
+		f->cl = value;
+	} else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+		f->n_te++;
+		f->te = value;
+	}
+	return MHD_YES;
+}
+
+/* "chunked" alone, in any case, with optional spaces around it. */
+static int is_chunked(const char *te)
+{
+	while (*te == ' ' || *te == '\t')
+		te++;
+	if (strncasecmp(te, "chunked", 7))
+		return 0;
+	te += 7;
+	while (*te == ' ' || *te == '\t')
+		te++;
+	return *te == '\0';
+}
+
+/* Declared body size: 0 none, 1 Content-Length (in *len), 2 chunked; -1
+ * for framing a proxy in front could read differently (request smuggling):
+ * Content-Length twice, Content-Length with Transfer-Encoding, or a
+ * transfer coding other than "chunked" alone. */
 static int body_kind(struct MHD_Connection *conn, uint64_t *len)
 {
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_TRANSFER_ENCODING);
-	if (te && strcasestr(te, "chunked"))
+	struct framing f = { 0 };
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+	if (f.n_cl > 1 || f.n_te > 1 || (f.n_cl && f.n_te) || (f.te && !is_chunked(f.te)))
+		return -1;
+	if (f.te)
 		return 2;
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (!cl)
+	if (!f.cl)
 		return 0;
 	/* MHD has already rejected a malformed Content-Length with a 400. */
 	int64_t v;
-	if (parse_i64(cl, 0, INT64_MAX, &v) < 0) {
+	if (parse_i64(f.cl, 0, INT64_MAX, &v) < 0) {
 		*len = UINT64_MAX;
 		return 1;
 	}
@@ -474,18 +542,23 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 
 	uint64_t declared = 0;
 	int kind = body_kind(conn, &declared);
+	if (kind < 0) {
+		/* answered before any body byte is read, and the connection is
+		 * closed: what follows on it cannot be trusted to be a request */
+		set_fail(st, 400, "bad_request",
+			 "conflicting Content-Length / Transfer-Encoding, or an unsupported transfer coding");
+		st->close = 1;
+		return queue_fail(st);
+	}
 	if (route_request(st, method) == 0 && (st->route->row->flags & HTTPD_AUTH))
 		check_auth(st);
 	int too_big = kind == 1 && declared > srv->max_body;
 	if (!st->fail_status && too_big)
 		set_fail(st, 413, "payload_too_large", "request body is too large");
-	if (!st->fail_status) {
-		if (kind == 1) {
-			st->cap = (size_t)declared;     /* <= max_body */
-			st->body = xmalloc(st->cap);
-		}
-		return MHD_YES;
-	}
+	if (!st->fail_status && kind && (!strcmp(method, "GET") || !strcmp(method, "HEAD")))
+		set_fail(st, 400, "bad_request", "this route takes no request body");
+	if (!st->fail_status)
+		return MHD_YES;   /* the buffer grows as bytes arrive (on_body) */
 	/* Answer now when no body follows, when the client waits for "100
 	 * Continue" before sending it, or when it is more than we would drop;
 	 * else drop the body and answer after it (see the top of the file). */
@@ -501,6 +574,12 @@ static enum MHD_Result on_headers(struct httpd *srv, struct MHD_Connection *conn
 static enum MHD_Result on_body(struct httpd_req_priv *st, const char *data, size_t n)
 {
 	struct httpd *srv = st->srv;
+	if (!st->fail_status && (st->route->row->flags & HTTPD_NO_BODY)) {
+		st->dropped += n;   /* not stored: the handler reads none */
+		if (st->dropped > srv->max_body)
+			set_fail(st, 413, "payload_too_large", "request body is too large");
+		return MHD_YES;
+	}
 	if (!st->fail_status && n > srv->max_body - st->len) {
 		free(st->body);
 		st->body = NULL;
@@ -658,6 +737,247 @@ void httpd_client_addr(const struct httpd_request *req, char *out, size_t outlen
 }
 
 /* ------------------------------------------------------------------ */
+/* accepting: the connection table and liveness when it is full        */
+/* ------------------------------------------------------------------ */
+
+/* Open connections per client address (the per-address limit), kept here
+ * because the accept thread decides before MHD sees a connection. */
+#define IPTAB_SLOTS 4096
+struct ipslot {
+	unsigned char key[17];          /* family byte + address; [0] == 0: empty */
+	unsigned count;
+};
+
+static size_t addr_key(const struct sockaddr *sa, unsigned char key[17])
+{
+	memset(key, 0, 17);
+	if (sa->sa_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		key[0] = 6;
+		memcpy(key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else {
+		return 0;
+	}
+	return 17;
+}
+
+/* The slot of key (found or, with create, claimed), or NULL. Under ip_mu. */
+static struct ipslot *ip_slot(struct httpd *srv, const unsigned char key[17], int create)
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	for (unsigned i = 0; i < IPTAB_SLOTS; i++) {
+		struct ipslot *sl = &srv->iptab[(h + i) & (IPTAB_SLOTS - 1)];
+		if (sl->key[0] && !memcmp(sl->key, key, 17))
+			return sl;
+		if (!sl->key[0])
+			return create ? memcpy(sl->key, key, 17), sl : NULL;
+	}
+	return NULL;
+}
+
+/* Counts a connection from sa; 0, or -1 when that address is at its limit
+ * (or the table is full). */
+static int ip_take(struct httpd *srv, const struct sockaddr *sa)
+{
+	unsigned char key[17];
+	if (!srv->per_ip || !addr_key(sa, key))
+		return 0;
+	pthread_mutex_lock(&srv->ip_mu);
+	struct ipslot *sl = ip_slot(srv, key, 1);
+	int ok = sl && sl->count < srv->per_ip;
+	if (ok)
+		sl->count++;
+	pthread_mutex_unlock(&srv->ip_mu);
+	return ok ? 0 : -1;
+}
+
+static void ip_give(struct httpd *srv, const struct sockaddr *sa)
+{
+	unsigned char key[17];
+	if (!srv->per_ip || !sa || !addr_key(sa, key))
+		return;
+	pthread_mutex_lock(&srv->ip_mu);
+	struct ipslot *sl = ip_slot(srv, key, 0);
+	if (sl && sl->count && --sl->count == 0) {
+		/* removal from an open-addressing table: re-insert the run after it */
+		size_t at = (size_t)(sl - srv->iptab);
+		memset(sl, 0, sizeof *sl);
+		for (size_t j = (at + 1) & (IPTAB_SLOTS - 1); srv->iptab[j].key[0];
+		     j = (j + 1) & (IPTAB_SLOTS - 1)) {
+			struct ipslot moved = srv->iptab[j];
+			memset(&srv->iptab[j], 0, sizeof moved);
+			struct ipslot *dst = ip_slot(srv, moved.key, 1);
+			dst->count = moved.count;
+		}
+	}
+	pthread_mutex_unlock(&srv->ip_mu);
+}
+
+static void conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+			enum MHD_ConnectionNotificationCode toe)
+{
+	(void)socket_context;
+	struct httpd *srv = cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		atomic_fetch_add(&srv->n_open, 1);
+		return;
+	}
+	atomic_fetch_sub(&srv->n_open, 1);
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	ip_give(srv, ci ? ci->client_addr : NULL);
+}
+
+/* 1 when the request line in buf is "GET|HEAD <a liveness route> HTTP/..". */
+static int is_liveness(const struct httpd *srv, const char *buf)
+{
+	const char *sp = strchr(buf, ' ');
+	if (!sp)
+		return 0;
+	size_t mlen = (size_t)(sp - buf);
+	if (!((mlen == 3 && !memcmp(buf, "GET", 3)) || (mlen == 4 && !memcmp(buf, "HEAD", 4))))
+		return 0;
+	const char *path = sp + 1, *end = strchr(path, ' ');
+	if (!end)
+		return 0;
+	for (size_t i = 0; i < srv->nroutes; i++) {
+		const struct httpd_route *row = srv->routes[i].row;
+		if ((row->flags & HTTPD_LIVENESS) && strlen(row->pattern) == (size_t)(end - path) &&
+		    !memcmp(row->pattern, path, (size_t)(end - path)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Connections that find the table full, or their address at its limit:
+ * the accept thread reads their request line for at most OVERFLOW_WAIT_MS
+ * (polling them with the listening socket, never blocking on one), answers
+ * a liveness route 200 and anything else 503, and closes them.  The
+ * process is alive even when clients hold every slot, so the
+ * orchestrator's probe must not restart it for that.  At most OVERFLOW_MAX
+ * wait at once; past that the oldest is closed unanswered. */
+#define OVERFLOW_WAIT_MS 200
+#define OVERFLOW_MAX 64
+struct ovf {
+	int fd;
+	int64_t deadline;
+	size_t n;
+	char buf[512];
+};
+
+static void ovf_finish(struct httpd *srv, struct ovf *o)
+{
+	static const char ok[] =
+		"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+		"Connection: close\r\n\r\n{\"status\":\"ok\"}";
+	static const char busy[] =
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+		"Content-Length: 70\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+		"{\"error\":{\"code\":\"unavailable\",\"message\":\"too many open connections\"}}";
+	o->buf[o->n] = '\0';
+	int live = is_liveness(srv, o->buf);
+	const char *a = live ? ok : busy;
+	size_t alen = live ? sizeof ok - 1 : sizeof busy - 1;
+	if (send(o->fd, a, alen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* the client is gone, or not reading: nothing more to do */
+	}
+	atomic_fetch_add(&srv->n_overflow, 1);
+	close(o->fd);
+	o->fd = -1;
+}
+
+/* Reads what o's client sent; 1 when o is done (line complete, closed). */
+static int ovf_read(struct ovf *o)
+{
+	ssize_t r = recv(o->fd, o->buf + o->n, sizeof o->buf - 1 - o->n, MSG_DONTWAIT);
+	if (r > 0)
+		o->n += (size_t)r;
+	return r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR) ||
+	       memchr(o->buf, '\n', o->n) != NULL || o->n == sizeof o->buf - 1;
+}
+
+static void *accept_main(void *arg)
+{
+	struct httpd *srv = arg;
+	struct ovf *ov = xcalloc(OVERFLOW_MAX, sizeof *ov);
+	size_t nov = 0;
+	struct pollfd p[2 + OVERFLOW_MAX];
+	for (;;) {
+		int64_t now = mono_ms(), wait = -1;
+		p[0] = (struct pollfd){ srv->lfd, POLLIN, 0 };
+		p[1] = (struct pollfd){ srv->stop_pipe[0], POLLIN, 0 };
+		for (size_t i = 0; i < nov; i++) {
+			p[2 + i] = (struct pollfd){ ov[i].fd, POLLIN, 0 };
+			int64_t left = ov[i].deadline - now;
+			if (wait < 0 || left < wait)
+				wait = left < 0 ? 0 : left;
+		}
+		if (poll(p, 2 + nov, (int)wait) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		now = mono_ms();
+		for (size_t i = 0; i < nov; i++)
+			if ((p[2 + i].revents && ovf_read(&ov[i])) || now >= ov[i].deadline)
+				ovf_finish(srv, &ov[i]);
+		size_t w = 0;
+		for (size_t i = 0; i < nov; i++)
+			if (ov[i].fd >= 0)
+				ov[w++] = ov[i];
+		nov = w;
+		if (!(p[0].revents & POLLIN))
+			continue;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		int fd = accept4(srv->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				poll(NULL, 0, 10);   /* out of descriptors: let some close */
+			continue;
+		}
+		if (atomic_load(&srv->n_open) < srv->max_conns &&
+		    ip_take(srv, (struct sockaddr *)&ss) == 0) {
+			if (MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&ss, sl) != MHD_YES)
+				ip_give(srv, (struct sockaddr *)&ss);   /* MHD closed fd */
+			continue;
+		}
+		if (nov == OVERFLOW_MAX) {
+			close(ov[0].fd);
+			memmove(ov, ov + 1, (OVERFLOW_MAX - 1) * sizeof *ov);
+			nov--;
+		}
+		ov[nov].fd = fd;
+		ov[nov].n = 0;
+		ov[nov].deadline = mono_ms() + OVERFLOW_WAIT_MS;
+		nov++;
+	}
+	for (size_t i = 0; i < nov; i++)
+		close(ov[i].fd);
+	free(ov);
+	return NULL;
+}
+
+/* Binds and listens on addr:port; the fd, or -errno. */
+static int listen_on(const struct sockaddr_storage *ss, socklen_t sl)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, (const struct sockaddr *)ss, sl) < 0 || listen(fd, 256) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------ */
 /* API: lifecycle                                                      */
 /* ------------------------------------------------------------------ */
 
@@ -677,6 +997,23 @@ static void srv_free(struct httpd *srv)
 {
 	if (!srv)
 		return;
+	if (srv->acceptor_started) {
+		if (write(srv->stop_pipe[1], "x", 1) < 0) {
+			/* cannot happen on a fresh pipe; join below waits anyway */
+		}
+		pthread_join(srv->acceptor, NULL);
+	}
+	if (srv->stop_pipe[0] >= 0)
+		close(srv->stop_pipe[0]);
+	if (srv->stop_pipe[1] >= 0)
+		close(srv->stop_pipe[1]);
+	if (srv->lfd >= 0)
+		close(srv->lfd);
+	if (srv->daemon)
+		MHD_stop_daemon(srv->daemon);
+	free(srv->iptab);
+	if (srv->ip_mu_init)
+		pthread_mutex_destroy(&srv->ip_mu);
 	for (size_t i = 0; i < srv->nroutes; i++)
 		croute_free(&srv->routes[i]);
 	free(srv->routes);
@@ -709,6 +1046,7 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	if (err && errlen)
 		err[0] = '\0';
 	struct httpd *srv = xcalloc(1, sizeof *srv);
+	srv->lfd = srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
 	if (opt->port < 0 || opt->port > 65535)
 		return fail_start(srv, -EINVAL, err, errlen, "port %d out of range", opt->port);
 	if (opt->max_body_bytes == 0 || opt->threads == 0 || opt->threads > 64 ||
@@ -753,24 +1091,52 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 	if (timeout_s > 86400)
 		timeout_s = 86400;
 
+	socklen_t sl = ss.ss_family == AF_INET6 ? sizeof *sin6 : sizeof *sin;
+	srv->lfd = listen_on(&ss, sl);
+	if (srv->lfd < 0) {
+		int e = -srv->lfd;
+		return fail_start(srv, -e, err, errlen, "cannot serve HTTP on %s port %d: %s",
+				  addr, opt->port, strerror(e));
+	}
+	struct sockaddr_storage bound;
+	socklen_t bl = sizeof bound;
+	if (getsockname(srv->lfd, (struct sockaddr *)&bound, &bl) == 0)
+		srv->port = ntohs(bound.ss_family == AF_INET6
+					  ? ((struct sockaddr_in6 *)&bound)->sin6_port
+					  : ((struct sockaddr_in *)&bound)->sin_port);
+	else
+		srv->port = opt->port;
+	srv->max_conns = opt->max_connections;
+	srv->per_ip = opt->per_ip_max_connections;
+	pthread_mutex_init(&srv->ip_mu, NULL);
+	srv->ip_mu_init = 1;
+	if (srv->per_ip)
+		srv->iptab = xcalloc(IPTAB_SLOTS, sizeof *srv->iptab);
+
+	/* MHD serves the connections that accept_main() hands it; the margin
+	 * keeps its own limit from refusing one that raced with a close */
 	errno = 0;
 	srv->daemon = MHD_start_daemon(
-		flags, (uint16_t)opt->port, NULL, NULL, access_cb, srv,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)opt->per_ip_max_connections,
+		(flags & ~(unsigned)MHD_USE_IPv6) | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC, 0, NULL, NULL, access_cb, srv,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections + 16,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)opt->conn_memory_bytes,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opt->threads,
 		MHD_OPTION_NOTIFY_COMPLETED, request_done, (void *)srv,
+		MHD_OPTION_NOTIFY_CONNECTION, conn_notify, (void *)srv,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
 		int e = errno ? errno : EIO;
 		return fail_start(srv, -e, err, errlen, "cannot serve HTTP on %s port %d: %s",
 				  addr, opt->port, strerror(e));
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	srv->port = di ? (int)di->port : opt->port;
+	if (pipe2(srv->stop_pipe, O_CLOEXEC) < 0 ||
+	    pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
+		int e = errno ? errno : EAGAIN;
+		return fail_start(srv, -e, err, errlen, "cannot start the HTTP accept thread: %s",
+				  strerror(e));
+	}
+	srv->acceptor_started = 1;
 	*out = srv;
 	return 0;
 }
@@ -784,8 +1150,6 @@ void httpd_stop(struct httpd *srv)
 {
 	if (!srv)
 		return;
-	if (srv->daemon)
-		MHD_stop_daemon(srv->daemon);
 	srv_free(srv);
 }
 
@@ -800,6 +1164,51 @@ void httpd_get_stats(const struct httpd *srv, struct httpd_stats *out)
 void httpd_ok(struct httpd_request *req, struct httpd_response *resp)
 {
 	httpd_json_str(resp, 200, "{\"status\":\"ok\"}");
+}
+
+int httpd_authenticated(const struct httpd_request *req)
+{
+	struct httpd_req_priv st = *req->priv;   /* check_auth only sets fail_* */
+	st.fail_status = 0;
+	return check_auth(&st) == 0;
+}
+
+/* Lower-case substring search. */
+static int has(const char *s, const char *needle)
+{
+	return strcasestr(s, needle) != NULL;
+}
+
+void httpd_error_category(const char *what, const char *error, char *out, size_t outlen)
+{
+	const char *e = error ? error : "";
+	const char *cat =
+		has(e, "refused") ? "connection refused" :
+		has(e, "timeout") || has(e, "timed out") ? "timeout" :
+		has(e, "translate host") || has(e, "name or service") || has(e, "resolv") ||
+			has(e, "unknown host") ? "name not resolved" :
+		has(e, "password") || has(e, "authenticat") || has(e, "noauth") || has(e, "wrongpass")
+			? "authentication failed" :
+		has(e, "permission") || has(e, "noperm") ? "permission denied" :
+		has(e, "too many") ? "too many connections" :
+		has(e, "ssl") || has(e, "tls") || has(e, "certificate") ? "TLS error" :
+		has(e, "does not exist") ? "not found" :
+		has(e, "starting up") || has(e, "shutting down") || has(e, "recovery") ||
+			has(e, "loading") ? "starting or stopping" :
+		has(e, "no route") || has(e, "unreachable") ? "network unreachable" :
+		has(e, "reset") || has(e, "closed") || has(e, "eof") || has(e, "terminat")
+			? "connection lost" : "error";
+	snprintf(out, outlen, "%s unreachable: %s", what, cat);
+}
+
+cJSON *httpd_check_for(const struct httpd_request *req, const char *what, int ok,
+		       int64_t latency_ms, const char *error)
+{
+	if (ok || httpd_authenticated(req))
+		return httpd_check(ok, latency_ms, error);
+	char cat[96];
+	httpd_error_category(what, error, cat, sizeof cat);
+	return httpd_check(ok, latency_ms, cat);
 }
 
 cJSON *httpd_check(int ok, int64_t latency_ms, const char *error)

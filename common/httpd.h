@@ -57,6 +57,13 @@
  *                           (e.g. a session cookie without its CSRF token)
  *   413 payload_too_large   Content-Length over max_body_bytes (answered at
  *                           once), or a chunked body that grows past it
+ *   400 bad_request         Content-Length twice, Content-Length with
+ *                           Transfer-Encoding, or a coding other than
+ *                           "chunked" (answered before the body is read,
+ *                           and the connection is closed); a body on GET
+ *                           or HEAD
+ *   503 unavailable         max_connections are open (liveness routes
+ *                           still answer 200, see HTTPD_LIVENESS)
  *   500 internal            the handler set no status
  * HEAD is served by GET routes (libmicrohttpd drops the body).
  *
@@ -88,6 +95,13 @@ struct httpd_response;
 
 enum httpd_route_flags {
 	HTTPD_AUTH = 1 << 0,    /* requires Authorization: Bearer <api_token> */
+	HTTPD_LIVENESS = 1 << 1,/* GET of this literal path is also answered
+	                           200 {"status":"ok"} when the connection
+	                           table is full (the handler should say the
+	                           same: httpd_ok) */
+	HTTPD_NO_BODY = 1 << 2, /* the handler reads no body: one sent is read
+	                           and dropped (up to max_body_bytes, 413
+	                           past it), never stored */
 };
 
 /* A handler fills resp (with the helpers below).  It does not return a code:
@@ -127,8 +141,12 @@ struct httpd_options {
 	 * "Expect: 100-continue" (curl does for bodies over 1 MiB) are answered
 	 * at once and send nothing.  Default 8 MiB. */
 	size_t max_discard_bytes;
-	unsigned max_connections;       /* MHD_OPTION_CONNECTION_LIMIT; default 256 */
-	unsigned per_ip_max_connections;/* 0: no per-IP limit (default: proxies) */
+	unsigned max_connections;       /* open connections handed to MHD; past
+	                                   it a new connection gets 200 for a
+	                                   HTTPD_LIVENESS route, else 503, and is
+	                                   closed; default 256 */
+	unsigned per_ip_max_connections;/* HTTP_MAX_CONNECTIONS_PER_IP; 0: none
+	                                   (behind a proxy); default 0 */
 	int64_t conn_timeout_ms;        /* idle timeout per connection, rounded up
 	                                   to whole seconds; default 30000 */
 	size_t conn_memory_bytes;       /* per-connection buffer; bounds the request
@@ -236,5 +254,22 @@ void httpd_ok(struct httpd_request *req, struct httpd_response *resp);
  * (error only when !ok).  The caller owns the object (cJSON_Delete, or
  * hands it to a parent). */
 cJSON *httpd_check(int ok, int64_t latency_ms, const char *error);
+
+/* httpd_check() for a public answer: unless req carries the API token, the
+ * error is replaced by its category (httpd_error_category()), as a
+ * server's error text names hosts, addresses, ports, databases and users. */
+cJSON *httpd_check_for(const struct httpd_request *req, const char *what, int ok,
+		       int64_t latency_ms, const char *error);
+
+/* "<what> unreachable: <category>" from a libpq or hiredis error text:
+ * connection refused, timeout, name not resolved, authentication failed,
+ * permission denied, too many connections, TLS error, not found, starting
+ * or stopping, network unreachable, connection lost, error.  Never any of
+ * the text itself. */
+void httpd_error_category(const char *what, const char *error, char *out, size_t outlen);
+
+/* 1 when req carries "Authorization: Bearer <api_token>" (or passes
+ * opt.alt_auth, the dashboard's session). */
+int httpd_authenticated(const struct httpd_request *req);
 
 #endif

@@ -7,8 +7,11 @@
  *   2026-11-28T19:21:35.123Z INFO  job_runner_cycle_complete cycle complete durationMs=12 ran=no_reply_scan
  *
  * Secrets registered with log_add_secret() are replaced by "[REDACTED]"
- * wherever they appear in a line, as a last line of defence: code should not
- * pass secrets to the logger in the first place.
+ * wherever they appear whole in a line (not inside a longer word: a short
+ * secret does not mangle unrelated words), as written and as JSON escapes
+ * them, as a last line of defence: code should not pass secrets to the
+ * logger in the first place.  Text lines escape control characters (\n,
+ * \r, \u001b...) in every part, so a value cannot forge a line.
  *
  * Helpers do not log; the top of the call stack logs once (CONTRIBUTING.md).
  * Thread-safe: each line is written with one write(2).

@@ -162,9 +162,13 @@ struct queue_dead_filter {
  * stream (redis given) or is claimable from job_runs (Redis-less mode, or
  * Redis failing before anything was sent: the PostgreSQL queue carries
  * it).  *ids (may be NULL) receives an array of the runs (id and job,
- * free() it); *n how many.  0, or a QUEUE_E* code with err: QUEUE_EUNKNOWN
- * when Redis failed after the runs were sent (the rows stay queued for
- * Redis; they are not put on the PostgreSQL queue too). */
+ * free() it); *n how many.  0, or a QUEUE_E* code with err.  With Redis it
+ * is one step: the rows change in a transaction that commits only once the
+ * runs are on the stream (or on the PostgreSQL queue when nothing reached
+ * Redis); QUEUE_EUNKNOWN when Redis's answer was lost even on a resend
+ * over a fresh connection: the transaction is rolled back and the runs
+ * stay dead (each carries an idempotency key per death, so retrying again
+ * never queues one twice). */
 struct queue_retried {
 	char id[RUN_ID_LEN + 1];
 	char job[RUN_MAX_JOB_LEN + 1];

@@ -41,9 +41,10 @@ static const char cancel_sql[] =
 	"   error = case when o.status in ('queued','failed') then 'cancelled before it started' else j.error end,"
 	"   lease_until = case when o.status in ('queued','failed') then null else j.lease_until end,"
 	"   updated_at = case when o.status in ('queued','failed','running') then now() else j.updated_at end"
-	"  from (select id, status, run_at > now() as later from job_runs where id = $1 for update) o"
+	"  from (select id, status, run_at > now() as later, cancel_requested_at is null as unasked"
+	"          from job_runs where id = $1 for update) o"
 	" where j.id = o.id"
-	" returning o.status, o.later, j.job, (extract(epoch from j.finished_at) * 1000)::bigint";
+	" returning o.status, o.later, j.job, (extract(epoch from j.finished_at) * 1000)::bigint, o.unasked";
 
 int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_cancel_result *res,
 		 char *status, size_t statuslen, char *job, size_t joblen, char *err, size_t errlen)
@@ -79,10 +80,13 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
 	else if (!strcmp(old, "running"))
 		*res = QUEUE_STOPPING;
-	else if (!strcmp(old, "cancelled") && added && db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
+	else if (!strcmp(old, "cancelled") && added && db_get(r, 0, 4) && db_get(r, 0, 4)[0] == 't' &&
+		 db_get_i64(r, 0, 3, 0) >= asked_ms - CLOCK_SLACK_MS) {
 		/* Redis: this request was the first, and while it waited for
 		 * job_runs a consumer honoured it: before starting the run (it
-		 * was not held: queued), or by stopping it (held: running) */
+		 * was not held: queued), or by stopping it (held: running).
+		 * "unasked": no other request recorded itself in the row (one
+		 * that did answered for the run, and this one is told 409). */
 		*res = held ? QUEUE_STOPPING : QUEUE_CANCELLED;
 		snprintf(status, statuslen, "%s", held ? "running" : "queued");
 	} else
@@ -102,7 +106,7 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
  * "id in (select ... limit n for update skip locked)" may be rescanned by
  * the join and, skipping what it locked the first time, take more than n. */
 static const char retry_sql[] =
-	"with picked as (select id from job_runs"
+	"with picked as (select id, finished_at from job_runs"
 	"                 where status = 'dead' and ($2::text is null or id = $2)"
 	"                   and ($3::text is null or job = $3) and ($4::text is null or org_id = $4)"
 	"                   and ($5::bigint is null or finished_at >= to_timestamp($5::bigint / 1000.0))"
@@ -113,7 +117,49 @@ static const char retry_sql[] =
 	"   duration_ms = null, consumer = null, lease_until = null, cancel_requested_at = null,"
 	"   transport = $1, updated_at = now()"
 	"  from picked where j.id = picked.id and j.status = 'dead'"
-	" returning j.id, j.job, j.org_id, j.payload::text, j.max_attempts";
+	" returning j.id, j.job, j.org_id, j.payload::text, j.max_attempts,"
+	"   coalesce((extract(epoch from picked.finished_at) * 1000)::bigint, 0)";
+
+/* Redis mode: the rows of r (retry_sql's, in the open transaction) onto
+ * the stream.  Each run carries an idempotency key made of its id and the
+ * finished_at of the death it leaves, so a resend -- after a lost answer,
+ * or a client's second retry of the same death -- cannot put it on the
+ * stream twice.  Returns the transport's code; a lost answer is sent once
+ * more on a fresh connection, and stays QUEUE_EUNKNOWN only if that fails
+ * too. */
+static int retry_to_redis(struct queue *redis, PGresult *r, size_t rows, char *err, size_t errlen)
+{
+	struct run *runs = xcalloc(rows, sizeof *runs);
+	char (*keys)[RUN_MAX_IDEM_LEN + 1] = xcalloc(rows, sizeof *keys);
+	for (size_t i = 0; i < rows; i++) {
+		snprintf(runs[i].id, sizeof runs[i].id, "%s", db_get(r, (int)i, 0));
+		runs[i].job = (char *)db_get(r, (int)i, 1);
+		runs[i].org_id = (char *)db_get(r, (int)i, 2);
+		runs[i].payload = (char *)db_get(r, (int)i, 3);
+		runs[i].source = RUN_SRC_RETRY;
+		runs[i].max_attempts = (int)db_get_i64(r, (int)i, 4, 5);
+		runs[i].enqueued_at_ms = wall_ms();
+		snprintf(keys[i], sizeof keys[i], "dead-retry:%s:%s", runs[i].id, db_get(r, (int)i, 5));
+		runs[i].idempotency_key = keys[i];
+	}
+	int erc = redis->ops->enqueue(redis, runs, rows);
+	if (erc)
+		snprintf(err, errlen, "%s", redis->errstr);
+	if (erc == QUEUE_EUNKNOWN) {
+		struct queue *fresh = NULL;
+		char e2[256];
+		if (queue_redis_open(redis->cfg, redis->consumer, &fresh, e2, sizeof e2) == 0) {
+			/* the key makes the resend a no-op where the first send went in */
+			erc = fresh->ops->enqueue(fresh, runs, rows) ? QUEUE_EUNKNOWN : QUEUE_OK;
+			if (erc)
+				snprintf(err, errlen, "%s", fresh->errstr);
+			fresh->ops->destroy(fresh);
+		}
+	}
+	free(keys);
+	free(runs);   /* the strings belong to r */
+	return erc;
+}
 
 int queue_retry_dead(struct db *db, struct queue *redis, const struct queue_dead_filter *f,
 		     struct queue_retried **ids, size_t *n, char *err, size_t errlen)
@@ -125,31 +171,32 @@ int queue_retry_dead(struct db *db, struct queue *redis, const struct queue_dead
 	*n = 0;
 	if (ids)
 		*ids = NULL;
+	/* Redis mode: one step.  The rows turn queued in a transaction that
+	 * commits once the runs are on the stream (or, nothing sent, on the
+	 * PostgreSQL queue); when Redis's answer is lost for good it is rolled
+	 * back and the runs stay dead -- never queued in neither place. */
+	uint64_t gen = db->generation;
+	if (redis) {
+		if (db_exec(db, "begin", 0, NULL)) {
+			snprintf(err, errlen, "postgres: %s", db->errstr);
+			return db->conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+		}
+		gen = db->generation;
+	}
 	PGresult *r = db_query(db, retry_sql, 6, p);
 	if (!r) {
 		snprintf(err, errlen, "postgres: %s", db->errstr);
-		return db->conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+		int code = db->conn ? QUEUE_EINTERNAL : QUEUE_EDOWN;
+		if (redis)
+			db_exec(db, "rollback", 0, NULL);
+		return code;
 	}
 	size_t rows = (size_t)PQntuples(r);
 	int rc = QUEUE_OK;
 	if (rows && redis) {
-		struct run *runs = xcalloc(rows, sizeof *runs);
-		for (size_t i = 0; i < rows; i++) {
-			snprintf(runs[i].id, sizeof runs[i].id, "%s", db_get(r, (int)i, 0));
-			runs[i].job = (char *)db_get(r, (int)i, 1);
-			runs[i].org_id = (char *)db_get(r, (int)i, 2);
-			runs[i].payload = (char *)db_get(r, (int)i, 3);
-			runs[i].source = RUN_SRC_RETRY;
-			runs[i].max_attempts = (int)db_get_i64(r, (int)i, 4, 5);
-			runs[i].enqueued_at_ms = wall_ms();
-		}
-		int erc = redis->ops->enqueue(redis, runs, rows);
-		free(runs);   /* the strings belong to r */
+		int erc = retry_to_redis(redis, r, rows, err, errlen);
 		if (erc == QUEUE_EUNKNOWN) {
-			/* the stream may hold them: putting them on the PostgreSQL
-			 * queue too could run them twice; the rows stay queued */
-			snprintf(err, errlen, "%s", redis->errstr);
-			rc = erc;
+			rc = erc;   /* rolled back below: the runs stay dead, to be retried again */
 		} else if (erc) {
 			/* nothing was sent: the PostgreSQL queue carries them */
 			struct strbuf arr = STRBUF_INIT;
@@ -170,6 +217,19 @@ int queue_retry_dead(struct db *db, struct queue *redis, const struct queue_dead
 		}
 	} else if (rows) {
 		db_exec(db, NOTIFY_SQL, 0, NULL);   /* wakes idle claimers; the poll is the net */
+	}
+	if (redis) {
+		if (rc) {
+			db_exec(db, "rollback", 0, NULL);
+			rows = 0;
+		} else if (db_exec(db, "commit", 0, NULL) || db->generation != gen) {
+			/* the transaction died with its connection: the rows are dead
+			 * still (runs that reached the stream are deduplicated by
+			 * their key when retried again) */
+			snprintf(err, errlen, "postgres: %s", db->errstr[0] ? db->errstr : "connection lost");
+			rc = QUEUE_EDOWN;
+			rows = 0;
+		}
 	}
 	if (ids && rows) {
 		*ids = xcalloc(rows, sizeof **ids);

@@ -68,7 +68,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "config.h"
+#include "jsoncheck.h"
 #include "log.h"
 #include "lua_gen.h"
 #include "orglimit.h"
@@ -152,6 +155,8 @@ struct rqueue {
 	int64_t max_len;
 	int64_t tick_px;
 	int default_max;
+	int min_acks;            /* REDIS_MIN_REPLICAS_ACK: WAIT after enqueues */
+	uint64_t acks_seen_at;   /* rc.connects when enough replicas were in sync */
 
 	int own_done;            /* own entries of a previous incarnation taken back */
 	char reclaim_cursor[48];
@@ -298,12 +303,18 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 		if (rv)
 			return rq_fail(rq);
 	}
+	char acks[8], wait_ms[16];
+	snprintf(acks, sizeof acks, "%d", rq->min_acks);
+	snprintf(wait_ms, sizeof wait_ms, "%d", QUEUE_REDIS_WAIT_MS);
+	const char *wait[] = { "WAIT", acks, wait_ms };
+	if (rq->min_acks > 0 && rconn_append(&rq->rc, 3, wait, NULL))
+		return rq_fail(rq);
 	int failed = 0;
 	size_t redo[ENQUEUE_CHUNK], nredo = 0;
 	for (size_t i = 0; i < n; i++) {
 		redisReply *r = rconn_get(&rq->rc);
-		if (!r)
-			return unknown(rq);   /* sent, no answer: applied or not? */
+		if (!r)   /* sent, no answer: applied or not?  (EDOWN: nothing left) */
+			return rq->rc.err == RCONN_ELOST ? unknown(rq) : rq_fail(rq);
 		if (rconn_is_error(r, "NOSCRIPT")) {
 			redo[nredo++] = i;
 		} else if (r->type == REDIS_REPLY_ERROR) {
@@ -318,13 +329,28 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 		}
 		freeReplyObject(r);
 	}
+	if (rq->min_acks > 0) {
+		/* a failover to a replica that lacks them would lose accepted runs */
+		redisReply *w = rconn_get(&rq->rc);
+		long long got = w && w->type == REDIS_REPLY_INTEGER ? w->integer : -1;
+		if (w)
+			freeReplyObject(w);
+		if (!failed && got < rq->min_acks) {
+			if (!w)
+				return unknown(rq);
+			return rq_failf(rq, QUEUE_EUNKNOWN, "enqueue: only %lld of %d replicas confirmed "
+					"the runs within %d ms (REDIS_MIN_REPLICAS_ACK); they are on the "
+					"master but could be lost by a failover", got < 0 ? 0 : got,
+					rq->min_acks, QUEUE_REDIS_WAIT_MS);
+		}
+	}
 	/* after a SCRIPT FLUSH: run those again, one by one, with EVAL */
 	for (size_t k = 0; k < nredo && !failed; k++) {
 		size_t i = redo[k];
 		redisReply *r = rconn_eval(&rq->rc, S_ENQ_IDEM, (int)sl[i].count, a->argv + sl[i].start,
 					   a->lens + sl[i].start);
 		if (!r)
-			return rq->rc.err == RCONN_EREPLY ? rq_fail(rq) : unknown(rq);
+			return rq->rc.err == RCONN_ELOST ? unknown(rq) : rq_fail(rq);
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		    r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN)
 			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
@@ -337,13 +363,33 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 	return 0;
 }
 
+/* REDIS_MIN_REPLICAS_ACK: before the first enqueue of a connection (a new
+ * master after a failover may have no replica yet), count the replicas in
+ * sync (WAIT 0 0 answers at once).  Too few: QUEUE_EDOWN before anything
+ * is sent, so the runs go to PostgreSQL instead of failing as unknown. */
+static int check_replicas(struct rqueue *rq)
+{
+	if (rq->min_acks <= 0 || rq->acks_seen_at == rq->rc.connects)
+		return 0;
+	redisReply *w = rconn_cmdf(&rq->rc, "WAIT 0 0");
+	if (!w)
+		return rq_fail(rq);
+	long long got = w->type == REDIS_REPLY_INTEGER ? w->integer : 0;
+	freeReplyObject(w);
+	if (got < rq->min_acks)
+		return rq_failf(rq, QUEUE_EDOWN, "enqueue: %lld replicas in sync, REDIS_MIN_REPLICAS_ACK=%d: "
+				"nothing sent", got, rq->min_acks);
+	rq->acks_seen_at = rq->rc.connects;
+	return 0;
+}
+
 static int rq_enqueue(struct queue *q, struct run *runs, size_t n)
 {
 	struct rqueue *rq = rq_of(q);
 	for (size_t i = 0; i < n; i++)
 		if (check_run(rq, &runs[i]))
 			return q->err;
-	if (ensure_groups(rq))
+	if (ensure_groups(rq) || check_replicas(rq))
 		return q->err;
 	int64_t now = wall_ms();
 	for (size_t off = 0; off < n; off += ENQUEUE_CHUNK) {
@@ -376,64 +422,67 @@ struct outcome {
 	int no_event;            /* d: park only (a delayed run read early) */
 };
 
-/* json_quote() with a fast path for the usual strings that need no escape. */
-static void quote(struct strbuf *sb, const char *s)
+/* A whole number as a cJSON node: raw text from %lld (always a valid JSON
+ * number), as cJSON's own number printing (a double through %1.15g and a
+ * read back) cost more than the rest of the event. */
+static void add_int(cJSON *o, const char *key, long long v)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p >= 0x20 && *p != '"' && *p != '\\')
-		p++;
-	if (*p) {
-		json_quote(sb, s);
-		return;
-	}
-	sb_add(sb, "\"", 1);
-	sb_add(sb, s, (size_t)(p - (const unsigned char *)s));
-	sb_add(sb, "\"", 1);
+	char num[24];
+	snprintf(num, sizeof num, "%lld", v);
+	cJSON_AddItemToObject(o, key, cJSON_CreateRaw(num));
 }
 
-/* Appends the event of outcome o as one JSON object (the `e` field of a
- * jr:events entry; see docs/protocol.md).  The payload was validated as
- * JSON at claim, so it is embedded as is. */
+/* Appends the event of outcome o as one JSON object (an element of the `e`
+ * array of a jr:events entry; see docs/protocol.md), built with cJSON.  The
+ * payload is embedded as a JSON value: it passed rentry_json_valid() at
+ * claim (one object, fully consumed, nested at most JSON_MAX_DEPTH, valid
+ * UTF-8) and is checked again here before it goes in as a raw node, so it
+ * can never end the event early or reach another run's event. */
 static void event_json(struct strbuf *sb, const struct rqueue *rq, const struct outcome *o,
 		       int64_t now)
 {
 	const struct run *r = o->r;
-	sb_adds(sb, "{\"id\":");
-	quote(sb, r->id);
-	sb_adds(sb, ",\"job\":");
-	quote(sb, r->job ? r->job : "unknown");
-	if (r->org_id) {
-		sb_adds(sb, ",\"org\":");
-		quote(sb, r->org_id);
-	}
-	if (r->payload && o->kind != 'r') {   /* the outcome's event carries it */
-		sb_adds(sb, ",\"payload\":");
-		sb_adds(sb, r->payload);
-	}
-	sb_addf(sb, ",\"src\":\"%s\",\"status\":\"%s\",\"attempt\":%d,\"max\":%d,\"enq\":%lld",
-		run_source_name(r->source), o->status, o->attempt, r->max_attempts,
-		(long long)r->enqueued_at_ms);
+	char err[RUN_MAX_ERROR_LEN + 1];
+	cJSON *ev = cJSON_CreateObject();
+	if (!ev)
+		goto oom;
+	cJSON_AddItemToObject(ev, "id", cJSON_CreateStringReference(r->id));
+	cJSON_AddItemToObject(ev, "job", cJSON_CreateStringReference(r->job ? r->job : "unknown"));
+	if (r->org_id)
+		cJSON_AddItemToObject(ev, "org", cJSON_CreateStringReference(r->org_id));
+	if (r->payload && o->kind != 'r' &&   /* the outcome's event carries it */
+	    rentry_json_valid(r->payload, strlen(r->payload), NULL, 0))
+		cJSON_AddItemToObject(ev, "payload", cJSON_CreateRaw(r->payload));
+	cJSON_AddItemToObject(ev, "src", cJSON_CreateStringReference(run_source_name(r->source)));
+	cJSON_AddItemToObject(ev, "status", cJSON_CreateStringReference(o->status));
+	add_int(ev, "attempt", o->attempt);
+	add_int(ev, "max", r->max_attempts);
+	add_int(ev, "enq", r->enqueued_at_ms);
 	if (r->started_at_ms)
-		sb_addf(sb, ",\"started\":%lld", (long long)r->started_at_ms);
-	if (o->kind != 'r')   /* running: not finished yet */
-		sb_addf(sb, ",\"finished\":%lld,\"duration\":%lld",
-			(long long)(o->finished_ms ? o->finished_ms : now),
-			(long long)o->duration_ms);
+		add_int(ev, "started", r->started_at_ms);
+	if (o->kind != 'r') {   /* running: not finished yet */
+		add_int(ev, "finished", o->finished_ms ? o->finished_ms : now);
+		add_int(ev, "duration", o->duration_ms);
+	}
 	if (o->kind == 'd')
-		sb_addf(sb, ",\"runat\":%lld", (long long)o->due_ms);
+		add_int(ev, "runat", o->due_ms);
 	if (o->error && *o->error) {
-		char err[RUN_MAX_ERROR_LEN + 1];
-		snprintf(err, sizeof err, "%s", o->error);
-		sb_adds(sb, ",\"error\":");
-		quote(sb, err);
+		text_clean(err, o->error, RUN_MAX_ERROR_LEN);
+		cJSON_AddItemToObject(ev, "error", cJSON_CreateStringReference(err));
 	}
-	if (r->idempotency_key) {
-		sb_adds(sb, ",\"idem\":");
-		quote(sb, r->idempotency_key);
-	}
-	sb_adds(sb, ",\"consumer\":");
-	quote(sb, rq->q.consumer);
-	sb_adds(sb, "}");
+	if (r->idempotency_key)
+		cJSON_AddItemToObject(ev, "idem", cJSON_CreateStringReference(r->idempotency_key));
+	cJSON_AddItemToObject(ev, "consumer", cJSON_CreateStringReference(rq->q.consumer));
+	char *text = cJSON_PrintUnformatted(ev);
+	cJSON_Delete(ev);
+	if (!text)
+		goto oom;
+	sb_adds(sb, text);
+	cJSON_free(text);
+	return;
+oom:
+	fprintf(stderr, "jobrunner: out of memory building an event\n");
+	abort();
 }
 
 /* Orders two stream ids ("ms-seq") numerically. */
@@ -1273,6 +1322,8 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 		free(rq);
 		return QUEUE_EINVAL;
 	}
+	rconn_set_name(&rq->rc, cfg->role == ROLE_PRODUCER ? "producer" : "consumer", consumer);
+	rq->min_acks = (int)cfg->redis_min_replicas_ack;
 	rq->q.ops = &redis_ops;
 	rq->q.cfg = cfg;
 	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);

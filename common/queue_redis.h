@@ -22,6 +22,11 @@
 
 #include "queue.h"
 
+/* With REDIS_MIN_REPLICAS_ACK >= 1, an enqueue waits this long (WAIT) for
+ * the replicas; fewer confirmations answer QUEUE_EUNKNOWN (the runs are on
+ * the master, so falling back to PostgreSQL could queue them twice). */
+#define QUEUE_REDIS_WAIT_MS 2000
+
 /* The tick slot of a wall-clock time: floor(now_ms / interval_ms). */
 int64_t queue_redis_slot(int64_t now_ms, int64_t interval_ms);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsoncheck.h"
 #include "log.h"
 #include "util.h"
 
@@ -51,39 +52,37 @@ void rentry_add_fields(struct rargv *a, const struct run *r, int attempt)
 	}
 }
 
-static void json_kv(struct strbuf *sb, const char *k, const char *v, int *first)
-{
-	if (!*first)
-		sb_add(sb, ",", 1);
-	*first = 0;
-	json_quote(sb, k);
-	sb_add(sb, ":", 1);
-	json_quote(sb, v);
-}
-
 void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt)
 {
-	int first = 1;
-	char num[24];
-	sb_add(sb, "{", 1);
-	json_kv(sb, "v", RENTRY_VERSION, &first);
-	json_kv(sb, "type", "run", &first);
-	json_kv(sb, "id", r->id, &first);
-	json_kv(sb, "job", r->job, &first);
+	/* built with cJSON: every value a JSON string (the promote script
+	 * turns the members back into entry fields) */
+	char num[3][24];
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "v", RENTRY_VERSION);
+	cJSON_AddStringToObject(o, "type", "run");
+	cJSON_AddStringToObject(o, "id", r->id);
+	cJSON_AddStringToObject(o, "job", r->job);
 	if (r->org_id)
-		json_kv(sb, "org", r->org_id, &first);
+		cJSON_AddStringToObject(o, "org", r->org_id);
 	if (r->payload)
-		json_kv(sb, "payload", r->payload, &first);
-	json_kv(sb, "src", run_source_name(r->source), &first);
-	snprintf(num, sizeof num, "%d", attempt);
-	json_kv(sb, "attempt", num, &first);
-	snprintf(num, sizeof num, "%d", r->max_attempts);
-	json_kv(sb, "max", num, &first);
-	snprintf(num, sizeof num, "%lld", (long long)r->enqueued_at_ms);
-	json_kv(sb, "enq", num, &first);
+		cJSON_AddStringToObject(o, "payload", r->payload);
+	cJSON_AddStringToObject(o, "src", run_source_name(r->source));
+	snprintf(num[0], sizeof num[0], "%d", attempt);
+	snprintf(num[1], sizeof num[1], "%d", r->max_attempts);
+	snprintf(num[2], sizeof num[2], "%lld", (long long)r->enqueued_at_ms);
+	cJSON_AddStringToObject(o, "attempt", num[0]);
+	cJSON_AddStringToObject(o, "max", num[1]);
+	cJSON_AddStringToObject(o, "enq", num[2]);
 	if (r->idempotency_key)
-		json_kv(sb, "idem", r->idempotency_key, &first);
-	sb_add(sb, "}", 1);
+		cJSON_AddStringToObject(o, "idem", r->idempotency_key);
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text) {
+		fprintf(stderr, "jobrunner: out of memory building a delayed member\n");
+		abort();
+	}
+	sb_adds(sb, text);
+	cJSON_free(text);
 }
 
 /* ------------------------------------------------------------------ */
@@ -98,27 +97,16 @@ int64_t rentry_id_ms(const char *id)
 	return ms;
 }
 
-int rentry_json_valid(const char *s, size_t len)
+int rentry_json_valid(const char *s, size_t len, char *err, size_t errlen)
 {
-	if (len > RENTRY_MAX_PAYLOAD)
+	if (len > RENTRY_MAX_PAYLOAD) {
+		if (err && errlen)
+			snprintf(err, errlen, "larger than %d bytes", RENTRY_MAX_PAYLOAD);
 		return 0;
+	}
 	if (len == 2 && s[0] == '{' && s[1] == '}')
 		return 1;
-	cJSON *j = cJSON_ParseWithLength(s, len);
-	if (!j)
-		return 0;
-	cJSON_Delete(j);
-	return 1;
-}
-
-static int text_valid(const char *s, size_t n, size_t max)
-{
-	if (n == 0 || n > max)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20)
-			return 0;
-	return 1;
+	return json_check(s, len, JSON_MAX_DEPTH, JSON_CHECK_OBJECT, err, errlen) == 0;
 }
 
 /* The fields of an entry, found in one pass over the flat array. */
@@ -225,9 +213,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	}
 	const redisReply *payload = f[F_PAYLOAD];
 	if (payload && payload->len) {
-		if (!rentry_json_valid(payload->str, payload->len)) {
-			snprintf(err, errlen, "malformed entry: payload is not JSON (or over %d bytes)",
-				 RENTRY_MAX_PAYLOAD);
+		char why[200];
+		if (!rentry_json_valid(payload->str, payload->len, why, sizeof why)) {
+			snprintf(err, errlen, "malformed entry: payload is not one JSON object: %s", why);
 			return -1;
 		}
 		r->payload = xstrndup(payload->str, payload->len);

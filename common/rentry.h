@@ -73,7 +73,9 @@ int rentry_create_groups(struct rconn *rc);
 /* Milliseconds part of a stream id ("1700000000000-3"), or 0. */
 int64_t rentry_id_ms(const char *id);
 
-/* 1 if s is a valid JSON text (bounded by RENTRY_MAX_PAYLOAD). */
-int rentry_json_valid(const char *s, size_t len);
+/* 1 if s[0..len) is a payload: one JSON object, at most RENTRY_MAX_PAYLOAD
+ * bytes, meeting json_check() with JSON_MAX_DEPTH (the same rule as the
+ * API's); else 0 with the reason in err (may be NULL). */
+int rentry_json_valid(const char *s, size_t len, char *err, size_t errlen);
 
 #endif

@@ -1,7 +1,10 @@
 /* runreq.c -- see runreq.h.
  *
- * The whole body is parsed by cJSON first (bounded by HTTP_MAX_BODY_BYTES
- * and by cJSON's nesting limit), then walked once.  Rejected alternative: a
+ * The whole body is checked by json_check() (one value, valid UTF-8, no
+ * \u0000, numbers kept exactly, nesting bounded), then parsed by cJSON
+ * (bounded by HTTP_MAX_BODY_BYTES), then walked once; each payload is
+ * stored re-serialised, and checked again on its own against
+ * JSON_MAX_DEPTH.  Org ids and idempotency keys are text_valid().  Rejected alternative: a
  * streaming parse that stops at item 10,001 -- the body is already bounded
  * at 1 MiB by default, so the extra parser would buy nothing but code.
  */
@@ -14,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "enqueue.h"
+#include "jsoncheck.h"
 #include "util.h"
 
 _Static_assert(RUNREQ_MAX_ITEMS == ENQ_MAX_BATCH, "a bulk request is one enqueue batch");
@@ -38,6 +42,10 @@ static int str_field(const cJSON *f, const char *name, size_t max_len, char **ou
 	size_t len = strlen(f->valuestring);
 	if (len == 0 || len > max_len) {
 		snprintf(err, errlen, "%s must be 1 to %zu characters", name, max_len);
+		return -1;
+	}
+	if (!text_valid(f->valuestring, len, max_len)) {
+		snprintf(err, errlen, "%s must be text without control characters", name);
 		return -1;
 	}
 	*out = xstrdup(f->valuestring);
@@ -121,8 +129,17 @@ static int parse_item(const cJSON *it, const char *job, struct run *r, char *err
 				snprintf(err, errlen, "payload cannot be encoded");
 				return -1;
 			}
-			if (strlen(r->payload) > ENQ_MAX_PAYLOAD_BYTES) {
+			size_t plen = strlen(r->payload);
+			if (plen > ENQ_MAX_PAYLOAD_BYTES) {
 				snprintf(err, errlen, "payload is larger than %d bytes", ENQ_MAX_PAYLOAD_BYTES);
+				return -1;
+			}
+			/* the body passed json_check(); this is the payload's own
+			 * depth, the same limit as the stream entry parser's */
+			char why[160];
+			if (json_check(r->payload, plen, JSON_MAX_DEPTH, JSON_CHECK_OBJECT, why,
+				       sizeof why)) {
+				snprintf(err, errlen, "payload: %s", why);
 				return -1;
 			}
 		}
@@ -166,6 +183,14 @@ int runreq_parse(const char *job, const char *body, size_t len, struct run **out
 		*n = 1;
 		return 0;
 	}
+	/* strict first (one value, UTF-8, exact numbers, depth: the payload's
+	 * limit plus the array and the item around it), so that cJSON only
+	 * sees text it keeps as is */
+	char why[160];
+	if (json_check(body, len, JSON_MAX_DEPTH + 2, 0, why, sizeof why)) {
+		snprintf(err, errlen, "the body is not valid JSON: %s", why);
+		return 400;
+	}
 	const char *end = NULL;
 	cJSON *doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);
 	if (!doc) {
@@ -205,12 +230,12 @@ int runreq_parse(const char *job, const char *body, size_t len, struct run **out
 	struct run *runs = xcalloc(count, sizeof *runs);
 	const cJSON *it = *bulk ? doc->child : doc;
 	for (size_t i = 0; i < count; i++, it = it->next) {
-		char why[200];
-		if (parse_item(it, job, &runs[i], why, sizeof why)) {
+		char what[200];
+		if (parse_item(it, job, &runs[i], what, sizeof what)) {
 			if (*bulk)
-				snprintf(err, errlen, "item %zu: %s", i, why);
+				snprintf(err, errlen, "item %zu: %s", i, what);
 			else
-				snprintf(err, errlen, "%s", why);
+				snprintf(err, errlen, "%s", what);
 			runreq_free(runs, i + 1);
 			cJSON_Delete(doc);
 			*bulk = 0;

@@ -398,13 +398,18 @@ static void cancel_result(struct run_result *res, const char *why, int64_t durat
 }
 
 /* Before a claimed batch starts: which of its runs were asked to cancel.
- * A request the check misses (the transport failed) is seen by the
- * heartbeat's next look. */
+ * Redis only: there a request added before the entry was delivered was
+ * answered "never starts" (queue_ctl.c), so it must be seen now.  A
+ * PostgreSQL claim never takes a cancelled row, and a request made after
+ * the claim was answered "running, asked to stop": the heartbeat's next
+ * look (CANCEL_LOOK_MS) finds it, before the run starts or while it runs,
+ * and the batch saves a round trip.  A request the check misses (the
+ * transport failed) is seen by the heartbeat too. */
 static void cancel_look_batch(struct wthread *t, enum transport from, const struct run *runs, size_t n)
 {
 	struct queue *q = thread_queue(t, from);
 	int flags[WORKER_MAX_BATCH];
-	if (!q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
+	if (from != T_REDIS || !q || !q->ops->cancelled || q->ops->cancelled(q, runs, n, flags))
 		memset(flags, 0, sizeof flags);
 	pthread_mutex_lock(&t->hand.mu);
 	for (size_t i = 0; i < n; i++)
@@ -543,12 +548,24 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 			tried_pg = 1;
 		}
 		block = 0;
+	} else if (w->cfg->redis_url && t->idx == 0 && mono_ms() >= t->pg_poll_at_ms) {
+		/* thread 0's poll of the PostgreSQL queue comes first when due:
+		 * after the stream claim it would never come while the stream
+		 * always has work, and runs there (keyed ones, the fallback's)
+		 * would wait for the stream to run dry */
+		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
+		if (claim_pg(t, runs, n, 0, 1) == T_PG)
+			return T_PG;
+		tried_pg = 1;
+		block = PG_POLL_MS;
 	} else if (t->idx == 0 && block > PG_POLL_MS) {
 		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
 	}
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
+			if (rc != QUEUE_OK && w->drain)
+				COUNT(w, claim_failures, 1);
 			if (rc == QUEUE_EDOWN) {
 				drop(&t->rq);
 			} else if (rc == QUEUE_OK) {
@@ -562,6 +579,8 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 			}
 		}
 		if (!redis_up) {
+			if (w->drain && !t->rq)
+				COUNT(w, claim_failures, 1);   /* could not even connect */
 			redis_mark(w, 0);
 			t->redis_retry_at_ms = mono_ms() + REDIS_RETRY_MS;
 		}
@@ -570,7 +589,7 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	 * down; otherwise during a backlog, when thread 0's poll is due, and
 	 * always in drain */
 	int pg_turn = !w->cfg->redis_url || !redis_up || w->drain || (backlog && !tried_pg) ||
-		      (t->idx == 0 && mono_ms() >= t->pg_poll_at_ms);
+		      (t->idx == 0 && !tried_pg && mono_ms() >= t->pg_poll_at_ms);
 	if (!pg_turn)
 		return T_NONE;
 	if (t->idx == 0)

@@ -43,7 +43,8 @@ struct worker;
 	X(reclaimed)                                                           \
 	X(runs_failed_total)   /* retried + dead: for --drain-once's exit code */   \
 	X(released)            /* claimed, not started, given back (head-of-line) */ \
-	X(cancelled)
+	X(cancelled)                                                           \
+	X(claim_failures)      /* drain: failed claims from Redis (runs it holds not drained) */
 
 struct worker_counts {
 #define X(f) uint64_t f;

@@ -2,7 +2,10 @@
  *
  *   GET /health        liveness: 200 while the process serves
  *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
- *                      mode) cannot be reached; the checks are live pings
+ *                      mode) cannot be reached; the checks are live: a
+ *                      round trip to PostgreSQL, and for Redis a writable
+ *                      master (rconn_check_master) that the worker can use
+ *                      too (redisReachable is the same value)
  *   GET /metrics       Prometheus text
  *
  * The port is served in every mode, JOB_RUNNER_ENABLED=false included
@@ -50,21 +53,21 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	int64_t db_lat = 0, r_lat = 0;
 	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, h->db.errstr));
+	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
+	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
 	if (cfg->redis_url) {
 		char err[256] = "";
-		int64_t t0 = mono_ms();
-		if (!h->rc_ok)
-			h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0;
-		redisReply *r = h->rc_ok ? rconn_cmdf(&h->rc, "PING") : NULL;
-		r_lat = mono_ms() - t0;
-		r_ok = r != NULL;
-		if (r)
-			freeReplyObject(r);
-		else if (h->rc_ok)
-			snprintf(err, sizeof err, "%s", h->rc.errstr);
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, err));
+		if (!h->rc_ok && (h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0))
+			rconn_set_name(&h->rc, "health", cfg->consumer_name);
+		/* a writable master, not only an answer (a replica answers PING) */
+		r_ok = h->rc_ok && rconn_check_master(&h->rc, &r_lat, err, sizeof err) == 0;
+		/* and the worker's own view, so that redisReachable agrees */
+		if (r_ok && w && !worker_redis_ok(w)) {
+			r_ok = 0;
+			snprintf(err, sizeof err, "the worker cannot use Redis (its last claim failed)");
+		}
+		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, err));
 	}
 	pthread_mutex_unlock(&h->mu);
 	int ok = db_ok && r_ok;
@@ -77,7 +80,6 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 	cJSON_AddBoolToObject(jr, "workerMode", 1);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON_AddItemToObject(o, "checks", checks);
-	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
 	if (w) {
 		struct worker_counts c;
 		worker_get_counts(w, &c);
@@ -88,7 +90,7 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
 		cJSON_AddNumberToObject(co, "reclaimed", (double)c.reclaimed);
 		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", worker_redis_ok(w));
+			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
 	}
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));
@@ -118,7 +120,7 @@ static void queue_depth(void *ctx, struct metrics_emitter *emit)
 }
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/health", httpd_ok, 0 },
+	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
 	{ "GET", "/metrics", h_metrics, 0 },
 };
@@ -136,7 +138,14 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
 	opt.threads = 2;
-	opt.max_connections = 64;
+	/* HTTP_MAX_CONNECTIONS (512) is above one address's share
+	 * (HTTP_MAX_CONNECTIONS_PER_IP), so one client cannot fill it; when
+	 * many do, /health is still answered */
+	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.api_token = cfg->api_token;   /* the full error text of /health/ready */
+	opt.bind_addr = cfg->http_bind_address;
+	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.max_body_bytes = 4096;
 	if (httpd_start(&opt, routes, JR_ARRAY_LEN(routes), h, &h->srv, err, errlen) < 0) {
 		health_stop(h);

@@ -65,17 +65,8 @@ int main(int argc, char **argv)
 	}
 	db_close(&db);   /* the worker threads open their own */
 	jrm_init();
-	if (cfg.redis_url) {
-		struct queue *q;
-		char qerr[256];
-		if (queue_redis_open(&cfg, cfg.consumer_name, &q, qerr, sizeof qerr) == QUEUE_OK) {
-			app_redis_policy_check(q);
-			q->ops->destroy(q);
-		} else {
-			LOGF(LOG_WARN, "redis_unreachable", "Redis is unreachable at start-up: "
-			     "starting on the PostgreSQL queue", LF_S("error", qerr));
-		}
-	}
+	if (app_redis_startup(&cfg, cfg.consumer_name, &rc))
+		goto out_db;
 
 	if (cfg.worker_http_port > 0 && !cfg.drain_once) {
 		char herr[256];
@@ -127,6 +118,11 @@ int main(int argc, char **argv)
 		     LF_I("succeeded", (int64_t)c.succeeded), LF_I("retried", (int64_t)c.retried),
 		     LF_I("dead", (int64_t)c.dead), LF_I("cycles", (int64_t)c.cycles));
 		rc = c.runs_failed_total ? EXIT_RUN_FAILED : EXIT_OK;
+		if (c.claim_failures) {
+			LOGF(LOG_ERROR, "drain_incomplete", "drain-once could not claim from Redis: runs it "
+			     "holds were not drained", LF_I("failedClaims", (int64_t)c.claim_failures));
+			rc = EXIT_UNREACHABLE;
+		}
 		goto out_db;
 	}
 	int sig;

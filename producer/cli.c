@@ -54,7 +54,9 @@ struct opts {
 	const char *arg;   /* the positional argument (ID or JOB) */
 };
 
-static int parse_opts(int argc, char **argv, struct opts *o)
+/* Reads the options after the command: 0, or -1 with the usage error's exit
+ * code in *exit_code (the reason printed). */
+static int parse_opts(int argc, char **argv, struct opts *o, int *exit_code)
 {
 	memset(o, 0, sizeof *o);
 	for (int i = 0; i < argc; i++) {
@@ -64,22 +66,26 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				  : !strcmp(a, "--until") ? &o->until : !strcmp(a, "--limit") ? &o->limit
 				  : !strcmp(a, "--cursor") ? &o->cursor : NULL;
 		if (slot) {
-			if (i + 1 >= argc)
-				return usage("missing value for", a);
+			if (i + 1 >= argc) {
+				*exit_code = usage("missing value for", a);
+				return -1;
+			}
 			*slot = argv[++i];
 		} else if (!strcmp(a, "--json")) {
 			o->json = 1;
 		} else if (!strcmp(a, "--dead")) {
 			o->dead = 1;
 		} else if (a[0] == '-') {
-			return usage("unknown option", a);
+			*exit_code = usage("unknown option", a);
+			return -1;
 		} else if (!o->arg) {
 			o->arg = a;
 		} else {
-			return usage("unexpected argument", a);
+			*exit_code = usage("unexpected argument", a);
+			return -1;
 		}
 	}
-	return -1;
+	return 0;
 }
 
 static void print_json(cJSON *o)
@@ -111,13 +117,14 @@ static void print_table(cJSON *runs)
 }
 
 /* Opens db: -1 when open, else the exit code to return (db released). */
-static int open_db(const struct config *cfg, struct db *db)
+/* app_database() for the CLI: 0, or -1 with the exit code in *exit_code
+ * (db released). */
+static int open_db(const struct config *cfg, struct db *db, int *exit_code)
 {
-	int rc = 0;
-	if (app_database(cfg, db, "jobrunner-cli", &rc) == 0)
-		return -1;
+	if (app_database(cfg, db, "jobrunner-cli", exit_code) == 0)
+		return 0;
 	db_release(db);
-	return rc;
+	return -1;
 }
 
 /* ---- runs list / show ---- */
@@ -145,8 +152,8 @@ static int runs_list(const struct config *cfg, const struct opts *o)
 	s.limit = (int)limit;
 	s.after_id = o->cursor ? after : NULL;
 	struct db db;
-	int rc = open_db(cfg, &db);
-	if (rc >= 0)
+	int rc;
+	if (open_db(cfg, &db, &rc))
 		return rc;
 	PGresult *r = control_search_runs(&db, &s);
 	if (!r) {
@@ -179,17 +186,28 @@ static int runs_list(const struct config *cfg, const struct opts *o)
 	return EXIT_OK;
 }
 
+/* `producer runs VERB ID`: the ID checked and the database opened: 0, or
+ * -1 with the exit code in *rc (the reason printed). */
+static int open_for_id(const struct config *cfg, const struct opts *o, const char *verb,
+		       struct db *db, int *rc)
+{
+	if (!o->arg) {
+		*rc = usage("missing ID", NULL);
+		return -1;
+	}
+	if (!control_id_valid(o->arg)) {
+		fprintf(stderr, "producer runs %s: no run with id %s\n", verb, o->arg);
+		*rc = 1;
+		return -1;
+	}
+	return open_db(cfg, db, rc);
+}
+
 static int runs_show(const struct config *cfg, const struct opts *o)
 {
-	if (!o->arg)
-		return usage("missing ID", NULL);
-	if (!control_id_valid(o->arg)) {
-		fprintf(stderr, "producer runs show: no run with id %s\n", o->arg);
-		return 1;
-	}
 	struct db db;
-	int rc = open_db(cfg, &db);
-	if (rc >= 0)
+	int rc;
+	if (open_for_id(cfg, o, "show", &db, &rc))
 		return rc;
 	PGresult *r = control_get_run(&db, o->arg);
 	if (!r) {
@@ -223,32 +241,26 @@ static int runs_show(const struct config *cfg, const struct opts *o)
 
 static int runs_cancel(const struct config *cfg, const struct opts *o)
 {
-	if (!o->arg)
-		return usage("missing ID", NULL);
-	if (!control_id_valid(o->arg)) {
-		fprintf(stderr, "producer runs cancel: no run with id %s\n", o->arg);
-		return 1;
-	}
 	struct db db;
-	int rc = open_db(cfg, &db);
-	if (rc >= 0)
+	int rc;
+	if (open_for_id(cfg, o, "cancel", &db, &rc))
 		return rc;
 	struct enqueuer e;
 	enqueuer_init(&e, cfg, "producer-cli");
 	struct queue *rq = cfg->redis_url ? enqueuer_redis(&e) : NULL;
 	enum queue_cancel_result res = QUEUE_NOT_FOUND;
 	char status[16], job[RUN_MAX_JOB_LEN + 1], err[256];
-	if (cfg->redis_url && !rq) {
+	int failed = 1;
+	if (cfg->redis_url && !rq)
 		fprintf(stderr, "producer runs cancel: Redis is unreachable\n");
-		rc = EXIT_UNREACHABLE;
-	} else if (queue_cancel(&db, rq, o->arg, &res, status, sizeof status, job, sizeof job, err, sizeof err)) {
+	else if (queue_cancel(&db, rq, o->arg, &res, status, sizeof status, job, sizeof job, err, sizeof err))
 		fprintf(stderr, "producer runs cancel: %s\n", err);
-		rc = EXIT_UNREACHABLE;
-	}
+	else
+		failed = 0;
 	enqueuer_release(&e);
 	db_release(&db);
-	if (rc >= 0)
-		return rc;
+	if (failed)
+		return EXIT_UNREACHABLE;
 	if (res == QUEUE_NOT_FOUND) {
 		fprintf(stderr, "producer runs cancel: no run with id %s\n", o->arg);
 		return 1;
@@ -301,8 +313,8 @@ static int runs_retry(const struct config *cfg, const struct opts *o)
 	f.org_id = o->org;
 	f.limit = o->arg ? 1 : (int)limit;
 	struct db db;
-	int rc = open_db(cfg, &db);
-	if (rc >= 0)
+	int rc;
+	if (open_db(cfg, &db, &rc))
 		return rc;
 	struct enqueuer e;
 	enqueuer_init(&e, cfg, "producer-cli");
@@ -323,12 +335,7 @@ static int runs_retry(const struct config *cfg, const struct opts *o)
 		return 1;
 	}
 	if (o->json) {
-		cJSON *out = cJSON_CreateObject();
-		cJSON_AddNumberToObject(out, "retried", (double)n);
-		cJSON *arr = cJSON_AddArrayToObject(out, "ids");
-		for (size_t i = 0; i < n; i++)
-			cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
-		print_json(out);
+		print_json(control_retried_json(ids, n));
 	} else {
 		for (size_t i = 0; i < n; i++)
 			printf("%s  %s  queued\n", ids[i].id, ids[i].job);
@@ -343,8 +350,8 @@ int cli_runs(const struct config *cfg, int argc, char **argv)
 	if (argc < 2)
 		return usage("missing command after runs", NULL);
 	struct opts o;
-	int rc = parse_opts(argc - 2, argv + 2, &o);
-	if (rc >= 0)
+	int rc;
+	if (parse_opts(argc - 2, argv + 2, &o, &rc))
 		return rc;
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "list"))
@@ -364,8 +371,8 @@ int cli_runs(const struct config *cfg, int argc, char **argv)
 int cli_pause(const struct config *cfg, int argc, char **argv, int on)
 {
 	struct opts o;
-	int rc = parse_opts(argc - 1, argv + 1, &o);
-	if (rc >= 0)
+	int rc;
+	if (parse_opts(argc - 1, argv + 1, &o, &rc))
 		return rc;
 	if (!o.arg)
 		return usage("missing JOB", NULL);
@@ -376,8 +383,7 @@ int cli_pause(const struct config *cfg, int argc, char **argv, int on)
 		return 1;
 	}
 	struct db db;
-	rc = open_db(cfg, &db);
-	if (rc >= 0)
+	if (open_db(cfg, &db, &rc))
 		return rc;
 	if (control_pause(&db, o.arg, on)) {
 		fprintf(stderr, "producer %s: %s\n", on ? "pause" : "resume", db.errstr);

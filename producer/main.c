@@ -96,6 +96,8 @@ static int cmd_enqueue(struct config *cfg, int argc, char **argv)
 	db_release(&db);
 	if (down)
 		return rc;
+	if (app_redis_startup(cfg, "producer-cli", &rc))
+		return rc;
 
 	struct enqueuer e;
 	enqueuer_init(&e, cfg, "producer-cli");
@@ -147,6 +149,8 @@ static int serve(struct config *cfg)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
+	if (app_redis_startup(cfg, cfg->consumer_name, &rc))
+		return rc;
 	if (!cfg->api_token || !*cfg->api_token)
 		LOGF(LOG_WARN, "api_token_missing", "API_TOKEN is not set: the authenticated endpoints answer 401");
 

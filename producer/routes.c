@@ -122,29 +122,7 @@ static PGresult *api_query(struct api_conn *c, const char *sql, int n, const cha
 	return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* JSON helpers                                                        */
-/* ------------------------------------------------------------------ */
-
-/* Adds a string, or null when v is NULL. */
-static void add_str(cJSON *o, const char *k, const char *v)
-{
-	if (v)
-		cJSON_AddStringToObject(o, k, v);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
-/* Adds a number parsed from a SQL text value, or null. */
-static void add_num(cJSON *o, const char *k, const char *v)
-{
-	int64_t n;
-	if (v && parse_i64(v, INT64_MIN, INT64_MAX, &n) == 0)
-		cJSON_AddNumberToObject(o, k, (double)n);
-	else
-		cJSON_AddNullToObject(o, k);
-}
-
+/* SQL text values become JSON with control_json_str/num (control.h). */
 #define ISO(col) "to_char(" col " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* ------------------------------------------------------------------ */
@@ -152,10 +130,10 @@ static void add_num(cJSON *o, const char *k, const char *v)
 /* ------------------------------------------------------------------ */
 
 
-/* PING with the pool connection's Redis link: 0 or -1 (*err set). */
+/* The Redis check of the pool connection's link: a writable master
+ * (rconn_check_master), 0 or -1 (*err set). */
 static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat, char *err, size_t errlen)
 {
-	int64_t t0 = mono_ms();
 	*lat = 0;
 	if (!c->rc_ok) {
 		char e[256];
@@ -163,16 +141,10 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 			snprintf(err, errlen, "%s", e);
 			return -1;
 		}
+		rconn_set_name(&c->rc, "health", cfg->consumer_name);
 		c->rc_ok = 1;
 	}
-	redisReply *r = rconn_cmdf(&c->rc, "PING");
-	*lat = mono_ms() - t0;
-	if (!r) {
-		snprintf(err, errlen, "%s", c->rc.errstr);
-		return -1;
-	}
-	freeReplyObject(r);
-	return 0;
+	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
@@ -198,9 +170,9 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", httpd_check(db_ok, db_lat, db_err));
+	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, db_err));
 	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", httpd_check(r_ok, r_lat, r_err));
+		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, r_err));
 	else
 		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
 	if (!cfg->redis_url)
@@ -316,8 +288,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	for (int i = 0; i < PQntuples(r); i++)
 		if (!strcmp(PQgetvalue(r, i, 0), "job_runner"))
 			whole = i;
-	add_str(o, "lastRunAt", whole >= 0 ? db_get(r, whole, 1) : NULL);
-	add_num(o, "lastRunDurationMs", whole >= 0 ? db_get(r, whole, 2) : NULL);
+	control_json_str(o, "lastRunAt", whole >= 0 ? db_get(r, whole, 1) : NULL);
+	control_json_num(o, "lastRunDurationMs", whole >= 0 ? db_get(r, whole, 2) : NULL);
 	cJSON *jobs = cJSON_AddArrayToObject(o, "jobs");
 	size_t n;
 	const struct job_def *defs = registry_all(&n);
@@ -334,9 +306,9 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		for (int i = 0; i < PQntuples(r); i++)
 			if (!strcmp(PQgetvalue(r, i, 0), defs[j].name))
 				row = i;
-		add_str(jo, "lastRunAt", row >= 0 ? db_get(r, row, 1) : NULL);
-		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(r, row, 2) : NULL);
-		add_str(jo, "lastStatus", row >= 0 ? db_get(r, row, 3) : NULL);
+		control_json_str(jo, "lastRunAt", row >= 0 ? db_get(r, row, 1) : NULL);
+		control_json_num(jo, "lastRunDurationMs", row >= 0 ? db_get(r, row, 2) : NULL);
+		control_json_str(jo, "lastStatus", row >= 0 ? db_get(r, row, 3) : NULL);
 		cJSON_AddNumberToObject(jo, "runCount", row >= 0 ? (double)db_get_i64(r, row, 4, 0) : 0);
 		cJSON_AddNumberToObject(jo, "failureCount", row >= 0 ? (double)db_get_i64(r, row, 5, 0) : 0);
 		cJSON_AddItemToArray(jobs, jo);
@@ -684,10 +656,27 @@ static void h_dead(struct httpd_request *req, struct httpd_response *resp)
 	}
 	char l[16];
 	snprintf(l, sizeof l, "%lld", (long long)limit);
-	const char *p[1] = { l };
+	/* payloads only while their running total stays within
+	 * CONTROL_LIST_PAYLOAD_BYTES; later rows have none and say payloadOmitted
+	 * (GET runs/{id} has it): the answer, and what PostgreSQL sends for
+	 * it, stay bounded.  The columns are CONTROL_RUN_COLUMNS'. */
+	char cap[24];
+	snprintf(cap, sizeof cap, "%d", CONTROL_LIST_PAYLOAD_BYTES);
+	const char *p[2] = { l, cap };
 	struct api_conn *c = borrow(api);
-	PGresult *r = api_query(c, "select " CONTROL_RUN_COLUMNS " from job_runs where status = 'dead'"
-				       " order by finished_at desc nulls last, id desc limit $1::int", 1, p);
+	PGresult *r = api_query(c,
+		"select id, job, org_id, status, attempts, enq, st, fin, duration_ms, error, consumer,"
+		" max_attempts, source, case when total <= $2::bigint then payload end, runat, cancel"
+		" from (select *, sum(octet_length(payload)) over (order by finished_at desc nulls last,"
+		"              id desc rows unbounded preceding) as total"
+		"       from (select id, job, org_id, status, attempts, " CONTROL_ISO("enqueued_at") " as enq,"
+		"             " CONTROL_ISO("started_at") " as st, " CONTROL_ISO("finished_at") " as fin,"
+		"             finished_at, duration_ms, error, consumer, max_attempts, source,"
+		"             payload::text as payload, " CONTROL_ISO("run_at") " as runat,"
+		"             " CONTROL_ISO("cancel_requested_at") " as cancel"
+		"             from job_runs where status = 'dead'"
+		"             order by finished_at desc nulls last, id desc limit $1::int) x) d"
+		" order by finished_at desc nulls last, id desc", 2, p);
 	give_back(api, c);
 	if (db_down(resp, r))
 		return;
@@ -806,11 +795,7 @@ static void h_dead_retry_bulk(struct httpd_request *req, struct httpd_response *
 	cJSON_Delete(doc);
 	if (rc)
 		return;
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "retried", (double)n);
-	cJSON *arr = cJSON_AddArrayToObject(o, "ids");
-	for (size_t i = 0; i < n; i++)
-		cJSON_AddItemToArray(arr, cJSON_CreateString(ids[i].id));
+	cJSON *o = control_retried_json(ids, n);
 	free(ids);
 	httpd_json(resp, 200, o);
 }
@@ -1036,9 +1021,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		for (int i = 0; state && i < PQntuples(state); i++)
 			if (!strcmp(PQgetvalue(state, i, 0), defs[j].name))
 				row = i;
-		add_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
-		add_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
-		add_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
+		control_json_str(jo, "lastRunAt", row >= 0 ? db_get(state, row, 1) : NULL);
+		control_json_num(jo, "lastRunDurationMs", row >= 0 ? db_get(state, row, 2) : NULL);
+		control_json_str(jo, "lastStatus", row >= 0 ? db_get(state, row, 3) : NULL);
 		if (defs[j].interval_ms && (!defs[j].enabled || defs[j].enabled(cfg))) {
 			int64_t last = row >= 0 ? db_get_i64(state, row, 4, 0) : 0;
 			int64_t due = last ? last + interval : now;
@@ -1096,9 +1081,9 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 		queue_stats_free(&qs);
 	if (holder) {
 		cJSON *l = cJSON_AddObjectToObject(o, "cycleLock");
-		add_str(l, "holder", holder);
-		add_str(l, "acquiredAt", db_get(lock, 0, 1));
-		add_str(l, "heartbeatAt", db_get(lock, 0, 2));
+		control_json_str(l, "holder", holder);
+		control_json_str(l, "acquiredAt", db_get(lock, 0, 1));
+		control_json_str(l, "heartbeatAt", db_get(lock, 0, 2));
 	} else {
 		cJSON_AddNullToObject(o, "cycleLock");
 	}
@@ -1166,13 +1151,13 @@ static void h_stats(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", httpd_ok, 0 },
+	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/api/health/extended", h_health_extended, 0 },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
 	{ "GET", "/metrics", h_prometheus, 0 },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
-	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH },
+	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
 	{ "GET", "/api/integrations/jobs/runs", h_runs, HTTPD_AUTH },
 	{ "GET", "/api/integrations/jobs/runs/{id}", h_run_get, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/runs/{id}/cancel", h_run_cancel, HTTPD_AUTH },
@@ -1215,6 +1200,8 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.api_token = cfg->api_token;
 	opt.max_body_bytes = (size_t)cfg->http_max_body_bytes;
 	opt.max_connections = (unsigned)cfg->http_max_connections;
+	opt.per_ip_max_connections = (unsigned)cfg->http_max_connections_per_ip;
+	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
 	size_t nroutes = JR_ARRAY_LEN(routes);

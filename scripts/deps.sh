@@ -12,8 +12,8 @@
 set -eu
 
 BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev libcurl4-openssl-dev"
-SERVERS="redis-server postgresql-15"
-TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml python3-jsonschema curl procps chromium nodejs"
+SERVERS="redis-server redis-sentinel postgresql-15"
+TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml python3-jsonschema curl procps chromium nodejs openssl"
 
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # reported on stderr and left out).

@@ -75,7 +75,9 @@ fi
 API_TOKEN=${API_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
 export API_TOKEN
 PORT=${PORT:-4000}
-export PORT LOG_FORMAT=${LOG_FORMAT:-text}
+# a development system on a workstation: reachable from this machine only
+HTTP_BIND_ADDRESS=${HTTP_BIND_ADDRESS:-127.0.0.1}
+export PORT HTTP_BIND_ADDRESS LOG_FORMAT=${LOG_FORMAT:-text}
 
 "$BIN/producer" --migrate-only >"$RUN/logs/migrate.log" 2>&1
 

@@ -16,6 +16,7 @@ check the behaviour with generous bounds; this prints what it costs):
              the long one the short one starts (Redis mode and Redis-less).
 
     JR_BIN=build/bin /usr/bin/python3 tests/bench/faults_bench.py [--only keyed,window,loss,hol]
+    (loss_bulk: the bulk half of loss alone)
 
 Prints one JSON object per measurement.
 """
@@ -136,6 +137,15 @@ def window(pg, seconds=6, rate=50):
 
 
 def loss(pg, rate=200):
+    for bulk in (False, True):
+        _loss(pg, rate, bulk)
+
+
+def loss_bulk(pg, rate=200):
+    _loss(pg, rate, True)
+
+
+def _loss(pg, rate, bulk):
     redis = harness.Redis()
     sysm = System("redis", pg.create_database(), redis, consumers=2, tag="loss")
     try:
@@ -153,8 +163,25 @@ def loss(pg, rate=200):
                 if st == 202:
                     accepted[body["id"]] = time.monotonic()
                 time.sleep(1.0 / rate)
+
+        def bulk_loop():
+            c = Client(sysm.api)
+            while not stop.is_set():
+                try:
+                    st, body = c.post([{} for _ in range(200)])
+                except OSError:
+                    c = Client(sysm.api)
+                    continue
+                if st == 202:
+                    now = time.monotonic()
+                    for i in body["ids"]:
+                        accepted[i] = now
+                time.sleep(0.05)
         t = threading.Thread(target=loop, daemon=True)
         t.start()
+        tb = threading.Thread(target=bulk_loop, daemon=True)
+        if bulk:
+            tb.start()
         time.sleep(4)
         t_kill = time.monotonic()
         redis.kill()
@@ -162,13 +189,16 @@ def loss(pg, rate=200):
         time.sleep(3)
         stop.set()
         t.join(30)
+        if bulk:
+            tb.join(60)
         ids = list(accepted)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             done = sysm.db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)"
                                   " AND status = 'succeeded'", (ids,))
-            missing = [i for i in ids if i not in {r[0] for r in sysm.db.query(
-                "SELECT id FROM job_runs WHERE id = ANY(%s)", (ids,))}]
+            present = {r[0] for r in sysm.db.query("SELECT id FROM job_runs WHERE id = ANY(%s)",
+                                                   (ids,))}
+            missing = [i for i in ids if i not in present]
             unfinished = len(ids) - done - len(missing)
             if unfinished == 0:
                 break
@@ -177,7 +207,8 @@ def loss(pg, rate=200):
         requeued = sum(json.loads(line).get("requeued", 0)
                        for p, _h in sysm.consumers for line in p.lines()
                        if '"redis_data_loss"' in line)
-        print(json.dumps({"measure": "loss", "accepted": len(ids), "lost": len(missing),
+        print(json.dumps({"measure": "loss", "load": "bulk 200-run requests" if bulk else "single runs",
+                          "accepted": len(ids), "lost": len(missing),
                           "lost_accepted_before_kill_max_ms": round(max(before)) if before else 0,
                           "requeued": requeued, "unfinished_after_90s": unfinished,
                           "succeeded": done}))

@@ -7,6 +7,8 @@ PostgreSQL (and Redis, in Redis mode), and talks to them over real HTTP:
                           are skipped while common/queue_redis.c on this tree
                           is still the placeholder that reports Redis down
   System(...)             one database (+ Redis), a producer, N consumers
+  shared_system(...)      body of a module fixture: one System per mode
+  system_factory(...)     body of a fixture: make(**kw) -> a System of its own
   Api                     a client for one producer: get/post with the token
   assert_error(...)       the API's error shape {"error":{"code","message"}}
   (every answer an Api receives is validated against docs/openapi.yaml by
@@ -322,3 +324,43 @@ def bin_dir_or_skip():
     if not d or not os.access(os.path.join(d, "producer"), os.X_OK):
         pytest.skip("JR_BIN is not set or has no producer (run through ctest)")
     return d
+
+
+def redis_for(mode):
+    """A throwaway Redis for the Redis mode, None for the Redis-less one."""
+    return harness.Redis() if mode == "redis" else None
+
+
+def shared_system(mode, pg, tag, consumers=1):
+    """Generator for a module fixture: `yield from shared_system(mode, pg,
+    "api-" + mode)` gives the tests one System and stops it afterwards."""
+    bin_dir_or_skip()
+    redis = redis_for(mode)
+    s = System(mode, pg.create_database(), redis, consumers=consumers, tag=tag)
+    try:
+        yield s
+    finally:
+        s.stop()
+        if redis is not None:
+            redis.cleanup()
+
+
+def system_factory(mode, pg, tag):
+    """Generator for a fixture: yields make(**kw), which starts a System of
+    its own (consumers=0 unless given); all are stopped afterwards."""
+    bin_dir_or_skip()
+    made = []
+
+    def make(**kw):
+        redis = redis_for(mode)
+        kw.setdefault("consumers", 0)
+        s = System(mode, pg.create_database(), redis, tag=tag, **kw)
+        made.append((s, redis))
+        return s
+    try:
+        yield make
+    finally:
+        for s, redis in made:
+            s.stop()
+            if redis is not None:
+                redis.cleanup()

@@ -9,6 +9,9 @@
   bins          session-scoped Bins(producer, consumer) paths; skips if missing
   spawn         function-scoped factory: spawn("consumer", args, env) -> harness.Proc,
                 all stopped at test end
+  mode          module-scoped: "redisless" / "redis" (apiclient.MODES)
+  system        module-scoped apiclient.System in `mode`: a producer and one consumer
+  fresh         function-scoped factory: fresh(**kw) -> a System of its own
 
 On a failed test the report gets a section with the log tails of every
 server and process the test used.
@@ -24,6 +27,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 
 import harness  # noqa: E402
+import apiclient  # noqa: E402
 
 Bins = collections.namedtuple("Bins", "producer consumer dir")
 
@@ -136,3 +140,27 @@ def spawn():
     yield start
     for p in reversed(procs):
         p.cleanup()
+
+
+# ---- whole systems (the API tests) -------------------------------------------
+
+def _system_tag(request, mode):
+    """test_control.py in Redis mode -> "control-redis" (process names)."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    return "%s-%s" % (name[5:] if name.startswith("test_") else name, mode)
+
+
+@pytest.fixture(scope="module", params=apiclient.MODES)
+def mode(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def system(mode, pg, request):
+    yield from apiclient.shared_system(mode, pg, _system_tag(request, mode))
+
+
+@pytest.fixture
+def fresh(mode, pg, request):
+    """factory: a system of its own (consumers=0 by default)."""
+    yield from apiclient.system_factory(mode, pg, _system_tag(request, mode) + "-f")

@@ -18,49 +18,10 @@ import time
 import pytest
 
 import harness
-from apiclient import MODES, System, assert_error, bin_dir_or_skip, is_iso, metric, prometheus
+from apiclient import assert_error, is_iso, metric, prometheus
 
 RUN_FIELDS = {"id", "job", "orgId", "status", "attempts", "enqueuedAt", "startedAt",
               "finishedAt", "durationMs", "error", "consumer"}
-
-
-@pytest.fixture(scope="module", params=MODES)
-def mode(request):
-    return request.param
-
-
-def _redis_for(mode):
-    return harness.Redis() if mode == "redis" else None
-
-
-@pytest.fixture(scope="module")
-def system(mode, pg):
-    bin_dir_or_skip()
-    redis = _redis_for(mode)
-    s = System(mode, pg.create_database(), redis, consumers=1, tag="api-" + mode)
-    yield s
-    s.stop()
-    if redis is not None:
-        redis.cleanup()
-
-
-@pytest.fixture
-def fresh(mode, pg):
-    """factory: a system of its own (consumers=0 by default)."""
-    bin_dir_or_skip()
-    made = []
-
-    def make(**kw):
-        redis = _redis_for(mode)
-        kw.setdefault("consumers", 0)
-        s = System(mode, pg.create_database(), redis, tag="fresh-" + mode, **kw)
-        made.append((s, redis))
-        return s
-    yield make
-    for s, redis in made:
-        s.stop()
-        if redis is not None:
-            redis.cleanup()
 
 
 # ---- health ---------------------------------------------------------------

@@ -16,48 +16,10 @@ import time
 import pytest
 
 import harness
-from apiclient import MODES, System, assert_error, bin_dir_or_skip, metric, prometheus
+import apiclient
+from apiclient import System, assert_error, bin_dir_or_skip, metric, prometheus
 
 J = "/api/integrations/jobs"
-
-
-@pytest.fixture(scope="module", params=MODES)
-def mode(request):
-    return request.param
-
-
-def _redis_for(mode):
-    return harness.Redis() if mode == "redis" else None
-
-
-@pytest.fixture(scope="module")
-def system(mode, pg):
-    bin_dir_or_skip()
-    redis = _redis_for(mode)
-    s = System(mode, pg.create_database(), redis, consumers=1, tag="ctl-" + mode)
-    yield s
-    s.stop()
-    if redis is not None:
-        redis.cleanup()
-
-
-@pytest.fixture
-def fresh(mode, pg):
-    """factory: a system of its own (consumers=0 by default)."""
-    bin_dir_or_skip()
-    made = []
-
-    def make(**kw):
-        redis = _redis_for(mode)
-        kw.setdefault("consumers", 0)
-        s = System(mode, pg.create_database(), redis, tag="ctlf-" + mode, **kw)
-        made.append((s, redis))
-        return s
-    yield make
-    for s, redis in made:
-        s.stop()
-        if redis is not None:
-            redis.cleanup()
 
 
 def iso(dt):
@@ -212,7 +174,7 @@ def test_pause_survives_restart_and_skips_cycle(mode, pg):
     db = pg.create_database()
     env = {"NO_REPLY_SCAN_INTERVAL_MS": 500, "META_SPEND_ENABLED": "false",
            "META_TOKEN_REFRESH_ENABLED": "false"}
-    redis = _redis_for(mode)
+    redis = apiclient.redis_for(mode)
     s1 = System(mode, db, redis, consumers=0, env=env, tag="ctlp1-" + mode)
     try:
         assert s1.api.post(J + "/no_reply_scan/pause")[0] == 200
@@ -517,3 +479,38 @@ def test_delayed_run_waits_on_postgres_during_redis_outage(mode, pg):
     finally:
         s.stop()
         redis.cleanup()
+
+
+def test_bulk_redrive_race(system):
+    """Four operators redrive the same dead runs at once: each run is
+    requeued by exactly one of them."""
+    api = system.api
+    tag = "org-rr-%d" % int(time.time() * 1000)
+    _, _, data = api.post(J + "/noop/run", [{"orgId": tag, "payload": {"failAlways": True}}
+                                            for _ in range(24)])
+    ids = data["ids"]
+    for i in ids:
+        api.wait_status(i, "dead", timeout=60)
+    # paused: a requeued run stays queued (it cannot die again and be
+    # requeued a second time, legitimately, by a later redrive)
+    assert api.post(J + "/noop/pause")[0] == 200
+    try:
+        time.sleep(1.5)
+        got, lock = [], threading.Lock()
+
+        def redrive():
+            status, _, body = api.post(J + "/dead/retry", {"orgId": tag, "limit": 10})
+            with lock:
+                got.append((status, body))
+        threads = [threading.Thread(target=redrive) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(s == 200 for s, _ in got), got
+        requeued = [i for _, b in got for i in b["ids"]]
+        assert len(requeued) == len(set(requeued)), "a run was requeued twice: %r" % got
+        assert set(requeued) <= set(ids) and sum(b["retried"] for _, b in got) == len(requeued)
+    finally:
+        assert api.post(J + "/noop/resume")[0] == 200
+    assert len(requeued) == 24, got            # 4 x 10 asked, 24 there: all of them, once

@@ -42,7 +42,7 @@ DOCKERFILE = os.path.join(COMPOSE_DIR, "Dockerfile")
 
 # The guides whose commands, variables and paths are checked.
 GUIDES = ["docs/architecture.md", "docs/operations.md", "docs/es/operations.md",
-          "compose/README.md"]
+          "compose/README.md", "docs/deployment.md", "docs/es/deployment.md"]
 
 # Health paths (docs/operations.md, "Endpoints"); test_health_paths_answer checks them live.
 PRODUCER_HEALTH = {"/api/health", "/api/health/extended"}
@@ -687,7 +687,7 @@ def test_health_paths_answer(bins, db_url, spawn):
     """The probe paths and every HTTP path the guides name exist in the
     running binaries (Redis-less mode: only PostgreSQL is needed)."""
     api_port, worker_port = harness.free_port(), harness.free_port()
-    env = {"DATABASE_URL": db_url, "API_TOKEN": "docs-test-token", "LOG_FORMAT": "json"}
+    env = {"DATABASE_URL": db_url, "API_TOKEN": "docs-test-token-4c1e9b7a", "LOG_FORMAT": "json"}
     api = spawn("producer", env=dict(env, PORT=api_port))
     worker = spawn("consumer", env=dict(env, WORKER_HTTP_PORT=worker_port,
                                         CONSUMER_NAME="docs-worker"))

@@ -322,6 +322,20 @@ def test_spend_190_marks_needs_reauth_without_retry(meta, stub):
     assert r["status"] == "succeeded" and stub.count("/act_666/") == 1
 
 
+def test_spend_token_with_crlf_is_never_sent(meta, stub):
+    """A stored access token with CR/LF was sent as a header (header
+    injection): it is refused before any request, like an invalid token."""
+    stub.add_account("777", token="tokI-good0001", rows=[(days_ago(0), "7.77")])
+    meta.connect("org_inj", "777", "tokI-good0001\r\nX-Injected: 1")
+    meta.secrets.add("tokI-good0001")
+    meta.consumer()
+    r = meta.wait_run(meta.enqueue("meta_spend", org="org_inj"))
+    assert r["status"] == "dead", r
+    assert "not a valid token" in r["error"], r
+    assert stub.count("/act_777/") == 0
+    assert meta.conn("org_inj")["status"] == "needs_reauth"
+
+
 def test_spend_all_orgs_one_bad_token_does_not_stop_the_others(meta, stub):
     stub.add_account("121", token="tokM-fine0001", rows=[(days_ago(0), "1.21")])
     meta.connect("org_bad2", "120", "tokM-unknown02")

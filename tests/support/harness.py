@@ -85,8 +85,32 @@ def _cache_dir():
     return tmp_root()
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS = __import__("random").SystemRandom()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port that was free a moment ago, on every address.  Chosen at
+    random below the kernel's ephemeral range: a port from that range (what
+    bind(0) hands out) is also where every outgoing connection takes its
+    source port, so on a busy machine a server started on it a moment later
+    could find it taken by someone's connection."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -154,6 +178,32 @@ def _wait_group_gone(pgid, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _group_alive(pgid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _shm_attached(shmid):
+    """How many processes are attached to System V segment shmid (0 when
+    it is gone)."""
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if len(cols) > 6 and cols[1] == str(shmid):
+                    return int(cols[6])
+    except (OSError, StopIteration, ValueError):
+        pass
+    return 0
+
+
+def _wait_shm_detached(shmid, timeout):
+    """Polls until no process is attached to segment shmid: True, or False
+    at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _shm_attached(shmid) == 0:
             return True
         time.sleep(0.02)
     return False
@@ -429,14 +479,31 @@ class Postgres(PgDatabase):
         except subprocess.TimeoutExpired:
             self._kill_now()
 
+    def _shmid(self):
+        """The System V shared memory id the postmaster recorded in
+        postmaster.pid (its last line: "key shmid"), or None."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+            return int(lines[6].split()[1]) if len(lines) > 6 else None
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _kill_now(self):
         pgid = self.proc.pid
+        shmid = self._shmid()
         _kill_group(self.proc)
         self.proc.wait()
-        # Backends must be gone (and detached from shared memory) before
-        # another postmaster can start on this data dir.  On a busy machine
-        # that can take a while: wait for it (generously), and say so if it
-        # never happens rather than let a restart fail on a stale segment.
+        # Backends call setsid(): they are not in the postmaster's process
+        # group, and outlive it until they notice it is gone.  A new
+        # postmaster refuses to start while any of them is still attached to
+        # the old segment, so wait until nothing is (the segment's nattch).
+        if shmid is not None and not _wait_shm_detached(shmid, 120.0):
+            raise RuntimeError("postgres :%d: shared memory %d still attached 120 s after "
+                               "SIGKILL" % (self.port, shmid))
+        # The postmaster's own group too (runuser and the postmaster).  On a
+        # busy machine that can take a while: wait generously, and say so if
+        # it never happens rather than let a restart fail obscurely.
         if not _wait_group_gone(pgid, 120.0):
             raise RuntimeError("postgres :%d: processes of group %d still alive 120 s after "
                                "SIGKILL" % (self.port, pgid))

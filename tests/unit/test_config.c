@@ -7,7 +7,8 @@
 
 static const char *const vars[] = { "WORKER_MODE", "JOB_RUNNER_ENABLED", "JOB_RUNNER_INTERVAL_MS", "PORT",
 				    "DATABASE_URL", "REDIS_URL", "CONSUMER_NAME", "LOG_LEVEL",
-				    "JOB_BACKOFF_BASE_MS", "JOB_BACKOFF_MAX_MS", "NO_REPLY_SCAN_ENABLED" };
+				    "JOB_BACKOFF_BASE_MS", "JOB_BACKOFF_MAX_MS", "NO_REPLY_SCAN_ENABLED",
+				    "REDIS_MIN_REPLICAS_ACK" };
 
 static void clean_env(void)
 {
@@ -59,6 +60,7 @@ static void check_refused(enum config_role role, int argc, char **argv, const ch
 	CHECK(load(&cfg, role, argc, argv, err) == CONFIG_ERR);
 	CHECK(strstr(err, want) != NULL);
 	CHECK(strstr(err, "pw-123") == NULL);
+	CHECK(strstr(err, "p@ss") == NULL);   /* passwords never in messages */
 	config_free(&cfg);
 }
 
@@ -72,6 +74,11 @@ static void test_refusals_name_the_variable(void)
 		{ "NO_REPLY_SCAN_ENABLED", "sure", "NO_REPLY_SCAN_ENABLED=sure", ROLE_CONSUMER },
 		{ "LOG_LEVEL", "loud", "LOG_LEVEL=loud", ROLE_CONSUMER },
 		{ "REDIS_URL", "http://x", "REDIS_URL", ROLE_CONSUMER },
+		{ "REDIS_URL", "rediss://u:p@ss:w@h:99999", "REDIS_URL=rediss://u:***@h:99999: rediss:// URL: invalid port", ROLE_CONSUMER },
+		{ "REDIS_URL", "redis://:p@ss@h1:1,h2:2", "host list is only accepted in the sentinel form", ROLE_CONSUMER },
+		{ "REDIS_URL", "rediss-sentinel://:p@ss@s1,s2/0", "master name is missing", ROLE_CONSUMER },
+		{ "REDIS_URL", "memcached://:p@ss@h", "unknown scheme memcached://", ROLE_CONSUMER },
+		{ "REDIS_MIN_REPLICAS_ACK", "17", "REDIS_MIN_REPLICAS_ACK=17", ROLE_CONSUMER },
 		{ "CONSUMER_NAME", "a b", "CONSUMER_NAME", ROLE_CONSUMER },
 		{ "WORKER_MODE", "1", "consumer", ROLE_PRODUCER },
 		{ "WORKER_MODE", "0", "producer", ROLE_CONSUMER },

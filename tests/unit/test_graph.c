@@ -172,7 +172,7 @@ static void test_redaction(void)
 			 out, sizeof(out));
 	CHECK_EQ(out, "https://graph.facebook.com/v21.0/act_1/insights");
 	graph_redact_url("http://user:pw@127.0.0.1:8080/v21.0/me#frag", out, sizeof(out));
-	CHECK_EQ(out, "http://127.0.0.1:8080/v21.0/me");
+	CHECK_EQ(out, "http://user:***@127.0.0.1:8080/v21.0/me");
 	graph_redact_url("https://h.example?access_token=SECRET", out, sizeof(out));
 	CHECK_EQ(out, "https://h.example");
 	graph_redact_url("/oauth/access_token?client_secret=S", out, sizeof(out));

@@ -30,8 +30,36 @@ int unit_run(const struct unit_test *tests, size_t n)
 	return failed ? 1 : 0;
 }
 
+/* The low end of the kernel's ephemeral port range (32768 if unknown). */
+static int ephemeral_low(void)
+{
+	int low = 32768, high;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f) {
+		if (fscanf(f, "%d %d", &low, &high) != 2)
+			low = 32768;
+		fclose(f);
+	}
+	return low > 10001 ? low : 32768;
+}
+
+/* Chosen at random below the ephemeral range: a port from that range (what
+ * bind(0) hands out) is where outgoing connections take their source port,
+ * so on a busy machine it could be taken by the time a server starts. */
 int unit_free_port(void)
 {
+	int low = ephemeral_low();
+	for (int i = 0; i < 200; i++) {
+		int port = 10000 + (int)(rand_u64() % (uint64_t)(low - 10000));
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY),
+					 .sin_port = htons((uint16_t)port) };
+		int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (ok)
+			return port;
+	}
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof a;
