@@ -234,7 +234,7 @@ static void add_orgs(cJSON *o, PGresult *backlog, PGresult *deferred)
 	cJSON *b = cJSON_AddArrayToObject(orgs, "backlog");
 	for (int i = 0; backlog && i < PQntuples(backlog) && i < ORGS_TOP; i++) {
 		cJSON *e = cJSON_CreateObject();
-		add_str(e, "org", db_get(backlog, i, 0));
+		control_json_str(e, "org", db_get(backlog, i, 0));
 		cJSON_AddNumberToObject(e, "queued", (double)db_get_i64(backlog, i, 1, 0));
 		cJSON_AddNumberToObject(e, "delayed", (double)db_get_i64(backlog, i, 2, 0));
 		cJSON_AddItemToArray(b, e);
@@ -242,10 +242,10 @@ static void add_orgs(cJSON *o, PGresult *backlog, PGresult *deferred)
 	cJSON *d = cJSON_AddArrayToObject(orgs, "deferred");
 	for (int i = 0; deferred && i < PQntuples(deferred) && i < ORGS_TOP; i++) {
 		cJSON *e = cJSON_CreateObject();
-		add_str(e, "org", db_get(deferred, i, 0));
-		add_str(e, "reason", db_get(deferred, i, 1));
+		control_json_str(e, "org", db_get(deferred, i, 0));
+		control_json_str(e, "reason", db_get(deferred, i, 1));
 		cJSON_AddNumberToObject(e, "runs", (double)db_get_i64(deferred, i, 2, 0));
-		add_str(e, "until", db_get(deferred, i, 3));
+		control_json_str(e, "until", db_get(deferred, i, 3));
 		cJSON_AddItemToArray(d, e);
 	}
 	if (!backlog || !deferred)
