@@ -36,3 +36,17 @@ begin
      where key = p_key;
     return greatest(1, base - now_ms);
 end $$;
+
+-- Fairness across orgs in Redis-less mode (docs/architecture.md, "Fairness
+-- across orgs"): a run enqueued due now gets its rank in its org's line
+-- (fair_seq); claims take the lowest ranks first, so the orgs with work
+-- waiting take turns.  NULL for runs that wait for a time (delayed,
+-- retries, deferrals) and for rows written before this migration: those
+-- are claimed by run_at, as before, alternating with the ranked ones.
+alter table job_runs add column if not exists fair_seq bigint;
+create index if not exists job_runs_fair_idx on job_runs (fair_seq)
+    where transport = 'pg' and status in ('queued','failed') and fair_seq is not null;
+create index if not exists job_runs_fair_org_idx on job_runs ((coalesce(org_id, '')), fair_seq)
+    where transport = 'pg' and status in ('queued','failed') and fair_seq is not null;
+create index if not exists job_runs_timed_idx on job_runs (run_at)
+    where transport = 'pg' and status in ('queued','failed') and fair_seq is null;

@@ -148,3 +148,36 @@ def test_metrics_show_the_orgs_backlog_and_who_is_deferred_and_why(system, spawn
     text = harness.wait_until(prom, timeout=20, interval=0.2, msg="rate_limit deferrals counted")
     assert "busy-org" not in text
     assert re.search(r'^jobrunner_org_deferrals_total\{reason="graph_throttle"\} 0', text, re.M)
+
+
+def test_a_big_orgs_backlog_does_not_hold_up_a_small_org(bins, db, db_url, spawn):
+    """Redis-less mode: org big has a backlog of 200 runs when org small
+    (and a run without an org) are enqueued; each of them starts after at
+    most a few runs of big, not after big's backlog.  On the order of
+    starts in job_runs, not on time.  Rows of an older producer (no rank)
+    are claimed too."""
+    jrcli.migrate(bins, db_url)
+    old = jrcli.enqueue(bins, db_url, "noop", org="legacy", count=5)
+    db.execute("UPDATE job_runs SET fair_seq = NULL WHERE id = ANY(%s)", (old,))
+    big = jrcli.enqueue(bins, db_url, "noop", org="big", payload='{"sleepMs": 30}', count=200)
+    spawn("consumer", env=jrcli.env(db_url, CONSUMER_NAME="c0", NO_REPLY_SCAN_ENABLED="false",
+                                    WORKER_CONCURRENCY=2), name="c0")
+    harness.wait_until(lambda: db.scalar(
+        "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND status = 'succeeded'", (big,)) >= 10,
+        timeout=30, msg="big's backlog under way")
+    small = []
+    for i in range(3):
+        small += jrcli.enqueue(bins, db_url, "noop", org="small")
+        small += jrcli.enqueue(bins, db_url, "noop")   # no org: a group of its own
+    jrcli.wait_runs(db, small + old, "succeeded", timeout=60)
+    for rid in small:
+        ahead = db.scalar(
+            "SELECT count(*) FROM job_runs a, job_runs s WHERE s.id = %s AND a.id = ANY(%s)"
+            " AND a.started_at > s.enqueued_at AND a.started_at < s.started_at", (rid, big))
+        # at most one of big's runs per thread per claim, give or take one
+        assert ahead <= 6, "run %s started after %d of big's runs" % (rid, ahead)
+    # and big still had most of its backlog when the last of them started
+    after = db.scalar(
+        "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND (started_at IS NULL OR started_at >"
+        " (SELECT max(started_at) FROM job_runs WHERE id = ANY(%s)))", (big, small))
+    assert after >= 50, after
