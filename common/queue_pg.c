@@ -75,11 +75,16 @@ static const char enqueue_sql[] =
 	/* fairness (009): a run due now goes at the end of its org's line,
 	 * which starts no earlier than the lowest rank waiting (an org with no
 	 * line joins at the front); a run due later gets no rank */
-	"), lo as (select coalesce(min(fair_seq), 0) as m from job_runs"
+	/* (order by ... limit 1, not min()/max(): the planner then walks
+	 * job_runs_fair_idx and job_runs_fair_org_idx from one end, whatever
+	 * its statistics say) */
+	"), lo as (select coalesce((select fair_seq from job_runs"
 	"           where transport = 'pg' and status in ('queued','failed') and fair_seq is not null"
-	"), orgs as (select o, greatest((select m from lo), coalesce((select max(j.fair_seq) from job_runs j"
+	"           order by fair_seq limit 1), 0) as m"
+	"), orgs as materialized (select o, greatest((select m from lo), coalesce((select j.fair_seq from job_runs j"
 	"                 where coalesce(j.org_id, '') = o and j.transport = 'pg'"
-	"                   and j.status in ('queued','failed') and j.fair_seq is not null), 0)) as last"
+	"                   and j.status in ('queued','failed') and j.fair_seq is not null"
+	"                 order by j.fair_seq desc limit 1), 0)) as last"
 	"            from (select distinct coalesce(org_id, '') as o from v) d"
 	"), ins as ("
 	"  insert into job_runs (id, job, org_id, payload, source, status, max_attempts,"
@@ -87,9 +92,10 @@ static const char enqueue_sql[] =
 	"  select id, job, org_id, coalesce(payload, '{}')::jsonb, source, 'queued', max_attempts,"
 	"         greatest(to_timestamp(run_at_ms / 1000.0), now()),"
 	"         to_timestamp(enq_ms / 1000.0), idem, 'pg',"
-	"         case when to_timestamp(run_at_ms / 1000.0) <= now()"
+	/* (due now: within a second, for a producer's clock a little ahead) */
+	"         case when to_timestamp(run_at_ms / 1000.0) <= now() + interval '1 second'"
 	"              then orgs.last + row_number() over (partition by coalesce(org_id, ''),"
-	"                                                  to_timestamp(run_at_ms / 1000.0) <= now() order by ord)"
+	"                   to_timestamp(run_at_ms / 1000.0) <= now() + interval '1 second' order by ord)"
 	"         end"
 	"    from v join orgs on orgs.o = coalesce(v.org_id, '')"
 	"  on conflict (job, idempotency_key) where idempotency_key is not null do nothing"
