@@ -384,8 +384,6 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 		t->db = NULL;
 		return;
 	}
-	if (r->org_id)
-		r->started_at_ms = wall_ms();   /* after the gate: the start its limits counted */
 	struct job_ctx ctx = { .cfg = t->w->cfg, .db = t->db, .run = r, .payload = payload,
 			       .http = t->http, .stop = &t->run_stop };
 	job->run(&ctx, res);

@@ -69,9 +69,9 @@ def assert_limiter_of_the_mode(system):
         assert rows >= 1
 
 
-# The limiter counts a start on its own clock (Redis's, PostgreSQL's) just
-# before the consumer stamps started_at (the same host's clock): a window
-# a little shorter than the period absorbs that gap.
+# The consumer stamps started_at (its clock) just before the limiter counts
+# the start (on Redis's or PostgreSQL's clock, the same host's): a window a
+# little shorter than the period absorbs that gap.
 SLACK_MS = 150
 
 
