@@ -151,10 +151,10 @@ def raw_request(port, data, read_timeout=10.0):
     or read_timeout; returns (status or None, raw bytes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
         s.sendall(data)
-        return read_response(s, read_timeout)
+        return read_response(s, read_timeout, sent=data)
 
 
-def read_response(sock, timeout=10.0):
+def read_response(sock, timeout=10.0, sent=b""):
     """Reads one response (headers + Content-Length body) or until close."""
     sock.settimeout(timeout)
     buf = b""
@@ -175,7 +175,8 @@ def read_response(sock, timeout=10.0):
     m = re.match(rb"HTTP/1\.[01] (\d{3})", buf)
     harness.record_output("raw answer on port %d" % sock.getpeername()[1]
                           if _connected(sock) else "raw answer",
-                          buf.decode("utf-8", "replace"))
+                          buf.decode("utf-8", "replace"),
+                          sent=bytes(sent).decode("utf-8", "replace"))
     return (int(m.group(1)) if m else None), buf
 
 

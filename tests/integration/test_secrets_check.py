@@ -42,9 +42,15 @@ def test_scanner_finds_it_in_answers_and_outputs():
                           "HTTP 200\nx-debug: %s\n" % urllib.parse.quote_plus(SECRET))
     harness.record_output("output of producer (stderr)", "ok\n" + json.dumps(SECRET).replace("/", "\\/") + "\n")
     harness.record_output("output of producer (stdout)", "nothing here\n")
+    # an answer may echo what its request sent (in any form), nothing else
+    harness.record_output("answer to POST 127.0.0.1:1/echo", "HTTP 404\n\n" + json.dumps(SECRET),
+                          sent="POST /jobs/%s/run" % urllib.parse.quote(SECRET, safe=""))
+    harness.record_output("answer to POST 127.0.0.1:1/other", "HTTP 404\n\n" + SECRET,
+                          sent="POST /jobs/another/run")
     found = harness.leaks()
     assert found == ["test secret (form-encoded) in answer to GET 127.0.0.1:1/x:2",
-                     "test secret (JSON-escaped (\\/)) in output of producer (stderr):2"], found
+                     "test secret (JSON-escaped (\\/)) in output of producer (stderr):2",
+                     "test secret (raw) in answer to POST 127.0.0.1:1/other:3"], found
 
 
 def test_passwords_in_the_environment_are_registered():

@@ -288,7 +288,9 @@ def http(method, url, body=None, headers=None, timeout=10.0, record=True):
     if record:
         record_output("answer to %s %s" % (method, _redacted_target(url)),
                       "HTTP %s\n%s\n%s" % (status, "".join(
-                          "%s: %s\n" % kv for kv in rhdrs.items()), text))
+                          "%s: %s\n" % kv for kv in rhdrs.items()), text),
+                      sent="%s %s\n%s\n%s" % (method, url, hdrs,
+                                               (data or b"").decode("utf-8", "replace")))
     try:
         parsed = json.loads(text) if text.strip() else text
     except ValueError:
@@ -1060,11 +1062,16 @@ def secret_forms(value):
     return {k: v for k, v in forms.items() if v}
 
 
-def find_secrets(text, where, table=None):
+def find_secrets(text, where, table=None, sent=""):
     """Leaks in text: a list of "<kind> (<form>) in <where>:<line>"
-    (the secret itself never appears in the list)."""
+    (the secret itself never appears in the list).  sent: the request text
+    the answer replies to; a secret the caller sent in it (in any form) may
+    be echoed back, and is not searched for."""
     found = []
     table = _SECRETS if table is None else table
+    if sent:
+        table = {v: k for v, k in table.items()
+                 if not any(f in sent for f in secret_forms(v).values())}
     if not table or not text:
         return found
     compiled = [(kind, form, f) for value, kind in table.items()
@@ -1079,9 +1086,10 @@ def find_secrets(text, where, table=None):
     return found
 
 
-def record_output(label, text):
-    """Records an answer or output to be searched for secrets."""
-    _OUTPUTS.append((label, text))
+def record_output(label, text, sent=""):
+    """Records an answer or output to be searched for secrets; sent: the
+    request it answers (what the caller sent may be echoed back)."""
+    _OUTPUTS.append((label, text, sent))
 
 
 _SCANNED = {}       # log path -> bytes already searched (and its line count)
@@ -1118,8 +1126,8 @@ def leaks(check=True):
             found.append("%s:%d" % (head, int(n) + lines_before))
     if check:
         LEAK_STATS["outputs"] += len(_OUTPUTS)
-        for label, text in _OUTPUTS:
-            found += find_secrets(text, label)
+        for label, text, sent in _OUTPUTS:
+            found += find_secrets(text, label, sent=sent)
     forget_outputs()
     LEAK_STATS["seconds"] += time.monotonic() - t0
     return found
