@@ -341,6 +341,33 @@ def test_cancel_race_busy_pool(fresh):
     assert counts.get("cancelled", 0) > 0 and counts.get("succeeded", 0) > 0, counts
 
 
+def test_cancel_found_cancelled_keeps_its_request(fresh):
+    """Redis mode, two cancels at once: A is the first into jr:cancel, B the
+    first to reach job_runs (it turns the queued row cancelled and answers
+    200).  A then finds the row cancelled and answers 409; it must not take
+    the request out of jr:cancel, which is what keeps the queued entry from
+    running (it did: the run then started and ended succeeded after B's 200).
+    B's update is made here by hand, so the order is certain."""
+    s = fresh(consumers=0)
+    if s.mode != "redis":
+        pytest.skip("jr:cancel and the history writer exist in Redis mode only")
+    run_id = s.api.enqueue(body={"payload": {}})["id"]
+    harness.wait_until(lambda: s.db.query("select status from job_runs where id = %s",
+                                          (run_id,)) == [("queued",)],
+                       timeout=30, msg="the queued row written")
+    s.db.execute("update job_runs set status = 'cancelled', cancel_requested_at = now(),"
+                 " finished_at = now(), error = 'cancelled before it started' where id = %s",
+                 (run_id,))
+    err = assert_error(s.api.post(J + "/runs/%s/cancel" % run_id), 409, "already_finished")
+    assert "(cancelled)" in err["message"], err
+    assert s.redis.client().zscore("jr:cancel", run_id) is not None, "the request was removed"
+    s.add_consumer("keep-c1")
+    marker = s.api.enqueue(body={"payload": {}})["id"]    # read after the cancelled entry
+    s.api.wait_status(marker, "succeeded", timeout=60)
+    rows = s.db.query("select status, started_at is null from job_runs where id = %s", (run_id,))
+    assert rows == [("cancelled", True)], rows
+
+
 # ---- the CLI ------------------------------------------------------------------------
 
 
