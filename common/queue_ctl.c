@@ -15,7 +15,12 @@
  *                         batch and before it starts it, so an entry
  *                         delivered after the request never starts.  The
  *                         completion script records any run with a request
- *                         as cancelled, whatever it ended with.
+ *                         as cancelled, whatever it ended with.  Two requests
+ *                         at once: the first into jr:cancel need not be the
+ *                         first to reach job_runs; the one that finds the
+ *                         row cancelled is told 409 and leaves jr:cancel as
+ *                         it is (the request stops the run the other one
+ *                         answered for).
  * Either way a run has one final state, and an accepted cancel is it.
  */
 #include <stdio.h>
