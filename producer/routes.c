@@ -10,7 +10,8 @@
  * there is no connect per request.  /api/health, /api/health/extended and
  * /metrics are HTTPD_INLINE: they answer on the polling threads from the
  * process alone and the background probe (probe.h), so they answer while
- * every worker waits on a stalled dependency.
+ * every worker waits on a stalled dependency.  Their answers are
+ * health_answer.c's, the same code as the consumer's health port.
  *
  * The body of POST .../run is parsed and validated by runreq_parse()
  * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
@@ -36,6 +37,7 @@
 #include "dashboard.h"
 #include "db.h"
 #include "enqueue.h"
+#include "health_answer.h"
 #include "httpd.h"
 #include "jrmetrics.h"
 #include "log.h"
@@ -154,28 +156,14 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
+/* The answer is health_answer.c's, shared with the consumer. */
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
-	const struct config *cfg = api->cfg;
-	cJSON *checks = cJSON_CreateObject();
-	int ok = probe_checks(api->probe, req, checks, NULL);
-	if (!cfg->redis_url) {
-		cJSON *r = httpd_check(1, 0, NULL);   /* not used: Redis-less mode */
-		cJSON_AddBoolToObject(r, "configured", 0);
-		cJSON_AddItemToObject(checks, "redis", r);
-	}
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
-	cJSON_AddStringToObject(o, "mode", "api");
-	cJSON *jr = cJSON_AddObjectToObject(o, "jobRunner");
-	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
-	cJSON_AddBoolToObject(jr, "workerMode", 0);
-	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
-	cJSON_AddItemToObject(o, "checks", checks);
-	cJSON_AddStringToObject(o, "version", JR_VERSION);
-	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - api->started_ms) / 1000));
-	httpd_json(resp, ok ? 200 : 503, o);
+	struct health_source src = {
+		.cfg = api->cfg, .probe = api->probe, .started_ms = api->started_ms, .worker_mode = 0,
+	};
+	health_answer_ready(req, resp, &src);
 }
 
 /* ------------------------------------------------------------------ */
@@ -278,14 +266,6 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	else
 		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
 	httpd_json(resp, 200, o);
-}
-
-static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
-{
-	struct strbuf sb = STRBUF_INIT;
-	metrics_render(metrics_default(), &sb);
-	size_t len = sb.len;
-	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1086,7 +1066,7 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS | HTTPD_INLINE },
 	{ "GET", "/api/health/extended", h_health_extended, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
-	{ "GET", "/metrics", h_prometheus, HTTPD_INLINE },
+	{ "GET", "/metrics", health_answer_metrics, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
