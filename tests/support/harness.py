@@ -584,7 +584,8 @@ class Redis(_Server):
         kw.setdefault("decode_responses", True)
         kw.setdefault("socket_timeout", 10)
         kw.setdefault("socket_connect_timeout", 5)
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+        kw.setdefault("port", self.port)
+        return redis.Redis(host="127.0.0.1", **kw)
 
     @property
     def running(self):
@@ -655,7 +656,7 @@ class Redis(_Server):
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
-class PgBouncer:
+class PgBouncer(_Server):
     """Debian's pgbouncer in front of a Postgres cluster, on 127.0.0.1:port,
     in its own temporary directory, run as the `postgres` user when we are
     root (pgbouncer refuses to run as root).  pool_mode is "transaction" or
@@ -728,18 +729,8 @@ class PgBouncer:
             _kill_group(self.proc)
             self.proc.wait()
 
-    def log_tail(self, n=TAIL_LINES):
-        return tail_file(self.log_path, n)
-
     def describe(self):
         return "pgbouncer :%d %s (%s)" % (self.port, self.pool_mode, self.log_path)
-
-    def cleanup(self):
-        if self.closed:
-            return
-        self.stop()
-        self.closed = True
-        _remove_tree(self.dir)
 
 
 # --------------------------------------------------------------------------
