@@ -371,6 +371,14 @@ class _Server:
         self.closed = True
         _remove_tree(self.dir)
 
+    def _interrupt(self, timeout, kill):
+        """SIGINT, then kill() when the server has not exited within timeout."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill()
+
 
 class Postgres(PgDatabase, _Server):
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:port (database
@@ -495,11 +503,7 @@ class Postgres(PgDatabase, _Server):
         self._close_conns()
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._kill_now()
+        self._interrupt(timeout, self._kill_now)
 
     def _shmid(self):
         """The System V shared memory id the postmaster recorded in
@@ -722,12 +726,11 @@ class PgBouncer(_Server):
     def stop(self, timeout=10.0):
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(self.proc)
-            self.proc.wait()
+        self._interrupt(timeout, self._kill_group)
+
+    def _kill_group(self):
+        _kill_group(self.proc)
+        self.proc.wait()
 
     def describe(self):
         return "pgbouncer :%d %s (%s)" % (self.port, self.pool_mode, self.log_path)
