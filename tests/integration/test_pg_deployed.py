@@ -238,7 +238,7 @@ def test_sigstopped_postgres_liveness_readiness_metrics(bins, pg_fresh, spawn):
 def test_producer_liveness_while_enqueues_hang_on_a_stopped_redis(bins, db, redis_server, spawn):
     pport = harness.free_port()
     p = spawn("producer", env=jrcli.env(db.url, PORT=pport, REDIS_URL=redis_server.url,
-                                        API_TOKEN="t0ken-for-it"), name="P")
+                                        API_TOKEN="t0ken-for-it-0123456789abcdef"), name="P")
     p.wait_for_log({"event": "producer_started"}, timeout=30)
     base = "http://127.0.0.1:%d" % pport
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
@@ -251,7 +251,7 @@ def test_producer_liveness_while_enqueues_hang_on_a_stopped_redis(bins, db, redi
         while not stop.is_set():
             try:
                 results.append(harness.http("POST", base + "/api/integrations/jobs/noop/run", body={},
-                                            headers={"Authorization": "Bearer t0ken-for-it"},
+                                            headers={"Authorization": "Bearer t0ken-for-it-0123456789abcdef"},
                                             timeout=30)[0])
             except Exception as e:  # noqa: BLE001 -- recorded, asserted below
                 results.append(repr(e))
@@ -434,7 +434,7 @@ def test_no_password_in_any_message(bins, db, pg, spawn):
     c = spawn("consumer", env=consumer_env(kv, "A", WORKER_HTTP_PORT=hport, DATABASE_DIRECT_URL=url),
               name="A")
     c.wait_for_log({"event": "job_runner_started"}, timeout=30)
-    p = spawn("producer", env=jrcli.env(url, PORT=pport, API_TOKEN="tok-123456"), name="P")
+    p = spawn("producer", env=jrcli.env(url, PORT=pport, API_TOKEN="tok-123456-0123456789abcdef"), name="P")
     p.wait_for_log({"event": "producer_started"}, timeout=30)
     answers = []
     for u in ("http://127.0.0.1:%d/health" % hport, "http://127.0.0.1:%d/health/ready" % hport,
