@@ -162,6 +162,18 @@ static int field_i64(const redisReply *v, int64_t min, int64_t max, int64_t dflt
 	return parse_i64(v->str, min, max, out);
 }
 
+/* An optional text field: absent or empty leaves *out alone; else it must
+ * be text_valid() within max bytes, and *out gets a copy.  0 or -1. */
+static int opt_text(const redisReply *v, size_t max, char **out)
+{
+	if (!v || !v->len)
+		return 0;
+	if (!text_valid(v->str, v->len, max))
+		return -1;
+	*out = xstrndup(v->str, v->len);
+	return 0;
+}
+
 int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
 		 struct run *r, int64_t *slot, char *err, size_t errlen)
 {
@@ -215,13 +227,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		snprintf(err, errlen, "malformed entry: missing or invalid job");
 		return -1;
 	}
-	const redisReply *org = f[F_ORG];
-	if (org && org->len) {
-		if (!text_valid(org->str, org->len, RUN_MAX_ORG_LEN)) {
-			snprintf(err, errlen, "malformed entry: invalid org");
-			return -1;
-		}
-		r->org_id = xstrndup(org->str, org->len);
+	if (opt_text(f[F_ORG], RUN_MAX_ORG_LEN, &r->org_id)) {
+		snprintf(err, errlen, "malformed entry: invalid org");
+		return -1;
 	}
 	const redisReply *payload = f[F_PAYLOAD];
 	if (payload && payload->len) {
@@ -258,13 +266,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		return -1;
 	}
 	r->run_at_ms = n;
-	const redisReply *idem = f[F_IDEM];
-	if (idem && idem->len) {
-		if (!text_valid(idem->str, idem->len, RUN_MAX_IDEM_LEN)) {
-			snprintf(err, errlen, "malformed entry: invalid idem");
-			return -1;
-		}
-		r->idempotency_key = xstrndup(idem->str, idem->len);
+	if (opt_text(f[F_IDEM], RUN_MAX_IDEM_LEN, &r->idempotency_key)) {
+		snprintf(err, errlen, "malformed entry: invalid idem");
+		return -1;
 	}
 	return 0;
 }
