@@ -188,6 +188,33 @@ static void answer_no_run(struct httpd_response *resp, const char *what, const c
 		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
 }
 
+/* The "queue" object of the metrics and stats answers: the counts of the
+ * queue's backend, all 0 with an "error" when they could not be read (qs
+ * NULL). */
+static cJSON *add_queue_json(cJSON *o, const struct queue_stats *qs, const char *backend,
+			     const struct config *cfg)
+{
+	cJSON *q = cJSON_AddObjectToObject(o, "queue");
+	cJSON_AddStringToObject(q, "backend", qs ? backend : (cfg->redis_url ? "redis" : "postgres"));
+	cJSON_AddNumberToObject(q, "queued", qs ? (double)qs->queued : 0);
+	cJSON_AddNumberToObject(q, "running", qs ? (double)qs->running : 0);
+	cJSON_AddNumberToObject(q, "delayed", qs ? (double)qs->delayed : 0);
+	cJSON_AddNumberToObject(q, "dead", qs ? (double)qs->dead : 0);
+	if (!qs)
+		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	return q;
+}
+
+/* One consumer of the queue's statistics, as the answers list it. */
+static cJSON *consumer_json(const struct queue_consumer_stat *c)
+{
+	cJSON *co = cJSON_CreateObject();
+	cJSON_AddStringToObject(co, "name", c->name);
+	cJSON_AddNumberToObject(co, "pending", (double)c->pending);
+	cJSON_AddNumberToObject(co, "idleMs", (double)c->idle_ms);
+	return co;
+}
+
 /* ------------------------------------------------------------------ */
 
 /* The orgs with work waiting, for the metrics JSON: the 20 with the most
@@ -298,24 +325,12 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		cJSON_AddItemToArray(jobs, jo);
 	}
 	PQclear(r);
-	cJSON *q = cJSON_AddObjectToObject(o, "queue");
-	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
-	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
-	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
-	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
-	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
+	cJSON *q = add_queue_json(o, have_q ? &qs : NULL, backend, cfg);
 	cJSON *cons = cJSON_AddArrayToObject(q, "consumers");
-	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
-		cJSON *co = cJSON_CreateObject();
-		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
-		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
-		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
-		cJSON_AddItemToArray(cons, co);
-	}
+	for (size_t i = 0; have_q && i < qs.nconsumers; i++)
+		cJSON_AddItemToArray(cons, consumer_json(&qs.consumers[i]));
 	if (have_q)
 		queue_stats_free(&qs);
-	else
-		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
 	httpd_json(resp, 200, o);
 }
 
@@ -1023,20 +1038,10 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 	free(cells);
 
 	const char *holder = lock && PQntuples(lock) ? db_get(lock, 0, 0) : NULL;
-	cJSON *q = cJSON_AddObjectToObject(o, "queue");
-	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
-	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
-	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
-	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
-	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
-	if (!have_q)
-		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	add_queue_json(o, have_q ? &qs : NULL, backend, cfg);
 	cJSON *cons = cJSON_AddArrayToObject(o, "consumers");
 	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
-		cJSON *co = cJSON_CreateObject();
-		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
-		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
-		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
+		cJSON *co = consumer_json(&qs.consumers[i]);
 		cJSON_AddBoolToObject(co, "holdsCycleLock", holder && !strcmp(holder, qs.consumers[i].name));
 		cJSON_AddItemToArray(cons, co);
 	}
