@@ -704,16 +704,8 @@ static enum MHD_Result on_complete(struct httpd_req_priv *st, const char *method
 		pthread_mutex_unlock(&srv->wmu);
 		return MHD_YES;
 	}
-	struct httpd_request req = {
-		.method = method,
-		.path = st->path,
-		.body = st->body ? st->body : "",
-		.body_len = st->len,
-		.app = st->srv->app,
-		.priv = st,
-	};
 	struct httpd_response r = { 0 };
-	st->route->row->handler(&req, &r);
+	run_handler(st, method, &r);
 	return queue_resp(st, &r);
 }
 

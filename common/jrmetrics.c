@@ -159,28 +159,32 @@ static void process_metrics_init(struct metrics *reg)
 
 /* jobrunner_db_connections{role} and jobrunner_db_connect_failures_total{reason}
  * from db.c's accounting, at scrape time. */
-static void emit_db_open(void *ctx, struct metrics_emitter *e)
+/* db.c's accounting as metric values: per role (open) or per reason (fails). */
+static void emit_db_stats(struct metrics_emitter *e, int fails_by_reason)
 {
-	(void)ctx;
 	const char *roles[DB_MAX_ROLES];
 	int64_t open[DB_MAX_ROLES];
 	uint64_t fails[DBF_NREASONS];
 	int n;
 	db_connect_stats(roles, open, &n, fails);
-	for (int i = 0; i < n; i++)
-		metrics_emit(e, (double)open[i], roles[i], NULL);
+	if (fails_by_reason)
+		for (int i = 0; i < DBF_NREASONS; i++)
+			metrics_emit(e, (double)fails[i], db_fail_reason_name(i), NULL);
+	else
+		for (int i = 0; i < n; i++)
+			metrics_emit(e, (double)open[i], roles[i], NULL);
+}
+
+static void emit_db_open(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	emit_db_stats(e, 0);
 }
 
 static void emit_db_fail(void *ctx, struct metrics_emitter *e)
 {
 	(void)ctx;
-	const char *roles[DB_MAX_ROLES];
-	int64_t open[DB_MAX_ROLES];
-	uint64_t fails[DBF_NREASONS];
-	int n;
-	db_connect_stats(roles, open, &n, fails);
-	for (int i = 0; i < DBF_NREASONS; i++)
-		metrics_emit(e, (double)fails[i], db_fail_reason_name(i), NULL);
+	emit_db_stats(e, 1);
 }
 
 static void reconnect_redis(void)

@@ -306,15 +306,9 @@ value:
 			return -1;
 		goto after;
 	case 't':
-		if (literal(&c, "true"))
-			return -1;
-		goto after;
 	case 'f':
-		if (literal(&c, "false"))
-			return -1;
-		goto after;
 	case 'n':
-		if (literal(&c, "null"))
+		if (literal(&c, *c.p == 't' ? "true" : *c.p == 'f' ? "false" : "null"))
 			return -1;
 		goto after;
 	default:

@@ -211,13 +211,7 @@ int probe_checks(struct probe *p, const struct httpd_request *req, cJSON *checks
 	/* just started: the first results are due within the budget */
 	int64_t until = mono_ms() + PROBE_BUDGET_MS;
 	while ((!p->db.done || (p->cfg->redis_url && !p->redis.done)) && mono_ms() < until) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = realtime_after_ms(50);
 		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 	}
 	int64_t now = mono_ms();

@@ -15,7 +15,12 @@
  *                         batch and before it starts it, so an entry
  *                         delivered after the request never starts.  The
  *                         completion script records any run with a request
- *                         as cancelled, whatever it ended with.
+ *                         as cancelled, whatever it ended with.  Two requests
+ *                         at once: the first into jr:cancel need not be the
+ *                         first to reach job_runs; the one that finds the
+ *                         row cancelled is told 409 and leaves jr:cancel as
+ *                         it is (the request stops the run the other one
+ *                         answered for).
  * Either way a run has one final state, and an accepted cancel is it.
  */
 #include <stdio.h>
@@ -95,9 +100,13 @@ int queue_cancel(struct db *db, struct queue *redis, const char *id, enum queue_
 		snprintf(status, statuslen, "running");   /* claimed, not yet shown running */
 	PQclear(r);
 	/* a request this call added for a run that is unknown or had ended
-	 * would wait for nothing (a cancelled run's entry that may still be
-	 * queued keeps the earlier request, which this call did not add) */
-	if (redis && added && (*res == QUEUE_NOT_FOUND || *res == QUEUE_FINISHED))
+	 * would wait for nothing.  Not so for a run found cancelled: a
+	 * concurrent request that reached job_runs first answered for it (200
+	 * or 202) while this one was the first into jr:cancel, and the run's
+	 * entry may still be queued or running: the request in jr:cancel is
+	 * what stops it, so it stays (removing it let the run go on and end
+	 * succeeded after a cancel had been accepted). */
+	if (redis && added && (*res == QUEUE_NOT_FOUND || (*res == QUEUE_FINISHED && strcmp(status, "cancelled"))))
 		queue_redis_cancel_request(redis, id, 0, NULL, NULL, 0);
 	return QUEUE_OK;
 }

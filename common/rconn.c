@@ -1113,11 +1113,10 @@ int rconn_reply_error(struct rconn *rc, const redisReply *r)
 	return code;
 }
 
-/* The reply of the one command just appended: an error reply becomes NULL
- * with rc->err and errstr set (rconn_reply_error). */
-static redisReply *take_reply(struct rconn *rc)
+/* r as the caller's reply: an error reply becomes NULL with rc->err and
+ * errstr set (rconn_reply_error), any other clears rc->err. */
+static redisReply *checked_reply(struct rconn *rc, redisReply *r)
 {
-	redisReply *r = rconn_get(rc);
 	if (r && r->type == REDIS_REPLY_ERROR) {
 		rconn_reply_error(rc, r);
 		freeReplyObject(r);
@@ -1126,6 +1125,12 @@ static redisReply *take_reply(struct rconn *rc)
 	if (r)
 		rc->err = 0;
 	return r;
+}
+
+/* The reply of the one command just appended, through checked_reply(). */
+static redisReply *take_reply(struct rconn *rc)
+{
+	return checked_reply(rc, rconn_get(rc));
 }
 
 redisReply *rconn_cmd(struct rconn *rc, int argc, const char **argv, const size_t *lens)
@@ -1214,14 +1219,7 @@ redisReply *rconn_eval(struct rconn *rc, size_t idx, int argc, const char **argv
 		free(av);
 		free(ln);
 	}
-	if (r && r->type == REDIS_REPLY_ERROR) {
-		rconn_reply_error(rc, r);
-		freeReplyObject(r);
-		return NULL;
-	}
-	if (r)
-		rc->err = 0;
-	return r;
+	return checked_reply(rc, r);
 }
 
 int rconn_check_master(struct rconn *rc, int64_t *latency_ms, char *why, size_t whylen)

@@ -21,60 +21,72 @@
 /* writing                                                             */
 /* ------------------------------------------------------------------ */
 
-static void add_kv(struct rargv *a, const char *k, const char *v)
+/* The fields of a run's entry, in order, to one of two writers: the XADD
+ * arguments (rentry_add_fields) or a delayed member's JSON
+ * (rentry_delayed_json). */
+struct field_sink {
+	void (*str)(void *ctx, const char *k, const char *v);
+	void (*num)(void *ctx, const char *k, int64_t v);
+	void *ctx;
+};
+
+static void run_fields(const struct field_sink *f, const struct run *r, int attempt)
 {
-	rargv_addrefs(a, k);
-	rargv_addrefs(a, v);
+	f->str(f->ctx, "v", RENTRY_VERSION);
+	f->str(f->ctx, "type", "run");
+	f->str(f->ctx, "id", r->id);
+	f->str(f->ctx, "job", r->job);
+	if (r->org_id)
+		f->str(f->ctx, "org", r->org_id);
+	if (r->payload)
+		f->str(f->ctx, "payload", r->payload);
+	f->str(f->ctx, "src", run_source_name(r->source));
+	f->num(f->ctx, "attempt", attempt);
+	f->num(f->ctx, "max", r->max_attempts);
+	f->num(f->ctx, "enq", r->enqueued_at_ms);
+	if (r->idempotency_key)
+		f->str(f->ctx, "idem", r->idempotency_key);
+}
+
+static void argv_str(void *ctx, const char *k, const char *v)
+{
+	rargv_addrefs(ctx, k);
+	rargv_addrefs(ctx, v);
+}
+
+static void argv_num(void *ctx, const char *k, int64_t v)
+{
+	rargv_addrefs(ctx, k);
+	rargv_addi64(ctx, v);
 }
 
 void rentry_add_fields(struct rargv *a, const struct run *r, int attempt)
 {
-	add_kv(a, "v", RENTRY_VERSION);
-	add_kv(a, "type", "run");
-	add_kv(a, "id", r->id);
-	add_kv(a, "job", r->job);
-	if (r->org_id)
-		add_kv(a, "org", r->org_id);
-	if (r->payload)
-		add_kv(a, "payload", r->payload);
-	add_kv(a, "src", run_source_name(r->source));
-	rargv_addrefs(a, "attempt");
-	rargv_addi64(a, attempt);
-	rargv_addrefs(a, "max");
-	rargv_addi64(a, r->max_attempts);
-	rargv_addrefs(a, "enq");
-	rargv_addi64(a, r->enqueued_at_ms);
-	if (r->idempotency_key)
-		add_kv(a, "idem", r->idempotency_key);
-	if (r->run_at_ms > 0) {
-		rargv_addrefs(a, "runat");
-		rargv_addi64(a, r->run_at_ms);
-	}
+	const struct field_sink f = { argv_str, argv_num, a };
+	run_fields(&f, r, attempt);
+	if (r->run_at_ms > 0)
+		argv_num(a, "runat", r->run_at_ms);
+}
+
+/* every value a JSON string: the promote script turns the members back
+ * into entry fields */
+static void json_str(void *ctx, const char *k, const char *v)
+{
+	cJSON_AddStringToObject(ctx, k, v);
+}
+
+static void json_num(void *ctx, const char *k, int64_t v)
+{
+	char num[24];
+	snprintf(num, sizeof num, "%lld", (long long)v);
+	cJSON_AddStringToObject(ctx, k, num);
 }
 
 void rentry_delayed_json(struct strbuf *sb, const struct run *r, int attempt)
 {
-	/* built with cJSON: every value a JSON string (the promote script
-	 * turns the members back into entry fields) */
-	char num[3][24];
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "v", RENTRY_VERSION);
-	cJSON_AddStringToObject(o, "type", "run");
-	cJSON_AddStringToObject(o, "id", r->id);
-	cJSON_AddStringToObject(o, "job", r->job);
-	if (r->org_id)
-		cJSON_AddStringToObject(o, "org", r->org_id);
-	if (r->payload)
-		cJSON_AddStringToObject(o, "payload", r->payload);
-	cJSON_AddStringToObject(o, "src", run_source_name(r->source));
-	snprintf(num[0], sizeof num[0], "%d", attempt);
-	snprintf(num[1], sizeof num[1], "%d", r->max_attempts);
-	snprintf(num[2], sizeof num[2], "%lld", (long long)r->enqueued_at_ms);
-	cJSON_AddStringToObject(o, "attempt", num[0]);
-	cJSON_AddStringToObject(o, "max", num[1]);
-	cJSON_AddStringToObject(o, "enq", num[2]);
-	if (r->idempotency_key)
-		cJSON_AddStringToObject(o, "idem", r->idempotency_key);
+	const struct field_sink f = { json_str, json_num, o };
+	run_fields(&f, r, attempt);
 	char *text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	if (!text) {
@@ -150,6 +162,18 @@ static int field_i64(const redisReply *v, int64_t min, int64_t max, int64_t dflt
 	return parse_i64(v->str, min, max, out);
 }
 
+/* An optional text field: absent or empty leaves *out alone; else it must
+ * be text_valid() within max bytes, and *out gets a copy.  0 or -1. */
+static int opt_text(const redisReply *v, size_t max, char **out)
+{
+	if (!v || !v->len)
+		return 0;
+	if (!text_valid(v->str, v->len, max))
+		return -1;
+	*out = xstrndup(v->str, v->len);
+	return 0;
+}
+
 int rentry_parse(const redisReply *fields, const char *entry_id, int default_max_attempts,
 		 struct run *r, int64_t *slot, char *err, size_t errlen)
 {
@@ -203,13 +227,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		snprintf(err, errlen, "malformed entry: missing or invalid job");
 		return -1;
 	}
-	const redisReply *org = f[F_ORG];
-	if (org && org->len) {
-		if (!text_valid(org->str, org->len, RUN_MAX_ORG_LEN)) {
-			snprintf(err, errlen, "malformed entry: invalid org");
-			return -1;
-		}
-		r->org_id = xstrndup(org->str, org->len);
+	if (opt_text(f[F_ORG], RUN_MAX_ORG_LEN, &r->org_id)) {
+		snprintf(err, errlen, "malformed entry: invalid org");
+		return -1;
 	}
 	const redisReply *payload = f[F_PAYLOAD];
 	if (payload && payload->len) {
@@ -246,13 +266,9 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 		return -1;
 	}
 	r->run_at_ms = n;
-	const redisReply *idem = f[F_IDEM];
-	if (idem && idem->len) {
-		if (!text_valid(idem->str, idem->len, RUN_MAX_IDEM_LEN)) {
-			snprintf(err, errlen, "malformed entry: invalid idem");
-			return -1;
-		}
-		r->idempotency_key = xstrndup(idem->str, idem->len);
+	if (opt_text(f[F_IDEM], RUN_MAX_IDEM_LEN, &r->idempotency_key)) {
+		snprintf(err, errlen, "malformed entry: invalid idem");
+		return -1;
 	}
 	return 0;
 }

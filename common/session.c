@@ -266,11 +266,7 @@ void session_wait_notify(const struct config *cfg, int64_t ms)
 		pthread_attr_destroy(&at);
 	}
 	uint64_t seen = S.notified;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000LL;
-	ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000LL);
-	ts.tv_nsec = (long)(ns % 1000000000LL);
+	struct timespec ts = realtime_after_ms(ms);
 	while (S.notified == seen)
 		if (pthread_cond_timedwait(&S.ncv, &S.nmu, &ts))
 			break;

@@ -91,6 +91,16 @@ static int64_t clock_ms(clockid_t id)
 int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
+struct timespec realtime_after_ms(int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000LL;
+	ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000LL);
+	ts.tv_nsec = (long)(ns % 1000000000LL);
+	return ts;
+}
+
 void sleep_ms(int64_t ms)
 {
 	if (ms <= 0)

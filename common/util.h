@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define JR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define JR_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -27,6 +28,8 @@ char *xasprintf(const char *fmt, ...) JR_PRINTF(1, 2);
 int64_t wall_ms(void);                      /* ms since the Unix epoch */
 int64_t mono_ms(void);                      /* monotonic ms, for deadlines */
 void sleep_ms(int64_t ms);
+/* The CLOCK_REALTIME time ms from now, the deadline pthread_cond_timedwait() takes. */
+struct timespec realtime_after_ms(int64_t ms);
 /* Formats ms since the epoch as ISO-8601 UTC with milliseconds
  * ("2026-11-28T19:21:35.123Z") into out, which holds at least 25 bytes. */
 void iso8601_ms(int64_t ms, char *out, size_t outlen);

@@ -1083,13 +1083,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		if (timeout_ms >= 0 && mono_ms() >= deadline)
 			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = realtime_after_ms(50);
 		pthread_cond_timedwait(&w->done_cv, &w->mu, &ts);
 	}
 	int left = atomic_load_explicit(&w->running, memory_order_relaxed);

@@ -27,10 +27,10 @@
 #include "consumer.h"
 #include "db.h"
 #include "enqueue.h"
+#include "health_answer.h"
 #include "httpd.h"
 #include "jrmetrics.h"
 #include "log.h"
-#include "metrics.h"
 #include "probe.h"
 #include "util.h"
 #include "worker.h"
@@ -44,58 +44,21 @@ struct health {
 };
 
 
+/* The answers are health_answer.c's, shared with the producer. */
 static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct health *h = req->app;
-	const struct config *cfg = h->cfg;
-	cJSON *checks = cJSON_CreateObject();
-	int r_ok = 1;
-	int ok = probe_checks(h->probe, req, checks, &r_ok);
-	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
-	/* and the worker's own view, so that redisReachable agrees */
-	if (cfg->redis_url && r_ok && w && !worker_redis_ok(w)) {
-		r_ok = ok = 0;
-		cJSON_ReplaceItemInObject(checks, "redis", httpd_check_for(req, "redis", 0, 0,
-			"the worker cannot use Redis (its last claim failed)"));
-	}
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
-	cJSON_AddStringToObject(o, "mode", "worker");
-	cJSON_AddStringToObject(o, "consumer", cfg->consumer_name);
-	cJSON *jr = cJSON_AddObjectToObject(o, "jobRunner");
-	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
-	cJSON_AddBoolToObject(jr, "workerMode", 1);
-	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
-	cJSON_AddItemToObject(o, "checks", checks);
-	if (w) {
-		struct worker_counts c;
-		worker_get_counts(w, &c);
-		cJSON *co = cJSON_AddObjectToObject(o, "runs");
-		cJSON_AddNumberToObject(co, "claimed", (double)c.claimed);
-		cJSON_AddNumberToObject(co, "succeeded", (double)c.succeeded);
-		cJSON_AddNumberToObject(co, "retried", (double)c.retried);
-		cJSON_AddNumberToObject(co, "dead", (double)c.dead);
-		cJSON_AddNumberToObject(co, "reclaimed", (double)c.reclaimed);
-		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
-	}
-	cJSON_AddStringToObject(o, "version", JR_VERSION);
-	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - h->started_ms) / 1000));
-	httpd_json(resp, ok ? 200 : 503, o);
-}
-
-static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
-{
-	struct strbuf sb = STRBUF_INIT;
-	metrics_render(metrics_default(), &sb);
-	size_t len = sb.len;
-	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
+	struct health_source src = {
+		.cfg = h->cfg, .probe = h->probe, .started_ms = h->started_ms, .worker_mode = 1,
+		.w = atomic_load_explicit(&h->w, memory_order_acquire),
+	};
+	health_answer_ready(req, resp, &src);
 }
 
 static const struct httpd_route routes[] = {
 	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
-	{ "GET", "/metrics", h_metrics, 0 },
+	{ "GET", "/metrics", health_answer_metrics, 0 },
 };
 
 struct health *health_start(const struct config *cfg, char *err, size_t errlen)

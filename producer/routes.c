@@ -10,7 +10,8 @@
  * there is no connect per request.  /api/health, /api/health/extended and
  * /metrics are HTTPD_INLINE: they answer on the polling threads from the
  * process alone and the background probe (probe.h), so they answer while
- * every worker waits on a stalled dependency.
+ * every worker waits on a stalled dependency.  Their answers are
+ * health_answer.c's, the same code as the consumer's health port.
  *
  * The body of POST .../run is parsed and validated by runreq_parse()
  * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
@@ -36,6 +37,7 @@
 #include "dashboard.h"
 #include "db.h"
 #include "enqueue.h"
+#include "health_answer.h"
 #include "httpd.h"
 #include "jrmetrics.h"
 #include "log.h"
@@ -154,28 +156,14 @@ static int redis_ping(struct api_conn *c, const struct config *cfg, int64_t *lat
 	return rconn_check_master(&c->rc, lat, err, errlen);
 }
 
+/* The answer is health_answer.c's, shared with the consumer. */
 static void h_health_extended(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
-	const struct config *cfg = api->cfg;
-	cJSON *checks = cJSON_CreateObject();
-	int ok = probe_checks(api->probe, req, checks, NULL);
-	if (!cfg->redis_url) {
-		cJSON *r = httpd_check(1, 0, NULL);   /* not used: Redis-less mode */
-		cJSON_AddBoolToObject(r, "configured", 0);
-		cJSON_AddItemToObject(checks, "redis", r);
-	}
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
-	cJSON_AddStringToObject(o, "mode", "api");
-	cJSON *jr = cJSON_AddObjectToObject(o, "jobRunner");
-	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
-	cJSON_AddBoolToObject(jr, "workerMode", 0);
-	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
-	cJSON_AddItemToObject(o, "checks", checks);
-	cJSON_AddStringToObject(o, "version", JR_VERSION);
-	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - api->started_ms) / 1000));
-	httpd_json(resp, ok ? 200 : 503, o);
+	struct health_source src = {
+		.cfg = api->cfg, .probe = api->probe, .started_ms = api->started_ms, .worker_mode = 0,
+	};
+	health_answer_ready(req, resp, &src);
 }
 
 /* ------------------------------------------------------------------ */
@@ -198,6 +186,33 @@ static void answer_no_run(struct httpd_response *resp, const char *what, const c
 		httpd_error(resp, 404, "unknown_run", "no %s with id %s", what, id);
 	else
 		httpd_error(resp, 404, "unknown_run", "no %s with this id", what);
+}
+
+/* The "queue" object of the metrics and stats answers: the counts of the
+ * queue's backend, all 0 with an "error" when they could not be read (qs
+ * NULL). */
+static cJSON *add_queue_json(cJSON *o, const struct queue_stats *qs, const char *backend,
+			     const struct config *cfg)
+{
+	cJSON *q = cJSON_AddObjectToObject(o, "queue");
+	cJSON_AddStringToObject(q, "backend", qs ? backend : (cfg->redis_url ? "redis" : "postgres"));
+	cJSON_AddNumberToObject(q, "queued", qs ? (double)qs->queued : 0);
+	cJSON_AddNumberToObject(q, "running", qs ? (double)qs->running : 0);
+	cJSON_AddNumberToObject(q, "delayed", qs ? (double)qs->delayed : 0);
+	cJSON_AddNumberToObject(q, "dead", qs ? (double)qs->dead : 0);
+	if (!qs)
+		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	return q;
+}
+
+/* One consumer of the queue's statistics, as the answers list it. */
+static cJSON *consumer_json(const struct queue_consumer_stat *c)
+{
+	cJSON *co = cJSON_CreateObject();
+	cJSON_AddStringToObject(co, "name", c->name);
+	cJSON_AddNumberToObject(co, "pending", (double)c->pending);
+	cJSON_AddNumberToObject(co, "idleMs", (double)c->idle_ms);
+	return co;
 }
 
 /* ------------------------------------------------------------------ */
@@ -310,33 +325,13 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		cJSON_AddItemToArray(jobs, jo);
 	}
 	PQclear(r);
-	cJSON *q = cJSON_AddObjectToObject(o, "queue");
-	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
-	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
-	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
-	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
-	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
+	cJSON *q = add_queue_json(o, have_q ? &qs : NULL, backend, cfg);
 	cJSON *cons = cJSON_AddArrayToObject(q, "consumers");
-	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
-		cJSON *co = cJSON_CreateObject();
-		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
-		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
-		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
-		cJSON_AddItemToArray(cons, co);
-	}
+	for (size_t i = 0; have_q && i < qs.nconsumers; i++)
+		cJSON_AddItemToArray(cons, consumer_json(&qs.consumers[i]));
 	if (have_q)
 		queue_stats_free(&qs);
-	else
-		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
 	httpd_json(resp, 200, o);
-}
-
-static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
-{
-	struct strbuf sb = STRBUF_INIT;
-	metrics_render(metrics_default(), &sb);
-	size_t len = sb.len;
-	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1043,20 +1038,10 @@ static void stats_build(struct producer_api *api, int64_t window_ms, int64_t ste
 	free(cells);
 
 	const char *holder = lock && PQntuples(lock) ? db_get(lock, 0, 0) : NULL;
-	cJSON *q = cJSON_AddObjectToObject(o, "queue");
-	cJSON_AddStringToObject(q, "backend", have_q ? backend : (cfg->redis_url ? "redis" : "postgres"));
-	cJSON_AddNumberToObject(q, "queued", have_q ? (double)qs.queued : 0);
-	cJSON_AddNumberToObject(q, "delayed", have_q ? (double)qs.delayed : 0);
-	cJSON_AddNumberToObject(q, "running", have_q ? (double)qs.running : 0);
-	cJSON_AddNumberToObject(q, "dead", have_q ? (double)qs.dead : 0);
-	if (!have_q)
-		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
+	add_queue_json(o, have_q ? &qs : NULL, backend, cfg);
 	cJSON *cons = cJSON_AddArrayToObject(o, "consumers");
 	for (size_t i = 0; have_q && i < qs.nconsumers; i++) {
-		cJSON *co = cJSON_CreateObject();
-		cJSON_AddStringToObject(co, "name", qs.consumers[i].name);
-		cJSON_AddNumberToObject(co, "pending", (double)qs.consumers[i].pending);
-		cJSON_AddNumberToObject(co, "idleMs", (double)qs.consumers[i].idle_ms);
+		cJSON *co = consumer_json(&qs.consumers[i]);
 		cJSON_AddBoolToObject(co, "holdsCycleLock", holder && !strcmp(holder, qs.consumers[i].name));
 		cJSON_AddItemToArray(cons, co);
 	}
@@ -1137,7 +1122,7 @@ static const struct httpd_route routes[] = {
 	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS | HTTPD_INLINE },
 	{ "GET", "/api/health/extended", h_health_extended, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
-	{ "GET", "/metrics", h_prometheus, HTTPD_INLINE },
+	{ "GET", "/metrics", health_answer_metrics, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },

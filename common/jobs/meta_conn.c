@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "util.h"
 
 static const char reauth_sql[] =
 	"update meta_connections set status = 'needs_reauth', last_error = $3, updated_at = now()"
@@ -20,26 +21,17 @@ int meta_conn_mark_reauth(struct db *db, const char *org_id, const char *access_
 void meta_conn_tally(struct meta_tally *t, const char *org_id, enum graph_kind kind,
 		     int64_t retry_after_ms, const char *message)
 {
+	int *const count[] = {
+		[GRAPH_OK] = &t->ok, [GRAPH_AUTH] = &t->auth, [GRAPH_THROTTLED] = &t->throttled,
+		[GRAPH_TRANSIENT] = &t->transient, [GRAPH_PERMANENT] = &t->permanent,
+	};
 	t->orgs++;
-	switch (kind) {
-	case GRAPH_OK:
-		t->ok++;
+	if ((unsigned)kind < JR_ARRAY_LEN(count))
+		(*count[kind])++;
+	if (kind == GRAPH_OK)
 		return;
-	case GRAPH_AUTH:
-		t->auth++;
-		break;
-	case GRAPH_THROTTLED:
-		t->throttled++;
-		if (retry_after_ms > t->retry_after_ms)
-			t->retry_after_ms = retry_after_ms;
-		break;
-	case GRAPH_TRANSIENT:
-		t->transient++;
-		break;
-	case GRAPH_PERMANENT:
-		t->permanent++;
-		break;
-	}
+	if (kind == GRAPH_THROTTLED && retry_after_ms > t->retry_after_ms)
+		t->retry_after_ms = retry_after_ms;
 	if (!t->first_error[0]) {
 		snprintf(t->first_org, sizeof t->first_org, "%s", org_id);
 		snprintf(t->first_error, sizeof t->first_error, "%s", message ? message : "failed");

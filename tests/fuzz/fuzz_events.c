@@ -21,60 +21,22 @@
 
 #include "history.h"
 
-#define MAX_ELEMENTS 64
+#include "fuzz_fields.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static redisReply *str_reply(const uint8_t *p, size_t len)
-{
-	redisReply *e = calloc(1, sizeof *e);
-	if (!e)
-		return NULL;
-	e->type = REDIS_REPLY_STRING;
-	e->str = malloc(len + 1);   /* exact size: ASan sees overreads */
-	if (!e->str) {
-		free(e);
-		return NULL;
-	}
-	memcpy(e->str, p, len);
-	e->str[len] = '\0';
-	e->len = len;
-	return e;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	redisReply arr;
-	memset(&arr, 0, sizeof arr);
-	arr.type = REDIS_REPLY_ARRAY;
-	arr.element = calloc(MAX_ELEMENTS, sizeof *arr.element);
-	if (!arr.element)
+	if (fuzz_array_init(&arr))
 		return 0;
 	if (!memchr(data, 0, size)) {
 		static const char *const head[] = { "v", "1", "n", "1", "e" };
 		for (size_t i = 0; i < 5; i++)
-			arr.element[arr.elements++] = str_reply((const uint8_t *)head[i], strlen(head[i]));
-		arr.element[arr.elements++] = str_reply(data, size);
+			arr.element[arr.elements++] = fuzz_str_reply((const uint8_t *)head[i], strlen(head[i]));
+		arr.element[arr.elements++] = fuzz_str_reply(data, size);
 	} else {
-		size_t pos = 0;
-		while (pos <= size && arr.elements < MAX_ELEMENTS) {
-			const uint8_t *nul = memchr(data + pos, 0, size - pos);
-			size_t len = nul ? (size_t)(nul - (data + pos)) : size - pos;
-			redisReply *e;
-			if (len > 0 && data[pos] == 1) {
-				e = calloc(1, sizeof *e);
-				if (e)
-					e->type = REDIS_REPLY_NIL;
-			} else {
-				e = str_reply(data + pos, len);
-			}
-			if (!e)
-				break;
-			arr.element[arr.elements++] = e;
-			if (!nul)
-				break;
-			pos += len + 1;
-		}
+		fuzz_add_chunks(&arr, data, size, 0);
 	}
 	for (size_t i = 0; i < arr.elements; i++)
 		if (!arr.element[i])
@@ -83,11 +45,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = history_decode_entry(&arr, &bad);
 	(void)n;
 out:
-	for (size_t i = 0; i < arr.elements; i++) {
-		if (arr.element[i])
-			free(arr.element[i]->str);
-		free(arr.element[i]);
-	}
-	free(arr.element);
+	fuzz_array_free(&arr);
 	return 0;
 }

@@ -20,18 +20,9 @@
 #include "rentry.h"
 #include "run.h"
 
-#define MAX_ELEMENTS 64
+#include "fuzz_fields.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void free_fields(redisReply *a)
-{
-	for (size_t i = 0; i < a->elements; i++) {
-		free(a->element[i]->str);
-		free(a->element[i]);
-	}
-	free(a->element);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -44,39 +35,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 
 	redisReply arr;
-	memset(&arr, 0, sizeof arr);
-	arr.type = REDIS_REPLY_ARRAY;
-	arr.element = calloc(MAX_ELEMENTS, sizeof *arr.element);
-	if (!arr.element)
+	if (fuzz_array_init(&arr))
 		return 0;
-	size_t pos = 0;
-	while (pos <= size && arr.elements < MAX_ELEMENTS) {
-		const uint8_t *nul = memchr(data + pos, 0, size - pos);
-		size_t len = nul ? (size_t)(nul - (data + pos)) : size - pos;
-		redisReply *e = calloc(1, sizeof *e);
-		if (!e)
-			break;
-		if (len > 0 && data[pos] == 1) {
-			e->type = REDIS_REPLY_NIL;
-		} else if (len > 0 && data[pos] == 2) {
-			e->type = REDIS_REPLY_INTEGER;
-			e->integer = (long long)len;
-		} else {
-			e->type = REDIS_REPLY_STRING;
-			e->str = malloc(len + 1);   /* exact size: ASan sees overreads */
-			if (!e->str) {
-				free(e);
-				break;
-			}
-			memcpy(e->str, data + pos, len);
-			e->str[len] = '\0';
-			e->len = len;
-		}
-		arr.element[arr.elements++] = e;
-		if (!nul)
-			break;
-		pos += len + 1;
-	}
+	fuzz_add_chunks(&arr, data, size, 1);
 
 	struct run r;
 	memset(&r, 0, sizeof r);
@@ -91,6 +52,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == -1 && (!memchr(err, '\0', sizeof err) || err[0] == '\0'))
 		abort();
 	run_clear(&r);
-	free_fields(&arr);
+	fuzz_array_free(&arr);
 	return 0;
 }

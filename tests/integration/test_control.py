@@ -284,7 +284,8 @@ def test_cancel_race_busy_pool(fresh):
     """Many concurrent cancels (some twice at once) against three busy
     consumers: every run ends in exactly one final state, an accepted cancel
     (200 or 202) always ends cancelled, a 200 run never started, a 409 run
-    had finished, and runs nobody cancelled succeed."""
+    had finished in the state the record keeps, and runs nobody cancelled
+    succeed."""
     import random
     s = fresh(consumers=0)
     for i in range(3):
@@ -328,6 +329,9 @@ def test_cancel_race_busy_pool(fresh):
         codes = sorted(a[0] for a in answers.get(i, []))
         counts[st] = counts.get(st, 0) + 1
         assert all(c in (200, 202, 409) for c in codes), (i, answers[i])
+        for c, body in answers.get(i, []):     # a 409 names the state the record keeps
+            if c == 409:
+                assert body["error"]["message"].endswith("(%s)" % st), (i, st, answers[i])
         if not codes:
             assert st == "succeeded", (i, st)
         elif 200 in codes or 202 in codes:
@@ -339,6 +343,33 @@ def test_cancel_race_busy_pool(fresh):
         else:
             assert st == "succeeded", (i, st, answers[i])
     assert counts.get("cancelled", 0) > 0 and counts.get("succeeded", 0) > 0, counts
+
+
+def test_cancel_found_cancelled_keeps_its_request(fresh):
+    """Redis mode, two cancels at once: A is the first into jr:cancel, B the
+    first to reach job_runs (it turns the queued row cancelled and answers
+    200).  A then finds the row cancelled and answers 409; it must not take
+    the request out of jr:cancel, which is what keeps the queued entry from
+    running (it did: the run then started and ended succeeded after B's 200).
+    B's update is made here by hand, so the order is certain."""
+    s = fresh(consumers=0)
+    if s.mode != "redis":
+        pytest.skip("jr:cancel and the history writer exist in Redis mode only")
+    run_id = s.api.enqueue(body={"payload": {}})["id"]
+    harness.wait_until(lambda: s.db.query("select status from job_runs where id = %s",
+                                          (run_id,)) == [("queued",)],
+                       timeout=30, msg="the queued row written")
+    s.db.execute("update job_runs set status = 'cancelled', cancel_requested_at = now(),"
+                 " finished_at = now(), error = 'cancelled before it started' where id = %s",
+                 (run_id,))
+    err = assert_error(s.api.post(J + "/runs/%s/cancel" % run_id), 409, "already_finished")
+    assert "(cancelled)" in err["message"], err
+    assert s.redis.client().zscore("jr:cancel", run_id) is not None, "the request was removed"
+    s.add_consumer("keep-c1")
+    marker = s.api.enqueue(body={"payload": {}})["id"]    # read after the cancelled entry
+    s.api.wait_status(marker, "succeeded", timeout=60)
+    rows = s.db.query("select status, started_at is null from job_runs where id = %s", (run_id,))
+    assert rows == [("cancelled", True)], rows
 
 
 # ---- the CLI ------------------------------------------------------------------------

@@ -18,6 +18,15 @@ def _migrated(bins, db_url):
     jrcli.migrate(bins, db_url)
 
 
+def _one_run_in_hand(bins, db, db_url, redis_server, spawn, name, sleep_ms):
+    """A consumer of concurrency 1 running one run of sleep_ms: (consumer, run id)."""
+    _migrated(bins, db_url)
+    c = jrredis.consumer(spawn, db_url, redis_server, name, WORKER_CONCURRENCY=1)
+    [rid] = jrredis.enqueue(bins, db_url, redis_server, payload='{"sleepMs":%d}' % sleep_ms)
+    jrredis.wait_running(db, rid, name)
+    return c, rid
+
+
 def test_two_thousand_runs_over_two_consumers_each_once(bins, db, db_url, redis_server, spawn):
     _migrated(bins, db_url)
     a = jrredis.consumer(spawn, db_url, redis_server, "c-a")
@@ -78,10 +87,7 @@ def test_kill9_mid_batch_runs_finish_on_the_other_consumer(bins, db, db_url, red
 
 
 def test_sigstop_past_the_lease_is_fenced(bins, db, db_url, redis_server, spawn):
-    _migrated(bins, db_url)
-    a = jrredis.consumer(spawn, db_url, redis_server, "s-a", WORKER_CONCURRENCY=1)
-    [rid] = jrredis.enqueue(bins, db_url, redis_server, payload='{"sleepMs":2000}')
-    jrredis.wait_running(db, rid, "s-a")
+    a, rid = _one_run_in_hand(bins, db, db_url, redis_server, spawn, "s-a", 2000)
     a.signal(signal.SIGSTOP)
     try:
         b = jrredis.consumer(spawn, db_url, redis_server, "s-b", WORKER_CONCURRENCY=1)
@@ -105,10 +111,7 @@ def test_sigstop_past_the_lease_is_fenced(bins, db, db_url, redis_server, spawn)
 
 
 def test_run_longer_than_the_lease_runs_once(bins, db, db_url, redis_server, spawn):
-    _migrated(bins, db_url)
-    a = jrredis.consumer(spawn, db_url, redis_server, "l-a", WORKER_CONCURRENCY=1)
-    [rid] = jrredis.enqueue(bins, db_url, redis_server, payload='{"sleepMs":3000}')
-    jrredis.wait_running(db, rid, "l-a")
+    a, rid = _one_run_in_hand(bins, db, db_url, redis_server, spawn, "l-a", 3000)
     b = jrredis.consumer(spawn, db_url, redis_server, "l-b", WORKER_CONCURRENCY=1)
     row = jrcli.wait_runs(db, [rid], "succeeded", timeout=20)[rid]
     assert row["attempts"] == 1 and row["consumer"] == "l-a", row
@@ -194,10 +197,7 @@ def test_drain_once_takes_every_kind_of_due_work(bins, db, db_url, redis_server,
 
 
 def test_sigterm_with_a_run_in_hand_finishes_it(bins, db, db_url, redis_server, spawn):
-    _migrated(bins, db_url)
-    c = jrredis.consumer(spawn, db_url, redis_server, "t-a", WORKER_CONCURRENCY=1)
-    [rid] = jrredis.enqueue(bins, db_url, redis_server, payload='{"sleepMs":1500}')
-    jrredis.wait_running(db, rid, "t-a")
+    c, rid = _one_run_in_hand(bins, db, db_url, redis_server, spawn, "t-a", 1500)
     c.signal(signal.SIGTERM)
     assert c.wait(20) == 0, c.log_tail()
     row = jrcli.wait_runs(db, [rid], "succeeded", timeout=10)[rid]

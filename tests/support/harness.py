@@ -389,6 +389,14 @@ class _Server:
         self.closed = True
         _remove_tree(self.dir)
 
+    def _interrupt(self, timeout, kill):
+        """SIGINT, then kill() when the server has not exited within timeout."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill()
+
 
 class Postgres(PgDatabase, _Server):
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:port (database
@@ -530,11 +538,7 @@ class Postgres(PgDatabase, _Server):
         self._close_conns()
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._kill_now()
+        self._interrupt(timeout, self._kill_now)
 
     def _shmid(self):
         """The System V shared memory id the postmaster recorded in
@@ -619,7 +623,8 @@ class Redis(_Server):
         kw.setdefault("decode_responses", True)
         kw.setdefault("socket_timeout", 10)
         kw.setdefault("socket_connect_timeout", 5)
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+        kw.setdefault("port", self.port)
+        return redis.Redis(host="127.0.0.1", **kw)
 
     @property
     def running(self):
@@ -690,7 +695,7 @@ class Redis(_Server):
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
-class PgBouncer:
+class PgBouncer(_Server):
     """Debian's pgbouncer in front of a Postgres cluster, on 127.0.0.1:port,
     in its own temporary directory, run as the `postgres` user when we are
     root (pgbouncer refuses to run as root).  pool_mode is "transaction" or
@@ -756,25 +761,14 @@ class PgBouncer:
     def stop(self, timeout=10.0):
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(self.proc)
-            self.proc.wait()
+        self._interrupt(timeout, self._kill_group)
 
-    def log_tail(self, n=TAIL_LINES):
-        return tail_file(self.log_path, n)
+    def _kill_group(self):
+        _kill_group(self.proc)
+        self.proc.wait()
 
     def describe(self):
         return "pgbouncer :%d %s (%s)" % (self.port, self.pool_mode, self.log_path)
-
-    def cleanup(self):
-        if self.closed:
-            return
-        self.stop()
-        self.closed = True
-        _remove_tree(self.dir)
 
 
 # --------------------------------------------------------------------------

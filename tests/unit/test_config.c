@@ -23,6 +23,13 @@ static int load(struct config *cfg, enum config_role role, int argc, char **argv
 	return config_load(cfg, role, argc, argv, err, 512);
 }
 
+/* load() with no arguments: the environment alone. */
+static int load_env(struct config *cfg, enum config_role role, char *err)
+{
+	char *argv[] = { "x" };
+	return load(cfg, role, 1, argv, err);
+}
+
 static void test_defaults_by_role(void)
 {
 	struct config cfg;
@@ -129,11 +136,10 @@ static void test_empty_is_unset(void)
 {
 	struct config cfg;
 	char err[512];
-	char *argv[] = { "x" };
 	clean_env();
 	setenv("REDIS_URL", "", 1);
 	setenv("PORT", "", 1);
-	CHECK(load(&cfg, ROLE_PRODUCER, 1, argv, err) == CONFIG_OK);
+	CHECK(load_env(&cfg, ROLE_PRODUCER, err) == CONFIG_OK);
 	CHECK(cfg.redis_url == NULL);
 	CHECK(cfg.port == 4000);
 	config_free(&cfg);
@@ -167,12 +173,11 @@ static void test_org_rate_limits(void)
 	/* a job's own limit wins, counted apart; off exempts it; else the org's */
 	struct config cfg;
 	char err[512];
-	char *argv[] = { "x" };
 	clean_env();
 	setenv("ORG_RATE_LIMIT", "100/1m", 1);
 	setenv("META_SPEND_ORG_RATE_LIMIT", "5/1s", 1);
 	setenv("NOOP_ORG_RATE_LIMIT", "off", 1);
-	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_OK);
+	CHECK(load_env(&cfg, ROLE_CONSUMER, err) == CONFIG_OK);
 	int own = -1;
 	const struct config_rate *got = config_org_rate(&cfg, "meta_spend", &own);
 	CHECK(got && got->n == 5 && got->period_ms == 1000 && own == 1);
@@ -181,7 +186,7 @@ static void test_org_rate_limits(void)
 	CHECK(config_org_rate(&cfg, "noop", &own) == NULL && own == 1);
 	config_free(&cfg);
 	setenv("ORG_RATE_LIMIT", "0/1s", 1);
-	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(load_env(&cfg, ROLE_CONSUMER, err) == CONFIG_ERR);
 	CHECK(strstr(err, "ORG_RATE_LIMIT") != NULL);
 	config_free(&cfg);
 	unsetenv("ORG_RATE_LIMIT");
