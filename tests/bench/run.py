@@ -427,6 +427,7 @@ class Jr:
         self.procs = []
         self.producer = None
         self.consumers = []
+        self.hports = []
 
     def start_producer(self):
         port = harness.free_port()
@@ -452,6 +453,7 @@ class Jr:
                          env=dict(self.env, WORKER_HTTP_PORT=hport, CONSUMER_NAME=name), name=name)
         self.procs.append(p)
         self.consumers.append(p)
+        self.hports.append(hport)
 
         def ready():
             if p.returncode is not None:
@@ -485,11 +487,15 @@ class Jr:
 
     def succeeded(self, ids=None):
         """How many runs job_runs shows succeeded (of ids, or all); with
-        JOB_HISTORY=failures (no row per successful run), the noop job's
-        runCount in job_runner_state."""
+        JOB_HISTORY=failures (no row per successful run), the sum of the
+        consumers' jobrunner_runs_succeeded_total (GET /metrics)."""
         if self.env.get("JOB_HISTORY") == "failures":
-            return self.db.scalar("SELECT coalesce(max(\"runCount\"), 0) FROM job_runner_state "
-                                  "WHERE id = 'noop'")
+            n = 0
+            for port in self.hports:
+                text = str(harness.http("GET", "http://127.0.0.1:%d/metrics" % port)[2])
+                for m in re.finditer(r"^jobrunner_runs_succeeded_total(?:\{[^}]*\})? (\d+)", text, re.M):
+                    n += int(m.group(1))
+            return n
         if ids is not None:
             return self.db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s) "
                                   "AND status = 'succeeded'", (ids,))
