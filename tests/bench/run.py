@@ -87,12 +87,12 @@ SIZES = {
     "boss_process": ([(100, 1), (1000, 1), (100, 4)], [(1000, 1)]),
     "boss_work": ([(100, 1), (100, 4), (1000, 2)], [(100, 4)]),
     "gw_process": ([(10, 0), (50, 0), (10, 50), (50, 200)], [(10, 50)]),
-    "gw_process_n": (30000, 10000),
+    "gw_process_n": (20000, 10000),
     "gw_latency_samples": (100, 30),
     "io_n": (10000, 2000),
     "boss_process_n": (30000, 10000),
     "boss_latency_samples": (20, 8),
-    "jr_cli": ({"redis": 200000, "redisless": 60000}, {"redis": 50000, "redisless": 20000}),
+    "jr_cli": ({"redis": 100000, "redisless": 60000}, {"redis": 50000, "redisless": 20000}),
     "jr_bulk_requests": (10, 3),
     "jr_process": ({"redis": 100000, "redisless": 60000}, {"redis": 30000, "redisless": 20000}),
 }
@@ -1240,17 +1240,34 @@ Details:
   a larger sample, would load PostgreSQL with the measurement itself, a load that only
   jobrunner's figures would carry), the end with a full count.  The rate is taken between the moments 10 %% and
   90 %% of the sample had succeeded, so start-up and the history writer's lag (in Redis mode
-  `job_runs` is written behind the stream) are not counted.  BullMQ: one
-  Worker (its own process) at concurrency 1, 10 and 50 with a no-op processor, timed to the
-  last `completed` event; pg-boss: loops of `fetch({batchSize})` + `complete(ids)`.
+  `job_runs` is written behind the stream) are not counted.  With `JOB_HISTORY=failures`
+  (no row per successful run) progress is the consumers' `jobrunner_runs_succeeded_total`
+  (`/metrics`), polled the same way.  BullMQ: one Worker (its own process) at concurrency
+  1, 10, 50 and 200 with a no-op processor, jobs kept (its default) and jobs added with
+  `removeOnComplete: true`, timed to the last `completed` event; pg-boss: loops of
+  `fetch({batchSize})` + `complete(ids)`, and `work()` with `batchSize`,
+  `localConcurrency` and `burstWhenBatchFull` (counted when the handler returns: the last
+  batch's completion is not timed); graphile-worker: `run()` at `concurrency` with a no-op
+  task, without and with its `localQueue` and batched completion (`completeJobBatchDelay`
+  0), the jobs added in one transaction once the worker is idle, timed from that commit
+  to the last `job:success` event.  Each peer's best setting is the one compared.
+- **I/O-bound**: %(io_n)s runs of `noop {"sleepMs": 50}` through one consumer with
+  `WORKER_CONCURRENCY=200`, against %(io_n)s BullMQ jobs (`removeOnComplete`) whose
+  processor awaits 50 ms, one Worker at concurrency 200; rate from the consumer's start
+  to the last run succeeded (job_runs, polled) / from `run()` to the last `completed`;
+  peak RSS (VmHWM / `maxRSS`); connections opened: Redis's `total_connections_received`
+  and PostgreSQL's `pg_stat_database.sessions`, from before the consumer starts to after
+  it finished.
 - **Latency** (enqueue-to-start): single runs sent one at a time, 20-30 ms apart, to one idle
   consumer: jobrunner `job_runs.started_at` minus the client's clock just before its
   `POST`; BullMQ: processor start minus the time before `queue.add()`; raw: an entry's
   XADD time to its XREADGROUP BLOCK return; pg-boss: `work()` handler start minus the time
   before `send()` (one job at a time, waiting for each).
-- **Repeats**: every rate (enqueue, processing, the raw loop, BullMQ, pg-boss) is the best of
-  %(repeat)d runs, for every system alike (other work on the machine only slows a run down);
-  latency and memory are one run each.
+- **Repeats**: every rate (enqueue, processing, the raw loop, BullMQ, pg-boss,
+  graphile-worker, the I/O-bound workload) is the best of %(repeat)d rounds, each round
+  measuring every system and setting once, one after the other (so a slow minute on the
+  shared machine hits every system alike; other work only ever slows a run down);
+  latency and memory are one run each (the first round).
 - **Memory**: resident set (VmRSS) after 1 s idle; busy = peak resident set (VmHWM, or
   node's `maxRSS`) after the work.
 - **Raw limit**: `tests/bench/rawloop.c`, a minimal hiredis loop: XADD pipelined 1,000 deep;
@@ -1264,7 +1281,8 @@ Details:
   switches), so it is the better figure to compare costs by.
 """ % {"date": res["date"], "facts": f, "table": table, "details": details,
        "targets": tg_text, "poll": POLL_S, "sample": SAMPLE, "profile": cpu_text(res) + "\n" + profile_text(res),
-       "repeat": 1 if res.get("quick") else REPEAT}
+       "repeat": 1 if res.get("quick") else REPEAT,
+       "io_n": "{:,}".format(SIZES["io_n"][1 if res.get("quick") else 0])}
 
 
 # --------------------------------------------------------------------------
