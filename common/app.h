@@ -17,10 +17,20 @@ struct db;
  * already printed on stderr). */
 int app_init(struct config *cfg, enum config_role role, int argc, char **argv, int *exit_code);
 
-/* Connects db within STARTUP_TIMEOUT_MS and applies migrations.  Returns 0,
- * or -1 (logged) when the process is to exit with *exit_code
- * (EXIT_UNREACHABLE). */
+/* Connects db (a session connection: DATABASE_DIRECT_URL, else
+ * DATABASE_URL) within STARTUP_TIMEOUT_MS, refuses a transaction pooler as
+ * DATABASE_URL when DATABASE_DIRECT_URL is unset, and applies migrations
+ * (waiting for the migration lock, logging its holder).  Returns 0, or -1
+ * (logged) when the process is to exit with *exit_code: EXIT_UNREACHABLE,
+ * EXIT_USAGE (a transaction pooler without DATABASE_DIRECT_URL), EXIT_OK
+ * (SIGTERM or SIGINT arrived meanwhile: signals must be blocked,
+ * app_signals_block()). */
 int app_database(const struct config *cfg, struct db *db, const char *app_name, int *exit_code);
+
+/* Logs the connection budget (event connection_budget): how many
+ * PostgreSQL connections this process may open, on DATABASE_URL and on
+ * DATABASE_DIRECT_URL, with the formula (docs/deployment.md). */
+void app_log_connection_budget(const struct config *cfg, enum config_role role);
 
 struct queue;
 /* Reads Redis' maxmemory-policy through q (a Redis queue) and logs loudly

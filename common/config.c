@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 #include "url.h"
 #include "util.h"
@@ -112,7 +113,11 @@ static const struct crow rows[] = {
 	{ "PORT", "port", T_INT, F(port), "4000", 1, 65535,
 	  "Producer: HTTP API port." },
 	{ "DATABASE_URL", "database-url", T_SECRET, F(database_url), NULL, 0, 0,
-	  "PostgreSQL connection URL (required). The system of record." },
+	  "PostgreSQL connection URL or key=value string (required). The system of record. May be a transaction pooler when DATABASE_DIRECT_URL is set." },
+	{ "DATABASE_DIRECT_URL", "database-direct-url", T_SECRET, F(database_direct_url), NULL, 0, 0,
+	  "A direct (session) PostgreSQL connection for what needs a session: the cycle lock, per-org slots, migrations, LISTEN. Set it when DATABASE_URL is a transaction pooler (PgBouncer transaction mode, Supabase, Neon -pooler, RDS Proxy)." },
+	{ "DATABASE_POOL_SIZE", "database-pool-size", T_INT, F(database_pool_size), "4", 1, 256,
+	  "Consumer: PostgreSQL connections shared by the runs of jobs that use the database (and cycles); a run waits for a free one." },
 	{ "WORKER_MODE", "worker-mode", T_MODE, F(worker_mode), NULL, 0, 0,
 	  "0 for the API (producer), 1 for the worker (consumer); unset: the binary's role." },
 	{ "JOB_RUNNER_ENABLED", "job-runner-enabled", T_BOOL, F(job_runner_enabled), NULL, 0, 0,
@@ -432,6 +437,18 @@ int config_load(struct config *cfg, enum config_role role, int argc, char **argv
 		snprintf(err, errlen, "DATABASE_URL is required (postgresql://user:password@host:port/db)");
 		return CONFIG_ERR;
 	}
+	/* libpq's own parser; its message may quote the string, so it is not shown */
+	const char *dsn_var[2] = { "DATABASE_URL", "DATABASE_DIRECT_URL" };
+	const char *dsn_val[2] = { cfg->database_url, cfg->database_direct_url };
+	for (int d = 0; d < 2; d++) {
+		PQconninfoOption *o = dsn_val[d] ? PQconninfoParse(dsn_val[d], NULL) : NULL;
+		if (dsn_val[d] && !o) {
+			snprintf(err, errlen, "invalid %s: not a PostgreSQL URL or key=value connection string "
+				 "(the value is not shown: it may hold a password)", dsn_var[d]);
+			return CONFIG_ERR;
+		}
+		PQconninfoFree(o);
+	}
 	return CONFIG_OK;
 }
 
@@ -564,6 +581,7 @@ void config_register_secrets(const struct config *cfg)
 	log_add_secret(cfg->api_token);
 	log_add_secret(cfg->meta_app_secret);
 	log_add_secret(cfg->redis_sentinel_password);
-	register_url_password(cfg->database_url);
+	db_register_secrets(cfg->database_url);
+	db_register_secrets(cfg->database_direct_url);
 	register_url_password(cfg->redis_url);
 }

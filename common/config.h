@@ -32,6 +32,8 @@ struct config {
 	char *node_env;
 	int64_t port;
 	char *database_url;
+	char *database_direct_url;       /* NULL: DATABASE_URL is a session connection */
+	int64_t database_pool_size;      /* connections the jobs of a consumer share */
 	int worker_mode;                 /* -1 unset, 0, 1 */
 	int job_runner_enabled;          /* resolved against the role's default */
 	int64_t job_runner_interval_ms;

@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,14 +44,14 @@ int control_load_paused(struct db *db, uint64_t *mask)
 }
 
 static struct {
-	uint64_t mask;          /* atomic */
-	int stop;               /* atomic */
+	_Atomic uint64_t mask;
+	atomic_int stop;
 	int started;
 	pthread_t tid;
 	struct db db;
 } watch;
 
-uint64_t control_paused_mask(void) { return __atomic_load_n(&watch.mask, __ATOMIC_RELAXED); }
+uint64_t control_paused_mask(void) { return atomic_load_explicit(&watch.mask, memory_order_relaxed); }
 
 int control_paused(const char *job)
 {
@@ -67,7 +68,7 @@ static void refresh(void)
 {
 	uint64_t m;
 	if (control_load_paused(&watch.db, &m) == 0)
-		__atomic_store_n(&watch.mask, m, __ATOMIC_RELAXED);
+		atomic_store_explicit(&watch.mask, m, memory_order_relaxed);
 	/* PostgreSQL down: keep the last copy (the PostgreSQL claim reads
 	 * job_pause itself, and nothing is claimed from it meanwhile) */
 }
@@ -75,7 +76,7 @@ static void refresh(void)
 static void *watch_main(void *arg)
 {
 	(void)arg;
-	while (!__atomic_load_n(&watch.stop, __ATOMIC_RELAXED)) {
+	while (!atomic_load_explicit(&watch.stop, memory_order_acquire)) {
 		sleep_ms(CONTROL_PAUSE_REFRESH_MS);
 		refresh();
 	}
@@ -101,7 +102,7 @@ void control_watch_start(const struct config *cfg)
 	metrics_callback(metrics_default(), METRIC_GAUGE, "jobrunner_job_paused",
 			 "1 while the job is paused (POST /api/integrations/jobs/{job}/pause), else 0.",
 			 "job", NULL, emit_paused, NULL);
-	__atomic_store_n(&watch.stop, 0, __ATOMIC_RELAXED);
+	atomic_store_explicit(&watch.stop, 0, memory_order_relaxed);
 	watch.started = pthread_create(&watch.tid, NULL, watch_main, NULL) == 0;
 	if (!watch.started)
 		db_release(&watch.db);
@@ -111,7 +112,7 @@ void control_watch_stop(void)
 {
 	if (!watch.started)
 		return;
-	__atomic_store_n(&watch.stop, 1, __ATOMIC_RELAXED);
+	atomic_store_explicit(&watch.stop, 1, memory_order_release);
 	pthread_join(watch.tid, NULL);
 	db_release(&watch.db);
 	watch.started = 0;
@@ -244,20 +245,16 @@ cJSON *control_retried_json(const struct queue_retried *ids, size_t n)
 
 cJSON *control_run_json(const PGresult *r, int row)
 {
+	/* CONTROL_RUN_COLUMNS 0-12 in order: the JSON key, and whether the
+	 * value is a number (13 is the payload, 14-15 follow it) */
+	static const struct { const char *key; int num; } cols[] = {
+		{ "id", 0 }, { "job", 0 }, { "orgId", 0 }, { "status", 0 }, { "attempts", 1 },
+		{ "enqueuedAt", 0 }, { "startedAt", 0 }, { "finishedAt", 0 }, { "durationMs", 1 },
+		{ "error", 0 }, { "consumer", 0 }, { "maxAttempts", 1 }, { "source", 0 },
+	};
 	cJSON *o = cJSON_CreateObject();
-	control_json_str(o, "id", db_get(r, row, 0));
-	control_json_str(o, "job", db_get(r, row, 1));
-	control_json_str(o, "orgId", db_get(r, row, 2));
-	control_json_str(o, "status", db_get(r, row, 3));
-	control_json_num(o, "attempts", db_get(r, row, 4));
-	control_json_str(o, "enqueuedAt", db_get(r, row, 5));
-	control_json_str(o, "startedAt", db_get(r, row, 6));
-	control_json_str(o, "finishedAt", db_get(r, row, 7));
-	control_json_num(o, "durationMs", db_get(r, row, 8));
-	control_json_str(o, "error", db_get(r, row, 9));
-	control_json_str(o, "consumer", db_get(r, row, 10));
-	control_json_num(o, "maxAttempts", db_get(r, row, 11));
-	control_json_str(o, "source", db_get(r, row, 12));
+	for (size_t i = 0; i < JR_ARRAY_LEN(cols); i++)
+		(cols[i].num ? control_json_num : control_json_str)(o, cols[i].key, db_get(r, row, (int)i));
 	/* jsonb's text output is one valid JSON value: echoed as it is, never
 	 * parsed into a tree (a 256 KiB payload of small values costs ~30
 	 * times that in nodes).  The column is NOT NULL in job_runs, so NULL

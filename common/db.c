@@ -8,12 +8,109 @@
  */
 #include "db.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
+
+/* ------------------------------------------------------------------ */
+/* accounting: open connections by role, failed connects by reason     */
+/* ------------------------------------------------------------------ */
+
+static pthread_mutex_t acct_mu = PTHREAD_MUTEX_INITIALIZER;
+static const char *acct_roles[DB_MAX_ROLES];   /* owned copies, never freed */
+static int acct_nroles;
+static int64_t acct_open[DB_MAX_ROLES];        /* atomic */
+static uint64_t acct_fail[DBF_NREASONS];       /* atomic */
+static int64_t acct_logged_ms[DBF_NREASONS];   /* atomic: last log line per reason */
+
+static const char *const reason_names[DBF_NREASONS] = {
+	"too_many_connections", "auth", "timeout", "refused", "other",
+};
+
+const char *db_fail_reason_name(int reason)
+{
+	return reason >= 0 && reason < DBF_NREASONS ? reason_names[reason] : "other";
+}
+
+int db_fail_reason_of(const char *msg)
+{
+	if (!msg)
+		return DBF_OTHER;
+	if (strstr(msg, "too many clients") || strstr(msg, "remaining connection slots") ||
+	    strstr(msg, "too many connections") || strstr(msg, "no more connections allowed"))
+		return DBF_TOO_MANY;
+	if (strstr(msg, "authentication failed") || strstr(msg, "no password supplied") ||
+	    strstr(msg, "no pg_hba.conf entry"))
+		return DBF_AUTH;
+	if (strstr(msg, "timeout expired") || strstr(msg, "timed out"))
+		return DBF_TIMEOUT;
+	if (strstr(msg, "Connection refused") || strstr(msg, "could not connect") ||
+	    strstr(msg, "No such file or directory"))
+		return DBF_REFUSED;
+	return DBF_OTHER;
+}
+
+static int role_index(const char *app_name)
+{
+	const char *role = app_name;
+	if (!strncmp(role, "jobrunner-", 10) && role[10])
+		role += 10;
+	pthread_mutex_lock(&acct_mu);
+	int i;
+	for (i = 0; i < acct_nroles; i++)
+		if (!strcmp(acct_roles[i], role))
+			break;
+	if (i == acct_nroles) {
+		if (acct_nroles < DB_MAX_ROLES - 1)
+			acct_roles[acct_nroles++] = xstrdup(role);
+		else if (acct_nroles == DB_MAX_ROLES - 1)
+			acct_roles[acct_nroles++] = "other";
+		i = acct_nroles - 1;
+	}
+	pthread_mutex_unlock(&acct_mu);
+	return i;
+}
+
+void db_connect_stats(const char **roles, int64_t *open, int *nroles, uint64_t *failures)
+{
+	pthread_mutex_lock(&acct_mu);
+	for (int i = 0; i < acct_nroles; i++) {
+		roles[i] = acct_roles[i];
+		open[i] = __atomic_load_n(&acct_open[i], __ATOMIC_RELAXED);
+	}
+	*nroles = acct_nroles;
+	pthread_mutex_unlock(&acct_mu);
+	for (int i = 0; i < DBF_NREASONS; i++)
+		failures[i] = __atomic_load_n(&acct_fail[i], __ATOMIC_RELAXED);
+}
+
+/* A failed connect: counted by reason, and logged with the server's error
+ * (at most once per 10 s per reason, so that a refusing server does not
+ * flood the log from every thread). */
+static void note_connect_failure(const struct db *db, const char *msg)
+{
+	int reason = db_fail_reason_of(msg);
+	__atomic_add_fetch(&acct_fail[reason], 1, __ATOMIC_RELAXED);
+	int64_t now = mono_ms(), last = __atomic_load_n(&acct_logged_ms[reason], __ATOMIC_RELAXED);
+	if (last && now - last < 10000)
+		return;
+	if (!__atomic_compare_exchange_n(&acct_logged_ms[reason], &last, now, 0, __ATOMIC_RELAXED,
+					 __ATOMIC_RELAXED))
+		return;
+	LOGF(reason == DBF_TOO_MANY ? LOG_ERROR : LOG_WARN, "db_connect_failed",
+	     reason == DBF_TOO_MANY ? "PostgreSQL refuses connections: max_connections reached "
+				      "(see the connection budget in docs/deployment.md)"
+				    : "cannot connect to PostgreSQL",
+	     LF_S("reason", reason_names[reason]), LF_S("role", acct_roles[db->role]),
+	     LF_S("error", db->errstr));
+}
 
 static void db_fail(struct db *db, const char *what, const char *detail)
 {
@@ -40,6 +137,8 @@ void db_init(struct db *db, const char *url, const char *app_name, int64_t state
 	db->url = xstrdup(url);
 	db->app_name = xstrdup(app_name ? app_name : "jobrunner");
 	db->statement_timeout_ms = statement_timeout_ms;
+	db->connect_timeout_s = 5;
+	db->role = role_index(db->app_name);
 }
 
 static _Atomic(void (*)(void)) reconnect_hook;
@@ -56,15 +155,24 @@ int db_connect(struct db *db)
 	}
 	const char *keys[] = { "dbname", "connect_timeout", "keepalives", "keepalives_idle",
 			       "keepalives_interval", "keepalives_count", "application_name", NULL };
-	const char *vals[] = { db->url, "5", "1", "30", "10", "3", db->app_name, NULL };
+	char cto[16];
+	snprintf(cto, sizeof cto, "%d", db->connect_timeout_s >= 2 ? db->connect_timeout_s : 2);
+	const char *vals[] = { db->url, cto, "1", "30", "10", "3", db->app_name, NULL };
+	db->timed_out = 0;
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 	if (!c || PQstatus(c) != CONNECTION_OK) {
 		db_fail(db, "connect", c ? PQerrorMessage(c) : "out of memory");
+		db->timed_out = db_fail_reason_of(db->errstr) == DBF_TIMEOUT;
+		note_connect_failure(db, db->errstr);
 		PQfinish(c);
 		return -1;
 	}
 	db->conn = c;
+	db->counted = 1;
+	__atomic_add_fetch(&acct_open[db->role], 1, __ATOMIC_RELAXED);
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
+	if (db->pooled)
+		goto connected;   /* no session state behind a transaction pooler */
 	/* statement_timeout per session; server-side TCP keepalives so that
 	 * the server notices a vanished client (and frees its advisory locks)
 	 * in about a minute instead of the kernel's two hours */
@@ -83,6 +191,7 @@ int db_connect(struct db *db)
 		db_close(db);
 		return -1;
 	}
+connected:
 	if (db->connected_once) {
 		db->reconnects++;
 		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
@@ -115,6 +224,9 @@ void db_close(struct db *db)
 {
 	if (db->conn)
 		PQfinish(db->conn);
+	if (db->counted)
+		__atomic_sub_fetch(&acct_open[db->role], 1, __ATOMIC_RELAXED);
+	db->counted = 0;
 	db->conn = NULL;
 	db->nprepared = 0;
 }
@@ -145,16 +257,65 @@ static PGresult *db_result(struct db *db, PGresult *r)
 	return NULL;
 }
 
+/* Waits for the result of the statement just sent on db, until the
+ * client-side deadline: the last result (like PQexecParams), or NULL with
+ * the connection closed and timed_out set. */
+static PGresult *await_result(struct db *db, int64_t deadline)
+{
+	PGconn *c = db->conn;
+	struct pollfd pfd = { PQsocket(c), POLLIN, 0 };
+	for (;;) {
+		int f = PQflush(c);
+		if (f < 0)
+			break;
+		if (!PQisBusy(c) && f == 0)
+			break;
+		int64_t left = deadline - mono_ms();
+		if (left <= 0) {
+			/* a hung server would not answer a cancel either: drop the
+			 * connection; the server ends the statement when it notices */
+			db_fail(db, "query", "timed out");
+			snprintf(db->errstr, sizeof db->errstr, "database check timed out after %lld ms",
+				 (long long)db->client_timeout_ms);
+			db->timed_out = 1;
+			db->sqlstate[0] = '\0';
+			db_close(db);
+			return NULL;
+		}
+		pfd.events = f > 0 ? POLLIN | POLLOUT : POLLIN;
+		int r = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r > 0 && !PQconsumeInput(c))
+			break;
+	}
+	PGresult *last = NULL, *r;
+	while ((r = PQgetResult(c)) != NULL) {
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
 PGresult *db_query(struct db *db, const char *sql, int n, const char *const *params)
 {
 	if (db_connect(db))
 		return NULL;
-	return db_result(db, PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0));
+	db->timed_out = 0;
+	if (db->client_timeout_ms <= 0)
+		return db_result(db, PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0));
+	int64_t deadline = mono_ms() + db->client_timeout_ms;
+	if (!PQsendQueryParams(db->conn, sql, n, NULL, params, NULL, NULL, 0))
+		return db_result(db, NULL);
+	PGresult *r = await_result(db, deadline);
+	return db->timed_out ? NULL : db_result(db, r);
 }
 
 PGresult *db_query_prepared(struct db *db, const char *name, const char *sql, int n,
 			    const char *const *params)
 {
+	if (db->pooled)
+		return db_query(db, sql, n, params);
 	if (db_connect(db))
 		return NULL;
 	int have = 0;
@@ -266,6 +427,59 @@ int db_ping(struct db *db, int64_t *latency_ms)
 }
 
 const char *db_sqlstate(const struct db *db) { return db->sqlstate; }
+
+/* ------------------------------------------------------------------ */
+/* connection strings in messages                                      */
+/* ------------------------------------------------------------------ */
+
+void db_redact(const char *conninfo, char *out, size_t outlen)
+{
+	if (!conninfo) {
+		snprintf(out, outlen, "(unset)");
+		return;
+	}
+	char *msg = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+	if (!opts) {
+		/* libpq's message may quote the string: never shown */
+		PQfreemem(msg);
+		snprintf(out, outlen, "(unparsable connection string)");
+		return;
+	}
+	static const char *const shown[] = { "host", "hostaddr", "port", "dbname", "user" };
+	struct strbuf sb = STRBUF_INIT;
+	for (size_t k = 0; k < JR_ARRAY_LEN(shown); k++)
+		for (PQconninfoOption *o = opts; o->keyword; o++)
+			if (!strcmp(o->keyword, shown[k]) && o->val && *o->val)
+				sb_addf(&sb, "%s%s=%s", sb.len ? " " : "", o->keyword, o->val);
+	PQconninfoFree(opts);
+	snprintf(out, outlen, "%s", sb.len ? sb.buf : "(defaults)");
+	sb_release(&sb);
+}
+
+void db_register_secrets(const char *conninfo)
+{
+	if (!conninfo)
+		return;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	if (!opts)
+		return;
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (strcmp(o->keyword, "password") || !o->val || !*o->val)
+			continue;
+		log_add_secret(o->val);
+		/* a URL carries it percent-encoded: the raw form is a secret too */
+		const char *scheme = strstr(conninfo, "://");
+		const char *at = scheme ? strrchr(conninfo, '@') : NULL;
+		const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+		if (at && colon && colon < at) {
+			char *raw = xstrndup(colon + 1, (size_t)(at - colon - 1));
+			log_add_secret(raw);
+			free(raw);
+		}
+	}
+	PQconninfoFree(opts);
+}
 
 const char *db_get(const PGresult *r, int row, int col)
 {

@@ -8,6 +8,25 @@
  *
  * Connections are made with connect_timeout, TCP keepalives and a session
  * statement_timeout.  A struct db is used by one thread at a time.
+ *
+ * Poolers.  A db with `pooled` set may sit behind a transaction-mode pooler
+ * (PgBouncer pool_mode=transaction, Supabase's pooler port, Neon's -pooler
+ * hosts, RDS Proxy): its server session can change between two
+ * transactions, so nothing on it may depend on session state.  It sets no
+ * session settings (statement_timeout and the server keepalives are the
+ * pooler's business there) and prepares no named statements
+ * (db_query_prepared() runs db_query()).  Session things (advisory locks,
+ * LISTEN, migrations) go to a direct connection: see session.h.
+ *
+ * Client-side timeouts.  With client_timeout_ms > 0 every statement is sent
+ * asynchronously and waited for at most that long: a server that stopped
+ * answering (SIGSTOP, a black-holed network) fails the call with
+ * timed_out set and the connection closed, instead of hanging the thread.
+ * Health checks and metrics use it.
+ *
+ * Accounting.  Open connections are counted by role (app_name without
+ * "jobrunner-"), and failed connects by reason (db_connect_stats()):
+ * jobrunner_db_connections and jobrunner_db_connect_failures_total.
  */
 #ifndef JOBRUNNER_COMMON_DB_H
 #define JOBRUNNER_COMMON_DB_H
@@ -23,6 +42,12 @@ struct db {
 	char *url;               /* owned */
 	char *app_name;          /* owned; shows in pg_stat_activity */
 	int64_t statement_timeout_ms;
+	int pooled;              /* may be a transaction pooler: no session state */
+	int64_t client_timeout_ms;   /* >0: each statement waits at most this long */
+	int connect_timeout_s;   /* libpq connect_timeout (default 5; libpq's minimum is 2) */
+	int timed_out;           /* the last failure was a client-side timeout */
+	int role;                /* index into the accounting table */
+	int counted;             /* this connection is counted as open */
 	int err;                 /* -1 after a failure (errstr says what), 0 after a success */
 	char errstr[256];
 	char sqlstate[6];         /* SQLSTATE of the last failed query, or "" */
@@ -66,6 +91,26 @@ int db_exec(struct db *db, const char *sql, int n, const char *const *params);
 int db_copy_in(struct db *db, const char *sql, const char *data, size_t len);
 /* Runs a script of statements without parameters (migrations only). */
 int db_exec_script(struct db *db, const char *sql);
+
+/* Writes a loggable form of a connection string (URL or key=value) into
+ * out: host, port, dbname and user only, never the password or any other
+ * parameter.  A string libpq cannot parse is written as
+ * "(unparsable connection string)", never echoed. */
+void db_redact(const char *conninfo, char *out, size_t outlen);
+/* Registers the password of a connection string (URL or key=value; the
+ * decoded and, for URLs, the percent-encoded form) with the logger, which
+ * then writes [REDACTED] in its place. */
+void db_register_secrets(const char *conninfo);
+
+/* Why connects failed, for metrics (db_connect_stats()) and logs. */
+enum db_fail_reason { DBF_TOO_MANY = 0, DBF_AUTH, DBF_TIMEOUT, DBF_REFUSED, DBF_OTHER, DBF_NREASONS };
+const char *db_fail_reason_name(int reason);
+/* The reason of a libpq connect error message. */
+int db_fail_reason_of(const char *msg);
+/* Accounting: for i in [0, *nroles): role name, open connections; and the
+ * connect failures per reason (DBF_NREASONS entries). */
+#define DB_MAX_ROLES 16
+void db_connect_stats(const char **roles, int64_t *open, int *nroles, uint64_t *failures);
 
 /* A round trip (SELECT 1) and its latency in ms: 0 or -1. */
 int db_ping(struct db *db, int64_t *latency_ms);

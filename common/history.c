@@ -69,8 +69,10 @@
 #include "jrmetrics.h"
 #include "jsoncheck.h"
 #include "log.h"
+#include "session.h"
 #include "rconn.h"
 #include "rentry.h"
+#include "revent.h"
 #include "run.h"
 #include "util.h"
 
@@ -311,116 +313,32 @@ static int row_from_run(struct rows *rs, const redisReply *fields, const char *e
 	return 0;
 }
 
-/* A string member of o as identifier text (jsoncheck.h), or NULL. */
-static char *json_text(const cJSON *o, const char *key, size_t max)
+/* revent_fn: one decoded event becomes a row (its strings move in). */
+static void row_from_event(struct revent *e, void *arg)
 {
-	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
-	if (!s || !text_valid(s, strlen(s), max))
-		return NULL;
-	return xstrdup(s);
+	struct hrow *h = row_new(arg);
+	memcpy(h->id, e->id, sizeof h->id);
+	h->job = e->job;
+	h->org = e->org;
+	h->payload = e->payload;
+	h->error = e->error;
+	h->consumer = e->consumer;
+	h->idem = e->idem;
+	h->src = e->src;
+	h->status = e->status;
+	h->attempts = e->attempt;
+	h->max = e->max;
+	h->runat = e->runat;
+	h->enq = e->enq;
+	h->started = e->started;
+	h->finished = e->finished;
+	h->duration = e->duration;
 }
 
-/* A free-text string member of o (an error message, a consumer name): at
- * most max bytes, cut on a UTF-8 boundary; invalid UTF-8 and control
- * characters become '?' (PostgreSQL refuses invalid UTF-8, and would refuse
- * the whole batch with it). */
-static char *json_free_text(const cJSON *o, const char *key, size_t max)
-{
-	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
-	if (!s)
-		return NULL;
-	char *out = xmalloc(max + 1);
-	text_clean(out, s, max);
-	return out;
-}
-
-static int64_t json_i64(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15)
-		return -1;
-	return (int64_t)v->valuedouble;
-}
-
-/* One event -> a row (0), or nothing (-1: not an event of a run it can
- * name).  Each event is decoded on its own and every field is checked as
- * the entry parser checks it: a bad field is left out (NULL), a bad id or
- * status leaves the event out; neither touches another event. */
-static int row_from_event(struct rows *rs, const cJSON *ev)
-{
-	const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "id"));
-	const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "status"));
-	const char *src = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "src"));
-	enum run_status status;
-	enum run_source source = RUN_SRC_ADHOC;
-	if (!cJSON_IsObject(ev) || !id || !run_id_valid(id, strlen(id)) || !st ||
-	    run_status_parse(st, &status))
-		return -1;
-	if (src)
-		run_source_parse(src, &source);
-	struct hrow *h = row_new(rs);
-	memcpy(h->id, id, strlen(id) + 1);
-	h->job = json_text(ev, "job", RUN_MAX_JOB_LEN);
-	if (!h->job)
-		h->job = xstrdup("unknown");
-	h->org = json_text(ev, "org", RUN_MAX_ORG_LEN);
-	const cJSON *p = cJSON_GetObjectItemCaseSensitive(ev, "payload");
-	if (cJSON_IsObject(p)) {
-		h->payload = cJSON_PrintUnformatted(p);
-		if (h->payload && !rentry_json_valid(h->payload, strlen(h->payload), NULL, 0)) {
-			cJSON_free(h->payload);
-			h->payload = NULL;
-		}
-	}
-	h->error = json_free_text(ev, "error", RUN_MAX_ERROR_LEN);
-	h->consumer = json_free_text(ev, "consumer", 127);
-	h->idem = json_text(ev, "idem", RUN_MAX_IDEM_LEN);
-	h->src = run_source_name(source);
-	h->status = run_status_name(status);
-	int64_t a = json_i64(ev, "attempt"), m = json_i64(ev, "max");
-	h->attempts = a >= 0 && a <= RENTRY_MAX_ATTEMPTS ? (int)a : 0;
-	h->max = m >= 1 && m <= RENTRY_MAX_ATTEMPTS ? (int)m : 1;
-	h->runat = json_i64(ev, "runat");
-	h->enq = json_i64(ev, "enq");
-	h->started = json_i64(ev, "started");
-	h->finished = json_i64(ev, "finished");
-	h->duration = json_i64(ev, "duration");
-	if (h->duration > INT32_MAX)
-		h->duration = INT32_MAX;
-	return 0;
-}
-
-/* A jr:events entry (e = JSON array of events) -> rows.  Returns how many;
- * *bad counts what could not be decoded (events left out, or 1 for an
- * entry that is not a JSON array at all: only a foreign writer of
- * jr:events makes one, as the consumers build events with cJSON). */
+/* A jr:events entry -> rows (revent_decode()).  Returns how many. */
 static size_t rows_from_events(struct rows *rs, const redisReply *fields, size_t *bad)
 {
-	const redisReply *e = NULL;
-	for (size_t i = 0; i + 1 < fields->elements; i += 2)
-		if (fields->element[i]->type == REDIS_REPLY_STRING && !strcmp(fields->element[i]->str, "e"))
-			e = fields->element[i + 1];
-	if (!e || e->type != REDIS_REPLY_STRING) {
-		(*bad)++;
-		return 0;
-	}
-	const char *end = NULL;
-	cJSON *arr = cJSON_ParseWithLengthOpts(e->str, e->len, &end, 0);
-	if (!cJSON_IsArray(arr) || !end || end != e->str + e->len) {
-		cJSON_Delete(arr);
-		(*bad)++;
-		return 0;
-	}
-	size_t n = 0;
-	const cJSON *ev;
-	cJSON_ArrayForEach(ev, arr) {
-		if (row_from_event(rs, ev) == 0)
-			n++;
-		else
-			(*bad)++;
-	}
-	cJSON_Delete(arr);
-	return n;
+	return revent_decode(fields, row_from_event, rs, bad);
 }
 
 size_t history_decode_entry(const redisReply *fields, size_t *bad)
@@ -514,6 +432,15 @@ static const char stage_create_sql[] =
 	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
 	" finished bigint, duration int, error text, consumer text, idem text)"
 	" on commit delete rows";
+/* Behind a transaction pooler (db.pooled) the session may change between
+ * transactions: the stage is made inside the batch's transaction and
+ * dropped at its commit, so no temporary table is left on a pooled server
+ * connection. */
+static const char stage_create_tx_sql[] =
+	"create temp table " STAGE " (id text, job text, org text, payload text,"
+	" src text, status text, attempts int, max int, runat bigint, enq bigint, started bigint,"
+	" finished bigint, duration int, error text, consumer text, idem text)"
+	" on commit drop";
 static const char stage_copy_sql[] = "copy " STAGE " from stdin";
 static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
 
@@ -709,7 +636,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 		return -1;
 	}
 	rconn_set_name(&h->rc, "history", consumer);
-	db_init(&h->db, cfg->database_url, "jobrunner-history", 30000);
+	session_db_init(&h->db, cfg, "jobrunner-history", 30000);
 	h->pending = 1;   /* Redis is reached on the first step, not here */
 	*out = h;
 	return 0;
@@ -943,13 +870,18 @@ static int write_staged(struct history *h)
 	struct db *db = &h->db;
 	if (db_connect(db))
 		return -1;
-	if (h->stage_for != db->reconnects + 1) {
+	if (!db->pooled && h->stage_for != db->reconnects + 1) {
 		if (db_exec(db, stage_create_sql, 0, NULL))
 			return -1;
 		h->stage_for = db->reconnects + 1;
 	}
 	if (db_exec(db, "begin", 0, NULL))
 		return -1;
+	if (db->pooled && db_exec(db, stage_create_tx_sql, 0, NULL)) {
+		if (db->conn)
+			db_exec(db, "rollback", 0, NULL);
+		return -1;
+	}
 	struct strbuf sb = STRBUF_INIT;
 	copy_rows(&sb, h->rows.v, 0, h->rows.n);
 	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);

@@ -48,7 +48,13 @@
  * Threads: MHD's internal polling thread pool with epoll (opt.threads
  * threads).  Each connection is served by one pool thread, so the
  * per-request state needs no lock; struct httpd is read-only after start
- * except for the statistics, which are atomics.
+ * except for the statistics, which are atomics.  With opt.workers > 0 a
+ * complete request whose route is not HTTPD_INLINE is suspended
+ * (MHD_suspend_connection), queued to a worker thread that runs the
+ * handler, and resumed with its answer: MHD calls access_cb() once more
+ * and step 3 queues the stored answer.  The polling threads then never
+ * wait for a handler, so liveness answers while every handler is stuck on
+ * a stalled dependency.
  *
  * Rejected alternatives: MHD's listening socket and its
  * MHD_OPTION_PER_IP_CONNECTION_LIMIT (a full table closes every new
@@ -62,6 +68,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -99,8 +106,18 @@ struct croute {
 	size_t nsegs;
 };
 
+struct httpd_req_priv;
+
 struct httpd {
 	struct MHD_Daemon *daemon;
+	/* handler workers (opt.workers) */
+	pthread_mutex_t wmu;
+	pthread_cond_t wcv;
+	struct httpd_req_priv *whead, *wtail;
+	pthread_t *wtids;
+	unsigned nworkers;
+	int wstop;
+	int wmu_init;
 	struct croute *routes;
 	size_t nroutes;
 	void *app;
@@ -158,6 +175,10 @@ struct httpd_req_priv {
 	int close;                      /* answer with Connection: close */
 	char method[16];                /* for the access log */
 	int64_t start_ms;
+	/* handed to a worker (opt.workers) */
+	struct httpd_req_priv *wnext;
+	struct httpd_response *answer;  /* set by the worker before resuming */
+	int suspended;
 };
 
 /* ------------------------------------------------------------------ */
@@ -607,11 +628,82 @@ static enum MHD_Result on_body(struct httpd_req_priv *st, const char *data, size
 	return MHD_YES;
 }
 
+/* Runs the handler of st into r. */
+static void run_handler(struct httpd_req_priv *st, const char *method, struct httpd_response *r)
+{
+	struct httpd_request req = {
+		.method = method,
+		.path = st->path,
+		.body = st->body ? st->body : "",
+		.body_len = st->len,
+		.app = st->srv->app,
+		.priv = st,
+	};
+	st->route->row->handler(&req, r);
+}
+
+static void *worker_main(void *arg)
+{
+	struct httpd *srv = arg;
+	pthread_mutex_lock(&srv->wmu);
+	for (;;) {
+		while (!srv->whead && !srv->wstop)
+			pthread_cond_wait(&srv->wcv, &srv->wmu);
+		struct httpd_req_priv *st = srv->whead;
+		if (!st)
+			break;   /* stopping and nothing left */
+		srv->whead = st->wnext;
+		if (!srv->whead)
+			srv->wtail = NULL;
+		int stopping = srv->wstop;
+		pthread_mutex_unlock(&srv->wmu);
+		struct httpd_response *r = xcalloc(1, sizeof *r);
+		if (stopping)
+			error_body(r, 503, "shutting_down", "the server is shutting down");
+		else
+			run_handler(st, st->method, r);
+		st->answer = r;
+		MHD_resume_connection(st->conn);
+		pthread_mutex_lock(&srv->wmu);
+	}
+	pthread_mutex_unlock(&srv->wmu);
+	return NULL;
+}
+
 /* Request complete: the remembered failure, or the handler. */
 static enum MHD_Result on_complete(struct httpd_req_priv *st, const char *method)
 {
 	if (st->fail_status)
 		return queue_fail(st);
+	if (st->answer) {
+		/* resumed: the worker's answer */
+		struct httpd_response *r = st->answer;
+		st->answer = NULL;
+		enum MHD_Result ret = queue_resp(st, r);
+		free(r);
+		return ret;
+	}
+	struct httpd *srv = st->srv;
+	if (srv->nworkers && !(st->route->row->flags & HTTPD_INLINE) && !st->suspended) {
+		pthread_mutex_lock(&srv->wmu);
+		if (srv->wstop) {
+			pthread_mutex_unlock(&srv->wmu);
+			struct httpd_response r = { 0 };
+			error_body(&r, 503, "shutting_down", "the server is shutting down");
+			return queue_resp(st, &r);
+		}
+		st->suspended = 1;
+		MHD_suspend_connection(st->conn);
+		st->wnext = NULL;
+		if (srv->wtail)
+			srv->wtail->wnext = st;
+		else
+			srv->whead = st;
+		srv->wtail = st;
+		pthread_cond_signal(&srv->wcv);
+		pthread_mutex_unlock(&srv->wmu);
+		return MHD_YES;
+	}
 	struct httpd_request req = {
 		.method = method,
 		.path = st->path,
@@ -991,6 +1083,7 @@ void httpd_options_init(struct httpd_options *opt)
 	opt->conn_timeout_ms = 30000;
 	opt->conn_memory_bytes = 32 * 1024;
 	opt->threads = 4;
+	opt->workers = 0;
 }
 
 static void srv_free(struct httpd *srv)
@@ -1011,6 +1104,11 @@ static void srv_free(struct httpd *srv)
 		close(srv->lfd);
 	if (srv->daemon)
 		MHD_stop_daemon(srv->daemon);
+	free(srv->wtids);
+	if (srv->wmu_init) {
+		pthread_mutex_destroy(&srv->wmu);
+		pthread_cond_destroy(&srv->wcv);
+	}
 	free(srv->iptab);
 	if (srv->ip_mu_init)
 		pthread_mutex_destroy(&srv->ip_mu);
@@ -1072,6 +1170,13 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 		srv->drop_budget = SIZE_MAX;
 
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+	if (opt->workers > 64)
+		return fail_start(srv, -EINVAL, err, errlen, "invalid HTTP server limits");
+	if (opt->workers)
+		flags |= MHD_ALLOW_SUSPEND_RESUME;
+	pthread_mutex_init(&srv->wmu, NULL);
+	pthread_cond_init(&srv->wcv, NULL);
+	srv->wmu_init = 1;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof ss);
 	const char *addr = opt->bind_addr ? opt->bind_addr : "0.0.0.0";
@@ -1137,6 +1242,16 @@ int httpd_start(const struct httpd_options *opt, const struct httpd_route *route
 				  strerror(e));
 	}
 	srv->acceptor_started = 1;
+	if (opt->workers) {
+		srv->wtids = xcalloc(opt->workers, sizeof *srv->wtids);
+		for (unsigned i = 0; i < opt->workers; i++) {
+			if (pthread_create(&srv->wtids[i], NULL, worker_main, srv))
+				break;
+			srv->nworkers = i + 1;
+		}
+		if (!srv->nworkers)
+			return fail_start(srv, -EAGAIN, err, errlen, "cannot start HTTP worker threads");
+	}
 	*out = srv;
 	return 0;
 }
@@ -1150,6 +1265,17 @@ void httpd_stop(struct httpd *srv)
 {
 	if (!srv)
 		return;
+	if (srv->nworkers) {
+		/* handlers under way finish; queued ones are answered 503, and so
+		 * is whatever completes from now on; every suspended connection
+		 * is resumed before the daemon stops (srv_free) */
+		pthread_mutex_lock(&srv->wmu);
+		srv->wstop = 1;
+		pthread_cond_broadcast(&srv->wcv);
+		pthread_mutex_unlock(&srv->wmu);
+		for (unsigned i = 0; i < srv->nworkers; i++)
+			pthread_join(srv->wtids[i], NULL);
+	}
 	srv_free(srv);
 }
 
@@ -1182,6 +1308,15 @@ static int has(const char *s, const char *needle)
 void httpd_error_category(const char *what, const char *error, char *out, size_t outlen)
 {
 	const char *e = error ? error : "";
+	/* reachable, but not fit for use: said as such, not as unreachable */
+	const char *unfit =
+		has(e, "replica") ? "connected to a replica, not a writable master" :
+		has(e, "cluster") ? "a Redis Cluster node (not supported)" :
+		has(e, "cannot use redis") ? "the worker cannot use it (its last claim failed)" : NULL;
+	if (unfit) {
+		snprintf(out, outlen, "%s: %s", what, unfit);
+		return;
+	}
 	const char *cat =
 		has(e, "refused") ? "connection refused" :
 		has(e, "timeout") || has(e, "timed out") ? "timeout" :

@@ -102,6 +102,9 @@ enum httpd_route_flags {
 	HTTPD_NO_BODY = 1 << 2, /* the handler reads no body: one sent is read
 	                           and dropped (up to max_body_bytes, 413
 	                           past it), never stored */
+	HTTPD_INLINE = 1 << 3,  /* with opt.workers: run on the polling thread
+				   anyway (quick handlers that never wait on a
+				   dependency: liveness, cached health, metrics) */
 };
 
 /* A handler fills resp (with the helpers below).  It does not return a code:
@@ -152,6 +155,11 @@ struct httpd_options {
 	size_t conn_memory_bytes;       /* per-connection buffer; bounds the request
 	                                   line and headers; default 32 KiB */
 	unsigned threads;               /* pool threads; default 4 */
+	/* 0 (default): handlers run on the polling threads.  >0: handlers run
+	 * on this many worker threads while the connection is suspended, so a
+	 * handler that waits on a dependency never stops the polling threads
+	 * from accepting and answering the HTTPD_INLINE routes (liveness). */
+	unsigned workers;
 	/* Optional second credential for HTTPD_AUTH routes, asked only when
 	 * the request has no Authorization header (a wrong Bearer token is
 	 * always a 401).  Called before the body is read, from a pool thread,

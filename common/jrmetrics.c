@@ -156,6 +156,32 @@ static void process_metrics_init(struct metrics *reg)
 		metrics_callback(reg, fams[i].type, fams[i].name, fams[i].help, NULL, NULL, fams[i].fn, NULL);
 }
 
+/* jobrunner_db_connections{role} and jobrunner_db_connect_failures_total{reason}
+ * from db.c's accounting, at scrape time. */
+static void emit_db_open(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	const char *roles[DB_MAX_ROLES];
+	int64_t open[DB_MAX_ROLES];
+	uint64_t fails[DBF_NREASONS];
+	int n;
+	db_connect_stats(roles, open, &n, fails);
+	for (int i = 0; i < n; i++)
+		metrics_emit(e, (double)open[i], roles[i], NULL);
+}
+
+static void emit_db_fail(void *ctx, struct metrics_emitter *e)
+{
+	(void)ctx;
+	const char *roles[DB_MAX_ROLES];
+	int64_t open[DB_MAX_ROLES];
+	uint64_t fails[DBF_NREASONS];
+	int n;
+	db_connect_stats(roles, open, &n, fails);
+	for (int i = 0; i < DBF_NREASONS; i++)
+		metrics_emit(e, (double)fails[i], db_fail_reason_name(i), NULL);
+}
+
 static void reconnect_redis(void)
 {
 	if (ready())
@@ -173,6 +199,12 @@ void jrm_init(void)
 	if (ready())
 		return;
 	struct metrics *reg = metrics_default();
+	metrics_callback(reg, METRIC_GAUGE, "jobrunner_db_connections",
+			 "Open PostgreSQL connections of this process, by role (see the connection budget).",
+			 "role", NULL, emit_db_open, NULL);
+	metrics_callback(reg, METRIC_COUNTER, "jobrunner_db_connect_failures_total",
+			 "Failed PostgreSQL connects, by reason (too_many_connections, auth, timeout, refused, other).",
+			 "reason", NULL, emit_db_fail, NULL);
 	size_t n;
 	const struct job_def *jobs = registry_all(&n);
 	m.njobs = n < MAX_JOBS ? n : MAX_JOBS;

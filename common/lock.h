@@ -4,9 +4,10 @@
  * takes, so the monolith and jobrunner never run a cycle at the same time.
  * It is a *session* lock: it lives exactly as long as the connection that
  * took it, which is why a consumer killed while holding it frees it (its
- * backend ends) and why the connection must never go through PgBouncer in
- * transaction pooling mode (the session would be shared with strangers and
- * the lock could outlive us, or be released under us).
+ * backend ends) and why the connection must never go through a transaction
+ * pooler (the session would be shared with strangers and the lock could
+ * outlive us, or be released under us): callers pass the process's cycle
+ * connection (session_cycle_db(), on DATABASE_DIRECT_URL when set).
  *
  * job_runner_lock shows the holder while a cycle runs; the advisory lock is
  * the truth.  A stale row left by a killed holder is overwritten by the next

@@ -27,16 +27,57 @@ static int applied_version(struct db *db, int version, int *yes)
 	return 0;
 }
 
+/* Who holds the migration lock, for the waiting log line. */
+static void lock_holder(struct db *db, const char *key, char *out, size_t outlen)
+{
+	const char *p[1] = { key };
+	snprintf(out, outlen, "unknown");
+	PGresult *r = db_query(db,
+		"select l.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local')"
+		"  from pg_locks l left join pg_stat_activity a on a.pid = l.pid"
+		" where l.locktype = 'advisory' and l.granted and l.objsubid = 1"
+		"   and ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint limit 1", 1, p);
+	if (!r)
+		return;
+	if (PQntuples(r) == 1)
+		snprintf(out, outlen, "pid %s (%s) from %s", db_get(r, 0, 0), db_get(r, 0, 1), db_get(r, 0, 2));
+	PQclear(r);
+}
+
 int migrate_apply(struct db *db, int *applied, char *err, size_t errlen)
+{
+	return migrate_apply_wait(db, applied, err, errlen, NULL, NULL);
+}
+
+int migrate_apply_wait(struct db *db, int *applied, char *err, size_t errlen,
+		       int (*wait)(void *arg, const char *holder), void *arg)
 {
 	int rc = -1, n = 0, locked = 0;
 	char key[32];
 	snprintf(key, sizeof key, "%lld", MIGRATE_LOCK_KEY);
 	const char *kp[1] = { key };
 
-	if (db_exec(db, "select pg_advisory_lock($1::bigint)", 1, kp))
-		goto out;
-	locked = 1;
+	/* a try-lock loop rather than pg_advisory_lock(): the wait can be
+	 * given up (SIGTERM) and says whom it waits for */
+	for (;;) {
+		PGresult *r = db_query(db, "select pg_try_advisory_lock($1::bigint)", 1, kp);
+		if (!r)
+			goto out;
+		locked = db_get(r, 0, 0) && db_get(r, 0, 0)[0] == 't';
+		PQclear(r);
+		if (locked)
+			break;
+		if (wait) {
+			char holder[256];
+			lock_holder(db, key, holder, sizeof holder);
+			if (wait(arg, holder)) {
+				if (applied)
+					*applied = 0;
+				return MIGRATE_STOPPED;
+			}
+		}
+		sleep_ms(500);
+	}
 	if (db_exec(db, "create table if not exists schema_migrations ("
 			"version integer primary key, name text not null, "
 			"applied_at timestamptz not null default now())", 0, NULL))

@@ -34,6 +34,12 @@ int orglimit_acquire(struct db *db, const char *org, int limit, int *slot)
 	return 0;
 }
 
+int orglimit_try_slot(struct db *db, const char *org, int slot, int *ok)
+{
+	return slot_lock(db, "select pg_try_advisory_lock(hashtext('jobrunner.org:' || $1), $2::int)",
+			 org, slot, ok);
+}
+
 int orglimit_release(struct db *db, const char *org, int slot)
 {
 	int ok;

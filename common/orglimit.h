@@ -2,9 +2,10 @@
  *
  * Concurrency (ORG_CONCURRENCY): a run of org O takes one of N slots, each
  * a PostgreSQL session advisory lock in the two-int key space
- * (hashtext('jobrunner.org:' || O), slot).  Locks live on the worker
- * thread's own connection, so they are released when the run ends, and by
- * the server if the consumer dies (its session ends): no slot ever leaks.
+ * (hashtext('jobrunner.org:' || O), slot).  The worker takes them through
+ * session.h, on the process's one session connection (never on a pooled
+ * one), so they are released when the run ends, and by the server if the
+ * consumer dies (its session ends): no slot ever leaks.
  * The two-int key space is distinct from the cycle lock's single bigint, so
  * the two never collide.  A hash collision between two orgs can only make
  * them share slots (stricter, never looser).  One mechanism serves both
@@ -27,6 +28,8 @@ struct db;
 /* Tries to take one of `limit` slots of org on db's session.  0 with *slot
  * set to the slot taken or -1 when all are busy; -1 on a database error. */
 int orglimit_acquire(struct db *db, const char *org, int limit, int *slot);
+/* Tries slot `slot` of org alone: 0 with *ok 0/1, or -1. */
+int orglimit_try_slot(struct db *db, const char *org, int slot, int *ok);
 /* Releases a slot taken by orglimit_acquire() on the same session. */
 int orglimit_release(struct db *db, const char *org, int slot);
 

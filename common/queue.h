@@ -121,6 +121,9 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 		     char *err, size_t errlen);
 
 void queue_stats_free(struct queue_stats *s);
+/* Client-side timeout of every statement of a PostgreSQL queue handle
+ * (db.h); no effect on other handles.  For health checks and metrics. */
+void queue_pg_set_timeout(struct queue *q, int64_t ms);
 
 /* ---- operator transitions (queue_ctl.c), for both transports ---- */
 

@@ -40,6 +40,7 @@
 #include "config.h"
 #include "db.h"
 #include "queue.h"
+#include "session.h"
 #include "util.h"
 
 struct pgq {
@@ -269,6 +270,8 @@ static const char dead_sweep_sql[] =
 
 static int pgq_listen(struct pgq *p)
 {
+	if (p->db.pooled)
+		return 0;   /* LISTEN on a pooler is lost: the session listener wakes us */
 	if (p->listening && p->db.conn)
 		return 0;
 	if (db_exec(&p->db, "listen " NOTIFY_CHANNEL, 0, NULL))
@@ -280,6 +283,10 @@ static int pgq_listen(struct pgq *p)
 /* Waits up to ms for a notification on the connection; drains them. */
 static void pgq_wait(struct pgq *p, int64_t ms)
 {
+	if (p->db.pooled && ms > 0) {
+		session_wait_notify(p->q.cfg, ms > 200 ? 200 : ms);
+		return;
+	}
 	if (!p->db.conn || ms <= 0)
 		return;
 	int fd = PQsocket(p->db.conn);
@@ -669,7 +676,7 @@ int queue_pg_open(const struct config *cfg, const char *consumer, struct queue *
 	p->q.ops = &pg_ops;
 	p->q.cfg = cfg;
 	snprintf(p->q.consumer, sizeof p->q.consumer, "%s", consumer ? consumer : "");
-	db_init(&p->db, cfg->database_url, "jobrunner-queue", 30000);
+	session_db_init(&p->db, cfg, "jobrunner-queue", 30000);
 	if (db_connect(&p->db)) {
 		snprintf(err, errlen, "postgres: %s", p->db.errstr);
 		pgq_destroy(&p->q);
@@ -678,6 +685,12 @@ int queue_pg_open(const struct config *cfg, const char *consumer, struct queue *
 	}
 	*out = &p->q;
 	return QUEUE_OK;
+}
+
+void queue_pg_set_timeout(struct queue *q, int64_t ms)
+{
+	if (q && q->ops == &pg_ops)
+		((struct pgq *)q)->db.client_timeout_ms = ms;
 }
 
 void queue_stats_free(struct queue_stats *s)

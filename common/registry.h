@@ -33,7 +33,7 @@ struct http_client;
 /* What a handler may use; all of it belongs to the calling worker thread. */
 struct job_ctx {
 	const struct config *cfg;
-	struct db *db;              /* this thread's PostgreSQL connection */
+	struct db *db;              /* a PostgreSQL connection borrowed for the run (NULL if no_db) */
 	const struct run *run;      /* run->org_id may be NULL */
 	const cJSON *payload;       /* never NULL (an empty object at least) */
 	struct http_client *http;   /* this thread's HTTP client: get it with job_http(ctx) */
@@ -61,6 +61,7 @@ struct job_def {
 	int (*enabled)(const struct config *cfg);           /* NULL: always; see registry_enabled() */
 	int64_t (*interval_ms)(const struct config *cfg);   /* NULL: not periodic (ad hoc only) */
 	int org_throttled;   /* 1: the org's runs wait out its org_throttle window (orglimit.h) */
+	int no_db;           /* 1: never uses ctx->db (NULL then): borrows no pool connection */
 };
 
 /* The calling thread's HTTP client (http.h), made on first use and kept in

@@ -36,6 +36,7 @@
 #include "orglimit.h"
 #include "queue.h"
 #include "registry.h"
+#include "session.h"
 #include "util.h"
 
 enum transport { T_NONE = 0, T_REDIS, T_PG };
@@ -90,7 +91,7 @@ struct wthread {
 	pthread_t tid;
 	struct queue *rq, *pq;
 	int64_t redis_retry_at_ms, pg_poll_at_ms;
-	struct db db;                  /* for jobs and cycles */
+	struct db *db;                 /* borrowed from the pool while a job runs */
 	struct http_client *http;      /* for jobs (job_http()), made on first use */
 	struct enqueuer enq;           /* for fan-out from cycles */
 	size_t batch;
@@ -109,6 +110,13 @@ struct worker {
 	pthread_t hb_tid, timer_tid;
 	int hb_started, timer_started;
 	struct history_thread *history;   /* Redis mode: runs' states into job_runs */
+	/* the jobs' connections (DATABASE_POOL_SIZE): borrowed by a run of a
+	 * job that uses the database, and by cycles, for their length */
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
+	int npool;
+	struct db *pool;
+	int *pool_busy;
 	pthread_mutex_t mu;
 	pthread_cond_t done_cv;
 	atomic_int running;            /* run threads not yet finished (changed under mu) */
@@ -176,26 +184,72 @@ static void log_cycle(const struct cycle_report *rep, const char *trigger)
 	     LF_S("trigger", trigger));
 }
 
+/* ------------------------------------------------------------------ */
+/* the jobs' connection pool                                           */
+/* ------------------------------------------------------------------ */
+
+/* Borrows a pool connection: waits for a free one and connects it; while
+ * PostgreSQL refuses a new connection (max_connections) waits and tries
+ * again every 500 ms (the failure is counted and logged by db.c) instead
+ * of failing the run.  Any other failure leaves it unconnected: the job's
+ * first query fails, as it would have. */
+static struct db *pool_borrow(struct worker *w)
+{
+	pthread_mutex_lock(&w->pool_mu);
+	int i;
+	for (;;) {
+		for (i = 0; i < w->npool && w->pool_busy[i]; i++)
+			;
+		if (i < w->npool)
+			break;
+		pthread_cond_wait(&w->pool_cv, &w->pool_mu);
+	}
+	w->pool_busy[i] = 1;
+	pthread_mutex_unlock(&w->pool_mu);
+	struct db *db = &w->pool[i];
+	/* only a refusal is waited out; PostgreSQL down fails the run as
+	 * before (retried with backoff), so threads stay free for other work */
+	while (db_connect(db) && db_fail_reason_of(db->errstr) == DBF_TOO_MANY && !w->stopping)
+		sleep_ms(500);
+	return db;
+}
+
+static void pool_return(struct worker *w, struct db *db)
+{
+	if (!db)
+		return;
+	pthread_mutex_lock(&w->pool_mu);
+	w->pool_busy[db - w->pool] = 0;
+	pthread_cond_signal(&w->pool_cv);
+	pthread_mutex_unlock(&w->pool_mu);
+}
+
 /* Runs one cycle on t's connections; 0, or -1 on a database failure (logged). */
 static int thread_cycle(struct wthread *t, const char *trigger)
 {
-	struct cycle_env env = { .cfg = t->w->cfg, .db = &t->db, .holder = t->w->cfg->consumer_name,
+	struct db *db = session_cycle_db(t->w->cfg);
+	if (!db) {
+		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "a cycle of this process is under way");
+		return 0;
+	}
+	int rc = 0;
+	struct cycle_env env = { .cfg = t->w->cfg, .db = db, .holder = t->w->cfg->consumer_name,
 				 .enqueue = enqueuer_cycle_fn, .enqueue_arg = &t->enq, .http = &t->http,
 				 .stop = &t->w->aborting };
 	struct cycle_report rep;
 	if (cycle_run(&env, &rep)) {
 		LOGF(LOG_ERROR, "job_runner_cycle_failed", "cycle failed",
-		     LF_S("error", t->db.errstr), LF_S("trigger", trigger));
-		return -1;
-	}
-	if (rep.ran) {
+		     LF_S("error", db->errstr), LF_S("trigger", trigger));
+		rc = -1;
+	} else if (rep.ran) {
 		COUNT(t->w, cycles, 1);
 		jrm_cycle(rep.duration_ms, wall_ms());
 		log_cycle(&rep, trigger);
 	} else {
 		log_msg(LOG_DEBUG, "job_runner_cycle_skipped", "cycle lock held elsewhere");
 	}
-	return 0;
+	session_cycle_db_done(db);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -210,8 +264,8 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 {
 	const struct config *cfg = t->w->cfg;
 	int64_t wait = 0;
-	if (job->org_throttled) {
-		if (orglimit_throttled(&t->db, r->org_id, &wait))
+	if (job->org_throttled && t->db) {
+		if (orglimit_throttled(t->db, r->org_id, &wait))
 			wait = 1000;   /* cannot tell: look again soon */
 		if (wait > 0) {
 			res->outcome = RUN_DEFER;
@@ -223,7 +277,22 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 	}
 	if (cfg->org_concurrency <= 0)
 		return 0;
-	if (orglimit_acquire(&t->db, r->org_id, (int)cfg->org_concurrency, slot) || *slot < 0) {
+	char err[256];
+	/* a slot cannot be asked for while PostgreSQL refuses the session
+	 * connection: wait for it (the run keeps its lease) rather than call
+	 * it an org limit */
+	while (session_org_acquire(cfg, r->org_id, (int)cfg->org_concurrency, slot, err, sizeof err)) {
+		if (t->w->stopping || db_fail_reason_of(err) != DBF_TOO_MANY) {
+			/* not run, no attempt counted; and said for what it is */
+			res->outcome = RUN_DEFER;
+			res->retry_after_ms = t->w->stopping ? 1 : 1000;
+			snprintf(res->error, sizeof res->error, "%s: %.200s",
+				 t->w->stopping ? "consumer shutting down" : "database unavailable", err);
+			return 1;
+		}
+		sleep_ms(500);
+	}
+	if (*slot < 0) {
 		res->outcome = RUN_DEFER;
 		res->retry_after_ms = 250 + (int64_t)(rand_u64() % 500);
 		snprintf(res->error, sizeof res->error, "org concurrency limit (%lld) reached",
@@ -258,17 +327,23 @@ static void execute(struct wthread *t, struct run *r, struct run_result *res)
 	}
 	jrm_started(r->job, r->enqueued_at_ms ? wall_ms() - r->enqueued_at_ms : -1);
 	int slot = -1;
+	if (!job->no_db)
+		t->db = pool_borrow(t->w);
 	if (r->org_id && org_gate(t, job, r, res, &slot)) {
 		cJSON_Delete(payload);
+		pool_return(t->w, t->db);
+		t->db = NULL;
 		return;
 	}
-	struct job_ctx ctx = { .cfg = t->w->cfg, .db = &t->db, .run = r, .payload = payload,
+	struct job_ctx ctx = { .cfg = t->w->cfg, .db = t->db, .run = r, .payload = payload,
 			       .http = t->http, .stop = &t->run_stop };
 	job->run(&ctx, res);
 	t->http = ctx.http;
 	cJSON_Delete(payload);
+	pool_return(t->w, t->db);
+	t->db = NULL;
 	if (slot >= 0)
-		orglimit_release(&t->db, r->org_id, slot);
+		session_org_release(t->w->cfg, r->org_id, slot);
 	res->duration_ms = mono_ms() - t0;
 }
 
@@ -467,6 +542,8 @@ static enum transport claim_pg(struct wthread *t, struct run *runs, size_t *n, i
 	if (open_q(t, T_PG)) {
 		if (!redis_up && !w->drain)
 			sleep_ms(REDIS_RETRY_MS / 2);   /* both down: do not spin */
+		else
+			t->pg_poll_at_ms = mono_ms() + REDIS_RETRY_MS;   /* PostgreSQL down: poll less */
 		return T_NONE;
 	}
 	int rc = t->pq->ops->claim(t->pq, runs, t->batch, block, n);
@@ -492,28 +569,25 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 	int redis_up = 0, tried_pg = 0;
 	int backlog = w->cfg->redis_url &&
 		      mono_ms() < atomic_load_explicit(&w->pg_backlog_until_ms, memory_order_relaxed);
-	if (backlog) {
+	/* thread 0's poll comes first when due: a stream that always has runs
+	 * must not starve the PostgreSQL queue */
+	int poll_due = w->cfg->redis_url && !w->drain && t->idx == 0 &&
+		       mono_ms() >= t->pg_poll_at_ms;
+	if (backlog || poll_due) {
 		/* runs wait in both queues: take turns, and block in neither */
-		t->pg_first = !t->pg_first;
+		t->pg_first = backlog ? !t->pg_first : 1;
+		if (poll_due)
+			t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
 		if (t->pg_first) {
 			if (claim_pg(t, runs, n, 0, 1) == T_PG)
 				return T_PG;
 			tried_pg = 1;
 		}
-		block = 0;
-	} else if (w->cfg->redis_url && t->idx == 0 && mono_ms() >= t->pg_poll_at_ms) {
-		/* thread 0's poll of the PostgreSQL queue comes first when due:
-		 * after the stream claim it would never come while the stream
-		 * always has work, and runs there (keyed ones, the fallback's)
-		 * would wait for the stream to run dry */
-		t->pg_poll_at_ms = mono_ms() + PG_POLL_MS;
-		if (claim_pg(t, runs, n, 0, 1) == T_PG)
-			return T_PG;
-		tried_pg = 1;
-		block = PG_POLL_MS;
-	} else if (t->idx == 0 && block > PG_POLL_MS) {
-		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
+		if (backlog)
+			block = 0;
 	}
+	if (!backlog && t->idx == 0 && block > PG_POLL_MS)
+		block = PG_POLL_MS;   /* thread 0 polls PostgreSQL on time */
 	if (w->cfg->redis_url && mono_ms() >= t->redis_retry_at_ms) {
 		if (open_q(t, T_REDIS) == 0) {
 			int rc = t->rq->ops->claim(t->rq, runs, t->batch, block, n);
@@ -602,6 +676,14 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		pthread_mutex_unlock(&t->hand.mu);
 		execute(t, &runs[i], &res[i]);
 		res[i].finished_at_ms = wall_ms();
+		if (atomic_load_explicit(&w->aborting, memory_order_acquire) && !runs[i].is_tick &&
+		    res[i].outcome != RUN_OK) {
+			/* cut off by the shutdown deadline: not the run's fault, so
+			 * handed back at once without counting an attempt */
+			res[i].outcome = RUN_DEFER;
+			res[i].retry_after_ms = 1;
+			snprintf(res[i].error, sizeof res[i].error, "interrupted by shutdown: handed back");
+		}
 		pthread_mutex_lock(&t->hand.mu);
 		t->hand.cur = NULL;
 		int cancelled = t->hand.cancel[i];
@@ -685,6 +767,18 @@ static void *run_thread(void *arg)
 /* heartbeat and cycle timer                                           */
 /* ------------------------------------------------------------------ */
 
+/* A copy of t's runs in hand (shallow: the heartbeat reads handles and
+ * fences) into out; their transport in *from.  Returns how many. */
+static size_t hand_copy(struct wthread *t, struct run *out, enum transport *from)
+{
+	pthread_mutex_lock(&t->hand.mu);
+	*from = t->hand.from;
+	size_t n = t->hand.n;
+	memcpy(out, t->hand.runs, n * sizeof *out);
+	pthread_mutex_unlock(&t->hand.mu);
+	return n;
+}
+
 /* The run thread t executes a run that has run for WORKER_ANNOUNCE_AFTER_MS
  * and is not announced yet: a copy of it into *out (0), else -1. */
 static int hand_take_announce(struct wthread *t, struct run *out)
@@ -763,17 +857,19 @@ static void *heartbeat_thread(void *arg)
 		every = 50;
 	int64_t next_extend = mono_ms() + every;
 	int64_t next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
+	/* Redis-less: the lease extensions' connection is opened now, with the
+	 * claims', not when the first run is in hand: a server that runs out
+	 * of connections later cannot keep leases from being extended */
+	if (!w->cfg->redis_url)
+		hb_queue(w, T_PG, &pq);
 	while (atomic_load_explicit(&w->running, memory_order_relaxed) > 0) {
 		sleep_ms(HB_TICK_MS);
 		if (mono_ms() >= next_cancel_look) {
 			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
 			for (int i = 0; i < w->nthreads; i++) {
 				struct wthread *t = &w->threads[i];
-				pthread_mutex_lock(&t->hand.mu);
-				enum transport from = t->hand.from;
-				size_t n = t->hand.n;
-				memcpy(copy, t->hand.runs, n * sizeof *copy);
-				pthread_mutex_unlock(&t->hand.mu);
+				enum transport from;
+				size_t n = hand_copy(t, copy, &from);
 				struct queue **q = from == T_REDIS ? &rq : &pq;
 				if (!n || from == T_NONE || hb_queue(w, from, q))
 					continue;
@@ -814,12 +910,8 @@ static void *heartbeat_thread(void *arg)
 			continue;
 		next_extend = mono_ms() + every;
 		for (int i = 0; i < w->nthreads; i++) {
-			struct wthread *t = &w->threads[i];
-			pthread_mutex_lock(&t->hand.mu);
-			enum transport from = t->hand.from;
-			size_t n = t->hand.n;
-			memcpy(copy, t->hand.runs, n * sizeof *copy);
-			pthread_mutex_unlock(&t->hand.mu);
+			enum transport from;
+			size_t n = hand_copy(&w->threads[i], copy, &from);
 			if (!n || from == T_NONE)
 				continue;
 			struct queue **q = from == T_REDIS ? &rq : &pq;
@@ -842,7 +934,6 @@ static void *timer_thread(void *arg)
 	memset(&t, 0, sizeof t);
 	t.w = w;
 	t.idx = -1;
-	db_init(&t.db, w->cfg->database_url, "jobrunner-cycle", 0);
 	enqueuer_init(&t.enq, w->cfg, w->cfg->consumer_name);
 	int64_t next = mono_ms();
 	while (!stopping(w)) {
@@ -855,7 +946,6 @@ static void *timer_thread(void *arg)
 			thread_cycle(&t, w->cfg->redis_url ? "fallback-timer" : "timer");
 	}
 	enqueuer_release(&t.enq);
-	db_release(&t.db);
 	http_client_free(t.http);
 	return NULL;
 }
@@ -873,6 +963,15 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 	w->threads = xcalloc((size_t)w->nthreads, sizeof *w->threads);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->done_cv, NULL);
+	pthread_mutex_init(&w->pool_mu, NULL);
+	pthread_cond_init(&w->pool_cv, NULL);
+	w->npool = (int)cfg->database_pool_size;
+	if (w->npool <= 0)
+		w->npool = 1;
+	w->pool = xcalloc((size_t)w->npool, sizeof *w->pool);
+	w->pool_busy = xcalloc((size_t)w->npool, sizeof *w->pool_busy);
+	for (int i = 0; i < w->npool; i++)
+		session_db_init(&w->pool[i], cfg, "jobrunner-jobs", 0);
 	for (int i = 0; i < w->nthreads; i++) {
 		struct wthread *t = &w->threads[i];
 		t->w = w;
@@ -880,7 +979,6 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		t->batch = 1;
 		pthread_mutex_init(&t->hand.mu, NULL);
 		pthread_cond_init(&t->hand.cv, NULL);
-		db_init(&t->db, cfg->database_url, "jobrunner-worker", 0);
 		enqueuer_init(&t->enq, cfg, cfg->consumer_name);
 	}
 	if (drain) {
@@ -963,7 +1061,6 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		struct wthread *t = &w->threads[i];
 		drop(&t->rq);
 		drop(&t->pq);
-		db_release(&t->db);
 		enqueuer_release(&t->enq);
 		http_client_free(t->http);
 		pthread_mutex_destroy(&t->hand.mu);
@@ -971,6 +1068,12 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 	}
 	free(w->threads);
 	control_watch_stop();
+	for (int i = 0; i < w->npool; i++)
+		db_release(&w->pool[i]);
+	free(w->pool);
+	free(w->pool_busy);
+	pthread_mutex_destroy(&w->pool_mu);
+	pthread_cond_destroy(&w->pool_cv);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->done_cv);
 	free(w);

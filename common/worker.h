@@ -9,8 +9,10 @@
  *                                     WORKER_ANNOUNCE_AFTER_MS (Redis mode)
  *   cycle timer                       Redis-less mode, or Redis down for
  *                                     REDIS_FALLBACK_AFTER_MS: a cycle per interval
- * Each thread owns its connections (a queue handle per transport, a
- * PostgreSQL connection for the jobs, an HTTP client); nothing is shared
+ * Each thread owns its queue handles (one per transport) and its HTTP
+ * client.  Runs of jobs that use the database borrow a connection from the
+ * worker's pool (DATABASE_POOL_SIZE) for the run; per-org slots and cycles
+ * use the process's session connections (session.h).  Otherwise nothing is shared
  * but the in-hand table (for the heartbeat) and atomic counters.
  *
  * Batches adapt: a thread claims one run at first and doubles its batch
@@ -20,7 +22,9 @@
  *
  * Shutdown: worker_stop() stops claiming; runs in hand finish; runs claimed
  * but not started are given back (deferred without counting an attempt).
- * worker_abort() additionally tells jobs to give up (the deadline passed).
+ * worker_abort() additionally tells jobs to give up (the deadline passed);
+ * a run that ends unsuccessfully after that is handed back the same way
+ * (deferred at once, no attempt counted): a deploy costs no attempt.
  */
 #ifndef JOBRUNNER_COMMON_WORKER_H
 #define JOBRUNNER_COMMON_WORKER_H

@@ -1,16 +1,19 @@
 /* health.c -- the consumer's health and metrics port (WORKER_HTTP_PORT).
  *
- *   GET /health        liveness: 200 while the process serves
+ *   GET /health        liveness: 200 while the process serves; answered
+ *                      from the process alone, never touching a dependency
  *   GET /health/ready  readiness: 503 while PostgreSQL (or Redis, in Redis
- *                      mode) cannot be reached; the checks are live: a
- *                      round trip to PostgreSQL, and for Redis a writable
- *                      master (rconn_check_master) that the worker can use
- *                      too (redisReachable is the same value)
+ *                      mode) cannot be reached, refuses connections, or its
+ *                      check is overdue ("database check timed out"); Redis
+ *                      must be a writable master (rconn_check_master) that
+ *                      the worker can use too (redisReachable is the same)
  *   GET /metrics       Prometheus text
  *
  * The port is served in every mode, JOB_RUNNER_ENABLED=false included
- * (debugging).  Checks use their own connections, serialised by a mutex:
- * probes are rare, and a probe must not take a worker's connection.
+ * (debugging).  Readiness and the queue depth of /metrics come from the
+ * probe thread (probe.h), refreshed in the background on its own
+ * connections with client-side timeouts: no handler waits for PostgreSQL
+ * or Redis, so a stalled database cannot take the health port down.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,7 +31,7 @@
 #include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
-#include "rconn.h"
+#include "probe.h"
 #include "util.h"
 #include "worker.h"
 
@@ -36,11 +39,7 @@ struct health {
 	const struct config *cfg;
 	_Atomic(struct worker *) w;   /* NULL when the job runner is disabled (set by main) */
 	struct httpd *srv;
-	pthread_mutex_t mu;
-	struct db db;
-	struct rconn rc;
-	int rc_ok;
-	struct enqueuer enq;          /* only for queue statistics (metrics) */
+	struct probe *probe;
 	int64_t started_ms;
 };
 
@@ -49,28 +48,16 @@ static void h_ready(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct health *h = req->app;
 	const struct config *cfg = h->cfg;
-	pthread_mutex_lock(&h->mu);
-	int64_t db_lat = 0, r_lat = 0;
-	int db_ok = db_ping(&h->db, &db_lat) == 0;
 	cJSON *checks = cJSON_CreateObject();
-	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, h->db.errstr));
 	int r_ok = 1;
+	int ok = probe_checks(h->probe, req, checks, &r_ok);
 	struct worker *w = atomic_load_explicit(&h->w, memory_order_acquire);
-	if (cfg->redis_url) {
-		char err[256] = "";
-		if (!h->rc_ok && (h->rc_ok = rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, sizeof err) == 0))
-			rconn_set_name(&h->rc, "health", cfg->consumer_name);
-		/* a writable master, not only an answer (a replica answers PING) */
-		r_ok = h->rc_ok && rconn_check_master(&h->rc, &r_lat, err, sizeof err) == 0;
-		/* and the worker's own view, so that redisReachable agrees */
-		if (r_ok && w && !worker_redis_ok(w)) {
-			r_ok = 0;
-			snprintf(err, sizeof err, "the worker cannot use Redis (its last claim failed)");
-		}
-		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, err));
+	/* and the worker's own view, so that redisReachable agrees */
+	if (cfg->redis_url && r_ok && w && !worker_redis_ok(w)) {
+		r_ok = ok = 0;
+		cJSON_ReplaceItemInObject(checks, "redis", httpd_check_for(req, "redis", 0, 0,
+			"the worker cannot use Redis (its last claim failed)"));
 	}
-	pthread_mutex_unlock(&h->mu);
-	int ok = db_ok && r_ok;
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
 	cJSON_AddStringToObject(o, "mode", "worker");
@@ -105,20 +92,6 @@ static void h_metrics(struct httpd_request *req, struct httpd_response *resp)
 	httpd_body(resp, 200, METRICS_CONTENT_TYPE, sb_detach(&sb), len);
 }
 
-/* jobrunner_queue_depth at scrape time, on the health port's own handles. */
-static void queue_depth(void *ctx, struct metrics_emitter *emit)
-{
-	struct health *h = ctx;
-	struct queue_stats qs;
-	const char *backend;
-	pthread_mutex_lock(&h->mu);
-	if (enqueuer_stats(&h->enq, &qs, &backend) == 0) {
-		jrm_emit_depth(emit, &qs);
-		queue_stats_free(&qs);
-	}
-	pthread_mutex_unlock(&h->mu);
-}
-
 static const struct httpd_route routes[] = {
 	{ "GET", "/health", httpd_ok, HTTPD_LIVENESS },
 	{ "GET", "/health/ready", h_ready, 0 },
@@ -130,10 +103,8 @@ struct health *health_start(const struct config *cfg, char *err, size_t errlen)
 	struct health *h = xcalloc(1, sizeof *h);
 	h->cfg = cfg;
 	h->started_ms = mono_ms();
-	pthread_mutex_init(&h->mu, NULL);
-	db_init(&h->db, cfg->database_url, "jobrunner-health", 5000);
-	enqueuer_init(&h->enq, cfg, cfg->consumer_name);
-	jrm_queue_depth_source(queue_depth, h);
+	h->probe = probe_start(cfg, cfg->consumer_name);
+	jrm_queue_depth_source(probe_queue_depth, h->probe);
 	struct httpd_options opt;
 	httpd_options_init(&opt);
 	opt.port = (int)cfg->worker_http_port;
@@ -165,10 +136,6 @@ void health_stop(struct health *h)
 	if (!h)
 		return;
 	httpd_stop(h->srv);
-	db_release(&h->db);
-	enqueuer_release(&h->enq);
-	if (h->rc_ok)
-		rconn_release(&h->rc);
-	pthread_mutex_destroy(&h->mu);
+	probe_stop(h->probe);
 	free(h);
 }

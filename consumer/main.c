@@ -65,6 +65,7 @@ int main(int argc, char **argv)
 	}
 	db_close(&db);   /* the worker threads open their own */
 	jrm_init();
+	app_log_connection_budget(&cfg, ROLE_CONSUMER);
 	if (app_redis_startup(&cfg, cfg.consumer_name, &rc))
 		goto out_db;
 

@@ -149,6 +149,7 @@ static int serve(struct config *cfg)
 		return rc;
 	if (cfg->migrate_only)
 		return EXIT_OK;
+	app_log_connection_budget(cfg, ROLE_PRODUCER);
 	if (app_redis_startup(cfg, cfg->consumer_name, &rc))
 		return rc;
 	if (!cfg->api_token || !*cfg->api_token)

@@ -1,12 +1,16 @@
 /* routes.c -- the producer's HTTP API (docs/operations.md, "Endpoints").
  *
  * The routes are a table; each handler validates its input and answers the
- * 4xx itself.  Handlers run on libmicrohttpd's pool threads at once, so each
- * borrows a connection set (struct api_conn: a PostgreSQL connection, an
- * enqueuer with its Redis and PostgreSQL queue handles, a Redis connection
- * for health checks) from a small pool for the length of the request: no
- * connection is ever used by two threads, and there is no connect per
- * request.
+ * 4xx itself.  Handlers that touch PostgreSQL or Redis run on httpd's
+ * worker threads (opt.workers), several at once, so each borrows a
+ * connection set (struct api_conn: a PostgreSQL connection, an enqueuer
+ * with its Redis and PostgreSQL queue handles, a Redis connection for the
+ * dashboard's latency figure) from a small pool for the
+ * length of the request: no connection is ever used by two threads, and
+ * there is no connect per request.  /api/health, /api/health/extended and
+ * /metrics are HTTPD_INLINE: they answer on the polling threads from the
+ * process alone and the background probe (probe.h), so they answer while
+ * every worker waits on a stalled dependency.
  *
  * The body of POST .../run is parsed and validated by runreq_parse()
  * (common/runreq.c, shared with the fuzz target tests/fuzz/fuzz_runreq.c).
@@ -36,10 +40,12 @@
 #include "jrmetrics.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "producer.h"
 #include "rconn.h"
 #include "registry.h"
 #include "runreq.h"
+#include "session.h"
 #include "util.h"
 #include "worker.h"
 
@@ -63,6 +69,7 @@ struct producer_api {
 	pthread_cond_t cv;
 	struct api_conn conns[API_POOL];
 	int busy[API_POOL];
+	struct probe *probe;         /* health/extended and the queue depth (probe.h) */
 	struct dashauth *auth;       /* the dashboard's sessions; NULL when off */
 	pthread_mutex_t stats_mu;    /* the stats answer, shared for STATS_CACHE_MS */
 	char *stats_text;
@@ -151,17 +158,13 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 {
 	struct producer_api *api = req->app;
 	const struct config *cfg = api->cfg;
-	struct api_conn *c = borrow(api);
-	int64_t db_lat = 0, r_lat = 0;
-	int db_ok = db_ping(&c->db, &db_lat) == 0;
-	char db_err[256], r_err[256] = "";
-	snprintf(db_err, sizeof db_err, "%s", c->db.errstr);
-	int r_ok = 1;
-	if (cfg->redis_url)
-		r_ok = redis_ping(c, cfg, &r_lat, r_err, sizeof r_err) == 0;
-	give_back(api, c);
-
-	int ok = db_ok && r_ok;
+	cJSON *checks = cJSON_CreateObject();
+	int ok = probe_checks(api->probe, req, checks, NULL);
+	if (!cfg->redis_url) {
+		cJSON *r = httpd_check(1, 0, NULL);   /* not used: Redis-less mode */
+		cJSON_AddBoolToObject(r, "configured", 0);
+		cJSON_AddItemToObject(checks, "redis", r);
+	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "status", ok ? "ok" : "degraded");
 	cJSON_AddStringToObject(o, "mode", "api");
@@ -169,14 +172,7 @@ static void h_health_extended(struct httpd_request *req, struct httpd_response *
 	cJSON_AddBoolToObject(jr, "enabled", cfg->job_runner_enabled);
 	cJSON_AddBoolToObject(jr, "workerMode", 0);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
-	cJSON *checks = cJSON_AddObjectToObject(o, "checks");
-	cJSON_AddItemToObject(checks, "database", httpd_check_for(req, "database", db_ok, db_lat, db_err));
-	if (cfg->redis_url)
-		cJSON_AddItemToObject(checks, "redis", httpd_check_for(req, "redis", r_ok, r_lat, r_err));
-	else
-		cJSON_AddItemToObject(checks, "redis", httpd_check(1, 0, NULL));   /* not used: Redis-less mode */
-	if (!cfg->redis_url)
-		cJSON_AddBoolToObject(cJSON_GetObjectItem(checks, "redis"), "configured", 0);
+	cJSON_AddItemToObject(o, "checks", checks);
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - api->started_ms) / 1000));
 	httpd_json(resp, ok ? 200 : 503, o);
@@ -282,19 +278,6 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	else
 		cJSON_AddStringToObject(q, "error", "queue statistics unavailable");
 	httpd_json(resp, 200, o);
-}
-
-static void queue_depth(void *ctx, struct metrics_emitter *emit)
-{
-	struct producer_api *api = ctx;
-	struct api_conn *c = borrow(api);
-	struct queue_stats qs;
-	const char *backend;
-	if (enqueuer_stats(&c->enq, &qs, &backend) == 0) {
-		jrm_emit_depth(emit, &qs);
-		queue_stats_free(&qs);
-	}
-	give_back(api, c);
 }
 
 static void h_prometheus(struct httpd_request *req, struct httpd_response *resp)
@@ -1105,10 +1088,10 @@ static void h_stats(struct httpd_request *req, struct httpd_response *resp)
 /* ------------------------------------------------------------------ */
 
 static const struct httpd_route routes[] = {
-	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS },
-	{ "GET", "/api/health/extended", h_health_extended, 0 },
+	{ "GET", "/api/health", httpd_ok, HTTPD_LIVENESS | HTTPD_INLINE },
+	{ "GET", "/api/health/extended", h_health_extended, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/metrics", h_jobs_metrics, 0 },
-	{ "GET", "/metrics", h_prometheus, 0 },
+	{ "GET", "/metrics", h_prometheus, HTTPD_INLINE },
 	{ "GET", "/api/integrations/jobs/dead", h_dead, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/retry", h_dead_retry_bulk, HTTPD_AUTH },
 	{ "POST", "/api/integrations/jobs/dead/{id}/retry", h_dead_retry, HTTPD_AUTH | HTTPD_NO_BODY },
@@ -1141,11 +1124,12 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	if (cfg->dashboard_enabled)
 		api->auth = dashauth_new(cfg->api_token, cfg->dashboard_session_ttl_ms);
 	for (int i = 0; i < API_POOL; i++) {
-		db_init(&api->conns[i].db, cfg->database_url, "jobrunner-api", 10000);
+		session_db_init(&api->conns[i].db, cfg, "jobrunner-api", 10000);
 		enqueuer_init(&api->conns[i].enq, cfg, "producer");
 	}
 	jrm_init();
-	jrm_queue_depth_source(queue_depth, api);
+	api->probe = probe_start(cfg, "producer");
+	jrm_queue_depth_source(probe_queue_depth, api->probe);
 	control_watch_start(cfg);   /* jobrunner_job_paused{job} */
 
 	struct httpd_options opt;
@@ -1158,6 +1142,7 @@ int producer_api_start(const struct config *cfg, struct worker *w, struct produc
 	opt.bind_addr = cfg->http_bind_address;
 	opt.conn_timeout_ms = cfg->http_timeout_ms;
 	opt.threads = API_POOL;
+	opt.workers = API_POOL;   /* handlers that wait on PostgreSQL or Redis */
 	size_t nroutes = JR_ARRAY_LEN(routes);
 	if (cfg->dashboard_enabled)
 		opt.alt_auth = dash_alt_auth;   /* the session cookie, besides the Bearer token */
@@ -1180,6 +1165,7 @@ void producer_api_stop(struct producer_api *api)
 	if (!api)
 		return;
 	httpd_stop(api->srv);
+	probe_stop(api->probe);
 	control_watch_stop();
 	for (int i = 0; i < API_POOL; i++) {
 		db_release(&api->conns[i].db);

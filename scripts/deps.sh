@@ -11,11 +11,12 @@
 #
 # postgresql-15 may create and start a "main" cluster through its service on
 # install; nothing relies on it (the tests start their own servers on free
-# ports), and it does no harm.
+# ports), and it does no harm.  pgbouncer likewise: the tests run their own
+# (tests/support/harness.py PgBouncer) in front of their own PostgreSQL.
 set -eu
 
 BUILD="cmake gcc clang pkg-config make libhiredis-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev libcurl4-openssl-dev"
-SERVERS="redis-server redis-sentinel postgresql-15"
+SERVERS="redis-server redis-sentinel postgresql-15 pgbouncer"
 TESTS="python3 python3-pytest python3-psycopg2 python3-redis python3-yaml python3-jsonschema curl procps chromium nodejs openssl"
 BENCH=""
 [ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"

@@ -46,4 +46,5 @@ static void noop_run(struct job_ctx *ctx, struct run_result *out)
 const struct job_def job_noop = {
 	.name = "noop",
 	.run = noop_run,
+	.no_db = 1,
 };

@@ -12,7 +12,7 @@
  * on CONFIG_ERR the message is a non-empty NUL-terminated string that does
  * not contain the value of a secret variable (API_TOKEN, META_APP_SECRET,
  * DATABASE_URL) of 8 bytes or more (unless another, non-secret input holds
- * that text too); on CONFIG_OK an API token has at least
+ * that text too, or the message says it whatever the value is); on CONFIG_OK an API token has at least
  * CONFIG_MIN_TOKEN_LEN characters, DATABASE_URL is set, a consumer name
  * is at most 100 characters; config_free() releases everything.
  */
@@ -38,6 +38,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 static const char *const secret_vars[] = { "API_TOKEN", "META_APP_SECRET", "DATABASE_URL" };
+
+/* 1 when the text of secret i is in the message whatever the secret's
+ * value: config_load() again with the value replaced by other bytes of the
+ * same length still says it ("PI_TOKEN" is in "invalid API_TOKEN: ..."). */
+static int in_template(enum config_role role, int argc, char **argv, size_t i, const char *secret)
+{
+	size_t n = strlen(secret);
+	char *other = malloc(n + 1);
+	if (!other)
+		return 1;
+	memset(other, secret[0] == 'Z' ? 'Y' : 'Z', n);
+	other[n] = '\0';
+	setenv(secret_vars[i], other, 1);
+	struct config cfg;
+	char err[512] = "";
+	config_load(&cfg, role, argc, argv, err, sizeof err);
+	config_free(&cfg);
+	setenv(secret_vars[i], secret, 1);
+	free(other);
+	return strstr(err, secret) != NULL;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -109,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!memchr(err, '\0', sizeof err) || err[0] == '\0')
 			abort();
 		for (size_t i = 0; i < 3; i++)
-			if (secrets[i] && strstr(err, secrets[i]))
+			if (secrets[i] && strstr(err, secrets[i]) && !in_template(role, argc, argv, i, secrets[i]))
 				abort();   /* a secret in a message that is logged */
 	}
 	if (rc == CONFIG_OK) {

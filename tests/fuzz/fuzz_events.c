@@ -1,7 +1,8 @@
 /* fuzz_events.c -- libFuzzer target: decoding a jr:events entry
- * (history_decode_entry() in common/history.c), the code every history
- * writer runs on what the consumers -- or anyone with write access to
- * Redis -- appended to the events stream.
+ * (history_decode_entry() in common/history.c, on revent_decode() of
+ * common/revent.c), the code every history writer runs on what the
+ * consumers -- or anyone with write access to Redis -- appended to the
+ * events stream.
  *
  * Input layout: the entry's flat field array, one element per
  * NUL-separated chunk, built as the redisReply that XREADGROUP returns (an

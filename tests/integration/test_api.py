@@ -433,9 +433,13 @@ def test_jobs_metrics_values_and_queue_counts(fresh):
     assert noop["lastRunAt"] is None and noop["runCount"] == 0
     assert data["queue"]["running"] == 0
     assert data["queue"]["delayed"] == 1
-    # the same numbers in Prometheus
-    _, _, text = api.get("/metrics", token="")
-    _, samples = prometheus(text)
+    # the same numbers in Prometheus, once the background probe (about
+    # once a second) has read them
+    def depth_seen():
+        _, _, text = api.get("/metrics", token="")
+        _, smp = prometheus(text)
+        return smp if metric(smp, "jobrunner_queue_depth", state="queued") == 3 else None
+    samples = harness.wait_until(depth_seen, timeout=10, msg="queue depth in /metrics")
     assert metric(samples, "jobrunner_queue_depth", state="queued") == 3
     assert metric(samples, "jobrunner_queue_depth", state="dead") == 1
     assert metric(samples, "jobrunner_queue_depth", state="delayed") == 1

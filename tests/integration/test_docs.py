@@ -570,7 +570,8 @@ def test_kustomize_builds():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
-    assert sorted(kinds) == ["ConfigMap", "Deployment", "Deployment", "Service"], kinds
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget",
+                             "Service"], kinds
 
 
 # ---------------------------------------------------------------------------

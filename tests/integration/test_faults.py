@@ -94,7 +94,7 @@ def test_a_malformed_entry_is_recorded_with_the_entry_time(bins, db, db_url, red
     entry_ms = int(entry.split("-")[0])
     harness.wait_until(lambda: db.scalar("SELECT count(*) FROM job_runs WHERE status = 'dead'"
                                          " AND error LIKE 'malformed entry:%%'") == 1,
-                       timeout=15, msg="the malformed entry recorded dead")
+                       timeout=60, msg="the malformed entry recorded dead")
     enq = db.scalar("SELECT (extract(epoch from enqueued_at) * 1000)::bigint FROM job_runs"
                     " WHERE error LIKE 'malformed entry:%%'")
     assert abs(enq - entry_ms) <= 1, (enq, entry_ms)
@@ -315,11 +315,48 @@ def test_queue_depth_is_labelled_cluster_wide_and_says_how_to_aggregate(bins, db
                         WORKER_HTTP_PORT=port)).wait_for_log({"event": "job_runner_disabled"},
                                                              timeout=20)
     jrcli.enqueue(bins, db_url, "noop", count=3)
-    texts = [harness.http("GET", url + "/metrics")[2],
-             harness.http("GET", "http://127.0.0.1:%d/metrics" % port)[2]]
+    # the depth comes from each process's background probe (about once a
+    # second): wait until both have read the three runs
+    def seen(u):
+        text = harness.http("GET", u)[2]
+        _t, smp = apiclient.prometheus(text)
+        return text if apiclient.metric(smp, "jobrunner_queue_depth", state="queued",
+                                        scope="cluster") == 3 else None
+    texts = [harness.wait_until(lambda u=u: seen(u), timeout=10, msg="queue depth at " + u)
+             for u in (url + "/metrics", "http://127.0.0.1:%d/metrics" % port)]
     for text in texts:
         _types, samples = apiclient.prometheus(text)
         assert apiclient.metric(samples, "jobrunner_queue_depth", state="queued",
                                 scope="cluster") == 3, text
         help_line = [x for x in text.splitlines() if x.startswith("# HELP jobrunner_queue_depth")]
         assert help_line and "max by (state)" in help_line[0] and "never sum" in help_line[0]
+
+
+def test_a_keyed_run_is_not_starved_by_a_busy_stream(bins, db, db_url, redis_server, spawn):
+    """Keyed runs travel through PostgreSQL: a stream that always has runs
+    must not keep them waiting (the poll of the PostgreSQL queue comes
+    before the stream's claim when it is due)."""
+    import threading
+    jrcli.migrate(bins, db_url)
+    jrredis.consumer(spawn, db_url, redis_server, "st-a", WORKER_CONCURRENCY=2)
+    _prod, url = _producer(spawn, db_url, redis_server)
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            _post(url, "noop", [{"payload": {"sleepMs": 2}}] * 100)
+    bg = threading.Thread(target=load, daemon=True)
+    bg.start()
+    try:
+        time.sleep(1.0)
+        st, _h, body = _post(url, "noop", {"idempotencyKey": "busy-1"})
+        assert st == 202, body
+        rid = body["id"]
+        harness.wait_until(lambda: db.scalar("SELECT started_at FROM job_runs WHERE id = %s",
+                                             (rid,)) is not None,
+                           timeout=8, msg="the keyed run to start while the stream is busy")
+        assert db.scalar("SELECT count(*) FROM job_runs WHERE transport = 'redis'"
+                         " AND status <> 'succeeded'") > 0, "the stream was not busy"
+    finally:
+        stop.set()
+        bg.join(30)

@@ -8,6 +8,7 @@ Each test here reproduced a finding before its fix (see the docstrings).
 
 import json
 import socket
+import struct
 import time
 import uuid
 
@@ -188,6 +189,13 @@ def test_api_keeps_what_it_accepts(api, pg):
 # ---- 3. memory and connections ---------------------------------------------
 
 
+def _slack(pid):
+    """How much more memory a sanitizer build holds (ASan keeps freed
+    blocks in quarantine and pads every allocation): 1 otherwise."""
+    with open("/proc/%d/maps" % pid) as f:
+        return 2.5 if "libasan" in f.read() else 1
+
+
 def _rss_kib(pid, field="VmRSS"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -220,7 +228,8 @@ def test_declared_bodies_are_not_allocated(pg):
         # only what it touched so far: a declared size reserved is memory
         # the next bytes, or a reuse of freed dirty pages, make resident
         grown = _rss_kib(s.producer.pid, "VmData") - before
-        assert grown < 40 * 1024, "VmData grew %d KiB for 150 declared 1 MiB bodies" % grown
+        assert grown < 40 * 1024 * _slack(s.producer.pid), \
+            "VmData grew %d KiB for 150 declared 1 MiB bodies" % grown
     finally:
         for x in socks:
             x.close()
@@ -247,7 +256,8 @@ def test_routes_without_a_body_store_none(pg):
             socks.append(x)
         time.sleep(1.0)
         grown = _rss_kib(s.producer.pid) - before
-        assert grown < 30 * 1024, "RSS grew %d KiB holding 80 unread bodies" % grown
+        assert grown < 30 * 1024 * _slack(s.producer.pid), \
+            "RSS grew %d KiB holding 80 unread bodies" % grown
         for x in socks:
             x.close()
         socks = []
@@ -277,7 +287,7 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert st == 200, (st, d)
         st, _, d = s.api.get("/api/integrations/jobs/dead?limit=1000", timeout=60)
         peak = _rss_kib(s.producer.pid) - before
-        assert peak < 80 * 1024, "RSS grew %d KiB" % peak
+        assert peak < 80 * 1024 * _slack(s.producer.pid), "RSS grew %d KiB" % peak
         runs = d["runs"]
         assert len(runs) == 40
         with_payload = [r for r in runs if r["payload"] is not None]
@@ -288,6 +298,15 @@ def test_dead_list_never_parses_payloads_and_caps_the_answer(pg):
         assert runs == sorted(runs, key=lambda r: r["finishedAt"], reverse=True)
         one = s.api.run(omitted[0]["id"])   # the full run is one GET away
         assert one["payload"]["n"] == int(omitted[0]["id"][5:])
+        # the run search pages the same way
+        st, _, d = s.api.get("/api/integrations/jobs/runs?status=dead&limit=500", timeout=60)
+        assert st == 200, (st, d)
+        found = d["runs"]
+        assert len(found) == 40
+        kept = [r for r in found if r["payload"] is not None]
+        assert 8 <= len(kept) < 40 and all(r.get("payloadOmitted") for r in found[len(kept):])
+        peak = _rss_kib(s.producer.pid) - before
+        assert peak < 80 * 1024 * _slack(s.producer.pid), "RSS grew %d KiB" % peak
     finally:
         s.stop()
 
@@ -302,6 +321,8 @@ def _hold(port, n, src="127.0.0.1"):
         batch = []
         for _ in range(n - len(out)):
             x = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+            # closed with a reset: no TIME_WAIT left on this address's port
+            x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             x.sendall(b"GET /hea")
             batch.append(x)
         time.sleep(0.4)   # an overflow answer comes within 200 ms
@@ -548,8 +569,12 @@ def test_health_answers_say_a_category_unless_authenticated(pg_fresh):
         port = str(pg_fresh.port)
 
         def down(api, path):
+            # the first check after the stop may see its open connection
+            # lost; from then on a new one is refused
             st, _, d = api.get(path, token="")
-            return d if st == 503 else None
+            if st != 503 or d["checks"]["database"]["error"].endswith("connection lost"):
+                return None
+            return d
         for api, path in ((s.api, "/api/health/extended"), (health, "/health/ready")):
             d = harness.wait_until(lambda: down(api, path), timeout=30,
                                    msg="%s to answer 503" % path)

@@ -85,6 +85,11 @@ def test_runs_over_tls_and_clear_refusals(bins, db, db_url, spawn, certs):
     assert rc == 2 and "REDIS_TLS_CA_FILE" in out, out
     c.close()
     r.cleanup()
+    # a server whose certificate has expired
+    old = jrdeploy.TlsRedis(certs, cert=certs["expired"])
+    rc, out = start_check(bins, db_url, old.url, REDIS_TLS_CA_FILE=certs["ca"])
+    assert rc == 3 and "certificate expired" in out, out
+    old.cleanup()
 
 
 # --------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def free_port():
             except OSError:
                 continue
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         return s.getsockname()[1]
 
 
@@ -351,12 +351,34 @@ class PgDatabase:
         return rows[0][0] if rows else None
 
 
-class Postgres(PgDatabase):
+class _Server:
+    """What the throwaway servers share: their log, their line in failure
+    reports, their cleanup.  Subclasses set KIND, port, log_path, dir,
+    closed and stop()."""
+    KIND = "server"
+
+    def log_tail(self, n=TAIL_LINES):
+        return tail_file(self.log_path, n)
+
+    def describe(self):
+        return "%s :%d (%s)" % (self.KIND, self.port, self.log_path)
+
+    def cleanup(self):
+        """Stops the server and removes its directory (unless JR_KEEP_TMP)."""
+        if self.closed:
+            return
+        self.stop(timeout=10)
+        self.closed = True
+        _remove_tree(self.dir)
+
+
+class Postgres(PgDatabase, _Server):
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:port (database
     `postgres`, user `postgres`, trust auth).  Started by the constructor
     unless start=False.  `settings` adds/overrides server settings.
     fsync is off (fast), but synchronous_commit stays on: a committed
     transaction is in the kernel, so it survives kill() (a process crash)."""
+    KIND = "postgres"
 
     BASE_SETTINGS = {
         "listen_addresses": "127.0.0.1",
@@ -525,30 +547,18 @@ class Postgres(PgDatabase):
         self._dbs.append(db)
         return db
 
-    def log_tail(self, n=TAIL_LINES):
-        return tail_file(self.log_path, n)
-
-    def describe(self):
-        return "postgres :%d (%s)" % (self.port, self.log_path)
-
-    def cleanup(self):
-        """Stops the server and removes its directory (unless JR_KEEP_TMP)."""
-        if self.closed:
-            return
-        self.stop(timeout=10)
-        self.closed = True
-        _remove_tree(self.dir)
 
 
 # --------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------
 
-class Redis:
+class Redis(_Server):
     """A throwaway redis-server on 127.0.0.1:port.  No RDB snapshots;
     appendonly=True turns on the AOF with appendfsync always, so data written
     before a kill() is back after start().  extra_args (a list of strings,
     e.g. ["--maxmemory", "10mb"]) come last and so override the defaults."""
+    KIND = "redis"
 
     def __init__(self, appendonly=False, extra_args=(), port=None, start=True,
                  name="redis"):
@@ -636,16 +646,98 @@ class Redis:
         self.stop()
         return self.start()
 
+
+
+# --------------------------------------------------------------------------
+# PgBouncer
+# --------------------------------------------------------------------------
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+
+class PgBouncer:
+    """Debian's pgbouncer in front of a Postgres cluster, on 127.0.0.1:port,
+    in its own temporary directory, run as the `postgres` user when we are
+    root (pgbouncer refuses to run as root).  pool_mode is "transaction" or
+    "session"; pool_size is default_pool_size (server connections per
+    database and user).  url(dbname) is the pooled URL of a database."""
+
+    def __init__(self, cluster, pool_mode="transaction", pool_size=5, port=None, start=True):
+        self.cluster = cluster
+        self.pool_mode = pool_mode
+        self.pool_size = pool_size
+        self.port = port or free_port()
+        self.dir = make_tmpdir("pgbouncer")
+        self.log_path = os.path.join(self.dir, "pgbouncer.log")
+        self.ini = os.path.join(self.dir, "pgbouncer.ini")
+        self.proc = None
+        self.closed = False
+        _REGISTRY.append(self)
+        with open(os.path.join(self.dir, "userlist.txt"), "w") as f:
+            f.write('"postgres" ""\n')
+        with open(self.ini, "w") as f:
+            f.write("[databases]\n* = host=127.0.0.1 port=%d\n\n[pgbouncer]\n"
+                    "listen_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                    "auth_type = trust\nauth_file = %s\npool_mode = %s\n"
+                    "default_pool_size = %d\nmax_client_conn = 500\n"
+                    "server_reset_query = DISCARD ALL\n"
+                    "ignore_startup_parameters = extra_float_digits\n"
+                    % (cluster.port, self.port, os.path.join(self.dir, "userlist.txt"),
+                       pool_mode, pool_size))
+        if _is_root():
+            for name in os.listdir(self.dir):
+                shutil.chown(os.path.join(self.dir, name), "postgres", "postgres")
+            shutil.chown(self.dir, "postgres", "postgres")
+        if start:
+            self.start()
+
+    def url(self, dbname):
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, dbname)
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=20.0):
+        if self.running:
+            return self
+        self.proc = _popen([PGBOUNCER, self.ini], env={"PATH": "/usr/bin:/bin"},
+                           log_path=self.log_path, cwd=self.dir, as_postgres=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("pgbouncer exited with %s; log tail:\n%s"
+                                   % (self.proc.returncode, tail_file(self.log_path)))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise RuntimeError("pgbouncer not listening after %.0fs; log tail:\n%s"
+                                   % (timeout, tail_file(self.log_path)))
+            time.sleep(0.05)
+
+    def stop(self, timeout=10.0):
+        if not self.running:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc)
+            self.proc.wait()
+
     def log_tail(self, n=TAIL_LINES):
         return tail_file(self.log_path, n)
 
     def describe(self):
-        return "redis :%d (%s)" % (self.port, self.log_path)
+        return "pgbouncer :%d %s (%s)" % (self.port, self.pool_mode, self.log_path)
 
     def cleanup(self):
         if self.closed:
             return
-        self.stop(timeout=10)
+        self.stop()
         self.closed = True
         _remove_tree(self.dir)
 

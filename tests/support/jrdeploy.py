@@ -32,8 +32,9 @@ def _openssl(args, cwd):
 
 def make_certs(d):
     """Writes ca.pem, server.pem, server.key (CN localhost, SAN localhost
-    and 127.0.0.1, signed by ca.pem) and other-ca.pem into d; returns a dict
-    of their paths.  EC keys: fast to make."""
+    and 127.0.0.1, signed by ca.pem), expired.pem (the same, expired) and
+    other-ca.pem into d; returns a dict of their paths.  EC keys: fast to
+    make."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl(["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
               "-subj", "/CN=jobrunner test CA"], d)
@@ -45,21 +46,24 @@ def make_certs(d):
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     _openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
               "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"], d)
+    # the same name and CA, but expired (notAfter a day before notBefore)
+    _openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+              "-CAcreateserial", "-out", "expired.pem", "-days", "-1", "-extfile", "san.ext"], d)
     os.chmod(os.path.join(d, "server.key"), 0o644)
     return {k: os.path.join(d, v) for k, v in (
         ("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"),
-        ("other_ca", "other-ca.pem"))}
+        ("other_ca", "other-ca.pem"), ("expired", "expired.pem"))}
 
 
 class TlsRedis(harness.Redis):
     """redis-server with --port 0 and --tls-port: TLS only.  url is the
     rediss:// URL for the name 'localhost' (the certificate's)."""
 
-    def __init__(self, certs, **kw):
+    def __init__(self, certs, cert=None, **kw):
         self.certs = certs
         super().__init__(extra_args=[
             "--port", "0", "--tls-port", str(kw.pop("port", None) or harness.free_port()),
-            "--tls-cert-file", certs["cert"], "--tls-key-file", certs["key"],
+            "--tls-cert-file", cert or certs["cert"], "--tls-key-file", certs["key"],
             "--tls-ca-cert-file", certs["ca"], "--tls-auth-clients", "no"], **kw)
 
     @property
@@ -75,8 +79,11 @@ class TlsRedis(harness.Redis):
         kw.setdefault("decode_responses", True)
         kw.setdefault("socket_timeout", 10)
         kw.setdefault("socket_connect_timeout", 5)
+        # the test's own client does not verify (the expired server too
+        # must answer its readiness ping); jobrunner's verification is what
+        # the tests check
         return redis.Redis(host="127.0.0.1", port=self.tls_port, ssl=True,
-                           ssl_ca_certs=self.certs["ca"], ssl_check_hostname=False, **kw)
+                           ssl_cert_reqs="none", ssl_check_hostname=False, **kw)
 
 
 class Sentinel:

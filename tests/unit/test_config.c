@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "db.h"
 #include "unit.h"
 
 static const char *const vars[] = { "WORKER_MODE", "JOB_RUNNER_ENABLED", "JOB_RUNNER_INTERVAL_MS", "PORT",
@@ -149,10 +150,52 @@ static void test_redact_url(void)
 	CHECK_STR(out, "redis://r:6379");
 }
 
+/* db_redact(): host, port, dbname and user only, for both forms, whatever
+ * the password holds; an unparsable string is never echoed. */
+static void test_db_redact(void)
+{
+	char out[256];
+	db_redact("host=db.internal port=5432 dbname=app user=jr password='p@ss:w/o%rd x' sslmode=require",
+		  out, sizeof out);
+	CHECK_STR(out, "host=db.internal port=5432 dbname=app user=jr");
+	db_redact("postgresql://jr:p%40ss%3Aw%2Fo%25rd%20x@db.internal:6543/app?sslmode=verify-full",
+		  out, sizeof out);
+	CHECK_STR(out, "host=db.internal port=6543 dbname=app user=jr");
+	db_redact("host=db password='p@ss", out, sizeof out);   /* unterminated quote */
+	CHECK_STR(out, "(unparsable connection string)");
+	db_redact("postgresql://jr:secret@[bad", out, sizeof out);
+	CHECK(strstr(out, "secret") == NULL);
+	db_redact(NULL, out, sizeof out);
+	CHECK_STR(out, "(unset)");
+}
+
+/* A DATABASE_URL libpq cannot parse stops start-up naming the variable,
+ * without the value. */
+static void test_bad_dsn_not_echoed(void)
+{
+	struct config cfg;
+	char err[512];
+	char *argv[] = { "consumer", NULL };
+	setenv("DATABASE_URL", "host=db password='hunter2 @:/%", 1);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(strstr(err, "DATABASE_URL") != NULL);
+	CHECK(strstr(err, "hunter2") == NULL);
+	config_free(&cfg);
+	setenv("DATABASE_URL", "postgresql://u@h/db", 1);
+	setenv("DATABASE_DIRECT_URL", "postgresql://u:hunter2@[oops", 1);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(strstr(err, "DATABASE_DIRECT_URL") != NULL);
+	CHECK(strstr(err, "hunter2") == NULL);
+	config_free(&cfg);
+	unsetenv("DATABASE_DIRECT_URL");
+}
+
 int main(void)
 {
 	static const struct unit_test tests[] = {
 		{ "defaults_by_role", test_defaults_by_role },
+		{ "db_redact", test_db_redact },
+		{ "bad_dsn_not_echoed", test_bad_dsn_not_echoed },
 		{ "refusals_name_the_variable", test_refusals_name_the_variable },
 		{ "flags_override_env_and_stop_at_args", test_flags_override_env_and_stop_at_args },
 		{ "empty_is_unset", test_empty_is_unset },

@@ -102,12 +102,6 @@ static void test_origin(void)
 	CHECK(!dashauth_origin_matches(NULL, "h"));
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "cookie_roundtrip_and_tampering", test_cookie_roundtrip_and_tampering },
-		{ "rate_limit", test_rate_limit },
-		{ "origin", test_origin },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(cookie_roundtrip_and_tampering),
+	  UNIT_TEST(rate_limit),
+	  UNIT_TEST(origin))

@@ -261,15 +261,9 @@ static void test_day_range(void)
 	CHECK(graph_day_range(now, -3, since, until) == -1);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "hmac_rfc4231", test_hmac_rfc4231 },
-		{ "classify", test_classify },
-		{ "usage_header", test_usage_header },
-		{ "redaction", test_redaction },
-		{ "graph_on_loopback", test_graph_on_loopback },
-		{ "day_range", test_day_range },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(hmac_rfc4231),
+	  UNIT_TEST(classify),
+	  UNIT_TEST(usage_header),
+	  UNIT_TEST(redaction),
+	  UNIT_TEST(graph_on_loopback),
+	  UNIT_TEST(day_range))

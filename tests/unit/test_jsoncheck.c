@@ -106,15 +106,9 @@ static void test_clean(void)
 	CHECK(text_clean(out, "", 7) == 0 && out[0] == '\0');
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "values", test_values },
-		{ "depth", test_depth },
-		{ "strings", test_strings },
-		{ "numbers", test_numbers },
-		{ "text", test_text },
-		{ "clean", test_clean },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(values),
+	  UNIT_TEST(depth),
+	  UNIT_TEST(strings),
+	  UNIT_TEST(numbers),
+	  UNIT_TEST(text),
+	  UNIT_TEST(clean))

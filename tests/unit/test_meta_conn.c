@@ -56,12 +56,6 @@ static void test_permanent_and_auth_fail(void)
 	CHECK(r.outcome == RUN_RETRY && r.retry_after_ms == 0);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "all_ok", test_all_ok },
-		{ "retry_wins_and_waits_longest", test_retry_wins_and_waits_longest },
-		{ "permanent_and_auth_fail", test_permanent_and_auth_fail },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(all_ok),
+	  UNIT_TEST(retry_wins_and_waits_longest),
+	  UNIT_TEST(permanent_and_auth_fail))

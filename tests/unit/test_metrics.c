@@ -331,14 +331,8 @@ static void test_concurrent_updates(void)
 	metrics_free(reg);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "exact_text", test_exact_text },
-		{ "histogram_default_buckets", test_histogram_default_buckets },
-		{ "labels_escaped_and_bounded", test_labels_escaped_and_bounded },
-		{ "registration", test_registration },
-		{ "concurrent_updates", test_concurrent_updates },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(exact_text),
+	  UNIT_TEST(histogram_default_buckets),
+	  UNIT_TEST(labels_escaped_and_bounded),
+	  UNIT_TEST(registration),
+	  UNIT_TEST(concurrent_updates))

@@ -71,12 +71,6 @@ static void test_rargv(void)
 	rargv_release(&a);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "urls", test_urls },
-		{ "down_fails_fast", test_down_fails_fast },
-		{ "rargv", test_rargv },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(urls),
+	  UNIT_TEST(down_fails_fast),
+	  UNIT_TEST(rargv))

@@ -166,13 +166,7 @@ static void test_delay(void)
 	}
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "single_and_empty", test_single_and_empty },
-		{ "bulk", test_bulk },
-		{ "errors", test_errors },
-		{ "delay", test_delay },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(single_and_empty),
+	  UNIT_TEST(bulk),
+	  UNIT_TEST(errors),
+	  UNIT_TEST(delay))

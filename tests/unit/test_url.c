@@ -106,12 +106,6 @@ static void test_redact(void)
 	CHECK(url_password("redis://h", raw, sizeof raw, dec, sizeof dec) == 0);
 }
 
-int main(void)
-{
-	static const struct unit_test tests[] = {
-		{ "redis_forms", test_redis_forms },
-		{ "refusals_quote_no_secret", test_refusals_quote_no_secret },
-		{ "redact", test_redact },
-	};
-	return unit_run(tests, JR_ARRAY_LEN(tests));
-}
+UNIT_MAIN(UNIT_TEST(redis_forms),
+	  UNIT_TEST(refusals_quote_no_secret),
+	  UNIT_TEST(redact))

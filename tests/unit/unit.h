@@ -64,4 +64,15 @@ void unit_http_header(const struct unit_http_request *rq, const char *name, char
 /* Runs every test, prints "N passed, N failed" and returns main's exit code. */
 int unit_run(const struct unit_test *tests, size_t n);
 
+/* The main() of a test file without set-up:
+ *   UNIT_MAIN(UNIT_TEST(parse), UNIT_TEST(redact))
+ * runs test_parse and test_redact, named "parse" and "redact". */
+#define UNIT_TEST(name) { #name, test_##name }
+#define UNIT_MAIN(...)                                                        \
+	int main(void)                                                        \
+	{                                                                     \
+		static const struct unit_test tests[] = { __VA_ARGS__ };      \
+		return unit_run(tests, JR_ARRAY_LEN(tests));                  \
+	}
+
 #endif
