@@ -2,8 +2,10 @@
 and PostgreSQL: runs that succeed at their first attempt leave no row in
 job_runs; a run that failed keeps its row to its final state (succeeded
 after a retry, or dead); GET /runs/{id} of an unrecorded run answers 404
-saying why; a bad value stops start-up naming the variable.  The history
+saying why; the successes put no event on jr:events; a bad value stops start-up naming the variable.  The history
 writer works behind the stream: every check polls."""
+
+import json
 
 import harness
 import jrcli
@@ -47,6 +49,13 @@ def test_failures_mode_records_only_runs_that_failed(bins, db, db_url, redis_ser
                        msg="the history writer read and acknowledged everything")
     assert db.scalar("SELECT count(*) FROM job_runs WHERE id = ANY(%s)", (ok,)) == 0
     assert db.scalar("SELECT count(*) FROM job_runs WHERE transport = 'redis'") == 2
+    # the successes at the first attempt put no event on jr:events either:
+    # what is there is ft's failure and success, fa's failure and death
+    events = []
+    for _, f in r.xrange("jr:events"):
+        events += json.loads(f["e"])
+    assert sorted((e["id"], e["status"]) for e in events) == sorted(
+        [(ft, "failed"), (ft, "succeeded"), (fa, "failed"), (fa, "dead")]), events
 
     api_port = harness.free_port()
     api = spawn("producer", env=jrredis.env(db_url, redis_server, PORT=api_port, API_TOKEN=TOKEN,
