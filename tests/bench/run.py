@@ -78,23 +78,23 @@ REPEAT = 3          # throughput figures: best of this many rounds (full mode)
 
 # Sizes: (full, --quick)
 SIZES = {
-    "raw_n": (300000, 100000),
-    "bull_enqueue": (30000, 10000),
-    "bull_process": ({1: 5000, 10: 20000, 50: 30000, 200: 30000},
+    "raw_n": (200000, 100000),
+    "bull_enqueue": (20000, 10000),
+    "bull_process": ({1: 3000, 10: 10000, 50: 20000, 200: 20000},
                      {1: 2000, 10: 5000, 50: 5000, 200: 5000}),
-    "latency_samples": (200, 50),
-    "boss_enqueue": (30000, 10000),
+    "latency_samples": (100, 50),
+    "boss_enqueue": (20000, 10000),
     "boss_process": ([(100, 1), (1000, 1), (100, 4)], [(1000, 1)]),
     "boss_work": ([(100, 1), (100, 4), (1000, 2)], [(100, 4)]),
     "gw_process": ([(10, 0), (50, 0), (10, 50), (50, 200)], [(10, 50)]),
-    "gw_process_n": (20000, 10000),
+    "gw_process_n": (15000, 10000),
     "gw_latency_samples": (100, 30),
     "io_n": (10000, 2000),
-    "boss_process_n": (30000, 10000),
+    "boss_process_n": (20000, 10000),
     "boss_latency_samples": (20, 8),
-    "jr_cli": ({"redis": 100000, "redisless": 60000}, {"redis": 50000, "redisless": 20000}),
-    "jr_bulk_requests": (10, 3),
-    "jr_process": ({"redis": 100000, "redisless": 60000}, {"redis": 30000, "redisless": 20000}),
+    "jr_cli": ({"redis": 100000, "redisless": 40000}, {"redis": 50000, "redisless": 20000}),
+    "jr_bulk_requests": (6, 3),
+    "jr_process": ({"redis": 60000, "redisless": 40000}, {"redis": 30000, "redisless": 20000}),
 }
 
 
