@@ -321,7 +321,7 @@ def flush(redis):
 # Raw limit, BullMQ, pg-boss
 # --------------------------------------------------------------------------
 
-def bench_raw(redis, quick):
+def bench_raw(redis, quick, first=True):
     n = size("raw_n", quick)
     flush(redis)
     say("raw: XADD x%d pipelined" % n)
@@ -335,10 +335,12 @@ def bench_raw(redis, quick):
         out["cpu_us"] = cpu_us(n, client=children_cpu_s() - c0, redis=redis_cpu_s(redis) - r0)
         return out
     drain = best_of(drain_once, quick)
-    say("raw: enqueue-to-start latency")
-    lat = rawloop(redis, "latency", size("latency_samples", quick), 0)
+    out = {"xadd": xadd, "drain": drain}
+    if first:
+        say("raw: enqueue-to-start latency")
+        out["latency"] = rawloop(redis, "latency", size("latency_samples", quick), 0)
     flush(redis)
-    return {"xadd": xadd, "drain": drain, "latency": lat}
+    return out
 
 
 def bench_bullmq(redis, quick, first=True):
@@ -1331,7 +1333,7 @@ def main():
                 say("round %d of %d" % (rnd + 1, 1 if args.quick else REPEAT))
                 r = {}
                 if "raw" in only:
-                    r["raw"] = bench_raw(redis, args.quick)
+                    r["raw"] = bench_raw(redis, args.quick, first)
                 if "jr-redis" in only:
                     if redis_transport_present():
                         r["jr-redis"] = bench_jr("redis", pg, redis, args.quick,
