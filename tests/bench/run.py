@@ -1307,6 +1307,18 @@ def redis_transport_present():
     return not ("placeholder" in text[:400] and "not built yet" in text)
 
 
+def attempt(what, fn, rnd):
+    """fn(), or None when it failed in a later round (said, and the first
+    rounds' figures stand); a failure in the first round stops the run."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        if rnd == 0:
+            raise
+        say("%s failed in round %d (its earlier rounds stand): %s" % (what, rnd + 1, e))
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1340,26 +1352,27 @@ def main():
                 say("round %d of %d" % (rnd + 1, 1 if args.quick else REPEAT))
                 r = {}
                 if "raw" in only:
-                    r["raw"] = bench_raw(redis, args.quick, first)
+                    r["raw"] = attempt("raw", lambda: bench_raw(redis, args.quick, first), rnd)
                 if "jr-redis" in only:
                     if redis_transport_present():
-                        r["jr-redis"] = bench_jr("redis", pg, redis, args.quick,
-                                                 not args.no_profile, first)
+                        r["jr-redis"] = attempt("jr-redis", lambda: bench_jr(
+                            "redis", pg, redis, args.quick, not args.no_profile, first), rnd)
                     else:
                         say("jobrunner Redis mode skipped: common/queue_redis.c is the placeholder")
                 if "bullmq" in only:
-                    r["bullmq"] = bench_bullmq(redis, args.quick, first)
+                    r["bullmq"] = attempt("bullmq", lambda: bench_bullmq(redis, args.quick, first), rnd)
                 if "jr-pg" in only:
-                    r["jr-redisless"] = bench_jr("redisless", pg, None, args.quick,
-                                                 not args.no_profile, first)
+                    r["jr-redisless"] = attempt("jr-redisless", lambda: bench_jr(
+                        "redisless", pg, None, args.quick, not args.no_profile, first), rnd)
                 if "pgboss" in only:
-                    r["pgboss"] = bench_pgboss(pg, args.quick, first)
+                    r["pgboss"] = attempt("pgboss", lambda: bench_pgboss(pg, args.quick, first), rnd)
                 if "graphile" in only:
-                    r["graphile"] = bench_graphile(pg, args.quick, first)
+                    r["graphile"] = attempt("graphile", lambda: bench_graphile(pg, args.quick, first), rnd)
                 if "io" in only:
-                    r["io"] = bench_io(pg, redis, args.quick, first)
+                    r["io"] = attempt("io", lambda: bench_io(pg, redis, args.quick, first), rnd)
                 for k, v in r.items():
-                    res[k] = merge_rounds(res.get(k), v)
+                    if v is not None:
+                        res[k] = merge_rounds(res.get(k), v)
         finally:
             redis.cleanup()
             pg.cleanup()
