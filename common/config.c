@@ -24,7 +24,7 @@
 #include "url.h"
 #include "util.h"
 
-enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL };
+enum ctype { T_STR, T_SECRET, T_INT, T_BOOL, T_LEVEL, T_FORMAT, T_MODE, T_URL, T_RATE };
 
 /* A row's own check of a text value (after its type's): 0, or -1 with a
  * message naming `who` (the variable or option).  A value that may hold a
@@ -166,6 +166,17 @@ static const struct crow rows[] = {
 	  "How long Redis may be unreachable before consumers run cycles on their own timer." },
 	{ "ORG_CONCURRENCY", "org-concurrency", T_INT, F(org_concurrency), "0", 0, 100000,
 	  "Runs of one org in flight at once, across all consumers; 0 = unlimited." },
+	{ "ORG_RATE_LIMIT", "org-rate-limit", T_RATE, F(org_rate_limit), NULL, 0, 0,
+	  "Runs of one org started per period, across all consumers: N/PERIOD (100/1m, 5/1s; N up to "
+	  "10000, PERIOD 1ms to 24h). Unset or off: no limit. A run over it waits (no attempt counted)." },
+	{ "NOOP_ORG_RATE_LIMIT", "noop-org-rate-limit", T_RATE, F(noop_org_rate_limit), NULL, 0, 0,
+	  "ORG_RATE_LIMIT for the noop job's runs only, counted apart (off: none); unset: ORG_RATE_LIMIT." },
+	{ "NO_REPLY_SCAN_ORG_RATE_LIMIT", "no-reply-scan-org-rate-limit", T_RATE, F(no_reply_scan_org_rate_limit), NULL, 0, 0,
+	  "ORG_RATE_LIMIT for no_reply_scan's runs only, counted apart (off: none); unset: ORG_RATE_LIMIT." },
+	{ "META_SPEND_ORG_RATE_LIMIT", "meta-spend-org-rate-limit", T_RATE, F(meta_spend_org_rate_limit), NULL, 0, 0,
+	  "ORG_RATE_LIMIT for meta_spend's runs only, counted apart (off: none); unset: ORG_RATE_LIMIT." },
+	{ "META_TOKEN_REFRESH_ORG_RATE_LIMIT", "meta-token-refresh-org-rate-limit", T_RATE, F(meta_token_refresh_org_rate_limit), NULL, 0, 0,
+	  "ORG_RATE_LIMIT for meta_token_refresh's runs only, counted apart (off: none); unset: ORG_RATE_LIMIT." },
 	{ "API_TOKEN", "api-token", T_SECRET, F(api_token), NULL, 0, 0,
 	  "Bearer token of the authenticated API endpoints. Unset: they answer 401." },
 	{ "JOB_MAX_ATTEMPTS", "max-attempts", T_INT, F(job_max_attempts), "5", 1, 1000,
@@ -299,6 +310,13 @@ static int set_value(struct config *cfg, const struct crow *r, const char *who, 
 			return -1;
 		}
 		*(int *)(base + r->off) = b;
+		return 0;
+	case T_RATE:
+		if (config_parse_rate(v, (struct config_rate *)(base + r->off))) {
+			snprintf(err, errlen, "invalid %s=%.40s: expected N/PERIOD (e.g. 100/1m, 5/1s; N 1 to %d, "
+				 "PERIOD 1ms to 24h, units ms s m h) or off", who, v, CONFIG_RATE_MAX_N);
+			return -1;
+		}
 		return 0;
 	case T_FORMAT:
 		if (log_parse_format(v, &b)) {
@@ -465,6 +483,61 @@ void config_free(struct config *cfg)
 	cfg->consumer_name = NULL;
 }
 
+int config_parse_rate(const char *v, struct config_rate *out)
+{
+	if (!strcmp(v, "off") || !strcmp(v, "none")) {
+		out->n = -1;
+		out->period_ms = 0;
+		return 0;
+	}
+	const char *slash = strchr(v, '/');
+	char num[24];
+	if (!slash || slash == v || (size_t)(slash - v) >= sizeof num)
+		return -1;
+	memcpy(num, v, (size_t)(slash - v));
+	num[slash - v] = '\0';
+	int64_t n, k = 1;
+	if (parse_i64(num, 1, CONFIG_RATE_MAX_N, &n))
+		return -1;
+	const char *p = slash + 1, *u = p;
+	while (*u >= '0' && *u <= '9')
+		u++;
+	if (u != p) {
+		if ((size_t)(u - p) >= sizeof num)
+			return -1;
+		memcpy(num, p, (size_t)(u - p));
+		num[u - p] = '\0';
+		if (parse_i64(num, 1, DAY_MS, &k))
+			return -1;
+	}
+	int64_t unit = !strcmp(u, "ms") ? 1 : !strcmp(u, "s") ? 1000 : !strcmp(u, "m") ? 60000
+		     : !strcmp(u, "h") ? 3600000 : 0;
+	if (!unit || k > DAY_MS / unit)
+		return -1;
+	out->n = n;
+	out->period_ms = k * unit;
+	return 0;
+}
+
+const struct config_rate *config_org_rate(const struct config *cfg, const char *job, int *own)
+{
+	static const struct { const char *job; size_t off; } per_job[] = {
+		{ "noop", F(noop_org_rate_limit) },
+		{ "no_reply_scan", F(no_reply_scan_org_rate_limit) },
+		{ "meta_spend", F(meta_spend_org_rate_limit) },
+		{ "meta_token_refresh", F(meta_token_refresh_org_rate_limit) },
+	};
+	*own = 0;
+	for (size_t i = 0; job && i < JR_ARRAY_LEN(per_job); i++) {
+		const struct config_rate *r = (const struct config_rate *)((const char *)cfg + per_job[i].off);
+		if (strcmp(job, per_job[i].job) || r->n == 0)
+			continue;
+		*own = 1;
+		return r->n > 0 ? r : NULL;
+	}
+	return cfg->org_rate_limit.n > 0 ? &cfg->org_rate_limit : NULL;
+}
+
 static const char *type_hint(const struct crow *r)
 {
 	switch (r->type) {
@@ -474,6 +547,7 @@ static const char *type_hint(const struct crow *r)
 	case T_LEVEL: return "LEVEL";
 	case T_FORMAT: return "json|text";
 	case T_URL: return "URL";
+	case T_RATE: return "N/PERIOD";
 	default: return "TEXT";
 	}
 }

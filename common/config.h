@@ -25,6 +25,13 @@ enum {
 	EXIT_UNREACHABLE = 3,     /* a dependency was not reachable in STARTUP_TIMEOUT_MS */
 };
 
+/* An org rate limit: n runs per period_ms.  n 0: unset; -1: off. */
+#define CONFIG_RATE_MAX_N 10000
+struct config_rate {
+	int64_t n;
+	int64_t period_ms;
+};
+
 struct config {
 	enum config_role role;
 
@@ -57,6 +64,11 @@ struct config {
 	int64_t worker_shutdown_timeout_ms;
 	int64_t redis_fallback_after_ms;
 	int64_t org_concurrency;         /* 0: unlimited */
+	struct config_rate org_rate_limit;              /* n 0: unset */
+	struct config_rate noop_org_rate_limit;         /* <JOB>_ORG_RATE_LIMIT */
+	struct config_rate no_reply_scan_org_rate_limit;
+	struct config_rate meta_spend_org_rate_limit;
+	struct config_rate meta_token_refresh_org_rate_limit;
 	char *api_token;
 	int64_t job_max_attempts;
 	int64_t job_backoff_base_ms;
@@ -100,6 +112,13 @@ struct config {
 	int nargs;
 	char **args;
 };
+
+/* Parses an ORG_RATE_LIMIT value (N/PERIOD, or off: n = -1): 0 or -1. */
+int config_parse_rate(const char *v, struct config_rate *out);
+/* The org rate limit of job's runs: its <JOB>_ORG_RATE_LIMIT (*own = 1:
+ * counted apart from the org's other runs) or ORG_RATE_LIMIT (*own = 0);
+ * NULL: no limit. */
+const struct config_rate *config_org_rate(const struct config *cfg, const char *job, int *own);
 
 enum { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERR = -1 };
 

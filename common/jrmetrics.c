@@ -12,6 +12,7 @@
 
 #include "db.h"
 #include "metrics.h"
+#include "orgstat.h"
 #include "queue.h"
 #include "rconn.h"
 #include "registry.h"
@@ -248,6 +249,7 @@ void jrm_init(void)
 	m.hist_written = metrics_with(hist, "written", NULL);
 	m.hist_skipped = metrics_with(hist, "skipped", NULL);
 	m.hist_dropped = metrics_with(hist, "dropped", NULL);
+	orgstat_metrics_init();   /* jobrunner_org_deferrals_total{reason} */
 	process_metrics_init(reg);
 	atomic_store_explicit(&m.ready, 1, memory_order_release);
 	/* every connection of the process counts (queues, history writer,

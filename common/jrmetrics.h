@@ -9,6 +9,8 @@
  *   jobrunner_runs_failed_total{job}           failed attempts that will retry
  *   jobrunner_runs_dead_total{job}
  *   jobrunner_runs_deferred_total{job}         put back by per-org limits
+ *   jobrunner_org_deferrals_total{reason}      rate_limit | concurrency | graph_throttle
+ *                                              (orgstat.c; never one series per org)
  *   jobrunner_runs_fenced_total{job}           results discarded (lease lost)
  *   jobrunner_runs_cancelled_total{job}        cancelled: by the producer before they
  *                                              started, or stopped by the consumer

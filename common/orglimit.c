@@ -73,3 +73,23 @@ int orglimit_throttled(struct db *db, const char *org, int64_t *wait_ms)
 	PQclear(r);
 	return 0;
 }
+
+void orglimit_rate_key(char *out, size_t outlen, const char *job_or_null, const char *org)
+{
+	snprintf(out, outlen, "%s:%s", job_or_null ? job_or_null : "*", org);
+}
+
+int orglimit_rate_pg(struct db *db, const char *key, int64_t n, int64_t period_ms, int64_t *wait_ms)
+{
+	char ns[24], ps[24];
+	snprintf(ns, sizeof ns, "%lld", (long long)n);
+	snprintf(ps, sizeof ps, "%lld", (long long)period_ms);
+	const char *p[3] = { key, ns, ps };
+	*wait_ms = 0;
+	PGresult *r = db_query(db, "select jobrunner_org_rate_take($1, $2::int, $3::bigint)", 3, p);
+	if (!r)
+		return -1;
+	*wait_ms = db_get_i64(r, 0, 0, 0);
+	PQclear(r);
+	return 0;
+}

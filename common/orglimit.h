@@ -21,7 +21,10 @@
 #ifndef JOBRUNNER_COMMON_ORGLIMIT_H
 #define JOBRUNNER_COMMON_ORGLIMIT_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "run.h"
 
 struct db;
 
@@ -38,5 +41,17 @@ int orglimit_release(struct db *db, const char *org, int slot);
 int orglimit_throttle(struct db *db, const char *org, int64_t until_ms, const char *reason);
 /* *wait_ms: how long org is still throttled (0: not throttled). */
 int orglimit_throttled(struct db *db, const char *org, int64_t *wait_ms);
+
+/* Rate limits (ORG_RATE_LIMIT, <JOB>_ORG_RATE_LIMIT): a sliding window log
+ * of the org's starts, shared by all consumers: in Redis (common/lua/
+ * rate.lua, queue_redis_rate()) in Redis mode, in PostgreSQL (org_rate,
+ * jobrunner_org_rate_take(), migration 009) in Redis-less mode and while
+ * Redis is down.  The key is the scope ("*" for ORG_RATE_LIMIT, the job's
+ * name for a job with its own limit), ':', the org id. */
+#define ORGLIMIT_RATE_KEY_LEN (RUN_MAX_JOB_LEN + RUN_MAX_ORG_LEN + 2)
+void orglimit_rate_key(char *out, size_t outlen, const char *job_or_null, const char *org);
+/* PostgreSQL's limiter: *wait_ms 0 when the start was counted, else how
+ * long to wait.  0 or -1 on a database error. */
+int orglimit_rate_pg(struct db *db, const char *key, int64_t n, int64_t period_ms, int64_t *wait_ms);
 
 #endif

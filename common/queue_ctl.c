@@ -115,7 +115,7 @@ static const char retry_sql[] =
 	"update job_runs j set status = 'queued', attempts = 0, source = 'retry', error = null,"
 	"   run_at = now(), enqueued_at = now(), started_at = null, finished_at = null,"
 	"   duration_ms = null, consumer = null, lease_until = null, cancel_requested_at = null,"
-	"   transport = $1, updated_at = now()"
+	"   transport = $1, fair_seq = null, updated_at = now()"
 	"  from picked where j.id = picked.id and j.status = 'dead'"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.max_attempts,"
 	"   coalesce((extract(epoch from picked.finished_at) * 1000)::bigint, 0)";

@@ -71,14 +71,34 @@ static int pgq_code(struct pgq *p)
 static const char enqueue_sql[] =
 	"with v as ("
 	"  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-	"                       $6::int[], $7::bigint[], $8::text[], $9::bigint[])"
-	"    as t(id, job, org_id, payload, source, max_attempts, run_at_ms, idem, enq_ms)"
+	"                       $6::int[], $7::bigint[], $8::text[], $9::bigint[]) with ordinality"
+	"    as t(id, job, org_id, payload, source, max_attempts, run_at_ms, idem, enq_ms, ord)"
+	/* fairness (009): a run due now goes at the end of its org's line,
+	 * which starts no earlier than the lowest rank waiting (an org with no
+	 * line joins at the front); a run due later gets no rank */
+	/* (order by ... limit 1, not min()/max(): the planner then walks
+	 * job_runs_fair_idx and job_runs_fair_org_idx from one end, whatever
+	 * its statistics say) */
+	"), lo as (select coalesce((select fair_seq from job_runs"
+	"           where transport = 'pg' and status in ('queued','failed') and fair_seq is not null"
+	"           order by fair_seq limit 1), 0) as m"
+	"), orgs as materialized (select o, greatest((select m from lo), coalesce((select j.fair_seq from job_runs j"
+	"                 where coalesce(j.org_id, '') = o and j.transport = 'pg'"
+	"                   and j.status in ('queued','failed') and j.fair_seq is not null"
+	"                 order by j.fair_seq desc limit 1), 0)) as last"
+	"            from (select distinct coalesce(org_id, '') as o from v) d"
 	"), ins as ("
 	"  insert into job_runs (id, job, org_id, payload, source, status, max_attempts,"
-	"                        run_at, enqueued_at, idempotency_key, transport)"
+	"                        run_at, enqueued_at, idempotency_key, transport, fair_seq)"
 	"  select id, job, org_id, coalesce(payload, '{}')::jsonb, source, 'queued', max_attempts,"
 	"         greatest(to_timestamp(run_at_ms / 1000.0), now()),"
-	"         to_timestamp(enq_ms / 1000.0), idem, 'pg' from v"
+	"         to_timestamp(enq_ms / 1000.0), idem, 'pg',"
+	/* (due now: within a second, for a producer's clock a little ahead) */
+	"         case when to_timestamp(run_at_ms / 1000.0) <= now() + interval '1 second'"
+	"              then orgs.last + row_number() over (partition by coalesce(org_id, ''),"
+	"                   to_timestamp(run_at_ms / 1000.0) <= now() + interval '1 second' order by ord)"
+	"         end"
+	"    from v join orgs on orgs.o = coalesce(v.org_id, '')"
 	"  on conflict (job, idempotency_key) where idempotency_key is not null do nothing"
 	"  returning id"
 	"), n as (select pg_notify('" NOTIFY_CHANNEL "', '') where exists (select 1 from ins))"
@@ -221,9 +241,17 @@ static const char claim_sql_fmt[] =
 	 * locked only until this statement commits. */
 	"with due as (select id, run_at from job_runs"
 	"              where transport = 'pg' and status in ('queued','failed') and run_at <= now()"
+	"                and fair_seq is null"
 	/* a paused job's runs are claimed by no one (job_pause, 003_control) */
 	"                and not exists (select 1 from job_pause p where p.job = job_runs.job)"
 	"              order by run_at limit %zu for update skip locked),"
+	/* fairness (009): the ranked runs, lowest rank first: the orgs with
+	 * work waiting take turns (job_runs_fair_idx) */
+	"     fair as (select id, fair_seq from job_runs"
+	"               where transport = 'pg' and status in ('queued','failed') and fair_seq is not null"
+	"                 and run_at <= now()"
+	"                 and not exists (select 1 from job_pause p where p.job = job_runs.job)"
+	"               order by fair_seq limit %zu for update skip locked),"
 	"     lost as (select id, run_at from job_runs"
 	"               where status = 'running' and lease_until < now() and transport = 'pg'"
 	"                 and attempts < max_attempts"
@@ -233,9 +261,15 @@ static const char claim_sql_fmt[] =
 	"       started_at = now(), finished_at = null, consumer = $1,"
 	"       lease_until = now() + make_interval(secs => $2::bigint / 1000.0),"
 	"       updated_at = now()"
-	"  from (select id, reclaimed from (select id, run_at, false as reclaimed from due"
-	"                                   union all select id, run_at, true from lost) b"
-	"         order by run_at limit %zu) c"
+	/* the runs that waited for a time (and lost leases) alternate with
+	 * the ranked ones: neither kind holds the other up */
+	"  from (select id, reclaimed from (select id, false as reclaimed,"
+	"                                          row_number() over (order by run_at) as turn from due"
+	"                                   union all select id, false,"
+	"                                          row_number() over (order by fair_seq) from fair"
+	"                                   union all select id, true,"
+	"                                          row_number() over (order by run_at) from lost) b"
+	"         order by turn limit %zu) c"
 	" where j.id = c.id"
 	" returning j.id, j.job, j.org_id, j.payload::text, j.source, j.attempts, j.max_attempts,"
 	"   (extract(epoch from j.enqueued_at) * 1000)::bigint, j.idempotency_key,"
@@ -251,7 +285,7 @@ static const char *const claim_names[] = {
 static PGresult *claim_query(struct pgq *p, size_t max, const char *const *params)
 {
 	char sql[sizeof claim_sql_fmt + 64];
-	snprintf(sql, sizeof sql, claim_sql_fmt, max, max, max);
+	snprintf(sql, sizeof sql, claim_sql_fmt, max, max, max, max);
 	for (size_t i = 0; i < sizeof claim_names / sizeof claim_names[0]; i++)
 		if (max == (size_t)1 << i)
 			return db_query_prepared(&p->db, claim_names[i], sql, 2, params);
@@ -387,6 +421,7 @@ static const char complete_sql[] =
 	"       attempts = u.attempts,"
 	"       run_at = case when u.next_ms > 0 and j.cancel_requested_at is null"
 	"                     then to_timestamp(u.next_ms / 1000.0) else j.run_at end,"
+	"       fair_seq = case when u.next_ms > 0 then null else j.fair_seq end,"
 	/* each run's own start and end, not its batch's claim and completion */
 	"       finished_at = case when u.status = 'queued' and j.cancel_requested_at is null then null"
 	"                          when u.fin_ms > 0 then to_timestamp(u.fin_ms / 1000.0) else now() end,"

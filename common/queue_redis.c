@@ -72,6 +72,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_gen.h"
+#include "orglimit.h"
 #include "rconn.h"
 #include "rentry.h"
 #include "revent.h"
@@ -94,7 +95,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -109,6 +110,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_RELEASE] = { "release.lua", jr_lua_release },
 	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
 	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
+	[S_RATE] = { "rate.lua", jr_lua_rate },
 };
 
 /* ------------------------------------------------------------------ */
@@ -1330,6 +1332,29 @@ int queue_redis_tick(struct queue *q, int64_t slot, int *added)
 		return rq_fail(rq);
 	*added = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 	freeReplyObject(r);
+	return rq_ok(rq);
+}
+
+int queue_redis_rate(struct queue *q, const char *key, int64_t n, int64_t period_ms, const char *id,
+		     int64_t *wait_ms)
+{
+	struct rqueue *rq = rq_of(q);
+	*wait_ms = 0;
+	char zkey[ORGLIMIT_RATE_KEY_LEN + 32], hkey[ORGLIMIT_RATE_KEY_LEN + 32], ns[24], ps[24];
+	snprintf(zkey, sizeof zkey, "%s%s", RENTRY_RATE, key);
+	snprintf(hkey, sizeof hkey, "%s%s", RENTRY_RATE_HINT, key);
+	snprintf(ns, sizeof ns, "%lld", (long long)n);
+	snprintf(ps, sizeof ps, "%lld", (long long)period_ms);
+	const char *av[] = { "2", zkey, hkey, ns, ps, id };
+	redisReply *r = rconn_eval(&rq->rc, S_RATE, 6, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	int ok = r->type == REDIS_REPLY_INTEGER;
+	if (ok)
+		*wait_ms = r->integer;
+	freeReplyObject(r);
+	if (!ok)
+		return rq_failf(rq, QUEUE_EINTERNAL, "rate: unexpected reply");
 	return rq_ok(rq);
 }
 

@@ -40,6 +40,13 @@ int queue_redis_tick(struct queue *q, int64_t slot, int *added);
  * loudly.  QUEUE_EINTERNAL when the server refuses CONFIG (managed Redis). */
 int queue_redis_check_policy(struct queue *q, char *policy, size_t policylen, int *noeviction);
 
+/* The org rate limiter (common/lua/rate.lua): counts one start of run id
+ * under key (scope and org, see orglimit_rate_key()) when fewer than n
+ * started in the last period_ms: *wait_ms 0; else *wait_ms is how long the
+ * run should wait (nothing counted). */
+int queue_redis_rate(struct queue *q, const char *key, int64_t n, int64_t period_ms, const char *id,
+		     int64_t *wait_ms);
+
 /* One PING round trip and its latency (health checks). */
 int queue_redis_ping(struct queue *q, int64_t *latency_ms);
 

@@ -37,6 +37,8 @@
 #define RENTRY_DEAD_COUNT RENTRY_PREFIX "stats:dead"  /* counter of dead runs */
 #define RENTRY_GEN RENTRY_PREFIX "gen"            /* generation marker (history.c) */
 #define RENTRY_CANCEL RENTRY_PREFIX "cancel"      /* ZSET: run ids asked to cancel, score = ms */
+#define RENTRY_RATE RENTRY_PREFIX "rate:"         /* + scope ":" org: ZSET of recent starts */
+#define RENTRY_RATE_HINT RENTRY_PREFIX "ratehint:"  /* + scope ":" org: next wake-up ms */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)

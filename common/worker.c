@@ -34,6 +34,8 @@
 #include "jrmetrics.h"
 #include "log.h"
 #include "orglimit.h"
+#include "orgstat.h"
+#include "queue_redis.h"
 #include "queue.h"
 #include "registry.h"
 #include "session.h"
@@ -256,9 +258,38 @@ static int thread_cycle(struct wthread *t, const char *trigger)
 /* running one run                                                     */
 /* ------------------------------------------------------------------ */
 
-/* Per-org limits before a run of an org: its throttle window, then a slot
- * of ORG_CONCURRENCY.  Returns 1 with res set to a deferral when the run
- * must wait (not an attempt, and not a spin: it comes back after a delay). */
+static void drop(struct queue **q);
+
+/* A start of run r under an org rate limit: *wait_ms 0 when it was
+ * counted, else how long r must wait.  Redis's limiter while Redis is up,
+ * PostgreSQL's in Redis-less mode and while Redis is down (each counts
+ * apart: during an outage an org may start up to twice its limit). */
+static int org_rate_take(struct wthread *t, const struct config_rate *rate, const char *scope,
+			 const struct run *r, int64_t *wait_ms)
+{
+	char key[ORGLIMIT_RATE_KEY_LEN];
+	orglimit_rate_key(key, sizeof key, scope, r->org_id);
+	if (t->w->cfg->redis_url && worker_redis_ok(t->w) && t->rq) {
+		int rc = queue_redis_rate(t->rq, key, rate->n, rate->period_ms, r->id, wait_ms);
+		if (rc == QUEUE_OK)
+			return 0;
+		if (rc == QUEUE_EDOWN)
+			drop(&t->rq);
+		else
+			LOGF(LOG_WARN, "rate_limiter_failed", "Redis's rate limiter failed: PostgreSQL's counts this start",
+			     LF_S("error", t->rq->errstr));
+	}
+	struct db *db = t->db ? t->db : pool_borrow(t->w);   /* a job without a database: borrowed */
+	int rc = orglimit_rate_pg(db, key, rate->n, rate->period_ms, wait_ms);
+	if (db != t->db)
+		pool_return(t->w, db);
+	return rc;
+}
+
+/* Per-org limits before a run of an org: its throttle window, a slot of
+ * ORG_CONCURRENCY, then a start under its rate limit (last: a start counted
+ * is a start made).  Returns 1 with res set to a deferral when the run must
+ * wait (not an attempt, and not a spin: it comes back after a delay). */
 static int org_gate(struct wthread *t, const struct job_def *job, const struct run *r,
 		    struct run_result *res, int *slot)
 {
@@ -272,16 +303,16 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 			res->retry_after_ms = wait;
 			snprintf(res->error, sizeof res->error, "org throttled by the Graph API for %lld ms more",
 				 (long long)wait);
+			orgstat_defer(ORGSTAT_THROTTLE);
 			return 1;
 		}
 	}
-	if (cfg->org_concurrency <= 0)
-		return 0;
 	char err[256];
 	/* a slot cannot be asked for while PostgreSQL refuses the session
 	 * connection: wait for it (the run keeps its lease) rather than call
 	 * it an org limit */
-	while (session_org_acquire(cfg, r->org_id, (int)cfg->org_concurrency, slot, err, sizeof err)) {
+	while (cfg->org_concurrency > 0 &&
+	       session_org_acquire(cfg, r->org_id, (int)cfg->org_concurrency, slot, err, sizeof err)) {
 		if (t->w->stopping || db_fail_reason_of(err) != DBF_TOO_MANY) {
 			/* not run, no attempt counted; and said for what it is */
 			res->outcome = RUN_DEFER;
@@ -292,14 +323,32 @@ static int org_gate(struct wthread *t, const struct job_def *job, const struct r
 		}
 		sleep_ms(500);
 	}
-	if (*slot < 0) {
+	if (cfg->org_concurrency > 0 && *slot < 0) {
 		res->outcome = RUN_DEFER;
 		res->retry_after_ms = 250 + (int64_t)(rand_u64() % 500);
 		snprintf(res->error, sizeof res->error, "org concurrency limit (%lld) reached",
 			 (long long)cfg->org_concurrency);
+		orgstat_defer(ORGSTAT_CONCURRENCY);
 		return 1;
 	}
-	return 0;
+	int own;
+	const struct config_rate *rate = config_org_rate(cfg, r->job, &own);
+	if (!rate)
+		return 0;
+	if (org_rate_take(t, rate, own ? r->job : NULL, r, &wait))
+		wait = 1000;   /* cannot tell: look again soon */
+	if (wait <= 0)
+		return 0;
+	if (*slot >= 0) {
+		session_org_release(cfg, r->org_id, *slot);
+		*slot = -1;
+	}
+	res->outcome = RUN_DEFER;
+	res->retry_after_ms = wait;
+	snprintf(res->error, sizeof res->error, "org rate limit (%lld per %lld ms) reached",
+		 (long long)rate->n, (long long)rate->period_ms);
+	orgstat_defer(ORGSTAT_RATE);
+	return 1;
 }
 
 static void execute(struct wthread *t, struct run *r, struct run_result *res)

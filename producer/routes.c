@@ -202,6 +202,52 @@ static void answer_no_run(struct httpd_response *resp, const char *what, const c
 
 /* ------------------------------------------------------------------ */
 
+/* The orgs with work waiting, for the metrics JSON: the 20 with the most
+ * queued runs (due or delayed; runs without an org are org null), and the
+ * orgs whose runs per-org limits are holding back, with why.  From
+ * job_runs, which shows Redis mode's runs too (the history writer), so
+ * every consumer's deferrals are seen, not this process's. */
+#define ORGS_TOP 20
+static const char org_backlog_sql[] =
+	"select org_id, count(*) filter (where run_at <= now()), count(*) filter (where run_at > now())"
+	"  from job_runs where status = 'queued'"
+	" group by org_id order by count(*) desc, org_id limit 20";
+static const char org_deferred_sql[] =
+	"select org_id, reason, sum(runs)::bigint, " ISO("max(until)")
+	"  from (select org_id, case when error like 'org rate limit%' then 'rate_limit'"
+	"                            when error like 'org concurrency%' then 'concurrency'"
+	"                            else 'graph_throttle' end as reason, 1 as runs, run_at as until"
+	"          from job_runs where status = 'queued' and run_at > now() and org_id is not null"
+	"           and (error like 'org rate limit%' or error like 'org concurrency%'"
+	"                or error like 'org throttled%')"
+	"        union all"
+	"        select org_id, 'graph_throttle', 0, until from org_throttle where until > now()) d"
+	" group by org_id, reason order by sum(runs) desc, org_id limit 20";
+
+static void add_orgs(cJSON *o, PGresult *backlog, PGresult *deferred)
+{
+	cJSON *orgs = cJSON_AddObjectToObject(o, "orgs");
+	cJSON *b = cJSON_AddArrayToObject(orgs, "backlog");
+	for (int i = 0; backlog && i < PQntuples(backlog) && i < ORGS_TOP; i++) {
+		cJSON *e = cJSON_CreateObject();
+		control_json_str(e, "org", db_get(backlog, i, 0));
+		cJSON_AddNumberToObject(e, "queued", (double)db_get_i64(backlog, i, 1, 0));
+		cJSON_AddNumberToObject(e, "delayed", (double)db_get_i64(backlog, i, 2, 0));
+		cJSON_AddItemToArray(b, e);
+	}
+	cJSON *d = cJSON_AddArrayToObject(orgs, "deferred");
+	for (int i = 0; deferred && i < PQntuples(deferred) && i < ORGS_TOP; i++) {
+		cJSON *e = cJSON_CreateObject();
+		control_json_str(e, "org", db_get(deferred, i, 0));
+		control_json_str(e, "reason", db_get(deferred, i, 1));
+		cJSON_AddNumberToObject(e, "runs", (double)db_get_i64(deferred, i, 2, 0));
+		control_json_str(e, "until", db_get(deferred, i, 3));
+		cJSON_AddItemToArray(d, e);
+	}
+	if (!backlog || !deferred)
+		cJSON_AddStringToObject(orgs, "error", "org statistics unavailable");
+}
+
 static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *resp)
 {
 	struct producer_api *api = req->app;
@@ -222,6 +268,8 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 		answer_db_down(resp);
 		return;
 	}
+	PGresult *backlog = api_query(c, org_backlog_sql, 0, NULL);
+	PGresult *deferred = backlog ? api_query(c, org_deferred_sql, 0, NULL) : NULL;
 	struct queue_stats qs;
 	const char *backend;
 	int have_q = enqueuer_stats(&c->enq, &qs, &backend) == 0 ||
@@ -229,6 +277,9 @@ static void h_jobs_metrics(struct httpd_request *req, struct httpd_response *res
 	give_back(api, c);
 
 	cJSON *o = cJSON_CreateObject();
+	add_orgs(o, backlog, deferred);
+	PQclear(backlog);
+	PQclear(deferred);
 	int whole = -1;
 	for (int i = 0; i < PQntuples(r); i++)
 		if (!strcmp(PQgetvalue(r, i, 0), "job_runner"))

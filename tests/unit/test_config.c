@@ -150,6 +150,45 @@ static void test_redact_url(void)
 	CHECK_STR(out, "redis://r:6379");
 }
 
+static void test_org_rate_limits(void)
+{
+	struct config_rate r;
+	CHECK(config_parse_rate("100/1m", &r) == 0 && r.n == 100 && r.period_ms == 60000);
+	CHECK(config_parse_rate("5/1s", &r) == 0 && r.n == 5 && r.period_ms == 1000);
+	CHECK(config_parse_rate("5/s", &r) == 0 && r.n == 5 && r.period_ms == 1000);
+	CHECK(config_parse_rate("3/250ms", &r) == 0 && r.period_ms == 250);
+	CHECK(config_parse_rate("10000/24h", &r) == 0 && r.period_ms == 86400000);
+	CHECK(config_parse_rate("off", &r) == 0 && r.n == -1);
+	const char *bad[] = { "abc", "0/1s", "5/0s", "5/1d", "5/25h", "10001/1s", "5/", "/1s", "5/1",
+			      "-1/1s", "5/1s ", " 5/1s", "5//1s", "99999999999999999999/1s", "5/1.5s" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		CHECK(config_parse_rate(bad[i], &r) == -1);
+
+	/* a job's own limit wins, counted apart; off exempts it; else the org's */
+	struct config cfg;
+	char err[512];
+	char *argv[] = { "x" };
+	clean_env();
+	setenv("ORG_RATE_LIMIT", "100/1m", 1);
+	setenv("META_SPEND_ORG_RATE_LIMIT", "5/1s", 1);
+	setenv("NOOP_ORG_RATE_LIMIT", "off", 1);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_OK);
+	int own = -1;
+	const struct config_rate *got = config_org_rate(&cfg, "meta_spend", &own);
+	CHECK(got && got->n == 5 && got->period_ms == 1000 && own == 1);
+	got = config_org_rate(&cfg, "no_reply_scan", &own);
+	CHECK(got && got->n == 100 && own == 0);
+	CHECK(config_org_rate(&cfg, "noop", &own) == NULL && own == 1);
+	config_free(&cfg);
+	setenv("ORG_RATE_LIMIT", "0/1s", 1);
+	CHECK(load(&cfg, ROLE_CONSUMER, 1, argv, err) == CONFIG_ERR);
+	CHECK(strstr(err, "ORG_RATE_LIMIT") != NULL);
+	config_free(&cfg);
+	unsetenv("ORG_RATE_LIMIT");
+	unsetenv("META_SPEND_ORG_RATE_LIMIT");
+	unsetenv("NOOP_ORG_RATE_LIMIT");
+}
+
 /* db_redact(): host, port, dbname and user only, for both forms, whatever
  * the password holds; an unparsable string is never echoed. */
 static void test_db_redact(void)
@@ -200,6 +239,7 @@ int main(void)
 		{ "flags_override_env_and_stop_at_args", test_flags_override_env_and_stop_at_args },
 		{ "empty_is_unset", test_empty_is_unset },
 		{ "redact_url", test_redact_url },
+		{ "org_rate_limits", test_org_rate_limits },
 	};
 	return unit_run(tests, sizeof tests / sizeof tests[0]);
 }
