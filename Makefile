@@ -45,8 +45,10 @@ fuzz: deps
 run: build
 	@sh scripts/run-local.sh $(BUILD)
 
-# Builds its own Release binaries in build-bench/; see tests/bench/run.py.
+# Installs what it needs (scripts/deps.sh bench: the test packages, gnuplot,
+# perf), builds its own Release binaries in build-bench/; see tests/bench/run.py.
 bench:
+	@sh scripts/deps.sh bench
 	/usr/bin/python3 tests/bench/run.py
 
 # docs/configuration.md is generated from the table in common/config.c

@@ -90,6 +90,15 @@ static int check_consumer_name(const char *v, const char *who, char *err, size_t
 	return 0;
 }
 
+static int check_job_history(const char *v, const char *who, char *err, size_t errlen)
+{
+	if (strcmp(v, "all") && strcmp(v, "failures")) {
+		snprintf(err, errlen, "invalid %s=%.40s: expected all or failures", who, v);
+		return -1;
+	}
+	return 0;
+}
+
 #define F(field) offsetof(struct config, field)
 #define DAY_MS 86400000LL
 #define I64MAX INT64_MAX
@@ -180,6 +189,9 @@ static const struct crow rows[] = {
 	  "A run whose consumer has been silent this long is given to another." },
 	{ "JOB_HISTORY_RETENTION_MS", "history-retention-ms", T_INT, F(job_history_retention_ms), "604800000", 0, 3650 * DAY_MS,
 	  "Finished runs older than this are pruned from job_runs; 0 keeps them forever." },
+	{ "JOB_HISTORY", "job-history", T_STR, F(job_history), "all", 0, 0,
+	  "all: every run has its row in job_runs. failures (Redis mode): a run gets a row only once an attempt failed, went dead or was cancelled; runs that succeeded at once leave none (counters and job_runner_state as before).",
+	  check_job_history },
 	{ "REDIS_STREAM_MAX_LEN", "stream-max-len", T_INT, F(redis_stream_max_len), "1000000", 1000, 1000000000,
 	  "Entries kept in the run stream once processed (pending entries are never trimmed)." },
 	{ "HTTP_MAX_BODY_BYTES", "http-max-body-bytes", T_INT, F(http_max_body_bytes), "1048576", 1024, 64LL << 20,

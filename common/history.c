@@ -36,6 +36,17 @@
  * rows that still fail are dropped and counted, so one bad row never blocks
  * history.
  *
+ * JOB_HISTORY=failures: rows are written only for runs that did not
+ * succeed at once.  After the reduction, a queued or running row is
+ * dropped (acknowledged, not written: a success may be recorded by another
+ * writer before this one, and nothing would take the row back), and so is
+ * a success at the first attempt of a run that was not retried from the
+ * dead list (no row of it can exist: nothing before its end was written).
+ * Any other success (after a failed attempt, or of a retried dead run)
+ * goes through the upsert, which then only updates a row that exists
+ * (failures_filter), so a run that failed keeps its row with its final
+ * state.  The carry has nothing to wait for then.
+ *
  * Rejected: a write per run from the consumer (a PostgreSQL round trip on
  * the hot path, and history lost when the consumer dies between the two
  * writes); COPY straight into job_runs (a row that exists already, which
@@ -389,6 +400,11 @@ size_t history_decode_entry(const redisReply *fields, size_t *bad)
 	"     case when j.status = 'queued' then case when j.started_at is null then 0 else 2 end" \
 	"          when j.status = 'running' then 1 else 3 end)"
 
+/* JOB_HISTORY=failures: a success only updates the row of a run that has
+ * one (see the top of the file). */
+#define FAILURES_FILTER \
+	" where u.status <> 'succeeded' or exists (select 1 from job_runs x where x.id = u.id)"
+
 /* Rows as arrays, one per column: for the fallbacks (without idempotency
  * keys, then row by row). */
 static const char upsert_sql[] =
@@ -399,6 +415,14 @@ static const char upsert_sql[] =
 	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
 	" duration, error, consumer, idem)"
 	UPSERT_CONFLICT;
+static const char upsert_failures_sql[] =
+	UPSERT_INSERT
+	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
+	" $13::int[], $14::text[], $15::text[], $16::text[])"
+	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
+	" duration, error, consumer, idem)"
+	FAILURES_FILTER UPSERT_CONFLICT;
 
 /* Rows COPYed into the stage first: the way of big batches, as parsing a
  * COPY stream costs PostgreSQL a fraction of parsing array literals. */
@@ -419,6 +443,9 @@ static const char stage_create_tx_sql[] =
 	" on commit drop";
 static const char stage_copy_sql[] = "copy " STAGE " from stdin";
 static const char stage_upsert_sql[] = UPSERT_INSERT " from " STAGE " u" UPSERT_CONFLICT;
+
+static const char stage_upsert_failures_sql[] =
+	UPSERT_INSERT " from " STAGE " u" FAILURES_FILTER UPSERT_CONFLICT;
 
 enum { P_ID, P_JOB, P_ORG, P_PAYLOAD, P_SRC, P_STATUS, P_ATTEMPTS, P_MAX, P_RUNAT, P_ENQ,
        P_STARTED, P_FINISHED, P_DURATION, P_ERROR, P_CONSUMER, P_IDEM, P_COUNT };
@@ -441,8 +468,10 @@ static void arr_int(struct strbuf *sb, int64_t v, int null_if_negative)
 		sb_addf(sb, "%lld", (long long)v);
 }
 
-/* Writes rows [from, to) in one statement: 0, or -1 (db errstr). */
-static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, int with_idem)
+/* Writes rows [from, to) in one statement: 0, or -1 (db errstr).  failures:
+ * JOB_HISTORY=failures (FAILURES_FILTER). */
+static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, int with_idem,
+		  int failures)
 {
 	struct strbuf sb[P_COUNT];
 	for (int k = 0; k < P_COUNT; k++) {
@@ -473,7 +502,7 @@ static int upsert(struct db *db, const struct hrow *v, size_t from, size_t to, i
 		sb_add(&sb[k], "}", 1);
 		params[k] = sb[k].buf;
 	}
-	int rv = db_exec(db, upsert_sql, P_COUNT, params);
+	int rv = db_exec(db, failures ? upsert_failures_sql : upsert_sql, P_COUNT, params);
 	for (int k = 0; k < P_COUNT; k++)
 		sb_release(&sb[k]);
 	return rv;
@@ -563,6 +592,7 @@ struct history {
 	char gen[40];             /* Redis's generation marker as last seen, or "" */
 	uint64_t gen_set_for;     /* db.reconnects + 1 when the session was told gen */
 	struct history_counts counts;
+	int failures;             /* JOB_HISTORY=failures */
 	char errstr[256];
 };
 
@@ -599,6 +629,7 @@ int history_open(const struct config *cfg, const char *consumer, struct history 
 	}
 	struct history *h = xcalloc(1, sizeof *h);
 	h->cfg = cfg;
+	h->failures = cfg->job_history && !strcmp(cfg->job_history, "failures");
 	snprintf(h->consumer, sizeof h->consumer, "%s", consumer);
 	if (rconn_init(&h->rc, cfg->redis_url, NULL, 0, err, errlen)) {
 		free(h);
@@ -771,6 +802,33 @@ static void rows_drop_stale(struct history *h, struct acks *ack)
 	rs->n = w;
 }
 
+/* JOB_HISTORY=failures: drops the rows that are not written (see the top
+ * of the file), acknowledging their jr:runs entries.  A dropped success is
+ * remembered in the written-ids cache, so that its queued entry read later
+ * is dropped as stale without a look. */
+static void rows_drop_unrecorded(struct history *h, struct acks *ack)
+{
+	struct rows *rs = &h->rows;
+	size_t w = 0;
+	for (size_t i = 0; i < rs->n; i++) {
+		struct hrow *r = &rs->v[i];
+		int succeeded = !strcmp(r->status, run_status_name(RUN_SUCCEEDED));
+		int first = r->attempts <= 1 && !r->retried;
+		if (!strcmp(r->status, run_status_name(RUN_QUEUED)) ||
+		    !strcmp(r->status, run_status_name(RUN_RUNNING)) || (succeeded && first)) {
+			if (succeeded)
+				wcache_put(&h->wcache, r);
+			if (r->reid[0])
+				rargv_addcopy(&ack->runs, r->reid, strlen(r->reid));
+			row_free(r);
+			h->counts.unrecorded++;
+			continue;
+		}
+		rs->v[w++] = *r;
+	}
+	rs->n = w;
+}
+
 /* The carry: while runs are finishing (allow), a queued row just read from
  * jr:runs waits in memory, unacknowledged, for up to CARRY_MS, so that it
  * meets its run's end and both become one row.  At most CARRY_MAX wait;
@@ -829,7 +887,7 @@ static int write_staged(struct history *h)
 	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);
 	sb_release(&sb);
 	if (!rv)
-		rv = db_exec(db, stage_upsert_sql, 0, NULL);
+		rv = db_exec(db, h->failures ? stage_upsert_failures_sql : stage_upsert_sql, 0, NULL);
 	if (!rv)
 		rv = db_exec(db, "commit", 0, NULL);
 	if (rv && db->conn) {
@@ -848,6 +906,8 @@ static int write_rows(struct history *h, struct acks *ack, int allow_carry)
 {
 	rows_reduce(&h->rows, ack);
 	rows_drop_stale(h, ack);
+	if (h->failures)
+		rows_drop_unrecorded(h, ack);
 	rows_hold(h, allow_carry);
 	if (!h->rows.n)
 		return 0;
@@ -855,7 +915,7 @@ static int write_rows(struct history *h, struct acks *ack, int allow_carry)
 	if (!done && !h->db.conn)
 		return h_fail(h, "postgres", h->db.errstr);
 	/* refused (a constraint, bad data): without idempotency keys, then row by row */
-	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0) == 0)
+	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0, h->failures) == 0)
 		done = 1;
 	if (!done && !h->db.conn)
 		return h_fail(h, "postgres", h->db.errstr);
@@ -867,7 +927,7 @@ static int write_rows(struct history *h, struct acks *ack, int allow_carry)
 		return 0;
 	}
 	for (size_t i = 0; i < h->rows.n; i++) {
-		if (upsert(&h->db, h->rows.v, i, i + 1, 0) == 0) {
+		if (upsert(&h->db, h->rows.v, i, i + 1, 0, h->failures) == 0) {
 			h->counts.rows++;
 			wcache_put(&h->wcache, &h->rows.v[i]);
 			continue;

@@ -40,6 +40,8 @@ struct history_counts {
 	uint64_t batches;
 	uint64_t skipped;     /* rows not sent: older than what this writer stored */
 	uint64_t carried;     /* queued rows held back for their run's end (a row may count twice) */
+	uint64_t unrecorded;  /* JOB_HISTORY=failures: rows not written (queued, running,
+	                         successes at the first attempt) */
 };
 
 /* Connects to Redis (cfg->redis_url) and prepares a PostgreSQL connection

@@ -155,6 +155,7 @@ struct rqueue {
 	int64_t tick_px;
 	int default_max;
 	int min_acks;            /* REDIS_MIN_REPLICAS_ACK: WAIT after enqueues */
+	int failures;            /* JOB_HISTORY=failures: kind 's' for first-attempt successes */
 	uint64_t acks_seen_at;   /* rc.connects when enough replicas were in sync */
 
 	int own_done;            /* own entries of a previous incarnation taken back */
@@ -411,7 +412,7 @@ struct outcome {
 	const struct run *r;     /* fields for the event; NULL for ack only */
 	const char *handle;
 	int64_t fence;
-	char kind;               /* a, e, d, x (S_COMPLETE); r: running event only */
+	char kind;               /* a, e, s, d, x (S_COMPLETE); r: running event only */
 	const char *status;
 	int attempt;
 	int64_t due_ms;          /* d: when to run again */
@@ -551,7 +552,9 @@ static int rq_complete(struct queue *q, struct run *runs, const struct run_resul
 		x->status = run_status_name(st);
 		switch (st) {
 		case RUN_SUCCEEDED:
-			x->kind = 'e';
+			/* JOB_HISTORY=failures records no success at the first attempt
+			 * (history.c): no event for it unless it has a cancel request */
+			x->kind = rq->failures && attempt <= 1 && r->source != RUN_SRC_RETRY ? 's' : 'e';
 			break;
 		case RUN_CANCELLED:
 			x->kind = 'c';
@@ -1281,6 +1284,7 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 	}
 	rconn_set_name(&rq->rc, cfg->role == ROLE_PRODUCER ? "producer" : "consumer", consumer);
 	rq->min_acks = (int)cfg->redis_min_replicas_ack;
+	rq->failures = cfg->job_history && !strcmp(cfg->job_history, "failures");
 	rq->q.ops = &redis_ops;
 	rq->q.cfg = cfg;
 	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);

@@ -1304,8 +1304,7 @@ void rargv_addcopy(struct rargv *a, const char *s, size_t len)
 void rargv_addi64(struct rargv *a, int64_t v)
 {
 	char buf[24];
-	int n = snprintf(buf, sizeof buf, "%lld", (long long)v);
-	rargv_addcopy(a, buf, (size_t)n);
+	rargv_addcopy(a, buf, i64_dec(buf, v));
 }
 
 void rargv_finish(struct rargv *a)

@@ -16,13 +16,13 @@
 /* encoder                                                             */
 /* ------------------------------------------------------------------ */
 
-/* A whole number as a cJSON node: raw text from %lld (always a valid JSON
+/* A whole number as a cJSON node: raw text from i64_dec (always a valid JSON
  * number), as cJSON's own number printing (a double through %1.15g and a
  * read back) cost more than the rest of the event. */
 static void add_int(cJSON *o, const char *key, long long v)
 {
 	char num[24];
-	snprintf(num, sizeof num, "%lld", v);
+	i64_dec(num, (int64_t)v);
 	cJSON_AddItemToObject(o, key, cJSON_CreateRaw(num));
 }
 

@@ -290,6 +290,24 @@ char *sb_detach(struct strbuf *sb)
 /* parsing                                                             */
 /* ------------------------------------------------------------------ */
 
+size_t i64_dec(char *buf, int64_t v)
+{
+	char tmp[24];
+	size_t n = 0, len = 0;
+	/* through uint64_t, so that INT64_MIN has a magnitude */
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		buf[len++] = '-';
+	while (n)
+		buf[len++] = tmp[--n];
+	buf[len] = '\0';
+	return len;
+}
+
 int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
 	if (!s || !*s || isspace((unsigned char)*s))

@@ -59,6 +59,11 @@ void sb_release(struct strbuf *sb);         /* frees memory */
 /* Returns the buffer (caller frees with free()) and empties sb. */
 char *sb_detach(struct strbuf *sb);
 
+/* v in base 10 into buf (at least 21 bytes), NUL-terminated; returns the
+ * length.  What snprintf("%lld") writes, without its cost on the hot path
+ * (several numbers per run go to Redis). */
+size_t i64_dec(char *buf, int64_t v);
+
 /* ---- strict parsing: 0 on success, -1 on anything else ---- */
 /* Whole string must be a base-10 integer within [min, max]. */
 int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);

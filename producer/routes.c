@@ -454,7 +454,12 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	give_back(api, c);
 	if (db_down(resp, r))
 		return;
-	if (PQntuples(r) == 0)
+	if (PQntuples(r) == 0 && api->cfg->job_history && !strcmp(api->cfg->job_history, "failures"))
+		httpd_error(resp, 404, "unknown_run",
+			    "no run with id %s is recorded: with JOB_HISTORY=failures a run has a row"
+			    " only once an attempt of it failed, went dead or was cancelled (runs that"
+			    " succeeded at once, and runs still queued or running, have none)", id);
+	else if (PQntuples(r) == 0)
 		answer_no_run(resp, "run", id);
 	else
 		httpd_json(resp, 200, control_run_json(r, 0));

@@ -8,7 +8,9 @@
 --       kind: a = ack only, e = ack + event, d = + delayed member,
 --       x = + dead count, c = ack + event (cancelled) + the cancel request
 --       marked done (its score negated: kept an hour, so that a later
---       request is told the run had finished).
+--       request is told the run had finished), s = ack only unless the run
+--       has a cancel request (then as c): a success that JOB_HISTORY=failures
+--       does not record (its event would be read only to be dropped).
 -- A run with a cancel request that ends otherwise (it finished before it
 -- saw the request) is recorded cancelled all the same: the request was
 -- answered as accepted, so that is the run's one final state.
@@ -51,6 +53,7 @@ for r = 1, n do
       local sc = tonumber(redis.call('ZSCORE', KEYS[5], id))
       if sc and sc > 0 then redis.call('ZADD', KEYS[5], 'XX', -sc, id) end
     end
+    if kind == 's' then ev = '' end
     if ev ~= '' then evs[#evs + 1] = ev end
   else
     out[r] = 1

@@ -2,29 +2,36 @@
 //
 // Usage (node 20, bullmq from tests/bench/.cache/npm, see run.py):
 //   node bullmq_bench.js REDIS_PORT enqueue N           addBulk in chunks of 1000
-//   node bullmq_bench.js REDIS_PORT process N CONC      one Worker, no-op processor
+//   node bullmq_bench.js REDIS_PORT process N CONC [keep|remove] [SLEEP_MS]
+//                                                       one Worker, no-op processor (or one
+//                                                       that waits SLEEP_MS); remove: jobs
+//                                                       added with removeOnComplete: true
 //   node bullmq_bench.js REDIS_PORT latency SAMPLES     enqueue-to-start, idle Worker
 // Prints one JSON object on stdout.  Memory figures are the resident set
 // (process.memoryUsage().rss, and the peak, resourceUsage().maxRSS) of the
 // process that runs the Queue (producer) or the Worker (consumer): the
 // Worker always runs in a child process of its own, so that its figures are
-// its own.  Jobs use BullMQ's default options (completed jobs are kept).
+// its own.  Jobs use BullMQ's default options (completed jobs are kept)
+// unless `remove` is given.  BullMQ 6 takes ioredis as a peer dependency
+// (installed beside it); INFO is read on a connection of our own.
 'use strict';
 
 const { performance } = require('perf_hooks');
 const { PROCESS_TIMEOUT_S, wallMs, sleep, rss, maxRss, startChild, latencySummary, run } =
   require('./bench_lib');
 const { Queue, Worker } = require('bullmq');
+const IORedis = require('ioredis');
 
-const [port, mode, arg1, arg2] = process.argv.slice(2);
+const [port, mode, arg1, arg2, arg3, arg4] = process.argv.slice(2);
 const connection = { host: '127.0.0.1', port: Number(port), maxRetriesPerRequest: null };
 const CHUNK = 1000;
 
-async function addAll(queue, n) {
+async function addAll(queue, n, remove = false) {
+  const opts = remove ? { removeOnComplete: true } : undefined;
   for (let done = 0; done < n; done += CHUNK) {
     const k = Math.min(CHUNK, n - done);
     const jobs = [];
-    for (let i = 0; i < k; i++) jobs.push({ name: 'noop', data: {} });
+    for (let i = 0; i < k; i++) jobs.push({ name: 'noop', data: {}, opts });
     await queue.addBulk(jobs);
   }
 }
@@ -32,13 +39,14 @@ async function addAll(queue, n) {
 // ---- the Worker child ----------------------------------------------------
 
 async function child() {
-  const { queueName, conc, n, latency } = JSON.parse(process.env.BENCH_CHILD);
+  const { queueName, conc, n, latency, sleepMs } = JSON.parse(process.env.BENCH_CHILD);
   let done = 0;
   const lat = [];
   let finish;
   const finished = new Promise((r) => { finish = r; });
   const worker = new Worker(queueName, async (job) => {
     if (latency) lat.push(wallMs() - job.data.t);
+    if (sleepMs) await sleep(sleepMs);
   }, { connection, concurrency: conc, autorun: false });
   worker.on('completed', () => { if (++done >= n) finish(); });
   await worker.waitUntilReady();
@@ -62,11 +70,12 @@ async function child() {
 
 // ---- the producer side ----------------------------------------------------
 
-// redis-server's CPU seconds so far (INFO cpu: used_cpu_user + used_cpu_sys).
-async function redisCpuS(queue) {
-  const info = await (await queue.client).info('cpu');
+// redis-server's CPU seconds so far (INFO cpu: used_cpu_user + used_cpu_sys)
+// and the connections it has accepted (INFO stats).
+async function redisInfo(r) {
+  const info = await r.info();
   const v = (k) => Number((info.match(new RegExp(k + ':([0-9.]+)')) || [0, 0])[1]);
-  return v('used_cpu_user') + v('used_cpu_sys');
+  return { cpu: v('used_cpu_user') + v('used_cpu_sys'), conns: v('total_connections_received') };
 }
 
 async function main() {
@@ -85,16 +94,22 @@ async function main() {
   } else if (mode === 'process') {
     const n = Number(arg1);
     const conc = Number(arg2);
-    await addAll(queue, n);
-    const w = startChild(__filename, { queueName, conc, n, latency: false });
+    const remove = arg3 === 'remove';
+    const sleepMs = Number(arg4 || 0);
+    const info = new IORedis(connection);
+    await addAll(queue, n, remove);
+    const c0 = await redisInfo(info);
+    const w = startChild(__filename, { queueName, conc, n, latency: false, sleepMs });
     await w.ready;
-    const redis0 = await redisCpuS(queue);
+    const redis0 = await redisInfo(info);
     const r = await w.result;
-    const redisCpu = (await redisCpuS(queue)) - redis0;
-    out = { n, concurrency: conc, completed: r.done, seconds: r.seconds,
-            per_s: Math.round(r.done / r.seconds), worker_idle_rss_mib: r.idle_rss_mib,
-            worker_busy_rss_mib: r.busy_rss_mib,
-            cpu_us: { client: 1e6 * r.cpu_s / r.done, redis: 1e6 * redisCpu / r.done } };
+    const redis1 = await redisInfo(info);
+    info.disconnect();
+    out = { n, concurrency: conc, remove_on_complete: remove, sleep_ms: sleepMs, completed: r.done,
+            seconds: r.seconds, per_s: Math.round(r.done / r.seconds),
+            worker_idle_rss_mib: r.idle_rss_mib, worker_busy_rss_mib: r.busy_rss_mib,
+            redis_connections: redis1.conns - c0.conns,
+            cpu_us: { client: 1e6 * r.cpu_s / r.done, redis: 1e6 * (redis1.cpu - redis0.cpu) / r.done } };
   } else if (mode === 'latency') {
     const n = Number(arg1);
     const w = startChild(__filename, { queueName, conc: 1, n, latency: true });

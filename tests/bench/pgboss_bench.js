@@ -4,6 +4,8 @@
 //   node pgboss_bench.js DATABASE_URL enqueue N             insert() in chunks of 1000
 //   node pgboss_bench.js DATABASE_URL process N BATCH LOOPS fetch({batchSize}) +
 //                                                          complete(ids), LOOPS loops at once
+//   node pgboss_bench.js DATABASE_URL work N BATCH CONC     work({batchSize, localConcurrency,
+//                                                          burstWhenBatchFull}), a no-op handler
 //   node pgboss_bench.js DATABASE_URL latency SAMPLES       work() at its shortest polling
 //                                                          interval (0.5 s), one job at a time
 // Prints one JSON object on stdout.  The consumer side runs in a child
@@ -14,7 +16,8 @@
 const { performance } = require('perf_hooks');
 const { PROCESS_TIMEOUT_S, wallMs, sleep, rss, maxRss, startChild, latencySummary, run } =
   require('./bench_lib');
-const PgBoss = require('pg-boss');
+// pg-boss 12 is an ES module: node >= 20.19 loads it with require().
+const { PgBoss } = require('pg-boss');
 
 const [url, mode, arg1, arg2, arg3] = process.argv.slice(2);
 const CHUNK = 1000;
@@ -31,15 +34,15 @@ async function insertAll(boss, queue, n) {
   for (let done = 0; done < n; done += CHUNK) {
     const k = Math.min(CHUNK, n - done);
     const jobs = [];
-    for (let i = 0; i < k; i++) jobs.push({ name: queue, data: {} });
-    await boss.insert(jobs);
+    for (let i = 0; i < k; i++) jobs.push({ data: {} });
+    await boss.insert(queue, jobs);
   }
 }
 
 // ---- the consumer child ----------------------------------------------------
 
 async function child() {
-  const { queue, n, batch, loops, latency } = JSON.parse(process.env.BENCH_CHILD);
+  const { queue, n, batch, loops, latency, work } = JSON.parse(process.env.BENCH_CHILD);
   const boss = await startBoss();
   await sleep(1000);
   const idle = rss();
@@ -47,8 +50,23 @@ async function child() {
   const lat = [];
   let done = 0;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const deadline = t0 + PROCESS_TIMEOUT_S * 1000;
-  if (latency) {
+  if (work) {
+    // work() completes a batch once its handler returns: the count is of
+    // handled jobs, so the last batch's complete() is not timed (at most
+    // one batch per loop in pg-boss's favour).
+    let finish;
+    const finished = new Promise((r) => { finish = r; });
+    await boss.work(queue, { batchSize: batch, localConcurrency: loops, burstWhenBatchFull: true,
+                             pollingIntervalSeconds: 0.5 }, async (jobs) => {
+      done += jobs.length;
+      if (done >= n) finish();
+    });
+    const timer = setTimeout(finish, PROCESS_TIMEOUT_S * 1000);
+    await finished;
+    clearTimeout(timer);
+  } else if (latency) {
     let finish;
     const finished = new Promise((r) => { finish = r; });
     await boss.work(queue, { pollingIntervalSeconds: 0.5 }, async ([job]) => {
@@ -71,9 +89,11 @@ async function child() {
     await Promise.all(Array.from({ length: loops }, loop));
   }
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const peak = maxRss();
   await boss.stop({ graceful: false, wait: true });
-  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat });
+  process.send({ done, seconds, idle_rss_mib: idle, busy_rss_mib: peak, lat,
+                 cpu_s: (cpu.user + cpu.system) / 1e6 });
   process.exit(0);
 }
 
@@ -92,17 +112,18 @@ async function main() {
     const seconds = (performance.now() - t0) / 1000;
     out = { n, seconds, per_s: Math.round(n / seconds), producer_idle_rss_mib: idleProducer,
             producer_busy_rss_mib: maxRss() };
-  } else if (mode === 'process') {
+  } else if (mode === 'process' || mode === 'work') {
     const n = Number(arg1);
     const batch = Number(arg2);
     const loops = Number(arg3 || 1);
     await insertAll(boss, queue, n);
-    const c = startChild(__filename, { queue, n, batch, loops, latency: false }, (m) => !('got' in m));
+    const c = startChild(__filename, { queue, n, batch, loops, latency: false, work: mode === 'work' },
+                         (m) => !('got' in m));
     await c.ready;
     const r = await c.result;
     out = { n, batch, loops, completed: r.done, seconds: r.seconds,
             per_s: Math.round(r.done / r.seconds), worker_idle_rss_mib: r.idle_rss_mib,
-            worker_busy_rss_mib: r.busy_rss_mib };
+            worker_busy_rss_mib: r.busy_rss_mib, cpu_us: { client: 1e6 * r.cpu_s / r.done } };
   } else if (mode === 'latency') {
     const n = Number(arg1);
     const c = startChild(__filename, { queue, n, batch: 1, loops: 1, latency: true }, (m) => !('got' in m));

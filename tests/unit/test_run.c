@@ -82,6 +82,14 @@ static void test_parsing(void)
 	int64_t v;
 	int bv;
 	CHECK(parse_i64("42", 0, 100, &v) == 0 && v == 42);
+	/* i64_dec writes what %lld does, at the edges too */
+	static const int64_t nums[] = { 0, 7, -7, 10, 1795894190778LL, -1000000, INT64_MAX, INT64_MIN };
+	for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+		char want[32], got[24];
+		snprintf(want, sizeof want, "%lld", (long long)nums[i]);
+		CHECK(i64_dec(got, nums[i]) == strlen(want));
+		CHECK_STR(got, want);
+	}
 	CHECK(parse_i64("-5", 0, 100, &v) == -1);
 	CHECK(parse_i64("5000ms", 0, 1 << 30, &v) == -1);
 	CHECK(parse_i64(" 5", 0, 100, &v) == -1);
