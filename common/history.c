@@ -778,23 +778,20 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 	return 0;
 }
 
-/* Drops rows older than what this writer stored (the upsert would refuse
- * them; their jr:runs entries are done). */
-static void rows_drop_stale(struct history *h, struct acks *ack)
+/* Keeps the rows for which drop() says 0; the others are freed, their
+ * jr:runs entries acknowledged, and counted in *dropped. */
+static void rows_filter(struct history *h, struct acks *ack,
+			int (*drop)(struct history *h, struct hrow *r), uint64_t *dropped)
 {
 	struct rows *rs = &h->rows;
 	size_t w = 0;
 	for (size_t i = 0; i < rs->n; i++) {
 		struct hrow *r = &rs->v[i];
-		const struct wslot *slot = wcache_get(h->wcache, r->id);
-		/* a retried dead run: the API moved its row back to queued, so
-		 * what this writer stored before says nothing; the upsert decides */
-		r->retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
-		if (slot && !r->retried && wkey_cmp(slot->k, row_key(r)) > 0) {
+		if (drop(h, r)) {
 			if (r->reid[0])
 				rargv_addcopy(&ack->runs, r->reid, strlen(r->reid));
 			row_free(r);
-			h->counts.skipped++;
+			(*dropped)++;
 			continue;
 		}
 		rs->v[w++] = *r;
@@ -802,31 +799,31 @@ static void rows_drop_stale(struct history *h, struct acks *ack)
 	rs->n = w;
 }
 
-/* JOB_HISTORY=failures: drops the rows that are not written (see the top
- * of the file), acknowledging their jr:runs entries.  A dropped success is
- * remembered in the written-ids cache, so that its queued entry read later
- * is dropped as stale without a look. */
-static void rows_drop_unrecorded(struct history *h, struct acks *ack)
+/* Rows older than what this writer stored (the upsert would refuse them;
+ * their jr:runs entries are done). */
+static int row_stale(struct history *h, struct hrow *r)
 {
-	struct rows *rs = &h->rows;
-	size_t w = 0;
-	for (size_t i = 0; i < rs->n; i++) {
-		struct hrow *r = &rs->v[i];
-		int succeeded = !strcmp(r->status, run_status_name(RUN_SUCCEEDED));
-		int first = r->attempts <= 1 && !r->retried;
-		if (!strcmp(r->status, run_status_name(RUN_QUEUED)) ||
-		    !strcmp(r->status, run_status_name(RUN_RUNNING)) || (succeeded && first)) {
-			if (succeeded)
-				wcache_put(&h->wcache, r);
-			if (r->reid[0])
-				rargv_addcopy(&ack->runs, r->reid, strlen(r->reid));
-			row_free(r);
-			h->counts.unrecorded++;
-			continue;
-		}
-		rs->v[w++] = *r;
+	const struct wslot *slot = wcache_get(h->wcache, r->id);
+	/* a retried dead run: the API moved its row back to queued, so what
+	 * this writer stored before says nothing; the upsert decides */
+	r->retried = !strcmp(r->src, run_source_name(RUN_SRC_RETRY));
+	return slot && !r->retried && wkey_cmp(slot->k, row_key(r)) > 0;
+}
+
+/* JOB_HISTORY=failures: the rows that are not written (see the top of the
+ * file).  A dropped success is remembered in the written-ids cache, so that
+ * its queued entry read later is dropped as stale without a look. */
+static int row_unrecorded(struct history *h, struct hrow *r)
+{
+	int succeeded = !strcmp(r->status, run_status_name(RUN_SUCCEEDED));
+	int first = r->attempts <= 1 && !r->retried;
+	if (!strcmp(r->status, run_status_name(RUN_QUEUED)) ||
+	    !strcmp(r->status, run_status_name(RUN_RUNNING)) || (succeeded && first)) {
+		if (succeeded)
+			wcache_put(&h->wcache, r);
+		return 1;
 	}
-	rs->n = w;
+	return 0;
 }
 
 /* The carry: while runs are finishing (allow), a queued row just read from
@@ -905,9 +902,9 @@ static int write_staged(struct history *h)
 static int write_rows(struct history *h, struct acks *ack, int allow_carry)
 {
 	rows_reduce(&h->rows, ack);
-	rows_drop_stale(h, ack);
+	rows_filter(h, ack, row_stale, &h->counts.skipped);
 	if (h->failures)
-		rows_drop_unrecorded(h, ack);
+		rows_filter(h, ack, row_unrecorded, &h->counts.unrecorded);
 	rows_hold(h, allow_carry);
 	if (!h->rows.n)
 		return 0;
