@@ -407,22 +407,15 @@ size_t history_decode_entry(const redisReply *fields, size_t *bad)
 
 /* Rows as arrays, one per column: for the fallbacks (without idempotency
  * keys, then row by row). */
-static const char upsert_sql[] =
-	UPSERT_INSERT
-	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
-	" $13::int[], $14::text[], $15::text[], $16::text[])"
-	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
+#define UPSERT_FROM_ARRAYS \
+	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]," \
+	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]," \
+	" $13::int[], $14::text[], $15::text[], $16::text[])" \
+	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished," \
 	" duration, error, consumer, idem)"
-	UPSERT_CONFLICT;
+static const char upsert_sql[] = UPSERT_INSERT UPSERT_FROM_ARRAYS UPSERT_CONFLICT;
 static const char upsert_failures_sql[] =
-	UPSERT_INSERT
-	" from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-	" $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
-	" $13::int[], $14::text[], $15::text[], $16::text[])"
-	" as u(id, job, org, payload, src, status, attempts, max, runat, enq, started, finished,"
-	" duration, error, consumer, idem)"
-	FAILURES_FILTER UPSERT_CONFLICT;
+	UPSERT_INSERT UPSERT_FROM_ARRAYS FAILURES_FILTER UPSERT_CONFLICT;
 
 /* Rows COPYed into the stage first: the way of big batches, as parsing a
  * COPY stream costs PostgreSQL a fraction of parsing array literals. */
