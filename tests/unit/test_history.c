@@ -166,15 +166,11 @@ static void reset(void)
 	db_init(&db, pg_url, "test", 10000);
 	CHECK(db_exec(&db, "truncate job_runs", 0, NULL) == 0);
 	db_release(&db);
-	memset(&cfg_, 0, sizeof cfg_);
-	cfg_.redis_url = redis_url;
+	unit_queue_config(&cfg_, redis_url);
 	cfg_.database_url = pg_url;
-	cfg_.job_lease_ms = 30000;
 	cfg_.job_max_attempts = 2;
 	cfg_.job_backoff_base_ms = 60000;
 	cfg_.job_backoff_max_ms = 60000;
-	cfg_.redis_stream_max_len = 1000000;
-	cfg_.job_runner_interval_ms = 5000;
 }
 
 static long long sql_count(const char *where)

@@ -157,14 +157,10 @@ static int count_events(const char *st, const char *err_prefix, char *last_consu
 static struct config base_cfg(void)
 {
 	struct config cfg;
-	memset(&cfg, 0, sizeof cfg);
-	cfg.redis_url = server_url;
-	cfg.job_lease_ms = 30000;
+	unit_queue_config(&cfg, server_url);
 	cfg.job_max_attempts = 5;
 	cfg.job_backoff_base_ms = 100;
 	cfg.job_backoff_max_ms = 1000;
-	cfg.redis_stream_max_len = 1000000;
-	cfg.job_runner_interval_ms = 5000;
 	cfg.worker_concurrency = 4;
 	return cfg;
 }

@@ -1,4 +1,5 @@
 #include "unit.h"
+#include "config.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -211,4 +212,13 @@ void unit_http_stop(struct unit_http *s)
 	pthread_join(s->tid, NULL);
 	close(s->fd);
 	free(s);
+}
+
+void unit_queue_config(struct config *cfg, char *redis_url)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->redis_url = redis_url;
+	cfg->job_lease_ms = 30000;
+	cfg->redis_stream_max_len = 1000000;
+	cfg->job_runner_interval_ms = 5000;
 }

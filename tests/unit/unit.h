@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+struct config;
+
 extern int unit_failures;
 extern int unit_checks;
 
@@ -74,5 +76,10 @@ int unit_run(const struct unit_test *tests, size_t n);
 		static const struct unit_test tests[] = { __VA_ARGS__ };      \
 		return unit_run(tests, JR_ARRAY_LEN(tests));                  \
 	}
+
+/* A configuration for tests that open queues against a test Redis: zeroed,
+ * then the settings every such test shares (a 30 s lease, a long stream,
+ * 5 s cycles); the caller sets the rest (attempts, backoff, ...). */
+void unit_queue_config(struct config *cfg, char *redis_url);
 
 #endif
