@@ -60,11 +60,11 @@ void health_answer_ready(struct httpd_request *req, struct httpd_response *resp,
 	cJSON_AddBoolToObject(jr, "workerMode", worker);
 	cJSON_AddStringToObject(o, "queueBackend", cfg->redis_url ? "redis" : "postgres");
 	cJSON_AddItemToObject(o, "checks", checks);
-	if (worker && src->w) {
+	if (worker && src->w)
 		add_run_counts(o, src->w);
-		if (cfg->redis_url)
-			cJSON_AddBoolToObject(o, "redisReachable", r_ok);
-	}
+	/* also before the worker is up: the same value as the Redis check */
+	if (worker && cfg->redis_url)
+		cJSON_AddBoolToObject(o, "redisReachable", r_ok);
 	cJSON_AddStringToObject(o, "version", JR_VERSION);
 	cJSON_AddNumberToObject(o, "uptimeS", (double)((mono_ms() - src->started_ms) / 1000));
 	httpd_json(resp, ok ? 200 : 503, o);

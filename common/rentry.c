@@ -283,7 +283,11 @@ int rentry_create_groups(struct rconn *rc)
 	if (rconn_connect(rc))
 		return rc->err;
 	for (size_t i = 0; i < JR_ARRAY_LEN(groups); i++) {
-		const char *av[] = { "XGROUP", "CREATE", groups[i][0], groups[i][1], "$", "MKSTREAM" };
+		/* from the stream's start, not "$": a group is missing only on a
+		 * stream nobody has consumed yet (first start, or a Redis that lost
+		 * its data and took new entries before any consumer came back),
+		 * and "$" would skip what was added before it existed */
+		const char *av[] = { "XGROUP", "CREATE", groups[i][0], groups[i][1], "0", "MKSTREAM" };
 		if (rconn_append(rc, 6, av, NULL))
 			return rc->err;
 	}

@@ -100,6 +100,20 @@ def test_a_malformed_entry_is_recorded_with_the_entry_time(bins, db, db_url, red
     assert abs(enq - entry_ms) <= 1, (enq, entry_ms)
 
 
+def test_entries_added_before_any_consumer_existed_are_run(bins, db, db_url, redis_server, spawn):
+    """Another service XADDs before any consumer ever started (or after a
+    Redis that lost its data came back, before a consumer reconnected): the
+    groups, created afterwards, must not start past those entries."""
+    jrcli.migrate(bins, db_url)
+    r = redis_server.client()
+    assert not r.exists("jr:runs")
+    ids = ["early-%d" % i for i in range(3)]
+    for i in ids:
+        r.xadd("jr:runs", {"v": "1", "type": "run", "id": i, "job": "noop", "payload": "{}"})
+    jrredis.consumer(spawn, db_url, redis_server, "early-a")
+    jrcli.wait_runs(db, ids, "succeeded", timeout=60)
+
+
 # ---- item 5: each run's record carries its own start and end ---------------
 
 def _grow_batch(enqueue, db, n=64):
