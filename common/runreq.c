@@ -72,7 +72,10 @@ int runreq_when(const cJSON *f, int is_run_at, int64_t now_ms, int64_t *run_at_m
 		return 0;
 	}
 	double d = cJSON_IsNumber(f) ? f->valuedouble : -1;
-	if (!cJSON_IsNumber(f) || d != (double)(int64_t)d || d < 0 || d > (double)RUNREQ_MAX_DELAY_MS) {
+	/* the range first: converting a double out of int64_t's range (1e300,
+	 * NaN) to check that it is whole would be undefined */
+	if (!cJSON_IsNumber(f) || !(d >= 0 && d <= (double)RUNREQ_MAX_DELAY_MS) ||
+	    d != (double)(int64_t)d) {
 		snprintf(err, errlen, "delayMs must be a whole number from 0 to %lld (90 days)",
 			 (long long)RUNREQ_MAX_DELAY_MS);
 		return -1;

@@ -151,6 +151,7 @@ static void test_delay(void)
 		{ "{\"delayMs\":-1}", "delayMs" },
 		{ "{\"delayMs\":7776000001}", "delayMs" },
 		{ "{\"delayMs\":2.5}", "delayMs" },
+		{ "{\"delayMs\":1e90}", "delayMs" },   /* past int64_t: no conversion (UBSan, fuzz_runreq) */
 		{ "{\"delayMs\":\"5\"}", "delayMs" },
 		{ "{\"runAt\":\"soon\"}", "runAt" },
 		{ "{\"runAt\":5}", "runAt" },
