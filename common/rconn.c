@@ -845,6 +845,14 @@ int rconn_connect(struct rconn *rc)
 {
 	if (rc->fd >= 0)
 		return 0;
+	uint64_t epoch = atomic_load_explicit(&switch_epoch, memory_order_relaxed);
+	if (rc->url.sentinel && rc->epoch != epoch) {
+		/* the sentinels switched masters since the last attempt: the
+		 * new master is worth trying at once, not after the backoff
+		 * that the dead one built up */
+		rc->next_try_ms = 0;
+		rc->backoff_ms = BACKOFF_MIN_MS;
+	}
 	if (mono_ms() < rc->next_try_ms) {
 		if (!rc->err)
 			set_err(rc, RCONN_EDOWN, "redis %s:%d: down, waiting to reconnect", rc->host,
@@ -853,7 +861,7 @@ int rconn_connect(struct rconn *rc)
 			rc->err = RCONN_EDOWN;
 		return rc->err;
 	}
-	uint64_t epoch = atomic_load_explicit(&switch_epoch, memory_order_relaxed);
+	rc->epoch = epoch;   /* the attempt's: a later switch cuts its backoff short */
 	if (rc->url.sentinel) {
 		watch_start(&rc->url);
 		int code = discover(rc);
@@ -963,7 +971,6 @@ int rconn_connect(struct rconn *rc)
 		connect_failed(rc, code);
 		return code;
 	}
-	rc->epoch = epoch;
 	if (rc->connects++ > 0) {
 		void (*fn)(void) = atomic_load_explicit(&reconnect_hook, memory_order_relaxed);
 		if (fn)

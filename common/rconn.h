@@ -115,7 +115,7 @@ struct rconn {
 	size_t nscripts;
 	char sha[RCONN_MAX_SCRIPTS][41];
 	char role[16];           /* HELLO's role of the connected node */
-	uint64_t epoch;          /* +switch-master messages seen when it connected */
+	uint64_t epoch;          /* +switch-master messages seen at the last connect attempt */
 	int64_t next_try_ms;     /* mono_ms() before which we do not reconnect */
 	int64_t backoff_ms;
 	uint64_t connects;       /* successful connects, including the first */
