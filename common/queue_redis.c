@@ -164,6 +164,7 @@ struct rqueue {
 
 	struct rargv av;         /* reused for every command: no per-run allocations */
 	struct strbuf scratch;
+	struct queue_redis_shared *shared;   /* housekeeping shared with sibling handles */
 };
 
 static struct rqueue *rq_of(struct queue *q) { return (struct rqueue *)q; }
@@ -791,6 +792,77 @@ static int prune_cancel(struct rqueue *rq)
 	return 0;
 }
 
+/* Housekeeping shared by sibling handles (queue_redis_share(): the run
+ * threads of one consumer).  Promote, trim, consumer GC and the lease-expiry
+ * scan are needed once per interval per process, not per handle: with 200
+ * run threads, each scanning the pending list every second (XAUTOCLAIM) and
+ * promoting every 200 ms cost Redis more than the runs themselves.  One
+ * handle at a time holds the turn (busy; the mutex is never held across a
+ * round trip): it works on the shared schedule and cursor, copied in and
+ * out; the others skip the housekeeping and read the schedule only to know
+ * when to wake up. */
+struct queue_redis_shared {
+	pthread_mutex_t mu;
+	int busy;
+	int64_t next_promote_ms, next_reclaim_ms, next_trim_ms, next_gc_ms;
+	char reclaim_cursor[48];
+};
+
+#define SHARED_BUSY_WAIT_MS 20   /* a sibling is doing due housekeeping: look again then */
+
+struct queue_redis_shared *queue_redis_shared_new(void)
+{
+	struct queue_redis_shared *s = xcalloc(1, sizeof *s);
+	pthread_mutex_init(&s->mu, NULL);
+	snprintf(s->reclaim_cursor, sizeof s->reclaim_cursor, "0-0");
+	return s;
+}
+
+void queue_redis_shared_free(struct queue_redis_shared *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+void queue_redis_share(struct queue *q, struct queue_redis_shared *s) { rq_of(q)->shared = s; }
+
+/* Takes the housekeeping turn if free (1; always without a shared
+ * schedule), and copies the shared schedule into rq either way. */
+static int sched_enter(struct rqueue *rq)
+{
+	struct queue_redis_shared *s = rq->shared;
+	if (!s)
+		return 1;
+	pthread_mutex_lock(&s->mu);
+	int mine = !s->busy;
+	s->busy = 1;
+	rq->next_promote_ms = s->next_promote_ms;
+	rq->next_reclaim_ms = s->next_reclaim_ms;
+	rq->next_trim_ms = s->next_trim_ms;
+	rq->next_gc_ms = s->next_gc_ms;
+	memcpy(rq->reclaim_cursor, s->reclaim_cursor, sizeof rq->reclaim_cursor);
+	pthread_mutex_unlock(&s->mu);
+	return mine;
+}
+
+/* Gives the turn back with the schedule as rq left it. */
+static void sched_leave(struct rqueue *rq, int mine)
+{
+	struct queue_redis_shared *s = rq->shared;
+	if (!s || !mine)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->next_promote_ms = rq->next_promote_ms;
+	s->next_reclaim_ms = rq->next_reclaim_ms;
+	s->next_trim_ms = rq->next_trim_ms;
+	s->next_gc_ms = rq->next_gc_ms;
+	memcpy(s->reclaim_cursor, rq->reclaim_cursor, sizeof s->reclaim_cursor);
+	s->busy = 0;
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Housekeeping due at mono time now. */
 static int housekeeping(struct rqueue *rq, int64_t now)
 {
@@ -949,15 +1021,22 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 	int rv = 0;
 	for (;;) {
 		int64_t now = mono_ms();
-		if (housekeeping(rq, now)) {
+		int mine = sched_enter(rq);   /* 0: a sibling handle does the housekeeping now */
+		if (mine && housekeeping(rq, now)) {
+			sched_leave(rq, mine);
 			rv = q->err;
 			break;
 		}
-		if (!rq->own_done && (rv = claim_own(rq, out, max, &got, &dead)))
+		if (!rq->own_done && (rv = claim_own(rq, out, max, &got, &dead))) {
+			sched_leave(rq, mine);
 			break;
-		if (got < max && now >= rq->next_reclaim_ms &&
-		    (rv = claim_reclaim(rq, out, max, &got, &dead)))
+		}
+		if (mine && got < max && now >= rq->next_reclaim_ms &&
+		    (rv = claim_reclaim(rq, out, max, &got, &dead))) {
+			sched_leave(rq, mine);
 			break;
+		}
+		sched_leave(rq, mine);
 		int64_t wait = 0;
 		if (got == 0 && rq->own_done) {
 			/* block, but wake up for the next housekeeping */
@@ -965,6 +1044,8 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 			wait = deadline - now;
 			int64_t next = rq->next_promote_ms < rq->next_reclaim_ms ? rq->next_promote_ms
 										 : rq->next_reclaim_ms;
+			if (!mine && next <= now)
+				next = now + SHARED_BUSY_WAIT_MS;   /* due, and a sibling is on it */
 			if (wait > next - now)
 				wait = next - now;
 			if (wait > RCONN_MAX_BLOCK_MS)

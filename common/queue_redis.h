@@ -69,6 +69,17 @@ int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *mov
 int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
 				int64_t history_wait_ms);
 
+/* Housekeeping shared by the handles of one process: promote, trim,
+ * consumer GC and the lease-expiry scan (XAUTOCLAIM) run once per interval
+ * for all handles attached to the same queue_redis_shared, by whichever of
+ * them claims when it is due, instead of once per handle.  The run threads
+ * of a consumer share one (worker.c); a handle without one does its own.
+ * The shared state must outlive the handles attached to it. */
+struct queue_redis_shared;
+struct queue_redis_shared *queue_redis_shared_new(void);
+void queue_redis_shared_free(struct queue_redis_shared *s);
+void queue_redis_share(struct queue *q, struct queue_redis_shared *s);
+
 /* Starts a new "incarnation" for the restart rule above, as if the process
  * had just started (tests; a process that re-initialises itself). */
 void queue_redis_reset_epoch(void);

@@ -112,6 +112,7 @@ struct worker {
 	pthread_t hb_tid, timer_tid;
 	int hb_started, timer_started;
 	struct history_thread *history;   /* Redis mode: runs' states into job_runs */
+	struct queue_redis_shared *rshared;   /* the run threads' Redis housekeeping, done once */
 	/* the jobs' connections (DATABASE_POOL_SIZE): borrowed by a run of a
 	 * job that uses the database, and by cycles, for their length */
 	pthread_mutex_t pool_mu;
@@ -580,6 +581,8 @@ static int open_q(struct wthread *t, enum transport which)
 		log_msg(LOG_DEBUG, "queue_open_failed", "%s", err);
 	if (!rc)
 		(*slot)->stop = &t->w->stopping;
+	if (!rc && which == T_REDIS)
+		queue_redis_share(*slot, t->w->rshared);
 	return rc;
 }
 
@@ -1019,6 +1022,8 @@ int worker_start(const struct config *cfg, int drain, struct worker **out, char 
 		w->npool = 1;
 	w->pool = xcalloc((size_t)w->npool, sizeof *w->pool);
 	w->pool_busy = xcalloc((size_t)w->npool, sizeof *w->pool_busy);
+	if (cfg->redis_url)
+		w->rshared = queue_redis_shared_new();
 	for (int i = 0; i < w->npool; i++)
 		session_db_init(&w->pool[i], cfg, "jobrunner-jobs", 0);
 	for (int i = 0; i < w->nthreads; i++) {
@@ -1110,6 +1115,7 @@ int worker_join(struct worker *w, int64_t timeout_ms, struct worker_counts *coun
 		pthread_cond_destroy(&t->hand.cv);
 	}
 	free(w->threads);
+	queue_redis_shared_free(w->rshared);
 	control_watch_stop();
 	for (int i = 0; i < w->npool; i++)
 		db_release(&w->pool[i]);
