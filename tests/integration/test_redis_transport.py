@@ -169,3 +169,41 @@ def test_cycles_follow_the_ticks_of_0_1_3_producers(producers, bins, redis_serve
         assert slots // 3 <= cycles <= slots + 2, (cycles, slots)
         assert slots // 3 <= logged <= slots + 2, (logged, slots)
         assert all(e["trigger"] == "tick" for c in cons for e in jrredis.cycles(c))
+
+
+def test_run_threads_share_the_housekeeping(redis_server, db, db_url, spawn):
+    """The run threads of one consumer do the Redis housekeeping (promote,
+    trim, consumer GC, the lease-expiry scan) once per interval for the
+    process, not once per thread: at WORKER_CONCURRENCY=40 an idle consumer
+    used to send Redis about 40 x 9 scripts a second (each thread promoting
+    every 200 ms, scanning the pending list every 500 ms, trimming every
+    second).  The housekeeping still happens: an entry left pending by a
+    consumer that vanished is taken over after its lease, and a delayed run
+    is promoted and run."""
+    r = redis_server.client()
+    p = spawn("producer", ["--migrate-only"], env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    # a consumer that vanished holds an entry (claimed, never acknowledged)
+    try:
+        r.xgroup_create("jr:runs", "jr:workers", id="0", mkstream=True)
+    except redis.ResponseError:
+        pass   # BUSYGROUP
+    r.xadd("jr:runs", {"v": "1", "type": "run", "id": "orphan-1", "job": "noop", "payload": "{}",
+                       "src": "adhoc", "attempt": "0", "max": "3"})
+    assert r.xreadgroup("jr:workers", "ghost", {"jr:runs": ">"}, count=1)
+    spawn("consumer", [], env=_env(redis_server, db_url, WORKER_HTTP_PORT=0, WORKER_CONCURRENCY=40,
+                                   CONSUMER_NAME="hk"))
+    harness.wait_until(lambda: sum(1 for c in r.client_list() if c["name"] == "jobrunner:consumer:hk")
+                       >= 40, timeout=30, msg="the 40 run threads' Redis connections")
+    harness.wait_until(lambda: db.scalar("SELECT status FROM job_runs WHERE id = 'orphan-1'")
+                       == "succeeded", timeout=20, msg="the orphaned entry to be taken over and run")
+    r.config_resetstat()
+    time.sleep(2.0)   # a measurement window, not a wait for something
+    calls = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    # shared: ~5 promotes, ~2 scans and 2 trims a second (and the history
+    # writer's few); one per thread, it was over 300 a second
+    assert calls < 120, calls
+    p = spawn("producer", ["enqueue", "noop", "--delay-ms", "300"], env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    delayed = [l.strip() for l in p.lines() if len(l.strip()) == 36][0]
+    jrcli.wait_runs(db, [delayed], "succeeded", timeout=20)
