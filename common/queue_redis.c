@@ -165,6 +165,10 @@ struct rqueue {
 	struct rargv av;         /* reused for every command: no per-run allocations */
 	struct strbuf scratch;
 	struct queue_redis_shared *shared;   /* housekeeping shared with sibling handles */
+	/* the last claim found jr:cancel empty after its deliveries: its runs
+	 * (n of them, the first's entry id) have no cancel request (rq_cancelled()) */
+	size_t no_cancel_n;
+	char no_cancel_first[48];
 };
 
 static struct rqueue *rq_of(struct queue *q) { return (struct rqueue *)q; }
@@ -948,11 +952,27 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 		av[8] = ">";
 		argc = 9;
 	}
-	redisReply *r = rconn_cmd(&rq->rc, argc, av, NULL);
+	/* and, in the same round trip, after the delivery: are there cancel
+	 * requests at all?  None: the runs delivered cannot have one (a request
+	 * added from now on finds them pending, "held", and the heartbeat's
+	 * look stops them), and rq_cancelled() saves its round trip */
+	const char *zc[] = { "ZCARD", RENTRY_CANCEL };
+	if (rconn_append(&rq->rc, argc, av, NULL) || rconn_append(&rq->rc, 2, zc, NULL))
+		return rq_fail(rq);
+	redisReply *r = rconn_get(&rq->rc);
+	redisReply *z = r ? rconn_get(&rq->rc) : NULL;
+	if (r && r->type == REDIS_REPLY_ERROR) {
+		rconn_reply_error(&rq->rc, r);
+		freeReplyObject(r);
+		r = NULL;
+	}
 	if (!r) {
+		if (z)
+			freeReplyObject(z);
 		check_nogroup(rq);
 		return rq_fail(rq);
 	}
+	size_t before = *got;
 	int rv = 0;
 	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
 		const redisReply *s = r->element[0];
@@ -961,6 +981,12 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 			rv = take_entries(rq, s->element[1], out, max, got, dead, 0);
 	}
 	freeReplyObject(r);
+	if (!rv && before == 0 && *got > 0 && z && z->type == REDIS_REPLY_INTEGER && z->integer == 0) {
+		rq->no_cancel_n = *got;
+		memcpy(rq->no_cancel_first, out[0].handle, sizeof rq->no_cancel_first);
+	}
+	if (z)
+		freeReplyObject(z);
 	return rv ? rq->q.err : 0;
 }
 
@@ -1012,6 +1038,7 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 	struct deadbuf dead;
 	dead.n = 0;
 	*n = 0;
+	rq->no_cancel_n = 0;
 	if (max == 0)
 		return rq_ok(rq);
 	if (ensure_groups(rq))
@@ -1258,7 +1285,10 @@ static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *
 		flags[i] = 0;
 		m += !runs[i].is_tick;
 	}
-	if (!m)
+	/* the batch this handle just claimed, with jr:cancel empty then */
+	int none = n && n == rq->no_cancel_n && !strcmp(runs[0].handle, rq->no_cancel_first);
+	rq->no_cancel_n = 0;
+	if (!m || none)
 		return rq_ok(rq);
 	struct rargv *a = &rq->av;
 	rargv_reset(a);

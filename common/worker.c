@@ -518,23 +518,39 @@ static int control_gate(struct wthread *t, size_t i, struct run *r, struct run_r
 	return 0;
 }
 
-/* Heartbeat: asks the transport about the runs in t's hand; a requested
- * run not started yet is skipped (control_gate), the one running is told
- * to stop through its context (run_stop, as at shutdown). */
-static void cancel_look_hand(struct wthread *t, struct queue *q, const struct run *copy, size_t n)
+/* The heartbeat's look for cancel requests: the runs in the hands of all
+ * threads, gathered per transport into calls of up to WORKER_MAX_BATCH
+ * runs (200 threads holding one run each: 2 round trips, not 200).  A
+ * requested run not started yet is skipped (control_gate), the one
+ * running is told to stop through its context (run_stop, as at shutdown). */
+struct look {
+	struct run runs[WORKER_MAX_BATCH];   /* shallow copies: ids, handles */
+	int owner[WORKER_MAX_BATCH];         /* thread index */
+	size_t idx[WORKER_MAX_BATCH];        /* index in its hand */
+	size_t n;
+};
+
+static void cancel_look_flush(struct worker *w, struct queue *q, struct look *lk)
 {
 	int flags[WORKER_MAX_BATCH];
-	if (q->ops->cancelled(q, copy, n, flags))
+	size_t n = lk->n;
+	lk->n = 0;
+	if (!n || q->ops->cancelled(q, lk->runs, n, flags))
 		return;
-	pthread_mutex_lock(&t->hand.mu);
-	for (size_t i = 0; i < n && i < t->hand.n; i++) {
-		if (!flags[i] || strcmp(t->hand.runs[i].id, copy[i].id))
-			continue;   /* the hand moved on to another batch meanwhile */
-		t->hand.cancel[i] = 1;
-		if (t->hand.cur && t->hand.cur_idx == i)
-			atomic_store_explicit(&t->run_stop, 1, memory_order_release);
+	for (size_t k = 0; k < n; k++) {
+		if (!flags[k])
+			continue;
+		struct wthread *t = &w->threads[lk->owner[k]];
+		size_t i = lk->idx[k];
+		pthread_mutex_lock(&t->hand.mu);
+		/* unless the hand moved on to another batch meanwhile */
+		if (i < t->hand.n && !strcmp(t->hand.runs[i].id, lk->runs[k].id)) {
+			t->hand.cancel[i] = 1;
+			if (t->hand.cur && t->hand.cur_idx == i)
+				atomic_store_explicit(&t->run_stop, 1, memory_order_release);
+		}
+		pthread_mutex_unlock(&t->hand.mu);
 	}
-	pthread_mutex_unlock(&t->hand.mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -902,6 +918,7 @@ static void *heartbeat_thread(void *arg)
 	struct worker *w = arg;
 	struct queue *rq = NULL, *pq = NULL;
 	struct run *copy = xcalloc(WORKER_MAX_BATCH, sizeof *copy);
+	struct look *looks = xcalloc(2, sizeof *looks);   /* Redis, PostgreSQL */
 	size_t idx[WORKER_MAX_BATCH];
 	int released[WORKER_MAX_BATCH];
 	int64_t every = w->cfg->job_lease_ms / 3;
@@ -919,14 +936,24 @@ static void *heartbeat_thread(void *arg)
 		if (mono_ms() >= next_cancel_look) {
 			next_cancel_look = mono_ms() + CANCEL_LOOK_MS;
 			for (int i = 0; i < w->nthreads; i++) {
-				struct wthread *t = &w->threads[i];
 				enum transport from;
-				size_t n = hand_copy(t, copy, &from);
+				size_t n = hand_copy(&w->threads[i], copy, &from);
 				struct queue **q = from == T_REDIS ? &rq : &pq;
+				struct look *lk = from == T_REDIS ? &looks[0] : &looks[1];
 				if (!n || from == T_NONE || hb_queue(w, from, q))
 					continue;
-				cancel_look_hand(t, *q, copy, n);
+				for (size_t j = 0; j < n; j++) {
+					if (lk->n == WORKER_MAX_BATCH)
+						cancel_look_flush(w, *q, lk);
+					lk->runs[lk->n] = copy[j];
+					lk->owner[lk->n] = i;
+					lk->idx[lk->n++] = j;
+				}
 			}
+			if (looks[0].n)
+				cancel_look_flush(w, rq, &looks[0]);
+			if (looks[1].n)
+				cancel_look_flush(w, pq, &looks[1]);
 		}
 		/* runs waiting behind a long one: back to the queue, for a free thread */
 		for (int i = 0; i < w->nthreads; i++) {
@@ -976,6 +1003,7 @@ static void *heartbeat_thread(void *arg)
 	drop(&rq);
 	drop(&pq);
 	free(copy);
+	free(looks);
 	return NULL;
 }
 
