@@ -818,8 +818,8 @@ static int fair_feed(struct rqueue *rq, size_t want)
 	snprintf(th, sizeof th, "%d", FAIR_THRESHOLD);
 	snprintf(most, sizeof most, "%d", FAIR_SCAN);
 	const char *av[] = { "3", RENTRY_RUNS, RENTRY_LANES, RENTRY_FAIR, RENTRY_GROUP, w, th, most,
-			     RENTRY_LANE };
-	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 9, av, NULL);
+			     RENTRY_LANE, RENTRY_HISTORY_GROUP };
+	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 10, av, NULL);
 	if (!r)
 		return rq_fail(rq);
 	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&

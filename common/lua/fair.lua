@@ -19,17 +19,19 @@
 --       alone; n: entries in the lanes).
 -- ARGV: 1 workers group, 2 want (entries the caller is about to claim),
 --       3 threshold (waiting entries above which a second group starts the
---       lanes), 4 most entries scanned per call, 5 lane key prefix.
+--       lanes), 4 most entries scanned per call, 5 lane key prefix,
+--       6 history group (entries it has not read yet are not moved).
 -- Reply: {entries in the lanes, entries fed, entries moved}.
 -- include: lib/stream.lua
 local runs, ring, st = KEYS[1], KEYS[2], KEYS[3]
 local want, threshold, most, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 if redis.call('EXISTS', runs) == 0 then return {0, 0, 0} end
 
-local last
+local last, recorded
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', runs)) do
   local f = info_fields(g)
   if f['name'] == ARGV[1] then last = f['last-delivered-id'] end
+  if f['name'] == ARGV[6] then recorded = f['last-delivered-id'] end
 end
 if not last then return {0, 0, 0} end
 
@@ -85,6 +87,9 @@ end
 local es = redis.call('XRANGE', runs, '(' .. cursor, '+', 'COUNT', most)
 local add, order, ids = {}, {}, {}
 for _, e in ipairs(es) do
+  -- only what the history writer has read: job_runs shows a run waiting
+  -- in a lane as queued (the entry leaves the stream here)
+  if recorded and id_less(recorded, e[1]) then break end
   local fl = e[2]
   local name = lane_of(fl)
   if name then
