@@ -89,7 +89,8 @@
 #define TRIM_CAP_STEP 10000     /* entries dropped per call by the hard cap */
 #define FAIR_IDLE_MS 20         /* lanes empty: look for a second group this often */
 #define FAIR_THRESHOLD 64       /* waiting entries above which a second group starts lanes */
-#define FAIR_SCAN 2000          /* entries fair.lua scans per call */
+#define FAIR_MOVE 2000          /* entries fair.lua moves into lanes per call */
+#define FAIR_SAMPLE 64          /* newest arrivals fair.lua looks at while the lanes are off */
 
 /* ------------------------------------------------------------------ */
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
@@ -796,35 +797,39 @@ static int prune_cancel(struct rqueue *rq)
 	return 0;
 }
 
-/* Fairness across orgs (fair.lua): while the lanes hold runs, every claim
- * first feeds the stream with what it is about to take, round-robin across
- * the groups; while they are empty, one thread of the process at a time
- * (every FAIR_IDLE_MS) scans what arrived, to start the lanes when a second
- * group, or a tick, waits behind a backlog. */
-static _Atomic int64_t fair_lanes;          /* runs in the lanes, last seen */
-static _Atomic int64_t fair_next_ms;        /* mono: next scan while they are empty */
+/* Fairness across orgs (fair.lua): while the lanes are on, every claim
+ * first calls the script, which moves what arrived into the lanes and feeds
+ * the stream round-robin with what this claim will take; while they are
+ * off, one thread of the process at a time (every FAIR_IDLE_MS) lets it
+ * look at the newest arrivals, to turn the lanes on when a second group,
+ * or a tick, waits behind a backlog. */
+static _Atomic int fair_on;                 /* the lanes were on, last seen */
+static _Atomic int64_t fair_next_ms;        /* mono: next scan while they are off */
 
 static int fair_feed(struct rqueue *rq, size_t want)
 {
 	int64_t now = mono_ms();
-	if (atomic_load_explicit(&fair_lanes, memory_order_relaxed) == 0) {
+	if (!atomic_load_explicit(&fair_on, memory_order_relaxed)) {
 		int64_t next = atomic_load_explicit(&fair_next_ms, memory_order_relaxed);
 		if (now < next || !atomic_compare_exchange_strong(&fair_next_ms, &next,
 								   now + FAIR_IDLE_MS))
 			return 0;
 	}
-	char w[24], th[16], most[16];
+	char w[24], th[16], most[16], sample[16];
 	snprintf(w, sizeof w, "%zu", want);
 	snprintf(th, sizeof th, "%d", FAIR_THRESHOLD);
-	snprintf(most, sizeof most, "%d", FAIR_SCAN);
+	snprintf(most, sizeof most, "%d", FAIR_MOVE);
+	snprintf(sample, sizeof sample, "%d", FAIR_SAMPLE);
 	const char *av[] = { "3", RENTRY_RUNS, RENTRY_LANES, RENTRY_FAIR, RENTRY_GROUP, w, th, most,
-			     RENTRY_LANE, RENTRY_HISTORY_GROUP };
-	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 10, av, NULL);
-	if (!r)
+			     RENTRY_LANE, RENTRY_FAIRER, sample };
+	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 11, av, NULL);
+	if (!r) {
+		check_nogroup(rq);
 		return rq_fail(rq);
-	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
 	    r->element[0]->type == REDIS_REPLY_INTEGER)
-		atomic_store_explicit(&fair_lanes, r->element[0]->integer, memory_order_relaxed);
+		atomic_store_explicit(&fair_on, r->element[0]->integer != 0, memory_order_relaxed);
 	freeReplyObject(r);
 	return 0;
 }
@@ -996,6 +1001,8 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 		if (got < max && now >= rq->next_reclaim_ms &&
 		    (rv = claim_reclaim(rq, out, max, &got, &dead)))
 			break;
+		if (got < max && rq->fair && (rv = fair_feed(rq, max - got)))
+			break;
 		int64_t wait = 0;
 		if (got == 0 && rq->own_done) {
 			/* block, but wake up for the next housekeeping */
@@ -1010,8 +1017,6 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 			if (wait < 0)
 				wait = 0;
 		}
-		if (got < max && rq->fair && (rv = fair_feed(rq, max - got)))
-			break;
 		if (got < max && (rv = claim_new(rq, out, max, &got, wait, &dead)))
 			break;
 		if (got > 0 || dead.n > 0 || mono_ms() >= deadline)
