@@ -22,7 +22,11 @@ What it does, on this machine, in one run:
 
 Usage:
     /usr/bin/python3 tests/bench/run.py [--quick] [--only SECTIONS] [--no-doc]
-SECTIONS (comma-separated): raw, bullmq, pgboss, graphile, jr-redis, jr-pg, io.
+SECTIONS (comma-separated): raw, bullmq, pgboss, graphile, jr-redis, jr-pg, io,
+fairness.  `--only fairness` alone rewrites only the section "Fairness across
+orgs" of docs/performance.md and its rows of the targets (bench_fairness:
+issue 16's backlog of one org against another org's runs, jobrunner in both
+modes and BullMQ).
 
 Method (also written into the document):
 - jobrunner's processes run at their default settings (only DATABASE_URL,
@@ -1115,12 +1119,131 @@ def targets(res):
         ratio(j["per_s"], b["per_s"]) if j and b else None, 1)
     add("I/O-bound, concurrency 200: peak RSS ≤ ⅓ of BullMQ's (BullMQ / jobrunner ≥ 3)",
         ratio(j["busy_hwm_mib"], b["worker_busy_rss_mib"], False) if j and b else None, 3)
+    out += fair_targets(res)
     for jj, label in ((jr, "Redis mode"), (jp, "Redis-less mode")):
         v = jj["latency"]["consumer_idle_rss_mib"] if jj else None
         out.append(("idle consumer memory < 10 MiB (%s)" % label,
                     "not measured" if v is None else "%.1f MiB" % v,
                     None if v is None else v < 10))
     return out
+
+
+FAIR_MARK = ("<!-- fairness: written by tests/bench/run.py "
+             "(alone: run.py --only fairness rewrites this section and the fairness targets) -->")
+FAIR_END = "<!-- fairness: end -->"
+FAIR_TARGET = "fairness: "
+
+
+def fair_targets(res):
+    """The fairness targets of issue 16, for each jobrunner mode, BullMQ's
+    figure beside."""
+    f = res.get("fairness")
+    if not f:
+        return []
+    out = []
+    bull = f.get("bullmq")
+    for key, label in (("jr-redis", "Redis mode"), ("jr-redisless", "Redis-less mode")):
+        j = f.get(key)
+        if not j:
+            out.append((FAIR_TARGET + "(%s)" % label, "not measured", None))
+            continue
+        out.append((FAIR_TARGET + "B's start latency p99 ≤ 500 ms with a %s-run backlog of A (%d consumers), %s"
+                    % ("{:,}".format(f["n_a"]), f["consumers"], label),
+                    "%s ms (BullMQ: %s ms)" % (fmt_num(j["b_p99_ms"], "ms"),
+                                              fmt_num(bull["b_p99_ms"], "ms") if bull else "—"),
+                    j["b_p99_ms"] <= 500))
+        out.append((FAIR_TARGET + "A's throughput within 10 %% of single-org, %s" % label,
+                    "%s (BullMQ: %s)" % (fmt_pct(j["a_ratio"]), fmt_pct(bull["a_ratio"]) if bull else "—"),
+                    None if j["a_ratio"] is None else j["a_ratio"] >= 0.9))
+    return out
+
+
+def fairness_text(res):
+    """The section "Fairness across orgs" (between FAIR_MARK and FAIR_END)."""
+    f = res.get("fairness")
+    if not f:
+        return ""
+    md = [FAIR_MARK, "## Fairness across orgs", "",
+          "Issue 16's target: with a backlog of %s runs of org A and %d consumers working through it, "
+          "%d runs of org B enqueued one every %d ms each start within 500 ms of their enqueue (p99), "
+          "while A's throughput stays within 10 %% of its rate without B. Measured %s at commit `%s`, "
+          "on the servers and machine above:" % ("{:,}".format(f["n_a"]), f["consumers"], f["n_b"],
+                                                  f["gap_ms"], f["date"], f["commit"]), "",
+          "| system | B's start latency p50 / p99 / max (ms) | A's runs started while a B run waited "
+          "(most) | A's runs still to start at the last B enqueue | A alone (runs/s) | A with B (runs/s) "
+          "| with B ÷ alone |",
+          "|---|---|---|---|---|---|---|"]
+    names = (("jr-redis", "jobrunner, Redis mode, %d consumers" % f["consumers"]),
+             ("jr-redisless", "jobrunner, Redis-less mode, %d consumers" % f["consumers"]),
+             ("bullmq", "BullMQ %s, %d Worker processes at concurrency %d%s"
+              % (res.get("peer_versions", {}).get("bullmq", ""), f["consumers"], f["bullmq_concurrency"],
+                 ", removeOnComplete" if f["bullmq_keep"] == "remove" else "")))
+    for key, name in names:
+        v = f.get(key)
+        if not v:
+            md.append("| %s | not measured | | | | | |" % name)
+            continue
+        md.append("| %s | %s / %s / %s | %s | %s | %s | %s | %s |" % (
+            name, fmt_num(v["b_p50_ms"], "ms"), fmt_num(v["b_p99_ms"], "ms"), fmt_num(v["b_max_ms"], "ms"),
+            "{:,}".format(v["b_a_passed_max"]), "{:,}".format(v["a_left_at_last_b_min"]),
+            "{:,}".format(v["a_per_s_alone"]), "{:,}".format(v["a_per_s_with_b"]), fmt_pct(v["a_ratio"])))
+    md += ["", targets_text(fair_targets(res)), "",
+           "How: every run is `noop {\"sleepMs\": %d}`, A's and B's alike. With no-op runs the "
+           "overlap the target asks for cannot happen here: %d consumers drain 20,000 no-op runs in "
+           "about a second in either mode (Redis mode at some 35,000 runs/s), before %d runs %d ms apart "
+           "(%.0f s) could be enqueued behind them; %d ms a run stretches the backlog to several "
+           "seconds, and the last column shows it was still there when the last B run came. "
+           "jobrunner: a fresh database (and a flushed Redis), the producer, A's runs enqueued through "
+           "the bulk endpoint (`orgId` `org-a`, 10,000 a request), then %d consumers at their default "
+           "settings (`WORKER_CONCURRENCY` 4); as soon as both answer `/health`, B's runs are POSTed "
+           "one at a time (`orgId` `org-b`) %d ms apart. B's latency is `job_runs.started_at` minus "
+           "the client's clock just before its POST; \"A's runs started while a B run waited\" counts "
+           "the A rows whose `started_at` falls between the two. A's rate is taken between the moments "
+           "10 %% and 90 %% of a sample of A's runs had succeeded, as for the processing rates above. "
+           "BullMQ: A's jobs added with `addBulk` (1,000 at a time), %d Worker processes at its best "
+           "setting in the no-op runs above (concurrency %d%s), each job awaiting %d ms; once both "
+           "are ready, B's jobs added with `queue.add` %d ms apart; latency `processedOn - timestamp`, "
+           "A's rate between the moments 10 %% and 90 %% of A's jobs had finished. BullMQ has %d jobs "
+           "in flight to jobrunner's %d, so its A backlog drains faster and its later B jobs find "
+           "less of it ahead of them (see the column of A's runs still to start). Each system runs "
+           "without B and with B in %d alternating round(s); the best rate of each is kept (other work "
+           "on the machine only ever slows a round down) and B's latencies are pooled over the rounds."
+           % (f["sleep_ms"], f["consumers"], f["n_b"], f["gap_ms"], f["n_b"] * f["gap_ms"] / 1000.0,
+              f["sleep_ms"], f["consumers"], f["gap_ms"], f["consumers"], f["bullmq_concurrency"],
+              ", removeOnComplete" if f["bullmq_keep"] == "remove" else "", f["sleep_ms"], f["gap_ms"],
+              f["consumers"] * f["bullmq_concurrency"], f["consumers"] * 4, f["rounds"]), "",
+          "Only this part (about %d s here), which rewrites this section and the fairness rows of the "
+          "targets and leaves the rest of the document as it is:" % f["seconds"], "",
+          "```sh", "/usr/bin/python3 tests/bench/run.py --only fairness", "```", FAIR_END]
+    return "\n".join(md) + "\n"
+
+
+def splice_fairness(doc, res):
+    """doc with its fairness section and fairness target rows replaced by
+    those of res (run.py --only fairness)."""
+    sect = fairness_text(res)
+    if FAIR_MARK in doc and FAIR_END in doc:
+        a = doc.index(FAIR_MARK)
+        b = doc.index(FAIR_END) + len(FAIR_END) + 1
+        doc = doc[:a] + sect + doc[b:]
+    else:
+        at = doc.find("## Where the time goes")
+        if at < 0:
+            at = doc.find(KEEP_MARK) if KEEP_MARK in doc else len(doc)
+        doc = doc[:at] + sect + "\n" + doc[at:]
+    # the targets table: the old fairness rows out, the new ones after its last row
+    lines = [ln for ln in doc.split("\n") if not ln.startswith("| " + FAIR_TARGET)]
+    if "## Targets" not in lines:
+        return "\n".join(lines)
+    start = lines.index("## Targets")
+    end = start + 1
+    while end < len(lines) and not lines[end].startswith("|"):
+        end += 1
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    rows = targets_text(fair_targets(res)).split("\n")[2:]
+    lines[end:end] = rows
+    return "\n".join(lines)
 
 
 def targets_text(tg):
@@ -1382,6 +1505,7 @@ Details:
 
 %(targets)s
 
+%(fairness)s
 ## Where the time goes
 
 %(profile)s
@@ -1441,7 +1565,7 @@ Details:
   less than a rate with what else shares the cores (contention still raises it: caches, context
   switches), so it is the better figure to compare costs by.
 """ % {"date": res["date"], "facts": f, "table": table, "details": details,
-       "targets": tg_text, "poll": POLL_S, "sample": SAMPLE, "profile": cpu_text(res) + "\n" + profile_text(res),
+       "targets": tg_text, "fairness": fairness_text(res), "poll": POLL_S, "sample": SAMPLE, "profile": cpu_text(res) + "\n" + profile_text(res),
        "repeat": 1 if res.get("quick") else REPEAT,
        "io_n": "{:,}".format(SIZES["io_n"][1 if res.get("quick") else 0])}
 
@@ -1475,13 +1599,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
-    ap.add_argument("--only", default="raw,bullmq,pgboss,graphile,jr-redis,jr-pg,io")
+    ap.add_argument("--only", default="raw,bullmq,pgboss,graphile,jr-redis,jr-pg,io,fairness")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/")
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the perf pass (where the CPU goes with one consumer)")
     ap.add_argument("--from-json", help="re-render the table and document from saved results")
     args = ap.parse_args()
     results_path = os.path.join(BUILD, "bench", "results.json")
+    fair_only = set(args.only.split(",")) == {"fairness"} and not args.from_json
+    if fair_only:
+        results_path = os.path.join(BUILD, "bench", "fairness.json")
 
     check_deps()
     if args.from_json:
@@ -1525,6 +1652,15 @@ def main():
                 for k, v in r.items():
                     if v is not None:
                         res[k] = merge_rounds(res.get(k), v)
+            if "fairness" in only:
+                t1 = time.monotonic()
+                bull = res.get("bullmq")
+                res["fairness"] = bench_fairness(pg, redis, args.quick,
+                                                 best(bull["process"])[0] if bull else None)
+                res["fairness"].update(
+                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    commit=res["commit"], rounds=size("fair_rounds", args.quick),
+                    seconds=round(time.monotonic() - t1))
         finally:
             redis.cleanup()
             pg.cleanup()
@@ -1534,6 +1670,15 @@ def main():
             json.dump(res, f, indent=1)
         say("measured in %d s; raw results in %s" % (res["seconds"], os.path.relpath(results_path, ROOT)))
 
+    if fair_only:
+        print(fairness_text(res))
+        if not args.no_doc:
+            with open(DOC) as f:
+                doc = splice_fairness(f.read(), res)
+            with open(DOC, "w") as f:
+                f.write(doc)
+            say("wrote the fairness section of %s" % os.path.relpath(DOC, ROOT))
+        return
     table = table_text(build_rows(res))
     tg = targets(res)
     print(table)
