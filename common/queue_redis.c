@@ -87,6 +87,9 @@
 #define ENQUEUE_CHUNK 512       /* runs per pipeline */
 #define IDEM_TTL_S 86400
 #define TRIM_CAP_STEP 10000     /* entries dropped per call by the hard cap */
+#define FAIR_IDLE_MS 20         /* lanes empty: look for a second group this often */
+#define FAIR_THRESHOLD 64       /* waiting entries above which a second group starts lanes */
+#define FAIR_SCAN 2000          /* entries fair.lua scans per call */
 
 /* ------------------------------------------------------------------ */
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
@@ -95,7 +98,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_FAIR, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -111,6 +114,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
 	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 	[S_RATE] = { "rate.lua", jr_lua_rate },
+	[S_FAIR] = { "fair.lua", jr_lua_fair },
 };
 
 /* ------------------------------------------------------------------ */
@@ -161,6 +165,7 @@ struct rqueue {
 	int own_done;            /* own entries of a previous incarnation taken back */
 	char reclaim_cursor[48];
 	int64_t next_promote_ms, next_reclaim_ms, next_trim_ms, next_gc_ms;  /* mono */
+	int fair;                /* FAIRNESS: fair.lua before each claim */
 
 	struct rargv av;         /* reused for every command: no per-run allocations */
 	struct strbuf scratch;
@@ -791,6 +796,39 @@ static int prune_cancel(struct rqueue *rq)
 	return 0;
 }
 
+/* Fairness across orgs (fair.lua): while the lanes hold runs, every claim
+ * first feeds the stream with what it is about to take, round-robin across
+ * the groups; while they are empty, one thread of the process at a time
+ * (every FAIR_IDLE_MS) scans what arrived, to start the lanes when a second
+ * group, or a tick, waits behind a backlog. */
+static _Atomic int64_t fair_lanes;          /* runs in the lanes, last seen */
+static _Atomic int64_t fair_next_ms;        /* mono: next scan while they are empty */
+
+static int fair_feed(struct rqueue *rq, size_t want)
+{
+	int64_t now = mono_ms();
+	if (atomic_load_explicit(&fair_lanes, memory_order_relaxed) == 0) {
+		int64_t next = atomic_load_explicit(&fair_next_ms, memory_order_relaxed);
+		if (now < next || !atomic_compare_exchange_strong(&fair_next_ms, &next,
+								   now + FAIR_IDLE_MS))
+			return 0;
+	}
+	char w[24], th[16], most[16];
+	snprintf(w, sizeof w, "%zu", want);
+	snprintf(th, sizeof th, "%d", FAIR_THRESHOLD);
+	snprintf(most, sizeof most, "%d", FAIR_SCAN);
+	const char *av[] = { "3", RENTRY_RUNS, RENTRY_LANES, RENTRY_FAIR, RENTRY_GROUP, w, th, most,
+			     RENTRY_LANE, RENTRY_HISTORY_GROUP };
+	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 10, av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER)
+		atomic_store_explicit(&fair_lanes, r->element[0]->integer, memory_order_relaxed);
+	freeReplyObject(r);
+	return 0;
+}
+
 /* Housekeeping due at mono time now. */
 static int housekeeping(struct rqueue *rq, int64_t now)
 {
@@ -972,6 +1010,8 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 			if (wait < 0)
 				wait = 0;
 		}
+		if (got < max && rq->fair && (rv = fair_feed(rq, max - got)))
+			break;
 		if (got < max && (rv = claim_new(rq, out, max, &got, wait, &dead)))
 			break;
 		if (got > 0 || dead.n > 0 || mono_ms() >= deadline)
@@ -1082,20 +1122,21 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	const char *c3[] = { "GET", RENTRY_DEAD_COUNT };
 	const char *c4[] = { "XINFO", "CONSUMERS", RENTRY_RUNS, RENTRY_GROUP };
 	const char *c5[] = { "GET", RENTRY_TICK_LAST };
+	const char *c6[] = { "HGET", RENTRY_FAIR, "n" };
 	if (rconn_append(&rq->rc, 3, c1, NULL) || rconn_append(&rq->rc, 2, c2, NULL) ||
 	    rconn_append(&rq->rc, 2, c3, NULL) || rconn_append(&rq->rc, 4, c4, NULL) ||
-	    rconn_append(&rq->rc, 2, c5, NULL))
+	    rconn_append(&rq->rc, 2, c5, NULL) || rconn_append(&rq->rc, 3, c6, NULL))
 		return rq_fail(rq);
-	redisReply *r[5] = { 0 };
+	redisReply *r[6] = { 0 };
 	int rv = 0;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		r[i] = rconn_get(&rq->rc);
 		if (!r[i]) {
 			rv = rq_fail(rq);
 			goto out;
 		}
 	}
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (r[i]->type == REDIS_REPLY_ERROR) {
 			rconn_reply_error(&rq->rc, r[i]);
 			check_nogroup(rq);
@@ -1130,6 +1171,9 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 		if (tick_waiting && out->queued > 0)
 			out->queued--;
 	}
+	int64_t in_lanes = 0;   /* runs waiting their turn (fair.lua) */
+	if (r[5]->type == REDIS_REPLY_STRING && !parse_i64(r[5]->str, 0, INT64_MAX, &in_lanes))
+		out->queued += in_lanes;
 	out->delayed = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : 0;
 	if (r[2]->type == REDIS_REPLY_STRING)
 		parse_i64(r[2]->str, 0, INT64_MAX, &out->dead);
@@ -1149,7 +1193,7 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	}
 	rv = rq_ok(rq);
 out:
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (r[i])
 			freeReplyObject(r[i]);
 	return rv;
@@ -1285,6 +1329,7 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 	rconn_set_name(&rq->rc, cfg->role == ROLE_PRODUCER ? "producer" : "consumer", consumer);
 	rq->min_acks = (int)cfg->redis_min_replicas_ack;
 	rq->failures = cfg->job_history && !strcmp(cfg->job_history, "failures");
+	rq->fair = cfg->org_fairness;
 	rq->q.ops = &redis_ops;
 	rq->q.cfg = cfg;
 	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);

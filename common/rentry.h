@@ -39,6 +39,9 @@
 #define RENTRY_CANCEL RENTRY_PREFIX "cancel"      /* ZSET: run ids asked to cancel, score = ms */
 #define RENTRY_RATE RENTRY_PREFIX "rate:"         /* + scope ":" org: ZSET of recent starts */
 #define RENTRY_RATE_HINT RENTRY_PREFIX "ratehint:"  /* + scope ":" org: next wake-up ms */
+#define RENTRY_LANE RENTRY_PREFIX "lane:"         /* + "o:" org, or "-": LIST of a group's waiting runs */
+#define RENTRY_LANES RENTRY_PREFIX "lanes"        /* LIST: the lanes with runs, in turn order */
+#define RENTRY_FAIR RENTRY_PREFIX "fair"          /* HASH: fair.lua's state (cursor, group, n) */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)
