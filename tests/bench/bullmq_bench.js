@@ -144,6 +144,7 @@ async function fair(queue, nA, conc, workers, nB, gapMs, sleepMs, remove) {
   const fin = a.map((r) => r[3]).sort((x, y) => x - y);
   const t10 = fin[Math.floor(nA * 0.1)], t90 = fin[Math.floor(nA * 0.9)];
   const lastB = Math.max(...bAdded);
+  const aStarts = a.map((r) => r[2]).sort((x, y) => x - y);
   return {
     n_a: nA, n_b: nB, concurrency: conc, workers, sleep_ms: sleepMs, remove_on_complete: remove,
     a_per_s: Math.round((0.8 * nA) / ((t90 - t10) / 1000)),
@@ -151,6 +152,8 @@ async function fair(queue, nA, conc, workers, nB, gapMs, sleepMs, remove) {
     b: b.map((r) => ({ wait_ms: r[2] - r[1],
                        a_passed: a.filter((x) => x[2] > r[1] && x[2] < r[2]).length })),
     a_left_at_last_b: nB ? a.filter((x) => x[2] > lastB).length : null,
+    // A's 1,000th start, from when both Workers were ready
+    a_1000th_start_s: (aStarts[Math.min(999, nA - 1)] - t0) / 1000,
   };
 }
 

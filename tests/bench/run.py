@@ -769,6 +769,7 @@ def jr_fair(mode, pg, redis, n_a, n_b):
         readies = [jr.start_consumer()[1] for _ in range(FAIR_CONSUMERS)]
         for r in readies:
             harness.wait_until(r, timeout=30, msg="consumer health")
+        t_ready = time.time()
         sent, errors = {}, []
 
         def send_b():
@@ -801,6 +802,11 @@ def jr_fair(mode, pg, redis, n_a, n_b):
         out = {"mode": mode, "n_a": n_a, "n_b": n_b, "consumers": FAIR_CONSUMERS,
                "sleep_ms": FAIR_SLEEP_MS,
                "a_per_s": round(0.8 * n_a / (t90 - t10)) if t10 and t90 and t90 > t10 else None}
+        # when A's 1,000th run started, from when both consumers answered
+        # /health: how long the consumers took to get going on the backlog
+        out["a_1000th_start_s"] = round(float(jr.db.scalar(
+            "SELECT extract(epoch from started_at) FROM job_runs WHERE org_id = 'org-a'"
+            " ORDER BY started_at OFFSET %s LIMIT 1", (min(999, n_a - 1),))) - t_ready, 3)
         if n_b:
             rows = jr.db.query(
                 "SELECT b.id, extract(epoch from b.started_at), (SELECT count(*) FROM job_runs a"
@@ -808,8 +814,9 @@ def jr_fair(mode, pg, redis, n_a, n_b):
                 " AND a.started_at < b.started_at)"
                 " FROM job_runs b JOIN unnest(%s::text[], %s::float8[]) AS s(id, t) ON s.id = b.id",
                 (list(sent), list(sent.values())))
-            out["b"] = [{"wait_ms": round((float(st) - sent[i]) * 1000.0, 1), "a_passed": passed}
-                        for i, st, passed in rows]
+            out["b"] = sorted(({"sent_s": round(sent[i] - t_ready, 3),
+                                "wait_ms": round((float(st) - sent[i]) * 1000.0, 1), "a_passed": passed}
+                               for i, st, passed in rows), key=lambda b: b["sent_s"])
             out["a_left_at_last_b"] = jr.db.scalar(
                 "SELECT count(*) FROM job_runs WHERE org_id = 'org-a' AND started_at > to_timestamp(%s)",
                 (max(sent.values()),))
@@ -829,6 +836,7 @@ def fair_summary(rounds_alone, rounds_b):
             "b_max_ms": max(waits),
             "b_a_passed_max": max(b["a_passed"] for r in rounds_b for b in r["b"]),
             "a_left_at_last_b_min": min(r["a_left_at_last_b"] for r in rounds_b),
+            "a_1000th_start_s_max": max(r["a_1000th_start_s"] for r in rounds_alone + rounds_b),
             "a_per_s_alone": alone, "a_per_s_with_b": with_b,
             "a_ratio": round(with_b / alone, 3) if alone else None,
             "rounds": {"alone": rounds_alone, "with_b": rounds_b}}
@@ -1171,9 +1179,9 @@ def fairness_text(res):
           "on the servers and machine above:" % ("{:,}".format(f["n_a"]), f["consumers"], f["n_b"],
                                                   f["gap_ms"], f["date"], f["commit"]), "",
           "| system | B's start latency p50 / p99 / max (ms) | A's runs started while a B run waited "
-          "(most) | A's runs still to start at the last B enqueue | A alone (runs/s) | A with B (runs/s) "
-          "| with B ÷ alone |",
-          "|---|---|---|---|---|---|---|"]
+          "(most) | A's runs still to start at the last B enqueue | A's 1,000th start (s, slowest "
+          "round) | A alone (runs/s) | A with B (runs/s) | with B ÷ alone |",
+          "|---|---|---|---|---|---|---|---|"]
     names = (("jr-redis", "jobrunner, Redis mode, %d consumers" % f["consumers"]),
              ("jr-redisless", "jobrunner, Redis-less mode, %d consumers" % f["consumers"]),
              ("bullmq", "BullMQ %s, %d Worker processes at concurrency %d%s"
@@ -1182,11 +1190,12 @@ def fairness_text(res):
     for key, name in names:
         v = f.get(key)
         if not v:
-            md.append("| %s | not measured | | | | | |" % name)
+            md.append("| %s | not measured | | | | | | |" % name)
             continue
-        md.append("| %s | %s / %s / %s | %s | %s | %s | %s | %s |" % (
+        md.append("| %s | %s / %s / %s | %s | %s | %.2f | %s | %s | %s |" % (
             name, fmt_num(v["b_p50_ms"], "ms"), fmt_num(v["b_p99_ms"], "ms"), fmt_num(v["b_max_ms"], "ms"),
             "{:,}".format(v["b_a_passed_max"]), "{:,}".format(v["a_left_at_last_b_min"]),
+            v["a_1000th_start_s_max"],
             "{:,}".format(v["a_per_s_alone"]), "{:,}".format(v["a_per_s_with_b"]), fmt_pct(v["a_ratio"])))
     bull_conc = "concurrency %d%s" % (f["bullmq_concurrency"],
                                       ", removeOnComplete" if f["bullmq_keep"] == "remove" else "")
@@ -1204,7 +1213,9 @@ def fairness_text(res):
            "default settings (`WORKER_CONCURRENCY` 4); as soon as both answer `/health`, B's runs are "
            "POSTed one at a time (`orgId` `org-b`) %d ms apart. B's latency is `job_runs.started_at` "
            "minus the client's clock just before its POST; \"A's runs started while a B run waited\" "
-           "counts the A rows whose `started_at` falls between the two. A's rate is taken between the "
+           "counts the A rows whose `started_at` falls between the two; \"A's 1,000th start\" is "
+           "counted from when both consumers answered `/health` (how long they took to get going on "
+           "the backlog: B's runs enqueued before then wait for that, not behind A's runs). A's rate is taken between the "
            "moments 10 %% and 90 %% of a sample of A's runs had succeeded, as for the processing rates "
            "above. In Redis-less mode the A runs that start while a B run waits are mostly runs the "
            "consumers had already claimed in a batch (one batch per thread in the worst case, see "
