@@ -166,6 +166,8 @@ static const struct crow rows[] = {
 	  "How long Redis may be unreachable before consumers run cycles on their own timer." },
 	{ "ORG_CONCURRENCY", "org-concurrency", T_INT, F(org_concurrency), "0", 0, 100000,
 	  "Runs of one org in flight at once, across all consumers; 0 = unlimited." },
+	{ "ORG_FAIRNESS", "org-fairness", T_BOOL, F(org_fairness), "true", 0, 0,
+	  "Redis mode: the orgs with runs waiting take turns (a backlog of one org does not hold up the others). false: one FIFO stream. Redis-less mode is always fair." },
 	{ "ORG_RATE_LIMIT", "org-rate-limit", T_RATE, F(org_rate_limit), NULL, 0, 0,
 	  "Runs of one org started per period, across all consumers: N/PERIOD (100/1m, 5/1s; N up to "
 	  "10000, PERIOD 1ms to 24h). Unset or off: no limit. A run over it waits (no attempt counted)." },

@@ -75,6 +75,7 @@ struct config {
 	int64_t job_backoff_max_ms;
 	int64_t job_lease_ms;
 	int64_t job_history_retention_ms;
+	int org_fairness;                /* ORG_FAIRNESS (Redis mode) */
 	char *job_history;               /* "all" or "failures" (JOB_HISTORY) */
 	int64_t redis_stream_max_len;
 	int64_t http_max_body_bytes;

@@ -291,6 +291,8 @@ static int row_from_run(struct rows *rs, const redisReply *fields, const char *e
 	struct run r;
 	int64_t slot;
 	char err[RUN_MAX_ERROR_LEN + 1];
+	if (rentry_is_fed(fields))
+		return 1;   /* recorded when its original was read (fair.lua moves only those) */
 	if (rentry_parse(fields, entry_id, default_max, &r, &slot, err, sizeof err) || r.is_tick) {
 		run_clear(&r);
 		return 1;   /* malformed ones reach job_runs through their dead event */

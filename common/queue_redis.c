@@ -87,6 +87,10 @@
 #define ENQUEUE_CHUNK 512       /* runs per pipeline */
 #define IDEM_TTL_S 86400
 #define TRIM_CAP_STEP 10000     /* entries dropped per call by the hard cap */
+#define FAIR_IDLE_MS 20         /* lanes empty: look for a second group this often */
+#define FAIR_THRESHOLD 64       /* waiting entries above which a second group starts lanes */
+#define FAIR_MOVE 2000          /* entries fair.lua moves into lanes per call */
+#define FAIR_SAMPLE 64          /* newest arrivals fair.lua looks at while the lanes are off */
 
 /* ------------------------------------------------------------------ */
 /* Lua scripts (loaded once per connection, run with EVALSHA)          */
@@ -95,7 +99,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_FAIR, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -111,6 +115,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
 	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 	[S_RATE] = { "rate.lua", jr_lua_rate },
+	[S_FAIR] = { "fair.lua", jr_lua_fair },
 };
 
 /* ------------------------------------------------------------------ */
@@ -161,6 +166,7 @@ struct rqueue {
 	int own_done;            /* own entries of a previous incarnation taken back */
 	char reclaim_cursor[48];
 	int64_t next_promote_ms, next_reclaim_ms, next_trim_ms, next_gc_ms;  /* mono */
+	int fair;                /* FAIRNESS: fair.lua before each claim */
 
 	struct rargv av;         /* reused for every command: no per-run allocations */
 	struct strbuf scratch;
@@ -867,6 +873,43 @@ static void sched_leave(struct rqueue *rq, int mine)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Fairness across orgs (fair.lua): while the lanes are on, every claim
+ * first calls the script, which moves what arrived into the lanes and feeds
+ * the stream round-robin with what this claim will take; while they are
+ * off, one thread of the process at a time (every FAIR_IDLE_MS) lets it
+ * look at the newest arrivals, to turn the lanes on when a second group,
+ * or a tick, waits behind a backlog. */
+static _Atomic int fair_on;                 /* the lanes were on, last seen */
+static _Atomic int64_t fair_next_ms;        /* mono: next scan while they are off */
+
+static int fair_feed(struct rqueue *rq, size_t want)
+{
+	int64_t now = mono_ms();
+	if (!atomic_load_explicit(&fair_on, memory_order_relaxed)) {
+		int64_t next = atomic_load_explicit(&fair_next_ms, memory_order_relaxed);
+		if (now < next || !atomic_compare_exchange_strong(&fair_next_ms, &next,
+								   now + FAIR_IDLE_MS))
+			return 0;
+	}
+	char w[24], th[16], most[16], sample[16];
+	snprintf(w, sizeof w, "%zu", want);
+	snprintf(th, sizeof th, "%d", FAIR_THRESHOLD);
+	snprintf(most, sizeof most, "%d", FAIR_MOVE);
+	snprintf(sample, sizeof sample, "%d", FAIR_SAMPLE);
+	const char *av[] = { "3", RENTRY_RUNS, RENTRY_LANES, RENTRY_FAIR, RENTRY_GROUP, w, th, most,
+			     RENTRY_LANE, RENTRY_FAIRER, sample };
+	redisReply *r = rconn_eval(&rq->rc, S_FAIR, 11, av, NULL);
+	if (!r) {
+		check_nogroup(rq);
+		return rq_fail(rq);
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER)
+		atomic_store_explicit(&fair_on, r->element[0]->integer != 0, memory_order_relaxed);
+	freeReplyObject(r);
+	return 0;
+}
+
 /* Housekeeping due at mono time now. */
 static int housekeeping(struct rqueue *rq, int64_t now)
 {
@@ -1064,6 +1107,8 @@ static int rq_claim(struct queue *q, struct run *out, size_t max, int64_t block_
 			break;
 		}
 		sched_leave(rq, mine);
+		if (got < max && rq->fair && (rv = fair_feed(rq, max - got)))
+			break;
 		int64_t wait = 0;
 		if (got == 0 && rq->own_done) {
 			/* block, but wake up for the next housekeeping */
@@ -1190,20 +1235,21 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	const char *c3[] = { "GET", RENTRY_DEAD_COUNT };
 	const char *c4[] = { "XINFO", "CONSUMERS", RENTRY_RUNS, RENTRY_GROUP };
 	const char *c5[] = { "GET", RENTRY_TICK_LAST };
+	const char *c6[] = { "HGET", RENTRY_FAIR, "n" };
 	if (rconn_append(&rq->rc, 3, c1, NULL) || rconn_append(&rq->rc, 2, c2, NULL) ||
 	    rconn_append(&rq->rc, 2, c3, NULL) || rconn_append(&rq->rc, 4, c4, NULL) ||
-	    rconn_append(&rq->rc, 2, c5, NULL))
+	    rconn_append(&rq->rc, 2, c5, NULL) || rconn_append(&rq->rc, 3, c6, NULL))
 		return rq_fail(rq);
-	redisReply *r[5] = { 0 };
+	redisReply *r[6] = { 0 };
 	int rv = 0;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		r[i] = rconn_get(&rq->rc);
 		if (!r[i]) {
 			rv = rq_fail(rq);
 			goto out;
 		}
 	}
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (r[i]->type == REDIS_REPLY_ERROR) {
 			rconn_reply_error(&rq->rc, r[i]);
 			check_nogroup(rq);
@@ -1238,6 +1284,9 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 		if (tick_waiting && out->queued > 0)
 			out->queued--;
 	}
+	int64_t in_lanes = 0;   /* runs waiting their turn (fair.lua) */
+	if (r[5]->type == REDIS_REPLY_STRING && !parse_i64(r[5]->str, 0, INT64_MAX, &in_lanes))
+		out->queued += in_lanes;
 	out->delayed = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : 0;
 	if (r[2]->type == REDIS_REPLY_STRING)
 		parse_i64(r[2]->str, 0, INT64_MAX, &out->dead);
@@ -1257,7 +1306,7 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 	}
 	rv = rq_ok(rq);
 out:
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (r[i])
 			freeReplyObject(r[i]);
 	return rv;
@@ -1396,6 +1445,7 @@ int queue_redis_open(const struct config *cfg, const char *consumer, struct queu
 	rconn_set_name(&rq->rc, cfg->role == ROLE_PRODUCER ? "producer" : "consumer", consumer);
 	rq->min_acks = (int)cfg->redis_min_replicas_ack;
 	rq->failures = cfg->job_history && !strcmp(cfg->job_history, "failures");
+	rq->fair = cfg->org_fairness;
 	rq->q.ops = &redis_ops;
 	rq->q.cfg = cfg;
 	snprintf(rq->q.consumer, sizeof rq->q.consumer, "%s", consumer);

@@ -273,6 +273,17 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 	return 0;
 }
 
+int rentry_is_fed(const redisReply *fields)
+{
+	for (size_t i = 0; fields && fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
+	     i += 2) {
+		const redisReply *k = fields->element[i];
+		if (k->type == REDIS_REPLY_STRING && k->len == 4 && !memcmp(k->str, "lane", 4))
+			return 1;
+	}
+	return 0;
+}
+
 int rentry_create_groups(struct rconn *rc)
 {
 	static const char *const groups[][2] = {

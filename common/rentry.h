@@ -39,6 +39,10 @@
 #define RENTRY_CANCEL RENTRY_PREFIX "cancel"      /* ZSET: run ids asked to cancel, score = ms */
 #define RENTRY_RATE RENTRY_PREFIX "rate:"         /* + scope ":" org: ZSET of recent starts */
 #define RENTRY_RATE_HINT RENTRY_PREFIX "ratehint:"  /* + scope ":" org: next wake-up ms */
+#define RENTRY_LANE RENTRY_PREFIX "lane:"         /* + "o:" org, or "-": LIST of a group's waiting runs */
+#define RENTRY_LANES RENTRY_PREFIX "lanes"        /* LIST: the lanes with runs, in turn order */
+#define RENTRY_FAIR RENTRY_PREFIX "fair"          /* HASH: fair.lua's state (cursor, group, n, on) */
+#define RENTRY_FAIRER RENTRY_PREFIX "mover"       /* the consumer name fair.lua moves runs as (within the script) */
 
 #define RENTRY_VERSION "1"
 #define RENTRY_MAX_PAYLOAD (1024 * 1024)
@@ -68,6 +72,10 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
  * transport and the history writer call it after every (re)connect, since
  * a Redis without persistence comes back empty.  Connects if needed.
  * 0, or an RCONN_E* code with the reason in rc->errstr. */
+/* 1 when an entry's fields carry `lane` (fed back from a lane by fair.lua:
+ * the history writer recorded its run when it read the original). */
+int rentry_is_fed(const redisReply *fields);
+
 int rentry_create_groups(struct rconn *rc);
 
 /* Milliseconds part of a stream id ("1700000000000-3"), or 0. */

@@ -7,6 +7,12 @@
 //                                                       that waits SLEEP_MS); remove: jobs
 //                                                       added with removeOnComplete: true
 //   node bullmq_bench.js REDIS_PORT latency SAMPLES     enqueue-to-start, idle Worker
+//   node bullmq_bench.js REDIS_PORT fair N_A CONC WORKERS B GAP_MS SLEEP_MS [keep|remove]
+//                                                       fairness (run.py bench_fairness): N_A
+//                                                       jobs of org A added, WORKERS Worker
+//                                                       processes at CONC, then B jobs of org B
+//                                                       added one every GAP_MS (B 0: A alone);
+//                                                       each job waits SLEEP_MS
 // Prints one JSON object on stdout.  Memory figures are the resident set
 // (process.memoryUsage().rss, and the peak, resourceUsage().maxRSS) of the
 // process that runs the Queue (producer) or the Worker (consumer): the
@@ -38,8 +44,28 @@ async function addAll(queue, n, remove = false) {
 
 // ---- the Worker child ----------------------------------------------------
 
+// fair mode: runs until the parent says stop, then sends what it ran: per
+// job [org B ? 1 : 0, timestamp (added), processedOn, finished (wall ms)].
+async function fairChild(cfg) {
+  const recs = [];
+  const worker = new Worker(cfg.queueName, async (job) => {
+    if (cfg.sleepMs) await sleep(cfg.sleepMs);
+    recs.push([job.data.org === 'b' ? 1 : 0, job.timestamp, job.processedOn, wallMs()]);
+  }, { connection, concurrency: cfg.conc, autorun: false });
+  await worker.waitUntilReady();
+  process.on('message', async (m) => {
+    if (!m.stop) return;
+    await worker.close();
+    process.send({ recs }, () => process.exit(0));   // a large message: sent before the exit
+  });
+  process.send({ ready: true });
+  worker.run();
+}
+
 async function child() {
-  const { queueName, conc, n, latency, sleepMs } = JSON.parse(process.env.BENCH_CHILD);
+  const cfg = JSON.parse(process.env.BENCH_CHILD);
+  if (cfg.fair) return fairChild(cfg);
+  const { queueName, conc, n, latency, sleepMs } = cfg;
   let done = 0;
   const lat = [];
   let finish;
@@ -76,6 +102,59 @@ async function redisInfo(r) {
   const info = await r.info();
   const v = (k) => Number((info.match(new RegExp(k + ':([0-9.]+)')) || [0, 0])[1]);
   return { cpu: v('used_cpu_user') + v('used_cpu_sys'), conns: v('total_connections_received') };
+}
+
+// Fairness: nA jobs of org A queued, `workers` Worker processes at conc,
+// then nB jobs of org B added one every gapMs.  B's start latency is
+// processedOn - timestamp; A's rate is taken between the moments 10 % and
+// 90 % of A's jobs had finished.
+async function fair(queue, nA, conc, workers, nB, gapMs, sleepMs, remove) {
+  const opts = remove ? { removeOnComplete: true } : undefined;
+  for (let done = 0; done < nA; done += CHUNK) {
+    const jobs = [];
+    for (let i = 0; i < Math.min(CHUNK, nA - done); i++) jobs.push({ name: 'noop', data: { org: 'a' }, opts });
+    await queue.addBulk(jobs);
+  }
+  const ws = [];
+  for (let i = 0; i < workers; i++)
+    ws.push(startChild(__filename, { fair: true, queueName: queue.name, conc, sleepMs },
+                       (m) => !!m.recs));
+  await Promise.all(ws.map((w) => w.ready));
+  const bAdded = [];
+  const t0 = wallMs();
+  for (let i = 0; i < nB; i++) {
+    const wait = t0 + i * gapMs - wallMs();
+    if (wait > 0) await sleep(wait);
+    const job = await queue.add('noop', { org: 'b' }, opts);
+    bAdded.push(job.timestamp);
+  }
+  const deadline = wallMs() + PROCESS_TIMEOUT_S * 3000;
+  for (;;) {
+    const c = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized');
+    if (c.wait + c.active + c.delayed + c.prioritized === 0) break;
+    if (wallMs() > deadline) throw new Error('fair: jobs left ' + JSON.stringify(c));
+    await sleep(20);
+  }
+  ws.forEach((w) => w.child.send({ stop: true }));
+  const recs = [].concat(...(await Promise.all(ws.map((w) => w.result))).map((r) => r.recs));
+  const a = recs.filter((r) => r[0] === 0);
+  const b = recs.filter((r) => r[0] === 1);
+  if (a.length !== nA || b.length !== nB)
+    throw new Error('fair: ran ' + a.length + ' of A, ' + b.length + ' of B');
+  const fin = a.map((r) => r[3]).sort((x, y) => x - y);
+  const t10 = fin[Math.floor(nA * 0.1)], t90 = fin[Math.floor(nA * 0.9)];
+  const lastB = Math.max(...bAdded);
+  const aStarts = a.map((r) => r[2]).sort((x, y) => x - y);
+  return {
+    n_a: nA, n_b: nB, concurrency: conc, workers, sleep_ms: sleepMs, remove_on_complete: remove,
+    a_per_s: Math.round((0.8 * nA) / ((t90 - t10) / 1000)),
+    // B: start minus add, and how many of A's jobs started while each waited
+    b: b.map((r) => ({ wait_ms: r[2] - r[1],
+                       a_passed: a.filter((x) => x[2] > r[1] && x[2] < r[2]).length })),
+    a_left_at_last_b: nB ? a.filter((x) => x[2] > lastB).length : null,
+    // A's 1,000th start, from when both Workers were ready
+    a_1000th_start_s: (aStarts[Math.min(999, nA - 1)] - t0) / 1000,
+  };
 }
 
 async function main() {
@@ -121,6 +200,9 @@ async function main() {
     }
     const r = await w.result;
     out = latencySummary(r.lat);
+  } else if (mode === 'fair') {
+    out = await fair(queue, Number(arg1), Number(arg2), Number(arg3), Number(arg4),
+                     Number(process.argv[8]), Number(process.argv[9]), process.argv[10] !== 'keep');
   } else {
     throw new Error('unknown mode ' + mode);
   }
