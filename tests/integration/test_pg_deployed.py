@@ -448,3 +448,24 @@ def test_no_password_in_any_message(bins, db, pg, spawn):
     for form in (SECRET, enc, urllib.parse.quote(SECRET), "o%rd", "w/o"):
         assert form not in text, form
     assert "startup_failed" in "\n".join(outputs)
+
+
+def test_no_kerberos_probe_where_kerberos_is_not_set_up(bins, db_url, tmp_path):
+    """Where Kerberos is not set up (no /etc/krb5.conf, no credential cache,
+    no KRB5CCNAME/KRB5_CONFIG/PGGSSENCMODE), connections ask for
+    gssencmode=disable: libpq's default would initialise the Kerberos
+    libraries on every connect (about 0.7 MiB resident per process).
+    KRB5_TRACE shows it: libkrb5 creates the trace file when it initialises.
+    gssencmode in DATABASE_URL still wins."""
+    if os.path.exists("/etc/krb5.conf") or os.path.exists("/tmp/krb5cc_%d" % os.getuid()):
+        pytest.skip("Kerberos is set up on this machine: libpq's default applies by design")
+    trace = tmp_path / "krb5-default.trace"
+    p = jrcli.run(bins.consumer, ["--migrate-only"], jrcli.env(db_url, KRB5_TRACE=trace))
+    assert p.returncode == 0, p.stderr
+    assert not trace.exists(), "Kerberos was initialised although it is not set up here"
+    trace = tmp_path / "krb5-url.trace"
+    sep = "&" if "?" in db_url else "?"
+    p = jrcli.run(bins.consumer, ["--migrate-only"],
+                  jrcli.env(db_url + sep + "gssencmode=prefer", KRB5_TRACE=trace))
+    assert p.returncode == 0, p.stderr
+    assert trace.exists(), "gssencmode=prefer in DATABASE_URL did not win"
