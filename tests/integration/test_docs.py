@@ -63,7 +63,9 @@ SEED_VARIABLES = {"NODE_ENV", "PORT", "DATABASE_URL", "WORKER_MODE", "JOB_RUNNER
 
 # Upper-case names in the guides that are not jobrunner variables.
 NOT_OUR_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "JR_BIN", "JR_BUILD",
-                     "RUN_ID"}
+                     "RUN_ID",
+                     # libpq's and Kerberos's own, read by db.c to tell whether Kerberos is set up
+                     "PGGSSENCMODE", "KRB5CCNAME", "KRB5_CONFIG"}
 
 
 # ---------------------------------------------------------------------------
