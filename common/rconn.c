@@ -881,6 +881,12 @@ int rconn_connect(struct rconn *rc)
 	rc->fd = l.fd;
 	rc->ssl = l.ssl;
 	rc->reader = redisReaderCreate();
+	/* keep a read buffer of up to 4 MiB from one reply to the next:
+	 * hiredis frees one with more than maxbuf (16 KiB) unused once a reply
+	 * is consumed, and every history batch (about a megabyte) would then
+	 * be read into a fresh buffer */
+	if (rc->reader)
+		((redisReader *)rc->reader)->maxbuf = 4u << 20;
 	/* AUTH, HELLO (name, role, mode), SELECT and SCRIPT LOADs in one round
 	 * trip.  AUTH apart from HELLO: a password given to a server that has
 	 * none is refused, not ignored (HELLO AUTH would accept it). */
