@@ -258,6 +258,14 @@ static const char *const probes[][10] = {
 	{ "EVALSHA", "0000000000000000000000000000000000000000", "0" },
 	{ "EVAL", "return 1", "0" },
 	{ "SCRIPT", "LOAD", "return 1" },
+	{ "HMGET", PROBE_KEY, "f" },
+	{ "HGET", PROBE_KEY, "f" },
+	{ "HSET", PROBE_KEY, "f", "v" },   /* the hash and list probes may meet WRONGTYPE: */
+	{ "RPUSH", PROBE_KEY, "v" },       /* harmless, only NOPERM counts; SET below */
+	{ "LPOP", PROBE_KEY },             /* leaves the key a string that expires */
+	{ "LLEN", PROBE_KEY },
+	{ "LRANGE", PROBE_KEY, "0", "0" },
+	{ "LTRIM", PROBE_KEY, "0", "-1" },
 	{ "SET", PROBE_KEY, "0", "PX", "60000" },
 	{ "INCR", PROBE_KEY },
 	{ "GET", PROBE_KEY },

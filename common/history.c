@@ -77,7 +77,9 @@
 #include "util.h"
 
 #define RUNS_COUNT 1000      /* jr:runs entries per read, at least */
-#define RUNS_COUNT_MAX 8192  /* ... and at most (as many as the events just read) */
+#define RUNS_COUNT_MAX 8000  /* ... and at most (as many as the events just read; the
+				reply's array of entries stays under 64 KiB, whose free
+				would make glibc consolidate every small free chunk) */
 #define EVENTS_COUNT 64      /* jr:events entries per read (each up to 256 events) */
 #define RECLAIM_EVERY_MS 5000
 #define WCACHE_SLOTS (1u << 16)   /* ids written lately, and their states */
@@ -588,8 +590,14 @@ struct history {
 	uint64_t gen_set_for;     /* db.reconnects + 1 when the session was told gen */
 	struct history_counts counts;
 	int failures;             /* JOB_HISTORY=failures */
+	struct strbuf copy;       /* COPY text of a batch, kept from one batch to the next */
 	char errstr[256];
 };
+
+/* A batch's COPY text is kept for the next batch up to this size: a buffer
+ * made and freed per batch (a megabyte for 8,000 rows) cost page faults
+ * and, freed, a consolidation of every small free chunk of the process. */
+#define COPY_KEEP_BYTES (4u << 20)
 
 static int h_fail(struct history *h, const char *what, const char *detail)
 {
@@ -648,6 +656,7 @@ void history_close(struct history *h)
 	rows_reset(&h->carry);
 	free(h->carry.v);
 	free(h->wcache);
+	sb_release(&h->copy);
 	free(h);
 }
 
@@ -874,10 +883,12 @@ static int write_staged(struct history *h)
 			db_exec(db, "rollback", 0, NULL);
 		return -1;
 	}
-	struct strbuf sb = STRBUF_INIT;
-	copy_rows(&sb, h->rows.v, 0, h->rows.n);
-	int rv = db_copy_in(db, stage_copy_sql, sb.buf, sb.len);
-	sb_release(&sb);
+	struct strbuf *sb = &h->copy;
+	sb_reset(sb);
+	copy_rows(sb, h->rows.v, 0, h->rows.n);
+	int rv = db_copy_in(db, stage_copy_sql, sb->buf, sb->len);
+	if (sb->cap > COPY_KEEP_BYTES)
+		sb_release(sb);
 	if (!rv)
 		rv = db_exec(db, h->failures ? stage_upsert_failures_sql : stage_upsert_sql, 0, NULL);
 	if (!rv)

@@ -904,8 +904,15 @@ static int fair_feed(struct rqueue *rq, size_t want)
 		return rq_fail(rq);
 	}
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
-	    r->element[0]->type == REDIS_REPLY_INTEGER)
-		atomic_store_explicit(&fair_on, r->element[0]->integer != 0, memory_order_relaxed);
+	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
+	    r->element[2]->type == REDIS_REPLY_INTEGER) {
+		int on = r->element[0]->integer != 0;
+		if (atomic_exchange_explicit(&fair_on, on, memory_order_relaxed) != on)
+			LOGF(LOG_INFO, on ? "fair_lanes_on" : "fair_lanes_off",
+			     on ? "org fairness: a second group waits behind a backlog; runs take turns"
+				: "org fairness: the lanes are empty; the stream is FIFO again",
+			     LF_I("inLanes", r->element[1]->integer), LF_I("moved", r->element[2]->integer));
+	}
 	freeReplyObject(r);
 	return 0;
 }

@@ -896,10 +896,17 @@ int rconn_connect(struct rconn *rc)
 	rc->fd = l.fd;
 	rc->ssl = l.ssl;
 	rc->reader = redisReaderCreate();
+	/* keep a read buffer of up to 4 MiB from one reply to the next:
+	 * hiredis frees one with more than maxbuf (16 KiB) unused once a reply
+	 * is consumed, and every history batch (about a megabyte) would then
+	 * be read into a fresh buffer */
+	if (rc->reader)
+		((redisReader *)rc->reader)->maxbuf = 4u << 20;
 	/* AUTH, HELLO (name, role, mode) and SELECT in one round trip (no
 	 * SCRIPT LOAD: 25 KiB of Lua per connection, a buffer each of 200 run
-	 * threads kept resident; see rconn_init()).  AUTH apart from HELLO: a password given to a server that has
-	 * none is refused, not ignored (HELLO AUTH would accept it). */
+	 * threads kept resident; see rconn_init()).  AUTH apart from HELLO: a
+	 * password given to a server that has none is refused, not ignored
+	 * (HELLO AUTH would accept it). */
 	struct strbuf sb = STRBUF_INIT;
 	int nsent = 0, auth_at = -1, hello_at, select_at = -1;
 	if (rc->password) {

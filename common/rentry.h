@@ -67,7 +67,7 @@ int rentry_parse(const redisReply *fields, const char *entry_id, int default_max
 
 /* Creates the consumer groups of both streams (RENTRY_GROUP and
  * RENTRY_HISTORY_GROUP on RENTRY_RUNS, RENTRY_HISTORY_GROUP on
- * RENTRY_EVENTS) from "$" with MKSTREAM, pipelined; a group that exists
+ * RENTRY_EVENTS) from the stream's start ("0") with MKSTREAM, pipelined; a group that exists
  * (BUSYGROUP) is fine.  The one place the groups are made: the queue
  * transport and the history writer call it after every (re)connect, since
  * a Redis without persistence comes back empty.  Connects if needed.

@@ -15,7 +15,9 @@ payload carries a tag naming the request that made them:
   cli-key     `producer enqueue noop --idempotency-key K`, retried likewise
 
 Meanwhile the faults, in order (FAULTS): consumers killed with SIGKILL;
-a consumer stopped (SIGSTOP) for 2.5 leases; Redis killed and restarted on
+in Redis mode, every consumer stopped for a while, so that the fairness
+lanes turn on when they resume, and one killed with runs of the lanes in
+hand; a consumer stopped (SIGSTOP) for 2.5 leases; Redis killed and restarted on
 its AOF; Redis stopped (SIGSTOP) for 10 s; PostgreSQL killed and restarted;
 consumers killed while the test holds the legacy advisory lock; 600 slow
 connections (slowloris) from another loopback address.  After each fault
@@ -90,6 +92,9 @@ END $$;
 CREATE TRIGGER chaos_state_log AFTER INSERT OR UPDATE ON job_runner_state
     FOR EACH ROW EXECUTE FUNCTION chaos_state_log_fn();
 """
+
+
+ORGS = ("chaos-a", "chaos-b", None)   # the HTTP bulks' orgs, in turn
 
 
 def log(msg):
@@ -197,6 +202,7 @@ class Load:
                         for f in (self.http_loop, self.http_key_loop, self.cli_loop,
                                   self.cli_key_loop)]
         self.seq = 0
+        self.n_http = 0
 
     def _tag(self, prefix):
         with self.mu:
@@ -238,7 +244,15 @@ class Load:
         while not self.stop_ev.is_set():
             tag = self._tag("hu")
             req = self._new(tag, "http", None, 10)
-            outcome, ids, _ = self._post([{"payload": self._payload(tag)}] * 10)
+            # two orgs and the runs without one: whenever a backlog builds
+            # up (consumers killed or stopped), the fairness lanes of Redis
+            # mode turn on and every fault also hits runs moved into them
+            org = ORGS[self.n_http % len(ORGS)]
+            self.n_http += 1
+            item = {"payload": self._payload(tag)}
+            if org:
+                item["orgId"] = org
+            outcome, ids, _ = self._post([item] * 10)
             self._record(req, outcome, ids)
             time.sleep(0.05 if outcome == "accepted" else 0.3)
 
@@ -290,7 +304,8 @@ class Load:
         while not self.stop_ev.is_set():
             tag = self._tag("cu")
             req = self._new(tag, "cli", None, 5)
-            outcome, ids = self._cli(["--count", "5", "--payload", json.dumps(self._payload(tag))])
+            outcome, ids = self._cli(["--count", "5", "--org", "chaos-cli",
+                                      "--payload", json.dumps(self._payload(tag))])
             self._record(req, outcome, ids)
             time.sleep(0.05)
 
@@ -450,6 +465,28 @@ class Run:
         self.cl.start_consumer("c1")
         return lambda: self.cl.start_consumer("c2b")
 
+    def lanes_kill9(self):
+        # every consumer stopped (SIGSTOP, shorter than a lease) while the
+        # load goes on: a backlog of the two orgs and of the runs without
+        # one builds up, so when they resume the fairness lanes turn on
+        # (Redis mode); then a consumer is killed with runs of the lanes in
+        # hand and comes back under its name
+        procs = list(self.cl.consumers.values())
+        for p in procs:
+            p.signal(signal.SIGSTOP)
+        time.sleep(0.75 * LEASE_MS / 1000.0)
+        for p in procs:
+            p.signal(signal.SIGCONT)
+        try:
+            r = self.cl.redis.client()
+            harness.wait_until(lambda: r.hget("jr:fair", "on") == b"1", timeout=2,
+                               interval=0.01, ignore=(Exception,))
+            r.close()
+        except AssertionError:
+            log("lanes_kill9: the lanes were not seen on")
+        self.cl.kill9("c1")
+        self.cl.start_consumer("c1")
+
     def consumer_sigstop(self):
         # a bulk of slow runs first, so that c3 is stopped with runs in hand
         # (the point is a result that comes back after the lease: fenced)
@@ -568,7 +605,8 @@ class Run:
 
 
 FAULTS = {
-    "redis": ("consumers_kill9", "consumer_sigstop", "redis_kill_aof", "redis_sigstop",
+    "redis": ("consumers_kill9", "lanes_kill9", "consumer_sigstop", "redis_kill_aof",
+              "redis_sigstop",
               "pg_restart", "legacy_lock_kills", "slowloris"),
     "redisless": ("consumers_kill9", "consumer_sigstop", "pg_restart", "legacy_lock_kills"),
 }
@@ -603,6 +641,10 @@ def run(bin_dir, out_dir, mode="redis", faults=None):
                    "state_writes": cl.state_writes(), "legacy_holds": r.legacy_holds,
                    "faults": r.faults, "probes": r.probes}
         skipped = cl.skipped_cycle_times()
+        # how often the fairness lanes turned on (Redis mode): the faults hit
+        # runs in lanes only if they did
+        lanes_on = sum(1 for p in cl.procs for e in p.json_lines()
+                       if e.get("event") == "fair_lanes_on")
         # every process the run did not kill is still alive, and no
         # sanitizer said anything (in an ASan/UBSan build)
         for p in list(cl.consumers.values()) + [cl.producer]:
@@ -627,6 +669,7 @@ def run(bin_dir, out_dir, mode="redis", faults=None):
     rep.figures["cycles_skipped_under_legacy_lock"] = sum(
         1 for t in skipped for t1, t2 in r.legacy_holds if t1 <= t <= t2)
     rep.figures["final_drain_s"] = None if final is None else round(final, 1)
+    rep.figures["fair_lanes_on"] = lanes_on
     rep.figures["wall_s"] = round(time.time() - t_start, 1)
     rep.figures["violations"] = {k: rep.count(k) for k in rep.kinds()}
     with open(os.path.join(out_dir, "history.json"), "w") as f:
