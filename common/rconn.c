@@ -34,7 +34,6 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -649,20 +648,6 @@ int rconn_init(struct rconn *rc, const char *url, const struct rscript *scripts,
 	}
 	rc->scripts = scripts;
 	rc->nscripts = nscripts;
-	/* a script's EVALSHA name is the SHA1 of its source, as Redis computes
-	 * it: known here, nothing is loaded per connection (rconn_eval() falls
-	 * back to EVAL, which caches it on the server, on NOSCRIPT) */
-	for (size_t i = 0; i < nscripts; i++) {
-		unsigned char md[EVP_MAX_MD_SIZE];
-		unsigned int mdlen = 0;
-		if (!EVP_Digest(scripts[i].src, strlen(scripts[i].src), md, &mdlen, EVP_sha1(), NULL) ||
-		    mdlen != 20) {
-			snprintf(err, errlen, "SHA1 of script %s failed", scripts[i].name);
-			return -1;
-		}
-		for (unsigned int k = 0; k < mdlen; k++)
-			snprintf(rc->sha[i] + 2 * k, 3, "%02x", md[k]);
-	}
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	char why[200];
 	if (url_parse(url, &rc->url, why, sizeof why)) {
@@ -902,11 +887,9 @@ int rconn_connect(struct rconn *rc)
 	 * be read into a fresh buffer */
 	if (rc->reader)
 		((redisReader *)rc->reader)->maxbuf = 4u << 20;
-	/* AUTH, HELLO (name, role, mode) and SELECT in one round trip (no
-	 * SCRIPT LOAD: 25 KiB of Lua per connection, a buffer each of 200 run
-	 * threads kept resident; see rconn_init()).  AUTH apart from HELLO: a
-	 * password given to a server that has none is refused, not ignored
-	 * (HELLO AUTH would accept it). */
+	/* AUTH, HELLO (name, role, mode), SELECT and SCRIPT LOADs in one round
+	 * trip.  AUTH apart from HELLO: a password given to a server that has
+	 * none is refused, not ignored (HELLO AUTH would accept it). */
 	struct strbuf sb = STRBUF_INIT;
 	int nsent = 0, auth_at = -1, hello_at, select_at = -1;
 	if (rc->password) {
@@ -923,6 +906,12 @@ int rconn_connect(struct rconn *rc)
 		const char *sv[2] = { "SELECT", dbs };
 		select_at = nsent++;
 		add_cmd(&sb, 2, sv, NULL);
+	}
+	int scripts_at = nsent;
+	for (size_t i = 0; i < rc->nscripts; i++) {
+		const char *sv[3] = { "SCRIPT", "LOAD", rc->scripts[i].src };
+		add_cmd(&sb, 3, sv, NULL);
+		nsent++;
 	}
 	redisReply **rep = xcalloc((size_t)nsent, sizeof *rep);
 	int xr = link_exchange(&l, rc->reader, &sb, nsent, rep, why, sizeof why);
@@ -968,9 +957,16 @@ int rconn_connect(struct rconn *rc)
 				"master: it cannot take writes", rc->host, rc->port, role);
 		}
 	}
-	if (!code && select_at >= 0 && rep[select_at]->type == REDIS_REPLY_ERROR) {
-		code = refusal(rep[select_at]->str) ? RCONN_EREFUSED : RCONN_EDOWN;
-		set_err(rc, code, "redis %s:%d: SELECT: %.120s", rc->host, rc->port, rep[select_at]->str);
+	for (int i = hello_at + 1; i < nsent && !code; i++) {
+		if (rep[i]->type == REDIS_REPLY_ERROR) {
+			code = refusal(rep[i]->str) ? RCONN_EREFUSED : RCONN_EDOWN;
+			set_err(rc, code, "redis %s:%d: %s%s: %.120s", rc->host, rc->port,
+				i == select_at ? "SELECT" : "SCRIPT LOAD ",
+				i >= scripts_at ? rc->scripts[i - scripts_at].name : "", rep[i]->str);
+		} else if (i >= scripts_at && rep[i]->type == REDIS_REPLY_STRING && rep[i]->len == 40) {
+			memcpy(rc->sha[i - scripts_at], rep[i]->str, 40);
+			rc->sha[i - scripts_at][40] = '\0';
+		}
 	}
 	for (int i = 0; i < nsent; i++)
 		freeReplyObject(rep[i]);

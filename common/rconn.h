@@ -15,7 +15,8 @@
  * RCONN_EDOWN instead of waiting on connect timeouts.
  *
  * Handshake of every connection, one round trip: AUTH [user] password,
- * HELLO 2 SETNAME name (the name: rconn_set_name), SELECT db.  HELLO answers the node's role and mode: a replica is
+ * HELLO 2 SETNAME name (the name: rconn_set_name), SELECT db, SCRIPT LOAD
+ * of each script.  HELLO answers the node's role and mode: a replica is
  * refused (RCONN_EDOWN: it cannot take writes; with Sentinel the next try
  * asks the sentinels again), a Redis Cluster node is refused for good
  * (RCONN_EREFUSED).  Wrong credentials and missing permissions are
@@ -43,11 +44,10 @@
  * blocking command (XREADGROUP BLOCK) must block for less than that:
  * RCONN_MAX_BLOCK_MS.
  *
- * Scripts: the caller gives rconn_init() a table of Lua sources, whose
- * SHA1s it computes once; rconn_eval() sends EVALSHA, falling back to EVAL
- * (which caches the script on the server) when the server answers NOSCRIPT
- * (a server that never saw it, after a SCRIPT FLUSH, after a failover to a
- * replica that never saw it).  Nothing is loaded per connection.
+ * Scripts: the caller gives rconn_init() a table of Lua sources; each new
+ * connection loads them (SCRIPT LOAD, pipelined) and rconn_eval() sends
+ * EVALSHA, falling back to EVAL when the server answers NOSCRIPT (after a
+ * SCRIPT FLUSH or a failover to a replica that never saw them).
  *
  * A struct rconn is used by one thread at a time.  Helpers here never log.
  */
@@ -138,7 +138,7 @@ void rconn_on_reconnect(void (*fn)(void));
 /* Closes the connection and frees everything rc owns. */
 void rconn_release(struct rconn *rc);
 
-/* Connects (discovery, TLS, HELLO, SELECT) unless connected.
+/* Connects (discovery, TLS, HELLO, SELECT, SCRIPT LOAD) unless connected.
  * Respects the reconnect backoff: returns RCONN_EDOWN at once while it
  * runs.  RCONN_EREFUSED when the server refused us (see above). */
 int rconn_connect(struct rconn *rc);

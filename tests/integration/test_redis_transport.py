@@ -179,8 +179,7 @@ def test_run_threads_share_the_housekeeping(redis_server, db, db_url, spawn):
     every 200 ms, scanning the pending list every 500 ms, trimming every
     second).  The housekeeping still happens: an entry left pending by a
     consumer that vanished is taken over after its lease, and a delayed run
-    is promoted and run.  The threads' connections do not load the scripts
-    (SCRIPT LOAD of 25 KiB of Lua each, kept resident per thread)."""
+    is promoted and run."""
     r = redis_server.client()
     p = spawn("producer", ["--migrate-only"], env=_env(redis_server, db_url))
     assert p.wait(30) == 0
@@ -198,10 +197,6 @@ def test_run_threads_share_the_housekeeping(redis_server, db, db_url, spawn):
                        >= 40, timeout=30, msg="the 40 run threads' Redis connections")
     harness.wait_until(lambda: db.scalar("SELECT status FROM job_runs WHERE id = 'orphan-1'")
                        == "succeeded", timeout=20, msg="the orphaned entry to be taken over and run")
-    # EVALSHA by the SHA1 computed locally, EVAL once on NOSCRIPT; the
-    # start-up permission checks send one SCRIPT LOAD per process
-    loads = r.info("commandstats").get("cmdstat_script|load", {}).get("calls", 0)
-    assert loads < 10, loads
     r.config_resetstat()
     time.sleep(2.0)   # a measurement window, not a wait for something
     calls = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
