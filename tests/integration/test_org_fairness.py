@@ -152,7 +152,7 @@ def test_metrics_show_the_orgs_backlog_and_who_is_deferred_and_why(system, spawn
 
 
 def test_a_big_orgs_backlog_does_not_hold_up_a_small_org(system):
-    """Org big has a backlog of 200 runs when org small (and a run without
+    """Org big has a backlog of 400 runs when org small (and a run without
     an org) are enqueued; each of them starts after at most a few runs of
     big, not after big's backlog.  On the order of starts in job_runs, not
     on time.  Redis-less: rows of an older producer (no rank) are claimed
@@ -163,27 +163,30 @@ def test_a_big_orgs_backlog_does_not_hold_up_a_small_org(system):
     if system.mode == "redisless":
         old = system.enqueue("noop", org="legacy", count=5)
         db.execute("UPDATE job_runs SET fair_seq = NULL WHERE id = ANY(%s)", (old,))
-    big = system.enqueue("noop", org="big", payload='{"sleepMs": 30}', count=200)
+    big = system.enqueue("noop", org="big", payload='{"sleepMs": 30}', count=400)
     system.consumer("c0", WORKER_CONCURRENCY=2)
     harness.wait_until(lambda: db.scalar(
         "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND status = 'succeeded'", (big,)) >= 10,
         timeout=30, msg="big's backlog under way")
-    small = []
-    for i in range(3):
-        small += system.enqueue("noop", org="small")
-        small += system.enqueue("noop")   # no org: a group of its own
+    # two commands, not six: each is a process start, slow under a
+    # sanitizer, and big's backlog (some 6 s of work) must still be there
+    small = system.enqueue("noop", org="small", count=3)
+    small += system.enqueue("noop", count=3)   # no org: a group of its own
     jrcli.wait_runs(db, small + old, "succeeded", timeout=60)
-    for rid in small:
+    for k, rid in enumerate(small):
         ahead = db.scalar(
             "SELECT count(*) FROM job_runs a, job_runs s WHERE s.id = %s AND a.id = ANY(%s)"
             " AND a.started_at > s.enqueued_at AND a.started_at < s.started_at", (rid, big))
-        # at most one of big's runs per thread per claim, give or take one
-        assert ahead <= 6, "run %s started after %d of big's runs" % (rid, ahead)
+        # the n-th run of its group (n = 1..3) waits n turns: about one of
+        # big's runs per turn, plus what the 2 threads had claimed
+        n = k % 3 + 1
+        assert ahead <= 4 + 2 * n, "run %s (#%d of its group) started after %d of big's runs" % (
+            rid, n, ahead)
     # and big still had most of its backlog when the last of them started
     after = db.scalar(
         "SELECT count(*) FROM job_runs WHERE id = ANY(%s) AND (started_at IS NULL OR started_at >"
         " (SELECT max(started_at) FROM job_runs WHERE id = ANY(%s)))", (big, small))
-    assert after >= 50, after
+    assert after >= 100, after
     # nothing lost, nothing run twice, no attempt burned by the lanes
     rows = jrcli.wait_runs(db, big, "succeeded", timeout=90)
     assert all(r["attempts"] == 1 for r in rows.values())
