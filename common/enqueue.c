@@ -7,6 +7,7 @@
 #include "config.h"
 #include "jrmetrics.h"
 #include "jsoncheck.h"
+#include "log.h"
 #include "registry.h"
 #include "util.h"
 
@@ -98,6 +99,8 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 	int keyed = 0;
 	for (size_t i = 0; i < n && !keyed; i++)
 		keyed = runs[i].idempotency_key != NULL;
+	if (errlen)
+		err[0] = '\0';
 	if (!keyed && e->cfg->redis_url && mono_ms() >= e->redis_retry_at_ms) {
 		if (try_open(e, 1) == 0) {
 			int rc = e->redis->ops->enqueue(e->redis, runs, n);
@@ -130,6 +133,8 @@ int enqueuer_submit(struct enqueuer *e, struct run *runs, size_t n, const char *
 	if (e->cfg->redis_url && !keyed) {
 		e->redis_failovers++;
 		jrm_enqueue_fallback();
+		LOGF(LOG_DEBUG, "enqueue_fallback", "runs enqueued on PostgreSQL: Redis unavailable",
+		     LF_S("error", errlen && *err ? err : "Redis is retried a second after a failure"), LF_I("runs", n));
 	}
 	int rc = try_open(e, 0);
 	if (rc == 0) {

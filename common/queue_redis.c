@@ -382,7 +382,15 @@ static int check_replicas(struct rqueue *rq)
 {
 	if (rq->min_acks <= 0 || rq->acks_seen_at == rq->rc.connects)
 		return 0;
-	redisReply *w = rconn_cmdf(&rq->rc, "WAIT 0 0");
+	/* WAIT n 250, not WAIT 0 0: this connection has written already (the
+	 * scripts it loaded, the groups), and WAIT counts the replicas that
+	 * acknowledged this client's last write; WAIT 0 0 answered 0 until
+	 * the replicas' next periodic acknowledgement (up to a second), and
+	 * each failed check sent enqueues to PostgreSQL for a second more.
+	 * A WAIT that blocks makes Redis ask the replicas for it at once. */
+	char want[16];
+	snprintf(want, sizeof want, "%d", rq->min_acks);
+	redisReply *w = rconn_cmdf(&rq->rc, "WAIT %s 250", want);
 	if (!w)
 		return rq_fail(rq);
 	long long got = w->type == REDIS_REPLY_INTEGER ? w->integer : 0;

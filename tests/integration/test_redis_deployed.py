@@ -342,16 +342,24 @@ def wait_new_master_used(api, health, new_master, within):
     t0 = time.monotonic()
     c = new_master.client()
 
+    seen = []
+
     def back():
         st, _, data = health.get("/health/ready", timeout=5)
+        seen[:] = ["ready %s %s" % (st, data)]
         if st != 200:
             return None
-        before = c.xlen("jr:runs")
-        st, _, _ = api.post("/api/integrations/jobs/noop/run", {}, timeout=10)
-        return st == 202 and c.xlen("jr:runs") > before
+        # entries-added, not XLEN: the consumers trim the stream meanwhile
+        before = c.xinfo_stream("jr:runs")["entries-added"]
+        st, _, body = api.post("/api/integrations/jobs/noop/run", {}, timeout=10)
+        after = c.xinfo_stream("jr:runs")["entries-added"]
+        seen.append("enqueue %s %s; entries-added %s -> %s" % (st, body, before, after))
+        return st == 202 and after > before
     try:
         harness.wait_until(back, timeout=within, interval=0.2, ignore=(OSError, Exception),
                            msg="back on the new master")
+    except AssertionError as e:
+        raise AssertionError("%s; last: %s" % (e, seen)) from None
     finally:
         c.close()
     return time.monotonic() - t0
