@@ -434,12 +434,15 @@ def test_jobs_metrics_values_and_queue_counts(fresh):
     assert data["queue"]["running"] == 0
     assert data["queue"]["delayed"] == 1
     # the same numbers in Prometheus, once the background probe (about
-    # once a second) has read them
+    # once a second) has read them; a CI run saw queued 3 with dead still
+    # 0 in one scrape, so wait for all three
     def depth_seen():
         _, _, text = api.get("/metrics", token="")
         _, smp = prometheus(text)
-        return smp if metric(smp, "jobrunner_queue_depth", state="queued") == 3 else None
-    samples = harness.wait_until(depth_seen, timeout=10, msg="queue depth in /metrics")
+        want = {"queued": 3, "dead": 1, "delayed": 1}
+        return smp if all(metric(smp, "jobrunner_queue_depth", state=k) == v
+                          for k, v in want.items()) else None
+    samples = harness.wait_until(depth_seen, timeout=15, msg="queue depth in /metrics")
     assert metric(samples, "jobrunner_queue_depth", state="queued") == 3
     assert metric(samples, "jobrunner_queue_depth", state="dead") == 1
     assert metric(samples, "jobrunner_queue_depth", state="delayed") == 1
