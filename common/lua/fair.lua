@@ -42,20 +42,22 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', runs)) do
 end
 if not last then return {0, 0, 0, 0} end
 
--- The lane of an entry's fields, or nil (and the type) for one that stays
--- in the stream: a tick, a fed entry, anything that is not a plain run.
+-- The lane of an entry's fields, or nil for one that stays in the stream
+-- (a tick, a fed entry, anything that is not a plain run); then the entry's
+-- type, and whether it has an `enq` field.
 local function lane_of(fl)
-  local typ, org, fed
+  local typ, org, fed, enq
   for k = 1, #fl - 1, 2 do
     local key = fl[k]
     if key == 'type' then typ = fl[k + 1]
     elseif key == 'org' then org = fl[k + 1]
+    elseif key == 'enq' then enq = true
     elseif key == 'lane' then fed = true end
   end
-  if typ ~= 'run' or fed then return nil, typ end
-  if org == nil or org == '' then return '-', typ end
-  if #org > 128 then return nil, typ end
-  return 'o:' .. org, typ
+  if typ ~= 'run' or fed then return nil, typ, enq end
+  if org == nil or org == '' then return '-', typ, enq end
+  if #org > 128 then return nil, typ, enq end
+  return 'o:' .. org, typ, enq
 end
 
 local s = redis.call('HMGET', st, 'cursor', 'n', 'on')
@@ -105,18 +107,7 @@ if movable > 0 then
   for _, e in ipairs(es) do
     local fl = e[2]
     ids[#ids + 1] = e[1]
-    local typ, org, fed, enq
-    for k = 1, #fl - 1, 2 do
-      local key = fl[k]
-      if key == 'type' then typ = fl[k + 1]
-      elseif key == 'org' then org = fl[k + 1]
-      elseif key == 'enq' then enq = true
-      elseif key == 'lane' then fed = true end
-    end
-    local name
-    if typ == 'run' and not fed then
-      if org == nil or org == '' then name = '-' elseif #org <= 128 then name = 'o:' .. org end
-    end
+    local name, _, enq = lane_of(fl)
     if name then
       if not enq then
         fl[#fl + 1] = 'enq'
