@@ -99,7 +99,7 @@
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
  * reply in its header comment; the build embeds them (lua_gen.h). */
 enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_TRIM, S_GC,
-       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_FAIR, S_COUNT };
+       S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_FAIR, S_LOOKUP, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
 	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
@@ -116,6 +116,7 @@ static const struct rscript scripts[S_COUNT] = {
 	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
 	[S_RATE] = { "rate.lua", jr_lua_rate },
 	[S_FAIR] = { "fair.lua", jr_lua_fair },
+	[S_LOOKUP] = { "lookup.lua", jr_lua_lookup },
 };
 
 /* ------------------------------------------------------------------ */
@@ -1419,6 +1420,35 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 			break;
 		sleep_ms(20);
 	}
+	return rq_ok(rq);
+}
+
+int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, redisReply **out)
+{
+	struct rqueue *rq = rq_of(q);
+	*out = NULL;
+	char from[48] = "-", lo[24] = "-1", hi[24] = "-1", runs_cap[16], events_cap[16], members_cap[16],
+	     lanes[16];
+	if (id_ms > QUEUE_REDIS_LOOKUP_SKEW_MS) {
+		snprintf(from, sizeof from, "%lld-0", (long long)(id_ms - QUEUE_REDIS_LOOKUP_SKEW_MS));
+		snprintf(lo, sizeof lo, "%lld", (long long)(id_ms - QUEUE_REDIS_LOOKUP_SKEW_MS));
+		snprintf(hi, sizeof hi, "%lld", (long long)(id_ms + QUEUE_REDIS_LOOKUP_SKEW_MS));
+	}
+	snprintf(runs_cap, sizeof runs_cap, "%d", QUEUE_REDIS_LOOKUP_ENTRIES);
+	snprintf(events_cap, sizeof events_cap, "%d", QUEUE_REDIS_LOOKUP_EVENTS);
+	snprintf(members_cap, sizeof members_cap, "%d", QUEUE_REDIS_LOOKUP_MEMBERS);
+	snprintf(lanes, sizeof lanes, "%d", QUEUE_REDIS_LOOKUP_LANES);
+	const char *av[] = { "5", RENTRY_RUNS, RENTRY_EVENTS, RENTRY_DELAYED, RENTRY_LANES, RENTRY_FAIR,
+			     id, from, RENTRY_GROUP, runs_cap, events_cap, members_cap, RENTRY_LANE, lo, hi,
+			     lanes };
+	redisReply *r = rconn_eval(&rq->rc, S_LOOKUP, (int)JR_ARRAY_LEN(av), av, NULL);
+	if (!r)
+		return rq_fail(rq);
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 13) {
+		freeReplyObject(r);
+		return rq_failf(rq, QUEUE_EINTERNAL, "redis: unexpected reply to the run lookup");
+	}
+	*out = r;
 	return rq_ok(rq);
 }
 

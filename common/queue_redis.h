@@ -18,6 +18,7 @@
 #define JOBRUNNER_COMMON_QUEUE_REDIS_H
 
 #include <stddef.h>
+#include <hiredis/hiredis.h>
 #include <stdint.h>
 
 #include "queue.h"
@@ -68,6 +69,24 @@ int queue_redis_maintain(struct queue *q, int64_t idle_consumer_ms, int64_t *mov
  * job_runs tells whether the run had already finished. */
 int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *held, int *added,
 				int64_t history_wait_ms);
+
+/* What Redis holds of run id (common/lua/lookup.lua, read-only): its
+ * newest entry in jr:runs and that entry's state in the workers' group,
+ * the newest jr:events entry that names it, and the lane or jr:delayed
+ * member it waits in, each with whether the bounded read was complete
+ * (the script's header comment describes the reply).  id_ms: the run's
+ * creation time (a UUIDv7's), or 0 when the id tells none.  Reads start
+ * QUEUE_REDIS_LOOKUP_SKEW_MS before it and read at most
+ * QUEUE_REDIS_LOOKUP_ENTRIES (_EVENTS) stream entries per stream and
+ * direction, QUEUE_REDIS_LOOKUP_MEMBERS lane and delayed members and
+ * QUEUE_REDIS_LOOKUP_LANES lanes.  *out: the 13-element reply (the
+ * caller frees it).  common/runlookup.c tells the run's state from it. */
+#define QUEUE_REDIS_LOOKUP_SKEW_MS 2000
+#define QUEUE_REDIS_LOOKUP_ENTRIES 2000
+#define QUEUE_REDIS_LOOKUP_EVENTS 500
+#define QUEUE_REDIS_LOOKUP_MEMBERS 2000
+#define QUEUE_REDIS_LOOKUP_LANES 32
+int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, redisReply **out);
 
 /* Housekeeping shared by the handles of one process: promote, trim,
  * consumer GC and the lease-expiry scan (XAUTOCLAIM) run once per interval

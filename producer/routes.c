@@ -46,6 +46,7 @@
 #include "producer.h"
 #include "rconn.h"
 #include "registry.h"
+#include "runlookup.h"
 #include "runreq.h"
 #include "session.h"
 #include "util.h"
@@ -441,6 +442,12 @@ static const char *run_id_param(struct httpd_request *req, struct httpd_response
 	return NULL;
 }
 
+/* GET /runs/{id}.  JOB_HISTORY=failures keeps no row of a run still queued
+ * or running, nor of one that succeeded at its first attempt: in Redis mode
+ * such a run is looked up in Redis (runlookup.h) while Redis still holds
+ * it, and job_runs is read once more after the lookup (the history writer
+ * may have written the row meanwhile: the row wins).  Redis-less mode has
+ * nothing to look in. */
 static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 {
 	const char *id = run_id_param(req, resp, "run");
@@ -451,18 +458,71 @@ static void h_run_get(struct httpd_request *req, struct httpd_response *resp)
 	PGresult *r = control_get_run(&c->db, id);
 	if (!r && !c->db.conn)
 		r = control_get_run(&c->db, id);   /* a pooled connection that died idle */
-	give_back(api, c);
-	if (db_down(resp, r))
+	int failures = api->cfg->job_history && !strcmp(api->cfg->job_history, "failures");
+	if (!r || PQntuples(r) > 0 || !failures || !api->cfg->redis_url) {
+		give_back(api, c);
+		if (db_down(resp, r))
+			return;
+		if (PQntuples(r) == 0 && failures)
+			httpd_error(resp, 404, "unknown_run",
+				    "no run with id %s is recorded: with JOB_HISTORY=failures a run has a row"
+				    " only once an attempt of it failed, went dead or was cancelled (runs that"
+				    " succeeded at once, and runs still queued or running, have none)", id);
+		else if (PQntuples(r) == 0)
+			answer_no_run(resp, "run", id);
+		else
+			httpd_json(resp, 200, control_run_json(r, 0));
+		PQclear(r);
 		return;
-	if (PQntuples(r) == 0 && api->cfg->job_history && !strcmp(api->cfg->job_history, "failures"))
-		httpd_error(resp, 404, "unknown_run",
-			    "no run with id %s is recorded: with JOB_HISTORY=failures a run has a row"
-			    " only once an attempt of it failed, went dead or was cancelled (runs that"
-			    " succeeded at once, and runs still queued or running, have none)", id);
-	else if (PQntuples(r) == 0)
-		answer_no_run(resp, "run", id);
-	else
+	}
+	PQclear(r);
+	struct queue *rq = enqueuer_redis(&c->enq);
+	if (!rq) {
+		give_back(api, c);
+		httpd_error(resp, 503, "queue_unavailable",
+			    "run %s has no row (JOB_HISTORY=failures) and Redis, which may still hold it,"
+			    " is unavailable; try again later", id);
+		return;
+	}
+	enum runlookup_result res;
+	cJSON *found = NULL;
+	int rc = runlookup(rq, id, &res, &found);
+	if (rc) {
+		LOGF(LOG_WARN, "run_lookup_failed", "looking a run up in Redis failed", LF_S("runId", id),
+		     LF_S("error", rq->errstr));
+		if (rq->err)
+			enqueuer_drop(&c->enq, rq);
+		give_back(api, c);
+		httpd_error(resp, 503, "queue_unavailable",
+			    "run %s has no row (JOB_HISTORY=failures) and Redis, which may still hold it,"
+			    " is unavailable; try again later", id);
+		return;
+	}
+	r = control_get_run(&c->db, id);
+	if (!r && !c->db.conn)
+		r = control_get_run(&c->db, id);
+	give_back(api, c);
+	if (db_down(resp, r)) {
+		cJSON_Delete(found);
+		return;
+	}
+	if (PQntuples(r) > 0) {
+		cJSON_Delete(found);
 		httpd_json(resp, 200, control_run_json(r, 0));
+	} else if (res == RUNLOOKUP_FOUND) {
+		httpd_json(resp, 200, found);
+	} else if (res == RUNLOOKUP_GONE) {
+		httpd_error(resp, 404, "unknown_run",
+			    "no run with id %s is recorded, and Redis no longer holds it: with"
+			    " JOB_HISTORY=failures a run that succeeded at its first attempt has no row,"
+			    " and Redis keeps its entry only until the workers and the history writer"
+			    " have passed it (moments after it ends)", id);
+	} else {
+		httpd_error(resp, 404, "unknown_run",
+			    "no run with id %s is recorded, and Redis does not show it within the"
+			    " lookup's bounds: with JOB_HISTORY=failures a run that succeeded at its"
+			    " first attempt has no row, and Redis keeps its entry only for a while", id);
+	}
 	PQclear(r);
 }
 
