@@ -144,3 +144,37 @@ def test_redisless_keeps_the_404(bins, db, db_url, spawn):
     status, _, body = _get(api, "0190f5a2-1c3d-7e4f-8a9b-0c1d2e3f4a5b")
     assert status == 404 and body["error"]["code"] == "unknown_run", (status, body)
     assert "JOB_HISTORY=failures" in body["error"]["message"], body
+
+
+def test_run_waiting_in_a_fairness_lane_answered_queued(bins, db, db_url, redis_server, spawn):
+    """fair.lua moves a backlog into per-org lanes and acknowledges the
+    originals: an acknowledged entry without an event is not a success
+    when its run waits in a lane.  Checked with the original still in
+    jr:runs (its own lane searched) and after the trim removed it (the
+    lanes of the ring searched)."""
+    jrcli.migrate(bins, db_url)
+    api = _producer(spawn, db_url, redis_server, "lk-api5")
+    big = api.enqueue("noop", [{"orgId": "big", "payload": {"sleepMs": 300}}] * 150)["ids"]
+    api.enqueue("noop", {"orgId": "small"})
+    last = big[-1]
+    r = redis_server.client()
+    jrredis.consumer(spawn, db_url, redis_server, "lk-c5", JOB_HISTORY="failures",
+                     WORKER_CONCURRENCY=1)
+
+    raw = redis_server.client(decode_responses=False)   # lane members are MessagePack
+
+    def in_lane():
+        return any(last.encode() in m for m in raw.lrange("jr:lane:o:big", 0, -1))
+    harness.wait_until(in_lane, timeout=30, msg="the last run of big waits in its lane")
+    status, _, body = _get(api, last)
+    assert status == 200 and body["status"] == "queued", (status, body)
+    assert body["recorded"] is False and body["orgId"] == "big", body
+
+    def original_trimmed():
+        return not any(f.get("id") == last for _, f in r.xrange("jr:runs"))
+    harness.wait_until(original_trimmed, timeout=30, msg="the original entry trimmed")
+    assert in_lane(), "the run left its lane before the check (the backlog is ~45 s)"
+    status, _, body = _get(api, last)
+    assert status == 200 and body["status"] == "queued", (status, body)
+    assert body["recorded"] is False and body["payload"] == {"sleepMs": 300}, body
+    assert db.scalar("SELECT count(*) FROM job_runs WHERE id = %s", (last,)) == 0
