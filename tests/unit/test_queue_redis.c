@@ -25,6 +25,7 @@
 #include "queue.h"
 #include "queue_redis.h"
 #include "run.h"
+#include "runlookup.h"
 #include "unit.h"
 #include "util.h"
 
@@ -1029,6 +1030,92 @@ static void test_lua_scripts_load(void)
 	redisFree(c);
 }
 
+/* runlookup() (GET /runs/{id} of a run without a row, JOB_HISTORY=failures):
+ * the state told from the entry, its event and jr:delayed.  An acknowledged
+ * entry whose run waits in jr:delayed (a deferral whose event the history
+ * writer has recorded and trimmed) is not a success. */
+static char lookup_status[16];
+static enum runlookup_result lookup(struct queue *q, const char *id, cJSON **out)
+{
+	enum runlookup_result res = RUNLOOKUP_UNSURE;
+	cJSON *o = NULL;
+	CHECK(runlookup(q, id, &res, &o) == 0);
+	lookup_status[0] = '\0';
+	if (o) {
+		const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(o, "status"));
+		snprintf(lookup_status, sizeof lookup_status, "%s", st ? st : "");
+		CHECK(cJSON_IsFalse(cJSON_GetObjectItem(o, "recorded")));
+		CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "id")), id);
+	}
+	if (out)
+		*out = o;
+	else
+		cJSON_Delete(o);
+	return res;
+}
+
+static void test_run_lookup(void)
+{
+	fresh();
+	struct config cfg = base_cfg();
+	cfg.job_history = "failures";
+	struct queue *q = open_q(&cfg, "looker");
+	if (!q)
+		return;
+	char ids[3][RUN_ID_LEN + 1];
+	CHECK(enqueue_n(q, 3, ids) == 0);
+	CHECK(runlookup_id_ms(ids[0]) > wall_ms() - 60000 && runlookup_id_ms(ids[0]) <= wall_ms());
+	CHECK(runlookup_id_ms("not-a-uuid") == 0);
+	CHECK(lookup(q, ids[0], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "queued"));
+
+	struct run r[1];
+	cJSON *o = NULL;
+	CHECK(claim_wait(q, r, 1, 2000) == 1 && !strcmp(r[0].id, ids[0]));
+	CHECK(lookup(q, ids[0], &o) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "running"));
+	CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "consumer")), "looker");
+	CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "attempts")) == 1);
+	cJSON_Delete(o);
+	complete_all(q, r, 1, RUN_OK, NULL);
+	run_clear(&r[0]);
+	CHECK(lookup(q, ids[0], &o) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "succeeded"));
+	CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "attempts")) == 1);
+	CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "finishedAt")));
+	CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "durationMs")));
+	CHECK_STR(cJSON_GetObjectItem(o, "payload")->valuestring, "{\"i\":0}");   /* raw JSON */
+	cJSON_Delete(o);
+
+	/* a deferral: its event says delayed; once the event is gone (the
+	 * writer recorded and trimmed it), jr:delayed still does */
+	CHECK(claim_wait(q, r, 1, 2000) == 1 && !strcmp(r[0].id, ids[1]));
+	struct run_result res = { .outcome = RUN_DEFER, .retry_after_ms = 600000 };
+	CHECK(q->ops->complete(q, r, &res, 1, NULL) == 0);
+	run_clear(&r[0]);
+	CHECK(lookup(q, ids[1], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "delayed"));
+	rcmd("DEL jr:events");
+	CHECK(lookup(q, ids[1], &o) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "delayed"));
+	CHECK(cJSON_GetStringValue(cJSON_GetObjectItem(o, "runAt")) != NULL);
+	cJSON_Delete(o);
+
+	/* a failed attempt: from its event */
+	CHECK(claim_wait(q, r, 1, 2000) == 1 && !strcmp(r[0].id, ids[2]));
+	complete_all(q, r, 1, RUN_RETRY, NULL);
+	run_clear(&r[0]);
+	CHECK(lookup(q, ids[2], &o) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "failed"));
+	CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "attempts")) == 1);
+	CHECK(cJSON_GetStringValue(cJSON_GetObjectItem(o, "consumer")) != NULL);
+	cJSON_Delete(o);
+
+	/* gone: an id Redis never had, and the success once its entry is trimmed */
+	char unknown[RUN_ID_LEN + 1];
+	run_id_new(unknown);
+	CHECK(lookup(q, unknown, NULL) == RUNLOOKUP_GONE);
+	rcmd("XTRIM jr:runs MAXLEN 0");
+	CHECK(lookup(q, ids[0], NULL) == RUNLOOKUP_GONE);
+	/* ... while the deferred run is still found in jr:delayed */
+	CHECK(lookup(q, ids[1], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "delayed"));
+	q->ops->destroy(q);
+}
+
 /* The stream id helpers of common/lua/lib/stream.lua compare numbers, not
  * strings ("1-10" comes after "1-9", "10-0" after "9-0"). */
 static void test_lua_stream_ids(void)
@@ -1080,6 +1167,7 @@ int main(void)
 		{ "extend_keeps_lease", test_extend_keeps_lease },
 		{ "retry_then_dead", test_retry_then_dead },
 		{ "defer_keeps_attempt", test_defer_keeps_attempt },
+		{ "run_lookup", test_run_lookup },
 		{ "release_gives_back_without_an_attempt", test_release_gives_back_without_an_attempt },
 		{ "malformed_entries", test_malformed_entries },
 		{ "tick_dedupe", test_tick_dedupe },
