@@ -81,7 +81,7 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
  * direction, QUEUE_REDIS_LOOKUP_MEMBERS lane and delayed members and
  * QUEUE_REDIS_LOOKUP_LANES lanes.  *out: the 13-element reply (the
  * caller frees it).  common/runlookup.c tells the run's state from it. */
-#define QUEUE_REDIS_LOOKUP_SKEW_MS 2000
+#define QUEUE_REDIS_LOOKUP_SKEW_MS 5000
 #define QUEUE_REDIS_LOOKUP_ENTRIES 2000
 #define QUEUE_REDIS_LOOKUP_EVENTS 500
 #define QUEUE_REDIS_LOOKUP_MEMBERS 2000
