@@ -1423,25 +1423,38 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 	return rq_ok(rq);
 }
 
-int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, redisReply **out)
+int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, const char *expect,
+		       const struct strbuf *members, size_t nmembers, redisReply **out)
 {
 	struct rqueue *rq = rq_of(q);
 	*out = NULL;
-	char from[48] = "-", lo[24] = "-1", hi[24] = "-1", runs_cap[16], events_cap[16], members_cap[16],
-	     lanes[16];
+	char from[48] = "-", lo[24] = "-1", hi[24] = "-1";
 	if (id_ms > QUEUE_REDIS_LOOKUP_SKEW_MS) {
 		snprintf(from, sizeof from, "%lld-0", (long long)(id_ms - QUEUE_REDIS_LOOKUP_SKEW_MS));
 		snprintf(lo, sizeof lo, "%lld", (long long)(id_ms - QUEUE_REDIS_LOOKUP_SKEW_MS));
 		snprintf(hi, sizeof hi, "%lld", (long long)(id_ms + QUEUE_REDIS_LOOKUP_SKEW_MS));
 	}
-	snprintf(runs_cap, sizeof runs_cap, "%d", QUEUE_REDIS_LOOKUP_ENTRIES);
-	snprintf(events_cap, sizeof events_cap, "%d", QUEUE_REDIS_LOOKUP_EVENTS);
-	snprintf(members_cap, sizeof members_cap, "%d", QUEUE_REDIS_LOOKUP_MEMBERS);
-	snprintf(lanes, sizeof lanes, "%d", QUEUE_REDIS_LOOKUP_LANES);
-	const char *av[] = { "5", RENTRY_RUNS, RENTRY_EVENTS, RENTRY_DELAYED, RENTRY_LANES, RENTRY_FAIR,
-			     id, from, RENTRY_GROUP, runs_cap, events_cap, members_cap, RENTRY_LANE, lo, hi,
-			     lanes };
-	redisReply *r = rconn_eval(&rq->rc, S_LOOKUP, (int)JR_ARRAY_LEN(av), av, NULL);
+	struct rargv *a = &rq->av;
+	rargv_reset(a);
+	static const char *const keys[] = { "5", RENTRY_RUNS, RENTRY_EVENTS, RENTRY_DELAYED, RENTRY_LANES,
+					    RENTRY_FAIR };
+	for (size_t i = 0; i < JR_ARRAY_LEN(keys); i++)
+		rargv_addrefs(a, keys[i]);
+	rargv_addrefs(a, id);
+	rargv_addrefs(a, from);
+	rargv_addrefs(a, RENTRY_GROUP);
+	rargv_addi64(a, QUEUE_REDIS_LOOKUP_ENTRIES);
+	rargv_addi64(a, QUEUE_REDIS_LOOKUP_EVENTS);
+	rargv_addi64(a, QUEUE_REDIS_LOOKUP_MEMBERS);
+	rargv_addrefs(a, RENTRY_LANE);
+	rargv_addrefs(a, lo);
+	rargv_addrefs(a, hi);
+	rargv_addi64(a, QUEUE_REDIS_LOOKUP_LANES);
+	rargv_addrefs(a, expect ? expect : "");
+	for (size_t i = 0; expect && i < nmembers; i++)
+		rargv_addref(a, members[i].buf, members[i].len);
+	rargv_finish(a);
+	redisReply *r = rconn_eval(&rq->rc, S_LOOKUP, (int)a->n, a->argv, a->lens);
 	if (!r)
 		return rq_fail(rq);
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 13) {

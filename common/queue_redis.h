@@ -79,14 +79,19 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
  * QUEUE_REDIS_LOOKUP_SKEW_MS before it and read at most
  * QUEUE_REDIS_LOOKUP_ENTRIES (_EVENTS) stream entries per stream and
  * direction, QUEUE_REDIS_LOOKUP_MEMBERS lane and delayed members and
- * QUEUE_REDIS_LOOKUP_LANES lanes.  *out: the 13-element reply (the
- * caller frees it).  common/runlookup.c tells the run's state from it. */
+ * QUEUE_REDIS_LOOKUP_LANES lanes.  expect (NULL: none): the entry id
+ * that members[0..nmembers) are candidate jr:delayed members of (looked up
+ * exactly when that entry is still the run's newest).  *out: the
+ * 13-element reply (the caller frees it).  common/runlookup.c tells the
+ * run's state from it. */
 #define QUEUE_REDIS_LOOKUP_SKEW_MS 5000
 #define QUEUE_REDIS_LOOKUP_ENTRIES 2000
 #define QUEUE_REDIS_LOOKUP_EVENTS 500
 #define QUEUE_REDIS_LOOKUP_MEMBERS 2000
 #define QUEUE_REDIS_LOOKUP_LANES 32
-int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, redisReply **out);
+struct strbuf;
+int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, const char *expect,
+		       const struct strbuf *members, size_t nmembers, redisReply **out);
 
 /* Housekeeping shared by the handles of one process: promote, trim,
  * consumer GC and the lease-expiry scan (XAUTOCLAIM) run once per interval

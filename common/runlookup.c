@@ -7,6 +7,7 @@
 #include "queue_redis.h"
 #include "rentry.h"
 #include "revent.h"
+#include "config.h"
 #include "run.h"
 #include "util.h"
 
@@ -138,35 +139,41 @@ static int flag(const redisReply *r)
 	return r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 }
 
-int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSON **out)
+#define CANDIDATES 5   /* deliveries before a deferral that the exact members cover */
+
+/* Decides from one reply of the script.  *bare: the newest entry is
+ * acknowledged and nothing else was found (a success, unless its run waits
+ * in jr:delayed beyond the bounded search); then cand[0..CANDIDATES) get
+ * the members a consumer would have put in jr:delayed for it (parked as
+ * read, or deferred after 1..CANDIDATES-1 deliveries: rentry_delayed_json()
+ * of the entry as the consumer parsed it) and expect its entry id. */
+static void decide(const char *id, const redisReply *r, int default_max, enum runlookup_result *res,
+		   cJSON **out, int *bare, struct strbuf cand[CANDIDATES], char *expect, size_t expectlen)
 {
-	*out = NULL;
-	*res = RUNLOOKUP_UNSURE;
-	redisReply *r;
-	int rc = queue_redis_lookup(rq, id, runlookup_id_ms(id), &r);
-	if (rc)
-		return rc;
 	redisReply **el = r->element;
 	const redisReply *eid = el[0], *efields = el[1], *state = el[2], *owner = el[3], *count = el[4];
 	const redisReply *vid = el[6], *vfields = el[7], *where = el[9], *wfields = el[10], *score = el[11];
 	int runs_all = flag(el[5]), events_all = flag(el[8]), waiting_all = flag(el[12]);
 	int64_t now = wall_ms();
+	*res = RUNLOOKUP_UNSURE;
+	*bare = 0;
 
 	struct run entry, waiting;
 	memset(&entry, 0, sizeof entry);
 	memset(&waiting, 0, sizeof waiting);
 	int64_t slot;
 	char err[200];
-	int have_entry = eid->type == REDIS_REPLY_STRING && eid->len > 0 &&
-			 rentry_parse(efields, eid->str, 1, &entry, &slot, err, sizeof err) == 0 &&
+	int has_eid = eid->type == REDIS_REPLY_STRING && eid->len > 0;
+	int have_entry = has_eid && rentry_parse(efields, eid->str, default_max, &entry, &slot, err, sizeof err) == 0 &&
 			 !entry.is_tick && !strcmp(entry.id, id);
-	if (!have_entry && eid->type == REDIS_REPLY_STRING && eid->len > 0)
+	if (!have_entry)
 		run_clear(&entry);   /* an entry that does not parse: as if none */
-	int have_waiting = where->type == REDIS_REPLY_STRING && where->len > 0 &&
-			   rentry_parse(wfields, have_entry ? eid->str : "0-0", entry.max_attempts > 0 ? entry.max_attempts : 1,
-					&waiting, &slot, err, sizeof err) == 0 &&
+	int has_where = where->type == REDIS_REPLY_STRING && where->len > 0;
+	int have_waiting = has_where &&
+			   rentry_parse(wfields, has_eid ? eid->str : "0-0", default_max, &waiting, &slot, err,
+					sizeof err) == 0 &&
 			   !waiting.is_tick && !strcmp(waiting.id, id);
-	if (!have_waiting && where->type == REDIS_REPLY_STRING && where->len > 0)
+	if (!have_waiting)
 		run_clear(&waiting);
 	struct pick ev = { .id = id };
 	if (vid->type == REDIS_REPLY_STRING && vid->len > 0) {
@@ -220,14 +227,23 @@ int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSO
 		} else {
 			st = "queued";
 		}
-	} else if (have_entry && str_is(state, "acked") && runs_all && events_all && waiting_all) {
-		/* acknowledged without an event, in no lane and not delayed: the
-		 * end of its first attempt, a success (kind 's' of complete.lua) */
-		view_of_run(&v, &entry);
-		v.attempts = entry.attempt + 1;
-		if (v.attempts > v.max)
-			v.attempts = v.max;
-		st = "succeeded";
+	} else if (have_entry && str_is(state, "acked")) {
+		*bare = 1;
+		for (int k = 0; k < CANDIDATES; k++) {
+			sb_reset(&cand[k]);
+			rentry_delayed_json(&cand[k], &entry, entry.attempt + k);
+		}
+		snprintf(expect, expectlen, "%s", eid->str);
+		if (runs_all && events_all && waiting_all) {
+			/* acknowledged without an event, in no lane and not
+			 * delayed: the end of its first attempt, a success (kind
+			 * 's' of complete.lua) */
+			view_of_run(&v, &entry);
+			v.attempts = entry.attempt + 1;
+			if (v.attempts > v.max)
+				v.attempts = v.max;
+			st = "succeeded";
+		}
 	}
 	if (st) {
 		v.status = st;
@@ -236,12 +252,44 @@ int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSO
 	} else if (!have_entry && !ev.found && !have_waiting && runs_all && events_all && waiting_all) {
 		*res = RUNLOOKUP_GONE;
 	}
-	if (have_entry)
-		run_clear(&entry);
-	if (have_waiting)
-		run_clear(&waiting);
+	run_clear(&entry);
+	run_clear(&waiting);
 	if (ev.found)
 		revent_free(&ev.ev);
-	freeReplyObject(r);
-	return 0;
+}
+
+int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSON **out)
+{
+	*out = NULL;
+	*res = RUNLOOKUP_UNSURE;
+	int default_max = rq->cfg && rq->cfg->job_max_attempts > 0 ? (int)rq->cfg->job_max_attempts : 5;
+	struct strbuf cand[CANDIDATES];
+	for (int k = 0; k < CANDIDATES; k++)
+		cand[k] = (struct strbuf)STRBUF_INIT;
+	char expect[64] = "";
+	int rc = 0;
+	int64_t id_ms = runlookup_id_ms(id);
+	/* pass 2 only for an acknowledged entry without anything else: the
+	 * same script again, with that entry's exact jr:delayed members (a
+	 * second look, not a second half: it sees everything anew, atomically) */
+	for (int pass = 0; pass < 2; pass++) {
+		redisReply *r;
+		rc = queue_redis_lookup(rq, id, id_ms, pass ? expect : NULL, cand, CANDIDATES, &r);
+		if (rc)
+			break;
+		int bare;
+		cJSON_Delete(*out);
+		*out = NULL;
+		decide(id, r, default_max, res, out, &bare, cand, expect, sizeof expect);
+		freeReplyObject(r);
+		if (!bare)
+			break;
+	}
+	for (int k = 0; k < CANDIDATES; k++)
+		sb_release(&cand[k]);
+	if (rc) {
+		cJSON_Delete(*out);
+		*out = NULL;
+	}
+	return rc;
 }

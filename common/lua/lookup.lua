@@ -10,7 +10,13 @@
 --       direction, 5 most events entries likewise, 6 most lane or delayed
 --       members read in all, 7 lane key prefix, 8 the run's time less the
 --       margin (ms, or -1), 9 the run's time plus the margin (ms, or -1),
---       10 most lanes searched.
+--       10 most lanes searched, 11 the entry id the candidates below are
+--       for ('' = none), 12... candidate jr:delayed members of that entry's
+--       run (the exact members a consumer would have parked or deferred it
+--       as: runlookup.c builds them from the entry as the consumer does).
+-- jr:delayed is searched by the candidates' scores (ZMSCORE) when the
+-- newest entry is the one they are for; else by the entry's runat, or
+-- among the members due from ARGV[8] on (bounded).
 -- Every read is bounded: a stream is read forward from ARGV[2] (in chunks)
 -- and, if that stopped at its bound, backward from its end, each at most
 -- ARGV[4] (ARGV[5]) entries.  Nothing is written.
@@ -163,7 +169,14 @@ if state == 'acked' or not e then
   if where == '' and redis.call('EXISTS', delayed) == 1 then
     local runat = e and tonumber(field(e[2], 'runat') or '')
     local ms
-    if runat then
+    if e and ARGV[11] == e[1] and #ARGV > 11 then
+      -- the exact members: complete, however many runs wait there
+      ms = {}
+      local sc = redis.call('ZMSCORE', delayed, unpack(ARGV, 12, #ARGV))
+      for i = 1, #sc do
+        if sc[i] then ms[1] = ARGV[11 + i]; ms[2] = sc[i]; break end
+      end
+    elseif runat then
       -- a delayed run read early is parked with its runat as the score
       ms = redis.call('ZRANGEBYSCORE', delayed, runat, runat, 'WITHSCORES', 'LIMIT', 0, math.max(budget, 64))
     elseif lo_ms >= 0 then

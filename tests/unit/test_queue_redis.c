@@ -1096,6 +1096,40 @@ static void test_run_lookup(void)
 	CHECK(cJSON_GetStringValue(cJSON_GetObjectItem(o, "runAt")) != NULL);
 	cJSON_Delete(o);
 
+	/* many runs scheduled in jr:delayed (more than the bounded search
+	 * reads): the success and the deferral are still told apart, by the
+	 * exact members of the entry */
+	redisContext *c = raw();
+	CHECK(c != NULL);
+	if (c) {
+		enum { N = QUEUE_REDIS_LOOKUP_MEMBERS + 100 };
+		const char **av = xcalloc(2 + 2 * N, sizeof *av);
+		char (*buf)[64] = xcalloc(2 * N, 64);
+		av[0] = "ZADD";
+		av[1] = "jr:delayed";
+		for (int i = 0; i < N; i++) {
+			snprintf(buf[2 * i], 64, "%lld", (long long)(wall_ms() + 60000 + i));
+			snprintf(buf[2 * i + 1], 64, "{\"v\":\"1\",\"id\":\"scheduled-%d\"}", i);
+			av[2 + 2 * i] = buf[2 * i];
+			av[3 + 2 * i] = buf[2 * i + 1];
+		}
+		redisReply *z = redisCommandArgv(c, 2 + 2 * N, av, NULL);
+		CHECK(z && z->type == REDIS_REPLY_INTEGER && z->integer == N);
+		if (z)
+			freeReplyObject(z);
+		free(av);
+		free(buf);
+		redisFree(c);
+	}
+	CHECK(lookup(q, ids[0], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "succeeded"));
+	CHECK(lookup(q, ids[1], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "delayed"));
+	/* ... while an id without an entry cannot be ruled out of them */
+	char unknown[RUN_ID_LEN + 1];
+	run_id_new(unknown);
+	CHECK(lookup(q, unknown, NULL) == RUNLOOKUP_UNSURE);
+	CHECK(rcmd("ZREMRANGEBYSCORE jr:delayed 0 %lld", (long long)(wall_ms() + 120000)) ==
+	      QUEUE_REDIS_LOOKUP_MEMBERS + 100);
+
 	/* a failed attempt: from its event */
 	CHECK(claim_wait(q, r, 1, 2000) == 1 && !strcmp(r[0].id, ids[2]));
 	complete_all(q, r, 1, RUN_RETRY, NULL);
@@ -1106,7 +1140,6 @@ static void test_run_lookup(void)
 	cJSON_Delete(o);
 
 	/* gone: an id Redis never had, and the success once its entry is trimmed */
-	char unknown[RUN_ID_LEN + 1];
 	run_id_new(unknown);
 	CHECK(lookup(q, unknown, NULL) == RUNLOOKUP_GONE);
 	rcmd("XTRIM jr:runs MAXLEN 0");
