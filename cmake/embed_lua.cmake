@@ -1,6 +1,8 @@
 # Turns common/lua/*.lua into C strings (see common/lua/ and queue_redis.c):
 #   OUT.c  const char jr_lua_<name>[] for each script (and jr_lua_lib_<name>
-#          for each file of helpers in lib/), and jr_lua_files[] (all of them
+#          for each file of helpers in lib/), jr_lua_<name>_sha[] its SHA1 in
+#          hex (what SCRIPT LOAD answers: rconn.c asks SCRIPT EXISTS with it
+#          and loads only what is missing), and jr_lua_files[] (all of them
 #          with their paths, for the test that loads them all);
 #   OUT.h  their declarations.
 # A line "-- include: lib/<file>.lua" is replaced by that file's text
@@ -27,11 +29,13 @@ foreach(f ${FILES})
     file(READ ${dir}/${lib} libsrc)
     string(REPLACE "${inc}\n" "\n${libsrc}" src "${src}")
   endforeach()
+  string(SHA1 sha "${src}")
   string(REPLACE "\\" "\\\\" src "${src}")
   string(REPLACE "\"" "\\\"" src "${src}")
   string(REPLACE "\n" "\\n\"\n  \"" src "${src}")
-  string(APPEND c "const char jr_lua_${name}[] =\n  \"${src}\";\n\n")
-  string(APPEND h "extern const char jr_lua_${name}[];\n")
+  string(APPEND c "const char jr_lua_${name}[] =\n  \"${src}\";\n")
+  string(APPEND c "const char jr_lua_${name}_sha[] = \"${sha}\";\n\n")
+  string(APPEND h "extern const char jr_lua_${name}[];\nextern const char jr_lua_${name}_sha[];\n")
   string(APPEND table "  {\"common/lua/${rel}\", jr_lua_${name}},\n")
   math(EXPR count "${count} + 1")
 endforeach()

@@ -93,7 +93,7 @@
 #define FAIR_SAMPLE 64          /* newest arrivals fair.lua looks at while the lanes are off */
 
 /* ------------------------------------------------------------------ */
-/* Lua scripts (loaded once per connection, run with EVALSHA)          */
+/* Lua scripts (loaded when missing at a connect, run with EVALSHA)     */
 /* ------------------------------------------------------------------ */
 
 /* The scripts live in common/lua/<name>.lua, each with its KEYS, ARGV and
@@ -102,21 +102,21 @@ enum { S_ENQ_IDEM, S_TICK, S_PROMOTE, S_COMPLETE, S_RECLAIM, S_OWN, S_EXTEND, S_
        S_RELEASE, S_CANCEL, S_CAUGHT_UP, S_RATE, S_FAIR, S_LOOKUP, S_COUNT };
 
 static const struct rscript scripts[S_COUNT] = {
-	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem },
-	[S_TICK] = { "tick.lua", jr_lua_tick },
-	[S_PROMOTE] = { "promote.lua", jr_lua_promote },
-	[S_COMPLETE] = { "complete.lua", jr_lua_complete },
-	[S_RECLAIM] = { "reclaim.lua", jr_lua_reclaim },
-	[S_OWN] = { "own_pending.lua", jr_lua_own_pending },
-	[S_EXTEND] = { "extend.lua", jr_lua_extend },
-	[S_TRIM] = { "trim.lua", jr_lua_trim },
-	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc },
-	[S_RELEASE] = { "release.lua", jr_lua_release },
-	[S_CANCEL] = { "cancel.lua", jr_lua_cancel },
-	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up },
-	[S_RATE] = { "rate.lua", jr_lua_rate },
-	[S_FAIR] = { "fair.lua", jr_lua_fair },
-	[S_LOOKUP] = { "lookup.lua", jr_lua_lookup },
+	[S_ENQ_IDEM] = { "enqueue_idem.lua", jr_lua_enqueue_idem, jr_lua_enqueue_idem_sha },
+	[S_TICK] = { "tick.lua", jr_lua_tick, jr_lua_tick_sha },
+	[S_PROMOTE] = { "promote.lua", jr_lua_promote, jr_lua_promote_sha },
+	[S_COMPLETE] = { "complete.lua", jr_lua_complete, jr_lua_complete_sha },
+	[S_RECLAIM] = { "reclaim.lua", jr_lua_reclaim, jr_lua_reclaim_sha },
+	[S_OWN] = { "own_pending.lua", jr_lua_own_pending, jr_lua_own_pending_sha },
+	[S_EXTEND] = { "extend.lua", jr_lua_extend, jr_lua_extend_sha },
+	[S_TRIM] = { "trim.lua", jr_lua_trim, jr_lua_trim_sha },
+	[S_GC] = { "consumer_gc.lua", jr_lua_consumer_gc, jr_lua_consumer_gc_sha },
+	[S_RELEASE] = { "release.lua", jr_lua_release, jr_lua_release_sha },
+	[S_CANCEL] = { "cancel.lua", jr_lua_cancel, jr_lua_cancel_sha },
+	[S_CAUGHT_UP] = { "caught_up.lua", jr_lua_caught_up, jr_lua_caught_up_sha },
+	[S_RATE] = { "rate.lua", jr_lua_rate, jr_lua_rate_sha },
+	[S_FAIR] = { "fair.lua", jr_lua_fair, jr_lua_fair_sha },
+	[S_LOOKUP] = { "lookup.lua", jr_lua_lookup, jr_lua_lookup_sha },
 };
 
 /* ------------------------------------------------------------------ */

@@ -94,6 +94,7 @@ int rconn_setup(const struct rconn_settings *s, int tls, char *err, size_t errle
 struct rscript {
 	const char *name;    /* for messages */
 	const char *src;     /* Lua source */
+	const char *sha;     /* its SHA1 in hex (the build's), or NULL */
 };
 
 struct rconn {

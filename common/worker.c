@@ -76,7 +76,6 @@ struct hand {
 	pthread_cond_t cv;                   /* a release finished */
 	enum transport from;
 	size_t n;
-	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
 	unsigned char state[WORKER_MAX_BATCH];   /* enum hand_state, per run */
 	int64_t claimed_ms;                  /* mono ms the batch was claimed */
 	int no_release;                      /* a release failed: keep this batch */
@@ -85,6 +84,9 @@ struct hand {
 	int cur_announced;
 	size_t cur_idx;                      /* runs[cur_idx] is cur */
 	int cancel[WORKER_MAX_BATCH];        /* cancel requested (control: see cancel_look()) */
+	/* last, as hand is in struct wthread: the 24 KB that a small batch
+	 * does not touch come after everything that is touched */
+	struct run runs[WORKER_MAX_BATCH];   /* id, handle, fence, is_tick only */
 };
 
 struct wthread {
@@ -98,8 +100,8 @@ struct wthread {
 	struct enqueuer enq;           /* for fan-out from cycles */
 	size_t batch;
 	int pg_first;                  /* backlog: which transport this claim tries first */
-	struct hand hand;
 	atomic_int run_stop;           /* the running job's ctx.stop: shutdown or cancel */
+	struct hand hand;              /* last (see its runs[]) */
 };
 
 struct worker {
@@ -695,10 +697,14 @@ static enum transport claim(struct wthread *t, struct run *runs, size_t *n)
 static void run_batch(struct wthread *t, enum transport from, struct run *runs, size_t n)
 {
 	struct worker *w = t->w;
-	struct run_result res[WORKER_MAX_BATCH];
-	int fenced[WORKER_MAX_BATCH];
+	/* sized to the batch (1 <= n <= WORKER_MAX_BATCH), not to the largest
+	 * one: 200 run threads at a batch of 1 would each touch pages of a
+	 * 93 KB frame (about 3 MiB of stack in all) */
+	size_t cap = n ? n : 1;
+	struct run_result res[cap];
+	int fenced[cap];
 	int64_t t0 = mono_ms();
-	unsigned char gone[WORKER_MAX_BATCH];   /* given back by the heartbeat */
+	unsigned char gone[cap];   /* given back by the heartbeat */
 	size_t ngone = 0;
 	COUNT(w, claimed, n);
 	uint64_t reclaimed = 0;
@@ -784,7 +790,7 @@ static void run_batch(struct wthread *t, enum transport from, struct run *runs, 
 		     LF_S("error", q ? q->errstr : "no connection"));
 		if (rc == QUEUE_EDOWN)
 			drop(from == T_REDIS ? &t->rq : &t->pq);
-		memset(fenced, 0, sizeof fenced);
+		memset(fenced, 0, n * sizeof fenced[0]);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (rc == QUEUE_OK) {
@@ -816,8 +822,8 @@ static void *run_thread(void *arg)
 {
 	struct wthread *t = arg;
 	struct worker *w = t->w;
-	struct run runs[WORKER_MAX_BATCH];
 	while (!stopping(w)) {
+		struct run runs[t->batch];   /* claim() takes up to t->batch (see run_batch()) */
 		size_t n = 0;
 		enum transport from = claim(t, runs, &n);
 		if (from == T_NONE) {

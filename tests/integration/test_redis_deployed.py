@@ -174,8 +174,15 @@ def documented_acl_line():
     return m.group(0)
 
 
-def test_documented_acl_user_runs_everything(bins, db, db_url, redis_server, spawn):
+@pytest.mark.parametrize("line_of", ["documented", "earlier_without_script_exists"])
+def test_documented_acl_user_runs_everything(bins, db, db_url, redis_server, spawn, line_of):
+    """The documented line runs everything; so does the line of earlier
+    versions, without +script|exists (each connection then loads the
+    scripts instead of asking which the server has)."""
     line = documented_acl_line().replace(">CHANGE-ME", ">aclpw")
+    assert " +script|exists" in line
+    if line_of != "documented":
+        line = line.replace(" +script|exists", "")
     c = redis_server.client()
     c.execute_command(*line.split())
     c.execute_command("ACL", "SETUSER", "default", "off")   # nobody else gets in

@@ -207,3 +207,46 @@ def test_run_threads_share_the_housekeeping(redis_server, db, db_url, spawn):
     assert p.wait(30) == 0
     delayed = [l.strip() for l in p.lines() if len(l.strip()) == 36][0]
     jrcli.wait_runs(db, [delayed], "succeeded", timeout=20)
+
+
+def _script_calls(r, sub):
+    return r.info("commandstats").get("cmdstat_script|%s" % sub, {}).get("calls", 0)
+
+
+def test_scripts_are_sent_only_when_the_server_lacks_them(redis_server, db, db_url, spawn):
+    """A new connection asks SCRIPT EXISTS with the SHA1s the build computed
+    and loads only what is missing: a second consumer's 20 connections load
+    nothing.  After a SCRIPT FLUSH every script is loaded again where it is
+    next needed (EVALSHA's NOSCRIPT), and runs keep succeeding."""
+    r = redis_server.client()
+    p = spawn("producer", ["--migrate-only"], env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    r.script_flush()
+    spawn("consumer", [], env=_env(redis_server, db_url, WORKER_HTTP_PORT=0, WORKER_CONCURRENCY=4,
+                                   CONSUMER_NAME="s1"))
+    harness.wait_until(lambda: sum(1 for c in r.client_list() if c["name"] == "jobrunner:consumer:s1")
+                       >= 4, timeout=30, msg="the first consumer's connections")
+    loaded = _script_calls(r, "load")
+    assert loaded >= 14, "the first connections found the scripts missing and loaded them"
+    r.config_resetstat()
+    spawn("consumer", [], env=_env(redis_server, db_url, WORKER_HTTP_PORT=0, WORKER_CONCURRENCY=20,
+                                   CONSUMER_NAME="s2"))
+    harness.wait_until(lambda: sum(1 for c in r.client_list() if c["name"] == "jobrunner:consumer:s2")
+                       >= 20, timeout=30, msg="the second consumer's 20 run threads' connections")
+    assert _script_calls(r, "exists") >= 20
+    # 1: the start-up permission probe's SCRIPT LOAD "return 1" (app.c);
+    # with every connection loading the 14 scripts it was 20 x 14 + 1
+    assert _script_calls(r, "load") <= 1, "a connection sent scripts the server already had"
+    p = spawn("producer", ["enqueue", "noop", "--count", "20"], env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    ids = [l.strip() for l in p.lines() if len(l.strip()) == 36]
+    jrcli.wait_runs(db, ids, "succeeded", timeout=30)
+    r.script_flush()
+    p = spawn("producer", ["enqueue", "noop", "--count", "20", "--payload", '{"failTimes":1}'],
+              env=_env(redis_server, db_url))
+    assert p.wait(30) == 0
+    more = [l.strip() for l in p.lines() if len(l.strip()) == 36]
+    assert len(more) == 20
+    jrcli.wait_runs(db, more, "succeeded", timeout=30)
+    assert _script_calls(r, "load") + r.info("commandstats").get("cmdstat_eval", {}).get("calls", 0) > 0, \
+        "after the flush the scripts were sent again"
