@@ -11,12 +11,17 @@ never reads keeps every entry (the trim never passes any group's
 undelivered entries, common/lua/trim.lua); destroying it lets the next trim
 remove them."""
 
+import os
+import re
+
 import harness
 import jrcli
 import jrredis
 from apiclient import TOKEN, Api
 
 HOLD = "jr:test-hold"
+DEPLOYMENT_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                             "deployment.md")
 RUNS = "/api/integrations/jobs/runs/"
 
 
@@ -178,3 +183,27 @@ def test_run_waiting_in_a_fairness_lane_answered_queued(bins, db, db_url, redis_
     assert status == 200 and body["status"] == "queued", (status, body)
     assert body["recorded"] is False and body["payload"] == {"sleepMs": 300}, body
     assert db.scalar("SELECT count(*) FROM job_runs WHERE id = %s", (last,)) == 0
+
+
+def test_documented_acl_user_can_look_runs_up(bins, db, db_url, redis_server, spawn):
+    """The ACL line of docs/deployment.md covers the lookup's commands: a
+    success (with jr:delayed holding a parked run, so that its members are
+    searched too) and a delayed run answered by a producer that connects as
+    that user."""
+    line = re.search(r"^ACL SETUSER jobrunner .*$", open(DEPLOYMENT_MD).read(), re.M).group(0)
+    jrcli.migrate(bins, db_url)
+    c = redis_server.client()
+    c.xgroup_create("jr:runs", HOLD, id="0", mkstream=True)
+    c.execute_command(*line.replace(">CHANGE-ME", ">aclpw").split())
+    c.execute_command("ACL", "SETUSER", "default", "off")   # nobody else gets in
+    url = "redis://jobrunner:aclpw@127.0.0.1:%d/0" % redis_server.port
+    api = _producer(spawn, db_url, None, "lk-api6", REDIS_URL=url)
+    spawn("consumer", [], env=jrcli.env(db_url, REDIS_URL=url, CONSUMER_NAME="lk-c6",
+                                        JOB_HISTORY="failures"),
+          name="lk-c6").wait_for_log({"event": "job_runner_started"}, timeout=20)
+    later = api.enqueue("noop", {"delayMs": 3600000})["id"]
+    ok = api.enqueue("noop")["id"]
+    body = _wait_status(api, ok, "succeeded")
+    assert body["recorded"] is False, body
+    status, _, body = _get(api, later)
+    assert status == 200 and body["status"] == "delayed", (status, body)
