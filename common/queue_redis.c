@@ -1451,6 +1451,7 @@ int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, const cha
 	rargv_addrefs(a, hi);
 	rargv_addi64(a, QUEUE_REDIS_LOOKUP_LANES);
 	rargv_addrefs(a, expect ? expect : "");
+	rargv_addi64(a, QUEUE_REDIS_LOOKUP_BYTES);
 	for (size_t i = 0; expect && i < nmembers; i++)
 		rargv_addref(a, members[i].buf, members[i].len);
 	rargv_finish(a);

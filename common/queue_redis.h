@@ -75,18 +75,22 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
  * the newest jr:events entry that names it, and the lane or jr:delayed
  * member it waits in, each with whether the bounded read was complete
  * (the script's header comment describes the reply).  id_ms: the run's
- * creation time (a UUIDv7's), or 0 when the id tells none.  Reads start
- * QUEUE_REDIS_LOOKUP_SKEW_MS before it and read at most
- * QUEUE_REDIS_LOOKUP_ENTRIES (_EVENTS) stream entries per stream and
- * direction, QUEUE_REDIS_LOOKUP_MEMBERS lane and delayed members and
- * QUEUE_REDIS_LOOKUP_LANES lanes.  expect (NULL: none): the entry id
- * that members[0..nmembers) are candidate jr:delayed members of (looked up
+ * creation time (a UUIDv7's), or 0 when the id tells none.  A stream is
+ * read in three parts (forward from the id's time, backward from the end,
+ * and the QUEUE_REDIS_LOOKUP_SKEW_MS before the id's time), each at most
+ * QUEUE_REDIS_LOOKUP_ENTRIES (_EVENTS) entries and about
+ * QUEUE_REDIS_LOOKUP_BYTES bytes of their values; the lanes (at most
+ * QUEUE_REDIS_LOOKUP_LANES) and jr:delayed, at most
+ * QUEUE_REDIS_LOOKUP_MEMBERS members and about QUEUE_REDIS_LOOKUP_BYTES
+ * bytes in all.  expect (NULL: none): the entry id that
+ * members[0..nmembers) are candidate jr:delayed members of (looked up
  * exactly when that entry is still the run's newest).  *out: the
  * 13-element reply (the caller frees it).  common/runlookup.c tells the
  * run's state from it. */
 #define QUEUE_REDIS_LOOKUP_SKEW_MS 5000
-#define QUEUE_REDIS_LOOKUP_ENTRIES 2000
-#define QUEUE_REDIS_LOOKUP_EVENTS 500
+#define QUEUE_REDIS_LOOKUP_ENTRIES 400
+#define QUEUE_REDIS_LOOKUP_EVENTS 100
+#define QUEUE_REDIS_LOOKUP_BYTES (256 * 1024)
 #define QUEUE_REDIS_LOOKUP_MEMBERS 2000
 #define QUEUE_REDIS_LOOKUP_LANES 32
 struct strbuf;

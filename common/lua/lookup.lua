@@ -11,15 +11,17 @@
 --       members read in all, 7 lane key prefix, 8 the run's time less the
 --       margin (ms, or -1), 9 the run's time plus the margin (ms, or -1),
 --       10 most lanes searched, 11 the entry id the candidates below are
---       for ('' = none), 12... candidate jr:delayed members of that entry's
+--       for ('' = none), 12 about how many bytes of values a stream read
+--       reads per direction, 13... candidate jr:delayed members of that entry's
 --       run (the exact members a consumer would have parked or deferred it
 --       as: runlookup.c builds them from the entry as the consumer does).
 -- jr:delayed is searched by the candidates' scores (ZMSCORE) when the
 -- newest entry is the one they are for; else by the entry's runat, or
 -- among the members due from ARGV[8] on (bounded).
--- Every read is bounded: a stream is read forward from ARGV[2] (in chunks)
--- and, if that stopped at its bound, backward from its end, each at most
--- ARGV[4] (ARGV[5]) entries.  Nothing is written.
+-- Every read is bounded: a stream is read in at most three parts (forward
+-- from the run's time, backward from the end, the clock margin before the
+-- run's time), each at most ARGV[4] (ARGV[5]) entries and about ARGV[12]
+-- bytes.  Nothing is written.
 -- Reply: {entry id or '', entry fields (flat) or {}, entry state ('queued':
 -- after the group's last delivered id, 'pending', 'acked', or ''), pending
 -- consumer or '', deliveries (0), runs read completely (0/1), event entry id
@@ -32,7 +34,7 @@ local runs, events, delayed, ring, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS
 local id, from, workers = ARGV[1], ARGV[2], ARGV[3]
 local cap_runs, cap_events, cap_members = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local prefix, lo_ms, hi_ms, max_lanes = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local CHUNK = 50
+local bytes = tonumber(ARGV[12])
 
 local function field(fl, k)
   for i = 1, #fl - 1, 2 do
@@ -41,35 +43,64 @@ local function field(fl, k)
   return nil
 end
 
--- The newest entry of stream key that match() accepts: read forward from
--- `from` (at most cap entries), then, if that was cut short, backward from
--- the end down to where the forward read stopped (at most cap entries).
--- Returns the entry (or nil) and whether the read covered the whole range.
-local function newest(key, cap, match)
-  if redis.call('EXISTS', key) == 0 then return nil, true end
-  local found, start, n, last = nil, from, 0, nil
-  while n < cap do
-    local es = redis.call('XRANGE', key, start, '+', 'COUNT', math.min(CHUNK, cap - n))
+-- The bytes of an entry's field values (what reading it costs).
+local function size_of(fl)
+  local n = 0
+  for i = 2, #fl, 2 do n = n + #fl[i] end
+  return n
+end
+
+-- Reads stream key from a toward b (XRANGE a b forward, XREVRANGE a b
+-- backward), at most cap entries and about `bytes` bytes of values, in
+-- chunks sized from the entries read so far (large payloads cost no more
+-- than small ones).  Returns the newest entry match() accepts (or nil), the
+-- last id read, and whether the range was read to its end (backward: or to
+-- a match, the newest there is).
+local function read(key, fwd, a, b, cap, match)
+  local found, n, used, last = nil, 0, 0, nil
+  while n < cap and used < bytes do
+    local want = math.min(10, cap - n)
+    if n > 0 then
+      want = math.max(1, math.min(100, cap - n, math.floor((bytes - used) / math.max(1, used / n))))
+    end
+    local es = redis.call(fwd and 'XRANGE' or 'XREVRANGE', key, a, b, 'COUNT', want)
     for _, e in ipairs(es) do
-      if match(e[2]) then found = e end
+      if match(e[2]) then
+        if not fwd then return e, e[1], true end
+        found = e
+      end
+      used = used + size_of(e[2])
       last = e[1]
     end
     n = n + #es
-    if #es < CHUNK then return found, true end
-    start = '(' .. last
+    if #es < want then return found, last, true end
+    a = '(' .. last
   end
-  -- cut short: the newest entries, from the end backward
-  local stop, m, top = last, 0, '+'
-  while m < cap do
-    local es = redis.call('XREVRANGE', key, top, '(' .. stop, 'COUNT', math.min(CHUNK, cap - m))
-    for _, e in ipairs(es) do
-      if match(e[2]) then return e, true end
-      top = '(' .. e[1]
-    end
-    m = m + #es
-    if #es < CHUNK then return found, true end
+  return found, last, false
+end
+
+-- The newest entry of stream key that match() accepts.  The run's own
+-- entries are at or after its time (less the clock margin): read forward
+-- from just before its time (`near`); if that is cut short, backward from
+-- the end down to where it stopped (later entries of the run: retries,
+-- promotions, lanes fed back); then the clock margin before `near`.
+-- Returns the entry (or nil) and whether every part was read to its end.
+local near = from
+if from ~= '-' then near = string.format('%d-0', (lo_ms + hi_ms) / 2 - 100) end
+local function newest(key, cap, match)
+  if redis.call('EXISTS', key) == 0 then return nil, true end
+  local found, last, all = read(key, true, near, '+', cap, match)
+  if not all then
+    local f2, _, all2 = read(key, false, '+', '(' .. last, cap, match)
+    if f2 then found = f2 end
+    all = all2
   end
-  return found, false
+  if near ~= from then
+    local f3, _, all3 = read(key, true, from, '(' .. near, cap, match)
+    if f3 and not found then found = f3 end
+    all = all and all3
+  end
+  return found, all
 end
 
 local e, runs_all = newest(runs, cap_runs, function(fl)
@@ -106,6 +137,32 @@ end
 local where, wfields, score, waiting_all = '', {}, 0, true
 local budget = cap_members
 
+-- Reads up to n items (step reply elements each) with fetch(offset, count)
+-- in chunks, against one byte budget shared by the lanes and jr:delayed
+-- (chunks sized from the members read so far); test(list, i) returns what
+-- it found, or nil.  Returns the find (or nil) and why it stopped: 'end'
+-- (fetch gave fewer than asked), 'n' (n items read) or 'bytes'.
+local mused, mseen = 0, 0
+local function scan(fetch, n, step, test)
+  local off = 0
+  while off < n do
+    if mused >= bytes then return nil, 'bytes' end
+    local want = math.min(10, n - off)
+    if mseen > 0 then
+      want = math.max(1, math.min(100, n - off, math.floor((bytes - mused) / math.max(1, mused / mseen))))
+    end
+    local got = fetch(off, want)
+    for i = 1, #got, step do
+      mused, mseen = mused + #got[i], mseen + 1
+      local r = test(got, i)
+      if r then return r, 'end' end
+    end
+    if #got < want * step then return nil, 'end' end
+    off = off + want
+  end
+  return nil, 'n'
+end
+
 -- the members of list key that hold the run: the whole list if it is
 -- short, else a window from the first member not older than lo_ms (the
 -- list is in arrival order: binary search over enq / runat).
@@ -130,14 +187,19 @@ local function in_lane(key, room)
     local lastpos = math.min(first + room, len) - 1
     all = lastpos == len - 1 or (lastpos >= first and when(lastpos) > hi_ms)
   end
-  budget = budget - math.min(room, len - first)
-  for _, m in ipairs(redis.call('LRANGE', key, first, first + room - 1)) do
-    if string.find(m, id, 1, true) then
-      local fl = cmsgpack.unpack(m)
-      if field(fl, 'id') == id then return fl, true end
+  local n = math.min(room, len - first)
+  budget = budget - n
+  local fl, why = scan(function(off, cnt)
+    return redis.call('LRANGE', key, first + off, first + off + cnt - 1)
+  end, n, 1, function(list, i)
+    if string.find(list[i], id, 1, true) then
+      local t = cmsgpack.unpack(list[i])
+      if field(t, 'id') == id then return t end
     end
-  end
-  return nil, all
+    return nil
+  end)
+  if fl then return fl, true end
+  return nil, all and why ~= 'bytes'
 end
 
 local function lane_of(fl)
@@ -168,38 +230,39 @@ if state == 'acked' or not e then
   end
   if where == '' and redis.call('EXISTS', delayed) == 1 then
     local runat = e and tonumber(field(e[2], 'runat') or '')
-    local ms
-    if e and ARGV[11] == e[1] and #ARGV > 11 then
+    local function member(list, i)
+      if string.find(list[i], needle, 1, true) then
+        local ok, t = pcall(cjson.decode, list[i])
+        if ok and type(t) == 'table' and t.id == id then return { t, tonumber(list[i + 1]) } end
+      end
+      return nil
+    end
+    local found, why = nil, 'end'
+    local most = math.max(budget, 64)
+    if e and ARGV[11] == e[1] and #ARGV > 12 then
       -- the exact members: complete, however many runs wait there
-      ms = {}
-      local sc = redis.call('ZMSCORE', delayed, unpack(ARGV, 12, #ARGV))
+      local sc = redis.call('ZMSCORE', delayed, unpack(ARGV, 13, #ARGV))
       for i = 1, #sc do
-        if sc[i] then ms[1] = ARGV[11 + i]; ms[2] = sc[i]; break end
+        if sc[i] then found = { cjson.decode(ARGV[12 + i]), tonumber(sc[i]) }; break end
       end
-    elseif runat then
-      -- a delayed run read early is parked with its runat as the score
-      ms = redis.call('ZRANGEBYSCORE', delayed, runat, runat, 'WITHSCORES', 'LIMIT', 0, math.max(budget, 64))
-    elseif lo_ms >= 0 then
-      -- a deferral: due after the run was made
-      ms = redis.call('ZRANGEBYSCORE', delayed, lo_ms, '+inf', 'WITHSCORES', 'LIMIT', 0, math.max(budget, 64))
-      if #ms / 2 >= math.max(budget, 64) then waiting_all = false end
-    else
-      ms = {}
-      if redis.call('ZCARD', delayed) > 0 then waiting_all = false end
+    elseif runat or lo_ms >= 0 then
+      -- parked as read early: its runat is the score; a deferral: due
+      -- after the run was made
+      local lo, hi = runat or lo_ms, runat or '+inf'
+      found, why = scan(function(off, cnt)
+        return redis.call('ZRANGEBYSCORE', delayed, lo, hi, 'WITHSCORES', 'LIMIT', off, cnt)
+      end, most, 2, member)
+    elseif redis.call('ZCARD', delayed) > 0 then
+      why = 'n'   -- an id without a time: not searched
     end
-    for i = 1, #ms - 1, 2 do
-      if string.find(ms[i], needle, 1, true) then
-        local ok, t = pcall(cjson.decode, ms[i])
-        if ok and type(t) == 'table' and t.id == id then
-          for k, v in pairs(t) do
-            if type(v) == 'string' then wfields[#wfields + 1] = k; wfields[#wfields + 1] = v end
-          end
-          where, score = 'delayed', tonumber(ms[i + 1])
-          break
-        end
+    if found then
+      for k, v in pairs(found[1]) do
+        if type(v) == 'string' then wfields[#wfields + 1] = k; wfields[#wfields + 1] = v end
       end
+      where, score = 'delayed', found[2]
+    elseif why ~= 'end' then
+      waiting_all = false
     end
-    if where == '' then wfields = {} end
   end
 end
 
