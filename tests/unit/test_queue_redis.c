@@ -1146,6 +1146,25 @@ static void test_run_lookup(void)
 	CHECK(lookup(q, ids[0], NULL) == RUNLOOKUP_GONE);
 	/* ... while the deferred run is still found in jr:delayed */
 	CHECK(lookup(q, ids[1], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "delayed"));
+
+	/* bounded: a success with more entries behind it than the reads
+	 * cover (one of them could be the run's, queued again) is not
+	 * claimed; a run among them is found where the reads reach */
+	char last[RUN_ID_LEN + 1];
+	CHECK(enqueue_n(q, 1, &last) == 0);
+	CHECK(claim_wait(q, r, 1, 2000) == 1 && !strcmp(r[0].id, last));
+	complete_all(q, r, 1, RUN_OK, NULL);
+	run_clear(&r[0]);
+	CHECK(lookup(q, last, NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "succeeded"));
+	char (*behind)[RUN_ID_LEN + 1] = xcalloc(3 * QUEUE_REDIS_LOOKUP_ENTRIES, sizeof *behind);
+	CHECK(enqueue_n(q, 3 * QUEUE_REDIS_LOOKUP_ENTRIES, behind) == 0);
+	CHECK(lookup(q, last, NULL) == RUNLOOKUP_UNSURE);
+	CHECK(lookup(q, behind[10], NULL) == RUNLOOKUP_FOUND && !strcmp(lookup_status, "queued"));
+	CHECK(lookup(q, behind[3 * QUEUE_REDIS_LOOKUP_ENTRIES - 1], NULL) == RUNLOOKUP_FOUND &&
+	      !strcmp(lookup_status, "queued"));   /* the backward read */
+	/* the middle of a burst beyond both reads: not placed, not invented */
+	CHECK(lookup(q, behind[QUEUE_REDIS_LOOKUP_ENTRIES + 100], NULL) == RUNLOOKUP_UNSURE);
+	free(behind);
 	q->ops->destroy(q);
 }
 
