@@ -22,6 +22,11 @@
  * A batch goes to PostgreSQL as COPY into a temporary stage table and one
  * INSERT ... SELECT ... ON CONFLICT DO UPDATE from it, in one transaction:
  * COPY's stream costs the server far less to parse than array parameters.
+ * Under history_thread_start() the writer is a pipeline of two threads:
+ * while the store thread writes batch N (store_rows()), the writer reads
+ * and prepares batch N+1, then collects N (acknowledges its entries) and
+ * hands N+1 over.  One after the other, Redis reads, decoding and the
+ * PostgreSQL transaction were the ceiling of a whole consumer.
  *
  * Order does not matter: the upsert's WHERE keeps the newest of what is
  * stored and what arrives (see row_cmp()), whichever writer sends it.
