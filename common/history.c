@@ -22,6 +22,11 @@
  * A batch goes to PostgreSQL as COPY into a temporary stage table and one
  * INSERT ... SELECT ... ON CONFLICT DO UPDATE from it, in one transaction:
  * COPY's stream costs the server far less to parse than array parameters.
+ * Under history_thread_start() the writer is a pipeline of two threads:
+ * while the store thread writes batch N (store_rows()), the writer reads
+ * and prepares batch N+1, then collects N (acknowledges its entries) and
+ * hands N+1 over.  One after the other, Redis reads, decoding and the
+ * PostgreSQL transaction were the ceiling of a whole consumer.
  *
  * Order does not matter: the upsert's WHERE keeps the newest of what is
  * stored and what arrives (see row_cmp()), whichever writer sends it.
@@ -97,6 +102,7 @@ struct hrow {
 	int retried;               /* source 'retry': bypasses the cache */
 	int rank, eff;             /* row_rank(), row_eff_attempts(): set by rows_reduce() */
 	char reid[48];             /* the jr:runs entry it came from, acked once written; "" */
+	int stored;                /* the upsert took it (store_rows()) */
 	int64_t carried_ms;        /* mono ms it was first held back (carry), or 0 */
 	int attempts, max;
 	int64_t runat, enq, started, finished, duration;       /* -1: NULL */
@@ -592,12 +598,32 @@ struct history {
 	int failures;             /* JOB_HISTORY=failures */
 	struct strbuf copy;       /* COPY text of a batch, kept from one batch to the next */
 	char errstr[256];
+	/* The store thread (history_thread_start(); none for history_step()
+	 * called alone): PostgreSQL writes batch N while this thread reads and
+	 * prepares batch N+1 from Redis.  It owns db, copy, stage_for and the
+	 * batch in flight while fl.busy && !fl.done; the rest is this thread's. */
+	int async;
+	pthread_t stid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int st_stop;
+	struct flight {
+		int busy;             /* handed over, not collected yet */
+		int done;             /* stored (or failed): ready to collect */
+		struct rows rows;
+		struct acks ack;      /* its entries, acknowledged once it is stored */
+		int rv;               /* 0, or -1: PostgreSQL unreachable */
+		uint64_t stored, dropped;
+		char errstr[256];
+	} fl;
 };
 
 /* A batch's COPY text is kept for the next batch up to this size: a buffer
  * made and freed per batch (a megabyte for 8,000 rows) cost page faults
  * and, freed, a consolidation of every small free chunk of the process. */
 #define COPY_KEEP_BYTES (4u << 20)
+
+static void store_stop(struct history *h);
 
 static int h_fail(struct history *h, const char *what, const char *detail)
 {
@@ -649,6 +675,7 @@ void history_close(struct history *h)
 {
 	if (!h)
 		return;
+	store_stop(h);
 	rconn_release(&h->rc);
 	db_release(&h->db);
 	rows_reset(&h->rows);
@@ -866,7 +893,7 @@ static void ack_rows(const struct rows *rs, size_t from, size_t to, struct acks 
 /* All rows in one transaction: COPY into the stage (a temporary table of
  * this connection, emptied at commit), then the upsert from it.  0, or -1
  * (rolled back; db.conn NULL when PostgreSQL is unreachable). */
-static int write_staged(struct history *h)
+static int write_staged(struct history *h, const struct rows *rs)
 {
 	struct db *db = &h->db;
 	if (db_connect(db))
@@ -885,7 +912,7 @@ static int write_staged(struct history *h)
 	}
 	struct strbuf *sb = &h->copy;
 	sb_reset(sb);
-	copy_rows(sb, h->rows.v, 0, h->rows.n);
+	copy_rows(sb, rs->v, 0, rs->n);
 	int rv = db_copy_in(db, stage_copy_sql, sb->buf, sb->len);
 	if (sb->cap > COPY_KEEP_BYTES)
 		sb_release(sb);
@@ -902,45 +929,80 @@ static int write_staged(struct history *h)
 	return rv;
 }
 
-/* Writes h->rows (what is not carried): 0, or -1 when PostgreSQL is
- * unreachable (nothing lost: the caller does not acknowledge).  The jr:runs
- * entries of what was written or dropped join ack. */
-static int write_rows(struct history *h, struct acks *ack, int allow_carry)
+/* What of h->rows is written now: reduced to one row per run, without
+ * the stale and (JOB_HISTORY=failures) unrecorded rows, the carry held
+ * back.  The jr:runs entries of what was dropped join ack. */
+static void prepare_rows(struct history *h, struct acks *ack, int allow_carry)
 {
 	rows_reduce(&h->rows, ack);
 	rows_filter(h, ack, row_stale, &h->counts.skipped);
 	if (h->failures)
 		rows_filter(h, ack, row_unrecorded, &h->counts.unrecorded);
 	rows_hold(h, allow_carry);
-	if (!h->rows.n)
+}
+
+/* Upserts rs (marking each row the upsert took as stored): 0, or -1 when
+ * PostgreSQL is unreachable (nothing lost: the caller does not
+ * acknowledge).  Rows that PostgreSQL refuses even one by one are counted
+ * in *dropped and described in errbuf.  Uses only h's PostgreSQL side
+ * (db, copy, stage_for, failures): the store thread calls it. */
+static int store_rows(struct history *h, struct rows *rs, uint64_t *dropped, char *errbuf,
+		      size_t errlen)
+{
+	if (!rs->n)
 		return 0;
-	int done = write_staged(h) == 0;
-	if (!done && !h->db.conn)
-		return h_fail(h, "postgres", h->db.errstr);
+	int done = write_staged(h, rs) == 0;
 	/* refused (a constraint, bad data): without idempotency keys, then row by row */
-	if (!done && upsert(&h->db, h->rows.v, 0, h->rows.n, 0, h->failures) == 0)
+	if (!done && h->db.conn && upsert(&h->db, rs->v, 0, rs->n, 0, h->failures) == 0)
 		done = 1;
-	if (!done && !h->db.conn)
-		return h_fail(h, "postgres", h->db.errstr);
-	if (done) {
-		h->counts.rows += h->rows.n;
-		for (size_t i = 0; i < h->rows.n; i++)
-			wcache_put(&h->wcache, &h->rows.v[i]);
-		ack_rows(&h->rows, 0, h->rows.n, ack);
-		return 0;
+	if (!done && !h->db.conn) {
+		snprintf(errbuf, errlen, "history: postgres: %.200s", h->db.errstr);
+		return -1;
 	}
-	for (size_t i = 0; i < h->rows.n; i++) {
-		if (upsert(&h->db, h->rows.v, i, i + 1, 0, h->failures) == 0) {
-			h->counts.rows++;
-			wcache_put(&h->wcache, &h->rows.v[i]);
+	for (size_t i = 0; i < rs->n; i++) {
+		if (done || upsert(&h->db, rs->v, i, i + 1, 0, h->failures) == 0) {
+			rs->v[i].stored = 1;
 			continue;
 		}
-		if (!h->db.conn)
-			return h_fail(h, "postgres", h->db.errstr);
-		h->counts.dropped++;
-		h_fail(h, "row refused", h->db.errstr);
+		if (!h->db.conn) {
+			snprintf(errbuf, errlen, "history: postgres: %.200s", h->db.errstr);
+			return -1;
+		}
+		(*dropped)++;
+		snprintf(errbuf, errlen, "history: row refused: %.200s", h->db.errstr);
 	}
-	ack_rows(&h->rows, 0, h->rows.n, ack);
+	return 0;
+}
+
+/* After store_rows() succeeded: the stored rows into the written-ids
+ * cache, and every row's jr:runs entry into ack. */
+static void finish_rows(struct history *h, const struct rows *rs, struct acks *ack)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		if (rs->v[i].stored) {
+			h->counts.rows++;
+			wcache_put(&h->wcache, &rs->v[i]);
+		}
+	}
+	ack_rows(rs, 0, rs->n, ack);
+}
+
+/* Writes h->rows (what is not carried), in this thread: 0, or -1 when
+ * PostgreSQL is unreachable (nothing lost: the caller does not
+ * acknowledge).  The jr:runs entries of what was written or dropped join
+ * ack. */
+static int write_rows(struct history *h, struct acks *ack, int allow_carry)
+{
+	prepare_rows(h, ack, allow_carry);
+	char why[256] = "";
+	uint64_t dropped = 0;
+	int rv = store_rows(h, &h->rows, &dropped, why, sizeof why);
+	h->counts.dropped += dropped;
+	if (why[0])
+		snprintf(h->errstr, sizeof h->errstr, "%s", why);
+	if (rv)
+		return -1;
+	finish_rows(h, &h->rows, ack);
 	return 0;
 }
 
@@ -1017,7 +1079,8 @@ static const char requeue_sql[] =
 	" where transport = 'redis' and status in ('queued','failed','running')"
 	"   and redis_gen is distinct from $1";
 
-static int check_generation(struct history *h)
+/* The marker in Redis (made when there is none) into gen.  0 or -1. */
+static int read_generation(struct history *h, char gen[40])
 {
 	redisReply *r = rconn_cmdf(&h->rc, "GET %s", RENTRY_GEN);
 	if (r && r->type == REDIS_REPLY_NIL) {
@@ -1036,9 +1099,15 @@ static int check_generation(struct history *h)
 		freeReplyObject(r);
 		return h_fail(h, "redis", "unexpected generation marker " RENTRY_GEN);
 	}
-	char gen[sizeof h->gen];
 	memcpy(gen, r->str, r->len + 1);
 	freeReplyObject(r);
+	return 0;
+}
+
+/* PostgreSQL's side of the marker gen (the store thread idle): the move
+ * of a lost Redis's runs, and the session setting.  0 or -1. */
+static int settle_generation(struct history *h, const char *gen)
+{
 	struct db *db = &h->db;
 	if (!strcmp(gen, h->gen) && h->gen_set_for == db->reconnects + 1 && db->conn)
 		return 0;
@@ -1074,12 +1143,199 @@ static int check_generation(struct history *h)
 	return 0;
 }
 
+static int check_generation(struct history *h)
+{
+	char gen[sizeof h->gen];
+	return read_generation(h, gen) || settle_generation(h, gen) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the store thread                                                    */
+/* ------------------------------------------------------------------ */
+
+static void *store_main(void *arg)
+{
+	struct history *h = arg;
+	struct flight *f = &h->fl;
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		while (!h->st_stop && !(f->busy && !f->done))
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (!(f->busy && !f->done))
+			break;   /* stopping, nothing in flight */
+		pthread_mutex_unlock(&h->mu);
+		f->errstr[0] = '\0';
+		f->dropped = 0;
+		f->rv = store_rows(h, &f->rows, &f->dropped, f->errstr, sizeof f->errstr);
+		pthread_mutex_lock(&h->mu);
+		f->done = 1;
+		pthread_cond_broadcast(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* Acknowledges ack's entries and counts them.  0 or -1. */
+static int ack_batch(struct history *h, struct acks *ack)
+{
+	rargv_finish(&ack->runs);
+	rargv_finish(&ack->events);
+	int rv = ack_all(h, &ack->runs, RENTRY_RUNS);
+	if (!rv)
+		rv = ack_all(h, &ack->events, RENTRY_EVENTS);
+	if (!rv) {
+		h->counts.entries += ack->runs.n + ack->events.n;
+		h->counts.batches++;
+	}
+	return rv;
+}
+
+/* Waits for the batch in flight, if any, and settles it: stored, its
+ * entries are acknowledged; PostgreSQL unreachable, nothing is, the carry
+ * is forgotten and the next step reads this writer's pending entries
+ * again.  0, or -1 with errstr.  The store thread is idle after it. */
+static int collect(struct history *h)
+{
+	struct flight *f = &h->fl;
+	if (!f->busy)
+		return 0;
+	pthread_mutex_lock(&h->mu);
+	while (!f->done)
+		pthread_cond_wait(&h->cv, &h->mu);
+	f->busy = f->done = 0;
+	pthread_mutex_unlock(&h->mu);
+	h->counts.dropped += f->dropped;
+	if (f->errstr[0])
+		snprintf(h->errstr, sizeof h->errstr, "%s", f->errstr);
+	int rv = f->rv;
+	if (!rv) {
+		finish_rows(h, &f->rows, &f->ack);
+		rv = ack_batch(h, &f->ack);
+	} else {
+		h->pending = 1;
+		rows_reset(&h->carry);
+	}
+	rows_reset(&f->rows);
+	rargv_release(&f->ack.runs);
+	rargv_release(&f->ack.events);
+	return rv;
+}
+
+/* Hands h->rows (prepared) and ack over to the store thread. */
+static void hand_over(struct history *h, struct acks *ack)
+{
+	struct flight *f = &h->fl;
+	struct rows swap = f->rows;   /* empty: collect() left it so, with its array */
+	f->rows = h->rows;
+	h->rows = swap;
+	f->ack = *ack;
+	memset(ack, 0, sizeof *ack);
+	pthread_mutex_lock(&h->mu);
+	f->busy = 1;
+	f->done = 0;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Starts the store thread: 0 or -1. */
+static int store_start(struct history *h)
+{
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	if (pthread_create(&h->stid, NULL, store_main, h)) {
+		pthread_mutex_destroy(&h->mu);
+		pthread_cond_destroy(&h->cv);
+		return -1;
+	}
+	h->async = 1;
+	return 0;
+}
+
+int history_pipeline(struct history *h)
+{
+	return h->async ? 0 : store_start(h);
+}
+
+/* Settles what is in flight and stops the store thread. */
+static void store_stop(struct history *h)
+{
+	if (!h->async)
+		return;
+	collect(h);
+	pthread_mutex_lock(&h->mu);
+	h->st_stop = 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->stid, NULL);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->cv);
+	free(h->fl.rows.v);
+	h->async = 0;
+}
+
+/* The step with the store thread: batch N+1 is read and prepared while
+ * PostgreSQL stores batch N; then N is collected (acknowledged) and N+1
+ * handed over.  The marker's PostgreSQL side waits for the store thread
+ * to be idle, as every write of this thread to the database does. */
+static int step_async(struct history *h, int64_t block_ms, struct acks *ack)
+{
+	char gen[sizeof h->gen];
+	if (read_generation(h, gen))
+		return -2;
+	uint64_t conn = h->rc.connects;   /* entries of this step come from one Redis */
+	if (mono_ms() >= h->next_reclaim_ms && reclaim(h))
+		return -2;
+	if (h->pending) {
+		/* this writer's pending entries are read again: not those in flight */
+		if (collect(h))
+			return -1;
+		rows_reset(&h->carry);
+	}
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	if (h->rows.n && block_ms > CARRY_MS / 10)
+		block_ms = CARRY_MS / 10;
+	if (h->fl.busy)
+		block_ms = 0;   /* no wait for new entries while a batch waits for its acks */
+	size_t nentries = 0;
+	if (read_batch(h, block_ms, ack, &nentries))
+		return -2;
+	if (h->rc.connects != conn) {
+		h_fail(h, "redis", "reconnected during the step");   /* generation unknown */
+		return -2;
+	}
+	if (nentries || h->rows.n)
+		prepare_rows(h, ack, block_ms > 0 && ack->events.n > 0);
+	if (collect(h)) {
+		rows_reset(&h->rows);   /* unacknowledged: read again with the pending entries */
+		return -1;
+	}
+	if (settle_generation(h, gen))
+		return -1;
+	if (h->rows.n || ack->runs.n || ack->events.n)
+		hand_over(h, ack);
+	return 0;
+}
+
 int history_step(struct history *h, int64_t block_ms, size_t *written)
 {
 	*written = 0;
 	h->errstr[0] = '\0';
+	uint64_t rows_before = h->counts.rows;
+	struct acks ack;
+	memset(&ack, 0, sizeof ack);
+	int rv = 0;
 	if (ensure_groups(h))
 		goto failed;
+	if (h->async) {
+		rv = step_async(h, block_ms, &ack);
+		if (rv == -2)
+			goto failed;   /* Redis */
+		if (rv)
+			h->pending = 1;
+		goto out;
+	}
 	if (check_generation(h))
 		goto failed;
 	uint64_t conn = h->rc.connects;   /* entries of this step come from one Redis */
@@ -1093,11 +1349,8 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 	h->carry.n = 0;
 	if (h->rows.n && block_ms > CARRY_MS / 10)
 		block_ms = CARRY_MS / 10;
-	struct acks ack;
-	memset(&ack, 0, sizeof ack);
 	size_t nentries = 0;
-	uint64_t rows_before = h->counts.rows;
-	int rv = read_batch(h, block_ms, &ack, &nentries);
+	rv = read_batch(h, block_ms, &ack, &nentries);
 	if (!rv && h->rc.connects != conn)
 		rv = h_fail(h, "redis", "reconnected during the step");   /* generation unknown */
 	if (rv) {
@@ -1109,28 +1362,25 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 			h->pending = 1;   /* read them again once PostgreSQL is back */
 			rows_reset(&h->carry);
 		} else {
-			rargv_finish(&ack.runs);
-			rargv_finish(&ack.events);
-			rv = ack_all(h, &ack.runs, RENTRY_RUNS);
-			if (!rv)
-				rv = ack_all(h, &ack.events, RENTRY_EVENTS);
-			if (!rv) {
-				h->counts.entries += ack.runs.n + ack.events.n;
-				h->counts.batches++;
-			}
+			rv = ack_batch(h, &ack);
 		}
 	}
+out:
 	*written = (size_t)(h->counts.rows - rows_before);
 	rows_reset(&h->rows);
 	rargv_release(&ack.runs);
 	rargv_release(&ack.events);
 	return rv;
 failed:
+	collect(h);   /* the store thread idle: this thread writes now */
 	for (size_t i = 0; i < h->carry.n; i++)
 		*row_new(&h->rows) = h->carry.v[i];
 	h->carry.n = 0;
 	flush_on_redis_failure(h);
+	*written = (size_t)(h->counts.rows - rows_before);
 	rows_reset(&h->rows);
+	rargv_release(&ack.runs);
+	rargv_release(&ack.events);
 	h->pending = 1;
 	return -1;
 }
@@ -1202,6 +1452,12 @@ int history_thread_start(const struct config *cfg, const char *consumer,
 	*out = NULL;
 	struct history_thread *t = xcalloc(1, sizeof *t);
 	if (history_open(cfg, consumer, &t->h, err, errlen)) {
+		free(t);
+		return -1;
+	}
+	if (history_pipeline(t->h)) {
+		snprintf(err, errlen, "history: cannot start thread");
+		history_close(t->h);
 		free(t);
 		return -1;
 	}

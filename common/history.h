@@ -58,6 +58,12 @@ void history_close(struct history *h);
  * in history_errstr() (Redis or PostgreSQL unreachable: the entries stay
  * pending and are written by a later step). */
 int history_step(struct history *h, int64_t block_ms, size_t *written);
+
+/* Gives h its store thread, as history_thread_start() does: a step then
+ * hands the batch it read to that thread, which writes it to PostgreSQL
+ * while the next step reads from Redis, and collects (acknowledges) the
+ * batch handed over before; *written counts that batch.  0 or -1. */
+int history_pipeline(struct history *h);
 const char *history_errstr(const struct history *h);
 void history_get_counts(const struct history *h, struct history_counts *out);
 

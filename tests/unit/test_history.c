@@ -571,6 +571,69 @@ static void test_carried_rows_survive_a_postgres_failure(void)
 	q->ops->destroy(q);
 }
 
+/* Steps a pipelined writer until two steps in a row write nothing (a
+ * step writes the batch the step before handed over). */
+static void drain_pipelined(struct history *h, int *failed)
+{
+	int idle = 0;
+	for (int i = 0; i < 100 && idle < 2; i++) {
+		size_t w = 0;
+		if (history_step(h, 0, &w))
+			(*failed)++;
+		else
+			idle = w ? 0 : idle + 1;
+	}
+}
+
+/* With the store thread: every final state reaches job_runs and the
+ * entries are all acknowledged; a PostgreSQL connection that dies while
+ * a batch is in flight loses nothing. */
+static void test_pipelined_writer(void)
+{
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
+		return;
+	CHECK(history_pipeline(h) == 0);
+	produce(q, 400);
+	int failed = 0;
+	drain_pipelined(h, &failed);
+	CHECK(failed == 0);
+	CHECK(sql_count("transport = 'redis'") == 400);
+	CHECK(sql_count("status = 'succeeded' and attempts = 1 and duration_ms = 7") == 200);
+	CHECK(sql_count("status = 'dead'") == 100);
+	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
+	CHECK(rint_("XPENDING %s jr:history", "jr:events") == 0);
+	struct history_counts c;
+	history_get_counts(h, &c);
+	CHECK(c.rows >= 400);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
+static void test_pipelined_writer_postgres_lost(void)
+{
+	struct queue *q;
+	struct history *h;
+	if (open_pair(&q, &h))
+		return;
+	CHECK(history_pipeline(h) == 0);
+	enqueue_noops(q, 600);
+	CHECK(succeed(q, 300) == 300);
+	size_t w;
+	CHECK(history_step(h, 100, &w) == 0);   /* hands a batch over */
+	kill_writer_connection();
+	CHECK(succeed(q, 300) == 300);
+	int failed = 0;
+	drain_pipelined(h, &failed);
+	CHECK(failed >= 1 && failed <= 2);
+	CHECK(sql_count("status = 'succeeded'") == 600);
+	CHECK(rint_("XPENDING %s jr:history", "jr:runs") == 0);
+	CHECK(rint_("XPENDING %s jr:history", "jr:events") == 0);
+	history_close(h);
+	q->ops->destroy(q);
+}
+
 static void test_thread(void)
 {
 	reset();
@@ -637,6 +700,8 @@ int main(void)
 		{ "running_deferred_running_succeeded", test_running_deferred_running_succeeded },
 		{ "quick_runs_cost_one_row", test_quick_runs_cost_one_row },
 		{ "carried_rows_survive_a_postgres_failure", test_carried_rows_survive_a_postgres_failure },
+		{ "pipelined_writer", test_pipelined_writer },
+		{ "pipelined_writer_postgres_lost", test_pipelined_writer_postgres_lost },
 		{ "thread", test_thread },
 		{ "queue_pg_error_codes", test_queue_pg_error_codes },
 	};
