@@ -235,7 +235,7 @@ def test_scripts_are_sent_only_when_the_server_lacks_them(redis_server, db, db_u
                        >= 20, timeout=30, msg="the second consumer's 20 run threads' connections")
     assert _script_calls(r, "exists") >= 20
     # 1: the start-up permission probe's SCRIPT LOAD "return 1" (app.c);
-    # with every connection loading the 14 scripts it was 20 x 14 + 1
+    # with every connection loading the 15 scripts it was 20 x 15 + 1
     assert _script_calls(r, "load") <= 1, "a connection sent scripts the server already had"
     p = spawn("producer", ["enqueue", "noop", "--count", "20"], env=_env(redis_server, db_url))
     assert p.wait(30) == 0
