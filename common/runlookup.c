@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "queue_redis.h"
 #include "rentry.h"
 #include "revent.h"
-#include "config.h"
 #include "run.h"
 #include "util.h"
 

@@ -22,14 +22,19 @@
  *   otherwise                                           RUNLOOKUP_UNSURE
  *
  * Why an acknowledged entry without an event is a success: every other end
- * of an attempt (failed, dead, cancelled, deferred, parked delayed) puts an
- * event into jr:events, or a member into jr:delayed, in the same script as
- * the XACK (complete.lua), and fair.lua's move acknowledges the original
- * in the same script that pushes it to its lane.  The history writer
+ * of an attempt (failed, dead, cancelled) puts an event into jr:events in
+ * the same script as the XACK (complete.lua), and the history writer
  * acknowledges an event (and the trim then drops it) only after its row is
  * committed: so the caller reads job_runs again after this lookup, and a
  * row found then wins (it may have been written between the first read
- * and the script).
+ * and the script).  A deferral or a delayed run parked as read puts a
+ * jr:delayed member in that script (a deferral's event leaves no row:
+ * queued rows are not written), and fair.lua's move acknowledges the
+ * original in the script that pushes it to its lane: so for such an entry
+ * the script runs again with the exact jr:delayed members the consumer
+ * would have made of it (ZMSCORE, atomically with the rest), and its lane
+ * is searched.  Where the bounded reads cannot rule these out, the answer
+ * is RUNLOOKUP_UNSURE, never a guess.
  *
  * No added cost per run: only this GET pays for the lookup.
  */
