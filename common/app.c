@@ -335,7 +335,7 @@ int app_redis_startup(const struct config *cfg, const char *who, int *exit_code)
 		if (rconn_is_error(r, "NOPERM") &&
 		    (strcmp(probes[i][0], "WAIT") || cfg->redis_min_replicas_ack > 0))
 			probe_name(&denied, i);
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	if (denied.len) {
 		LOGF(LOG_ERROR, "startup_failed", "the Redis user lacks permissions jobrunner needs "
@@ -354,7 +354,7 @@ int app_redis_startup(const struct config *cfg, const char *who, int *exit_code)
 	else if (!r && rc.err != RCONN_EDOWN && rc.err != RCONN_ELOST)
 		policy_report(1, NULL, 0, rc.errstr);
 	if (r)
-		freeReplyObject(r);
+		rconn_free(r);
 out:
 	rconn_release(&rc);
 	return rv;

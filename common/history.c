@@ -707,7 +707,7 @@ static int reclaim(struct history *h)
 		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
 		    r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements)
 			h->pending = 1;
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	h->next_reclaim_ms = mono_ms() + RECLAIM_EVERY_MS;
 	return 0;
@@ -762,7 +762,7 @@ static int read_one(struct history *h, const char *key, int count, const char *f
 	}
 	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
 		take(h, r->element[0], ack, nentries);
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 
@@ -804,7 +804,7 @@ static int read_batch(struct history *h, int64_t block_ms, struct acks *ack, siz
 		}
 		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
 			take(h, r->element[i], ack, nentries);
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return 0;
 }
@@ -1034,7 +1034,7 @@ static int ack_all(struct history *h, struct rargv *ids, const char *key)
 			rconn_reply_error(&h->rc, r);
 			rv = h_fail(h, "redis", h->rc.errstr);
 		}
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return rv;
 }
@@ -1085,22 +1085,22 @@ static int read_generation(struct history *h, char gen[40])
 	redisReply *r = rconn_cmdf(&h->rc, "GET %s", RENTRY_GEN);
 	if (r && r->type == REDIS_REPLY_NIL) {
 		char fresh[40];
-		freeReplyObject(r);
+		rconn_free(r);
 		snprintf(fresh, sizeof fresh, "%016llx%016llx", (unsigned long long)rand_u64(),
 			 (unsigned long long)rand_u64());
 		r = rconn_cmdf(&h->rc, "SET %s %s NX", RENTRY_GEN, fresh);
 		if (r)
-			freeReplyObject(r);
+			rconn_free(r);
 		r = r ? rconn_cmdf(&h->rc, "GET %s", RENTRY_GEN) : NULL;
 	}
 	if (!r)
 		return h_fail(h, "redis", h->rc.errstr);
 	if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len >= sizeof h->gen) {
-		freeReplyObject(r);
+		rconn_free(r);
 		return h_fail(h, "redis", "unexpected generation marker " RENTRY_GEN);
 	}
 	memcpy(gen, r->str, r->len + 1);
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 

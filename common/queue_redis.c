@@ -339,14 +339,14 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 			   r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN) {
 			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
 		}
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	if (rq->min_acks > 0) {
 		/* a failover to a replica that lacks them would lose accepted runs */
 		redisReply *w = rconn_get(&rq->rc);
 		long long got = w && w->type == REDIS_REPLY_INTEGER ? w->integer : -1;
 		if (w)
-			freeReplyObject(w);
+			rconn_free(w);
 		if (!failed && got < rq->min_acks) {
 			if (!w)
 				return unknown(rq);
@@ -366,7 +366,7 @@ static int enqueue_chunk(struct rqueue *rq, struct run *runs, size_t n, int64_t 
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		    r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len <= RUN_ID_LEN)
 			memcpy(runs[i].id, r->element[1]->str, r->element[1]->len + 1);
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	if (failed) {
 		rq->q.err = failed;
@@ -395,7 +395,7 @@ static int check_replicas(struct rqueue *rq)
 	if (!w)
 		return rq_fail(rq);
 	long long got = w->type == REDIS_REPLY_INTEGER ? w->integer : 0;
-	freeReplyObject(w);
+	rconn_free(w);
 	if (got < rq->min_acks)
 		return rq_failf(rq, QUEUE_EDOWN, "enqueue: %lld replicas in sync, REDIS_MIN_REPLICAS_ACK=%d: "
 				"nothing sent", got, rq->min_acks);
@@ -529,13 +529,13 @@ static int record(struct rqueue *rq, const struct outcome *o, size_t n, int *fen
 			return rq_fail(rq);
 		}
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != k) {
-			freeReplyObject(r);
+			rconn_free(r);
 			return rq_failf(rq, QUEUE_EINTERNAL, "complete: unexpected reply");
 		}
 		for (size_t i = 0; i < k; i++)
 			if (fenced)
 				fenced[off + i] = r->element[i]->integer != 0;
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return 0;
 }
@@ -743,7 +743,7 @@ static int promote(struct rqueue *rq, int64_t *moved)
 	if (moved)
 		*moved += r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 	int more = r->type == REDIS_REPLY_INTEGER && r->integer == PROMOTE_BATCH;
-	freeReplyObject(r);
+	rconn_free(r);
 	rq->next_promote_ms = mono_ms() + (more ? 0 : PROMOTE_MS);
 	return 0;
 }
@@ -759,7 +759,7 @@ static int trim_stream(struct rqueue *rq, const char *key, const char *protect, 
 		return rq_fail(rq);
 	if (trimmed && r->type == REDIS_REPLY_INTEGER)
 		*trimmed += r->integer;
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 
@@ -777,7 +777,7 @@ static int gc_consumers(struct rqueue *rq, int64_t idle_ms)
 		redisReply *r = rconn_eval(&rq->rc, S_GC, 4, av, NULL);
 		if (!r)
 			return rq_fail(rq);
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return 0;
 }
@@ -801,13 +801,13 @@ static int prune_cancel(struct rqueue *rq)
 				   (long long)(now - CANCEL_KEEP_MS));
 	if (!r)
 		return rq_fail(rq);
-	freeReplyObject(r);
+	rconn_free(r);
 	/* done (negative score -T): T older than an hour */
 	r = rconn_cmdf(&rq->rc, "ZREMRANGEBYSCORE %s (%lld (0", RENTRY_CANCEL,
 		       (long long)-(now - CANCEL_DONE_KEEP_MS));
 	if (!r)
 		return rq_fail(rq);
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 
@@ -922,7 +922,7 @@ static int fair_feed(struct rqueue *rq, size_t want)
 				: "org fairness: the lanes are empty; the stream is FIFO again",
 			     LF_I("inLanes", r->element[1]->integer), LF_I("moved", r->element[2]->integer));
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 
@@ -965,7 +965,7 @@ static int claim_own(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	} else {
 		rq->own_done = 1;
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	return rv ? rq->q.err : 0;
 }
 
@@ -992,7 +992,7 @@ static int claim_reclaim(struct rqueue *rq, struct run *out, size_t max, size_t 
 	} else {
 		rq->next_reclaim_ms = mono_ms() + rq->reclaim_ms;
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	return rv ? rq->q.err : 0;
 }
 
@@ -1022,12 +1022,12 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 	redisReply *z = r ? rconn_get(&rq->rc) : NULL;
 	if (r && r->type == REDIS_REPLY_ERROR) {
 		rconn_reply_error(&rq->rc, r);
-		freeReplyObject(r);
+		rconn_free(r);
 		r = NULL;
 	}
 	if (!r) {
 		if (z)
-			freeReplyObject(z);
+			rconn_free(z);
 		check_nogroup(rq);
 		return rq_fail(rq);
 	}
@@ -1039,13 +1039,13 @@ static int claim_new(struct rqueue *rq, struct run *out, size_t max, size_t *got
 		    s->element[1]->type == REDIS_REPLY_ARRAY)
 			rv = take_entries(rq, s->element[1], out, max, got, dead, 0);
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	if (!rv && before == 0 && *got > 0 && z && z->type == REDIS_REPLY_INTEGER && z->integer == 0) {
 		rq->no_cancel_n = *got;
 		memcpy(rq->no_cancel_first, out[0].handle, sizeof rq->no_cancel_first);
 	}
 	if (z)
-		freeReplyObject(z);
+		rconn_free(z);
 	return rv ? rq->q.err : 0;
 }
 
@@ -1079,7 +1079,7 @@ static int announce_started(struct rqueue *rq, const struct run *runs, size_t n)
 	redisReply *r = rconn_cmd(&rq->rc, 9, av, lens);
 	if (!r)
 		return -1;
-	freeReplyObject(r);
+	rconn_free(r);
 	return 0;
 }
 
@@ -1205,7 +1205,7 @@ static int call_pairs(struct queue *q, size_t script, const struct run *runs, si
 		for (size_t i = 0; script == S_RELEASE && released && i < k; i++)
 			released[off + i] = ok && r->element[i]->type == REDIS_REPLY_INTEGER &&
 					    r->element[i]->integer == 1;
-		freeReplyObject(r);
+		rconn_free(r);
 		if (!ok)
 			return rq_failf(rq, QUEUE_EINTERNAL, "release: unexpected reply");
 	}
@@ -1294,7 +1294,7 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 				if (x && x->type == REDIS_REPLY_ARRAY)
 					out->queued = (int64_t)x->elements;
 				if (x)
-					freeReplyObject(x);
+					rconn_free(x);
 			}
 		}
 		if (tick_waiting && out->queued > 0)
@@ -1324,7 +1324,7 @@ static int rq_stats(struct queue *q, struct queue_stats *out)
 out:
 	for (int i = 0; i < 6; i++)
 		if (r[i])
-			freeReplyObject(r[i]);
+			rconn_free(r[i]);
 	return rv;
 }
 
@@ -1367,7 +1367,7 @@ static int rq_cancelled(struct queue *q, const struct run *runs, size_t n, int *
 		return rq_fail(rq);
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < n && i < r->elements; i++)
 		flags[i] = !runs[i].is_tick && r->element[i]->type != REDIS_REPLY_NIL;
-	freeReplyObject(r);
+	rconn_free(r);
 	return rq_ok(rq);
 }
 
@@ -1383,7 +1383,7 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 		redisReply *r = rconn_cmdf(&rq->rc, "ZREM %s %s", RENTRY_CANCEL, id);
 		if (!r)
 			return rq_fail(rq);
-		freeReplyObject(r);
+		rconn_free(r);
 		return rq_ok(rq);
 	}
 	if (ensure_groups(rq))
@@ -1405,7 +1405,7 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 		if (r->element[2]->type == REDIS_REPLY_STRING)
 			snprintf(events_id, sizeof events_id, "%s", r->element[2]->str);
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	/* wait for the history writer: job_runs then shows every state
 	 * reached before the request (a state after it is cancelled) */
 	int64_t end = mono_ms() + history_wait_ms;
@@ -1415,7 +1415,7 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
 		if (!r)
 			return rq_fail(rq);
 		int done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-		freeReplyObject(r);
+		rconn_free(r);
 		if (done || mono_ms() >= end)
 			break;
 		sleep_ms(20);
@@ -1551,7 +1551,7 @@ int queue_redis_tick(struct queue *q, int64_t slot, int *added)
 	if (!r)
 		return rq_fail(rq);
 	*added = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-	freeReplyObject(r);
+	rconn_free(r);
 	return rq_ok(rq);
 }
 
@@ -1572,7 +1572,7 @@ int queue_redis_rate(struct queue *q, const char *key, int64_t n, int64_t period
 	int ok = r->type == REDIS_REPLY_INTEGER;
 	if (ok)
 		*wait_ms = r->integer;
-	freeReplyObject(r);
+	rconn_free(r);
 	if (!ok)
 		return rq_failf(rq, QUEUE_EINTERNAL, "rate: unexpected reply");
 	return rq_ok(rq);
@@ -1595,7 +1595,7 @@ int queue_redis_check_policy(struct queue *q, char *policy, size_t policylen, in
 	} else {
 		rv = rq_failf(rq, QUEUE_EINTERNAL, "CONFIG GET maxmemory-policy: unexpected reply");
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	return rv ? rv : rq_ok(rq);
 }
 
@@ -1608,7 +1608,7 @@ int queue_redis_ping(struct queue *q, int64_t *latency_ms)
 		*latency_ms = mono_ms() - t0;
 	if (!r)
 		return rq_fail(rq);
-	freeReplyObject(r);
+	rconn_free(r);
 	return rq_ok(rq);
 }
 

@@ -440,6 +440,162 @@ static int link_stale(struct link *l)
 	return stale;
 }
 
+/* ------------------------------------------------------------------ */
+/* replies: one arena each                                              */
+/* ------------------------------------------------------------------ */
+
+/* A reply (the root object) starts a block that also holds a header;
+ * its elements and strings are carved from that block and from further
+ * blocks chained to it, each twice the last (from 4 KiB).  The reader
+ * builds a reply top-down, so every object finds its root through the
+ * parent tasks.  hiredis calls freeObject only on roots (a reply given
+ * up half-read). */
+struct rblock {
+	struct rblock *next;
+	size_t used, cap;
+	_Alignas(16) unsigned char data[];
+};
+
+struct rroot {
+	struct rblock *cur;      /* the block objects are carved from */
+	redisReply r;
+};
+
+#define RBLOCK_MIN 4096u
+
+static struct rblock *rblock_new(size_t need, size_t last_cap)
+{
+	size_t cap = last_cap ? last_cap * 2 : RBLOCK_MIN;
+	if (cap > (1u << 20))
+		cap = 1u << 20;
+	if (cap < need)
+		cap = need;
+	struct rblock *b = xmalloc(sizeof *b + cap);
+	b->next = NULL;
+	b->used = 0;
+	b->cap = cap;
+	return b;
+}
+
+static void *rblock_take(struct rroot *root, size_t n)
+{
+	n = (n + 15) & ~(size_t)15;
+	struct rblock *b = root->cur;
+	if (b->cap - b->used < n) {
+		struct rblock *nb = rblock_new(n, b->cap);
+		nb->next = b;   /* newest first: rconn_free walks them all */
+		root->cur = b = nb;
+	}
+	void *p = b->data + b->used;
+	b->used += n;
+	return p;
+}
+
+/* A new object of type for task, with extra bytes after it (a string's
+ * text, an array's element pointers) at *tail; hooked into its parent.
+ * A root's first block fits the root, with room for about 96 bytes per
+ * element of an array root (its entries' objects and short strings). */
+static redisReply *robj_new(const redisReadTask *task, int type, size_t extra, size_t guess,
+			    void **tail)
+{
+	const size_t hdr = (sizeof(redisReply) + 15) & ~(size_t)15;
+	redisReply *r;
+	if (!task->parent) {
+		const size_t top = (sizeof(struct rroot) + 15) & ~(size_t)15;
+		size_t need = top + ((extra + 15) & ~(size_t)15) + guess;
+		struct rblock *b = xmalloc(sizeof *b + need);
+		b->next = NULL;
+		b->cap = need;
+		b->used = top;
+		struct rroot *root = (struct rroot *)(void *)b->data;
+		root->cur = b;
+		r = &root->r;
+		*tail = extra ? rblock_take(root, extra) : NULL;
+	} else {
+		const redisReadTask *t = task;
+		while (t->parent)
+			t = t->parent;
+		struct rroot *root = (struct rroot *)(void *)((char *)t->obj - offsetof(struct rroot, r));
+		char *p = rblock_take(root, hdr + extra);
+		r = (redisReply *)(void *)p;
+		*tail = extra ? p + hdr : NULL;
+		redisReply *parent = task->parent->obj;
+		parent->element[task->idx] = r;
+	}
+	memset(r, 0, sizeof *r);
+	r->type = type;
+	return r;
+}
+
+static void *rcreate_string(const redisReadTask *task, char *str, size_t len)
+{
+	void *text;
+	redisReply *r = robj_new(task, task->type, len + 1, 0, &text);
+	r->str = text;
+	memcpy(r->str, str, len);
+	r->str[len] = '\0';
+	r->len = len;
+	return r;
+}
+
+static void *rcreate_array(const redisReadTask *task, int elements)
+{
+	void *v;
+	size_t n = elements > 0 ? (size_t)elements : 0;
+	redisReply *r = robj_new(task, REDIS_REPLY_ARRAY, n * sizeof(redisReply *), n * 96, &v);
+	r->element = v;
+	r->elements = n;
+	if (n)
+		memset(v, 0, n * sizeof(redisReply *));
+	return r;
+}
+
+static void *rcreate_integer(const redisReadTask *task, long long value)
+{
+	void *unused;
+	redisReply *r = robj_new(task, REDIS_REPLY_INTEGER, 0, 0, &unused);
+	r->integer = value;
+	return r;
+}
+
+static void *rcreate_nil(const redisReadTask *task)
+{
+	void *unused;
+	return robj_new(task, REDIS_REPLY_NIL, 0, 0, &unused);
+}
+
+void rconn_free(redisReply *r)
+{
+	if (!r)
+		return;
+	struct rroot *root = (struct rroot *)(void *)((char *)r - offsetof(struct rroot, r));
+	struct rblock *b = root->cur;
+	while (b) {
+		struct rblock *next = b->next;
+		free(b);
+		b = next;
+	}
+}
+
+static void rfree_object(void *r)
+{
+	rconn_free(r);
+}
+
+static redisReplyObjectFunctions reply_fns = {
+	rcreate_string, rcreate_array, rcreate_integer, rcreate_nil, rfree_object
+};
+
+static redisReader *reader_new(void)
+{
+	return redisReaderCreateWithFunctions(&reply_fns);
+}
+
+void *rconn_reader_new(void)
+{
+	return reader_new();
+}
+
 /* Reads one reply from l through reader: the reply, or NULL with why. */
 static redisReply *link_reply(struct link *l, redisReader *rd, char *why, size_t whylen)
 {
@@ -484,7 +640,7 @@ static int link_exchange(struct link *l, redisReader *rd, const struct strbuf *b
 		out[i] = link_reply(l, rd, why, whylen);
 		if (!out[i]) {
 			while (i-- > 0)
-				freeReplyObject(out[i]);
+				rconn_free(out[i]);
 			return -1;
 		}
 	}
@@ -542,7 +698,7 @@ static int load_scripts(struct rconn *rc, struct link *l, const int *missing, in
 			memcpy(rc->sha[missing[k]], r->str, 40);
 			rc->sha[missing[k]][40] = '\0';
 		}
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return code;
 }
@@ -599,7 +755,7 @@ static void *watch_main(void *arg)
 			poll(&p, 1, 1000);
 			continue;
 		}
-		redisReader *rd = redisReaderCreate();
+		redisReader *rd = reader_new();
 		struct strbuf sb = STRBUF_INIT;
 		char *spw = setting(&set.sentinel_password);
 		int nc = 0;
@@ -619,7 +775,7 @@ static void *watch_main(void *arg)
 			ok = rep[i]->type != REDIS_REPLY_ERROR;
 		for (int i = 0; i < nc; i++)
 			if (rep[i])
-				freeReplyObject(rep[i]);
+				rconn_free(rep[i]);
 		sb_release(&sb);
 		while (ok) {
 			struct pollfd p[2] = { { l.fd, POLLIN, 0 }, { watch.wake[0], POLLIN, 0 } };
@@ -632,7 +788,7 @@ static void *watch_main(void *arg)
 				break;   /* the sentinel went away: another one */
 			do {
 				watch_message(r);
-				freeReplyObject(r);
+				rconn_free(r);
 				r = NULL;
 			} while (redisReaderGetReply(rd, (void **)&r) == REDIS_OK && r);
 		}
@@ -822,7 +978,7 @@ static int discover(struct rconn *rc)
 				code = RCONN_EREFUSED;
 			continue;
 		}
-		redisReader *rd = redisReaderCreate();
+		redisReader *rd = reader_new();
 		struct strbuf sb = STRBUF_INIT;
 		int nc = 0;
 		if (spw) {
@@ -867,7 +1023,7 @@ static int discover(struct rconn *rc)
 				}
 			}
 			for (int j = 0; j < nc; j++)
-				freeReplyObject(rep[j]);
+				rconn_free(rep[j]);
 		}
 		sb_release(&sb);
 		redisReaderFree(rd);
@@ -926,7 +1082,7 @@ int rconn_connect(struct rconn *rc)
 	}
 	rc->fd = l.fd;
 	rc->ssl = l.ssl;
-	rc->reader = redisReaderCreate();
+	rc->reader = reader_new();
 	/* keep a read buffer of up to 4 MiB from one reply to the next:
 	 * hiredis frees one with more than maxbuf (16 KiB) unused once a reply
 	 * is consumed, and every history batch (about a megabyte) would then
@@ -1037,7 +1193,7 @@ int rconn_connect(struct rconn *rc)
 		}
 	}
 	for (int i = 0; i < nsent; i++)
-		freeReplyObject(rep[i]);
+		rconn_free(rep[i]);
 	free(rep);
 	if (!code && nmissing)
 		code = load_scripts(rc, &l, missing, nmissing);
@@ -1202,7 +1358,7 @@ static redisReply *checked_reply(struct rconn *rc, redisReply *r)
 {
 	if (r && r->type == REDIS_REPLY_ERROR) {
 		rconn_reply_error(rc, r);
-		freeReplyObject(r);
+		rconn_free(r);
 		return NULL;
 	}
 	if (r)
@@ -1284,7 +1440,7 @@ redisReply *rconn_eval(struct rconn *rc, size_t idx, int argc, const char **argv
 		return NULL;
 	redisReply *r = rconn_get(rc);
 	if (rconn_is_error(r, "NOSCRIPT")) {
-		freeReplyObject(r);
+		rconn_free(r);
 		/* EVAL also caches the script on the server for the next EVALSHA */
 		const char **av = xmalloc(sizeof *av * (size_t)(argc + 2));
 		size_t *ln = xmalloc(sizeof *ln * (size_t)(argc + 2));
@@ -1322,7 +1478,7 @@ int rconn_check_master(struct rconn *rc, int64_t *latency_ms, char *why, size_t 
 			 rc->host, rc->port, role ? role : "unknown");
 		rconn_drop(rc, NULL);   /* next time: connect (and discover) again */
 	}
-	freeReplyObject(r);
+	rconn_free(r);
 	return ok ? 0 : -1;
 }
 

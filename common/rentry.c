@@ -309,7 +309,7 @@ int rentry_create_groups(struct rconn *rc)
 			return rc->err;
 		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP") && !rv)
 			rv = rconn_reply_error(rc, r);
-		freeReplyObject(r);
+		rconn_free(r);
 	}
 	return rv;
 }
