@@ -1459,7 +1459,7 @@ int queue_redis_lookup(struct queue *q, const char *id, int64_t id_ms, const cha
 	if (!r)
 		return rq_fail(rq);
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 13) {
-		freeReplyObject(r);
+		rconn_free(r);
 		return rq_failf(rq, QUEUE_EINTERNAL, "redis: unexpected reply to the run lookup");
 	}
 	*out = r;

@@ -85,8 +85,8 @@ int queue_redis_cancel_request(struct queue *q, const char *id, int on, int *hel
  * bytes in all.  expect (NULL: none): the entry id that
  * members[0..nmembers) are candidate jr:delayed members of (looked up
  * exactly when that entry is still the run's newest).  *out: the
- * 13-element reply (the caller frees it).  common/runlookup.c tells the
- * run's state from it. */
+ * 13-element reply (the caller frees it with rconn_free()).
+ * common/runlookup.c tells the run's state from it. */
 #define QUEUE_REDIS_LOOKUP_SKEW_MS 5000
 #define QUEUE_REDIS_LOOKUP_ENTRIES 400
 #define QUEUE_REDIS_LOOKUP_EVENTS 100

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "queue_redis.h"
+#include "rconn.h"
 #include "rentry.h"
 #include "revent.h"
 #include "run.h"
@@ -281,7 +282,7 @@ int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSO
 		cJSON_Delete(*out);
 		*out = NULL;
 		decide(id, r, default_max, res, out, &bare, cand, expect, sizeof expect);
-		freeReplyObject(r);
+		rconn_free(r);
 		if (!bare)
 			break;
 	}
