@@ -9,17 +9,30 @@
 static const char *const status_names[] = { "queued", "running", "succeeded", "failed", "dead", "cancelled" };
 static const char *const source_names[] = { "adhoc", "cycle", "fanout", "retry" };
 
+/* The bytes a run id may hold: [0-9A-Za-z_.:-] (a table: this is asked
+ * of every id on every read of a stream). */
+static const unsigned char id_byte[256] = {
+	['-'] = 1, ['.'] = 1, [':'] = 1, ['_'] = 1,
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+	['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+	['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+	['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+	['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+	['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+	['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+	['y'] = 1, ['z'] = 1,
+};
+
 int run_id_valid(const char *s, size_t len)
 {
 	if (!s || len == 0 || len > RUN_ID_LEN)
 		return 0;
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
-		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      ch == '-' || ch == '_' || ch == '.' || ch == ':'))
-			return 0;
-	}
-	return 1;
+	unsigned ok = 1;
+	for (size_t i = 0; i < len; i++)
+		ok &= id_byte[(unsigned char)s[i]];
+	return (int)ok;
 }
 
 void run_clear(struct run *r)

@@ -112,6 +112,27 @@ static void test_json_quote(void)
 	sb_release(&sb);
 }
 
+/* Every byte against the documented set [0-9A-Za-z_.:-], and the length
+ * bounds. */
+static void test_run_id_valid(void)
+{
+	for (int c = 0; c < 256; c++) {
+		char s[3] = { 'a', (char)c, 'b' };
+		int want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			   c == '-' || c == '_' || c == '.' || c == ':';
+		CHECK(run_id_valid(s, 3) == want);
+	}
+	char id[37];
+	run_id_new(id);
+	CHECK(run_id_valid(id, strlen(id)));
+	char longest[RUN_ID_LEN + 2];
+	memset(longest, 'x', sizeof longest);
+	CHECK(run_id_valid(longest, RUN_ID_LEN));
+	CHECK(!run_id_valid(longest, RUN_ID_LEN + 1));
+	CHECK(!run_id_valid("", 0));
+	CHECK(!run_id_valid(NULL, 3));
+}
+
 int main(void)
 {
 	static const struct unit_test tests[] = {
@@ -121,6 +142,7 @@ int main(void)
 		{ "run_ids_sort_by_time_and_are_unique", test_run_ids_sort_by_time_and_are_unique },
 		{ "parsing", test_parsing },
 		{ "json_quote", test_json_quote },
+		{ "run_id_valid", test_run_id_valid },
 	};
 	return unit_run(tests, sizeof tests / sizeof tests[0]);
 }
