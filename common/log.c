@@ -87,6 +87,16 @@ void json_quote(struct strbuf *sb, const char *s)
 {
 	sb_add(sb, "\"", 1);
 	for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+		/* a run of bytes that go as they are, in one copy */
+		const unsigned char *q = p;
+		while (*q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\')
+			q++;
+		if (q != p) {
+			sb_add(sb, (const char *)p, (size_t)(q - p));
+			p = q;
+			if (!*p)
+				break;
+		}
 		switch (*p) {
 		case '"': sb_add(sb, "\\\"", 2); break;
 		case '\\': sb_add(sb, "\\\\", 2); break;

@@ -3,7 +3,9 @@
 #include <string.h>
 
 #include "rentry.h"
+#include "revent.h"
 #include "run.h"
+#include "util.h"
 #include "unit.h"
 
 /* Builds an array reply of n strings (lens given: binary-safe). */
@@ -83,11 +85,85 @@ static void test_embedded_nul_is_malformed(void)
 	run_clear(&r);
 }
 
+struct got {
+	struct revent ev[4];
+	size_t n;
+};
+
+static void collect_event(struct revent *ev, void *arg)
+{
+	struct got *g = arg;
+	if (g->n < 4)
+		g->ev[g->n++] = *ev;
+	else
+		free(ev->job), free(ev->org), free(ev->payload), free(ev->error), free(ev->consumer),
+			free(ev->idem);
+}
+
+/* revent_encode writes JSON that revent_decode reads back member for
+ * member: quotes, backslashes, control characters, UTF-8, absent members,
+ * a payload object, and one not JSON (left out). */
+static void test_event_round_trip(void)
+{
+	struct revent a = { .job = "noop", .org = "o\"rg\\1", .payload = "{\"k\":[1,\"\\u00e9\"]}",
+			    .error = "boom\n\ttab \x01 caf\xc3\xa9 bad\xff", .consumer = "c-1",
+			    .idem = "key \xe2\x82\xac", .src = "adhoc", .status = "failed",
+			    .attempt = 2, .max = 5, .runat = 1700000000123, .enq = 1700000000000,
+			    .started = 1700000000050, .finished = 1700000000060, .duration = 10 };
+	memcpy(a.id, "01a223a3-fb04-73f5-a872-6fef691889ed", 37);
+	struct revent b = { .job = NULL, .payload = "not json", .src = "cycle", .status = "succeeded",
+			    .attempt = 1, .max = 1, .runat = -1, .enq = 5, .started = -1, .finished = -1,
+			    .duration = -1 };
+	memcpy(b.id, "run.2:x_y", 10);
+	struct strbuf sb = STRBUF_INIT;
+	sb_add(&sb, "[", 1);
+	revent_encode(&sb, &a);
+	sb_add(&sb, ",", 1);
+	revent_encode(&sb, &b);
+	sb_add(&sb, "]", 1);
+	const char *f[] = { "v", "1", "n", "2", "e", sb.buf };
+	size_t lens[] = { 1, 1, 1, 1, 1, sb.len };
+	redisReply *r = fields(6, f, lens);
+	struct got g = { .n = 0 };
+	size_t bad = 0;
+	CHECK(revent_decode(r, collect_event, &g, &bad) == 2 && bad == 0 && g.n == 2);
+	freeReplyObject(r);
+	if (g.n == 2) {
+		struct revent *x = &g.ev[0], *y = &g.ev[1];
+		CHECK_STR(x->id, a.id);
+		CHECK_STR(x->job, "noop");
+		CHECK_STR(x->org, "o\"rg\\1");
+		CHECK_STR(x->payload, "{\"k\":[1,\"\xc3\xa9\"]}");
+		/* the error is cleaned first (text_clean: control bytes and invalid UTF-8 as '?') */
+		CHECK_STR(x->error, "boom??tab ? caf\xc3\xa9 bad?");
+		CHECK_STR(x->consumer, "c-1");
+		CHECK_STR(x->idem, "key \xe2\x82\xac");
+		CHECK_STR(x->src, "adhoc");
+		CHECK_STR(x->status, "failed");
+		CHECK(x->attempt == 2 && x->max == 5 && x->runat == 1700000000123 &&
+		      x->enq == 1700000000000 && x->started == 1700000000050 &&
+		      x->finished == 1700000000060 && x->duration == 10);
+		CHECK_STR(y->id, "run.2:x_y");
+		CHECK_STR(y->job, "unknown");
+		CHECK(!y->org && !y->payload && !y->error && !y->consumer && !y->idem);
+		CHECK_STR(y->src, "cycle");
+		CHECK(y->attempt == 1 && y->max == 1 && y->enq == 5 && y->runat == -1 &&
+		      y->started == -1 && y->finished == -1 && y->duration == -1);
+	}
+	for (size_t i = 0; i < g.n; i++) {
+		struct revent *e = &g.ev[i];
+		free(e->job), free(e->org), free(e->payload), free(e->error), free(e->consumer),
+			free(e->idem);
+	}
+	sb_release(&sb);
+}
+
 int main(void)
 {
 	static const struct unit_test tests[] = {
 		{ "valid_run", test_valid_run },
 		{ "embedded_nul_is_malformed", test_embedded_nul_is_malformed },
+		{ "event_round_trip", test_event_round_trip },
 	};
 	return unit_run(tests, sizeof tests / sizeof tests[0]);
 }
