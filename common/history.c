@@ -1273,6 +1273,17 @@ static void store_stop(struct history *h)
 	h->async = 0;
 }
 
+/* What waited in the carry joins this step's rows; a step with rows in
+ * hand waits at most CARRY_MS / 10 for new entries (*block_ms). */
+static void join_carry(struct history *h, int64_t *block_ms)
+{
+	for (size_t i = 0; i < h->carry.n; i++)
+		*row_new(&h->rows) = h->carry.v[i];
+	h->carry.n = 0;
+	if (h->rows.n && *block_ms > CARRY_MS / 10)
+		*block_ms = CARRY_MS / 10;
+}
+
 /* The step with the store thread: batch N+1 is read and prepared while
  * PostgreSQL stores batch N; then N is collected (acknowledged) and N+1
  * handed over.  The marker's PostgreSQL side waits for the store thread
@@ -1291,11 +1302,7 @@ static int step_async(struct history *h, int64_t block_ms, struct acks *ack)
 			return -1;
 		rows_reset(&h->carry);
 	}
-	for (size_t i = 0; i < h->carry.n; i++)
-		*row_new(&h->rows) = h->carry.v[i];
-	h->carry.n = 0;
-	if (h->rows.n && block_ms > CARRY_MS / 10)
-		block_ms = CARRY_MS / 10;
+	join_carry(h, &block_ms);
 	if (h->fl.busy)
 		block_ms = 0;   /* no wait for new entries while a batch waits for its acks */
 	size_t nentries = 0;
@@ -1343,12 +1350,7 @@ int history_step(struct history *h, int64_t block_ms, size_t *written)
 		goto failed;
 	if (h->pending)
 		rows_reset(&h->carry);   /* pending entries are read again from Redis */
-	/* what waited joins this batch */
-	for (size_t i = 0; i < h->carry.n; i++)
-		*row_new(&h->rows) = h->carry.v[i];
-	h->carry.n = 0;
-	if (h->rows.n && block_ms > CARRY_MS / 10)
-		block_ms = CARRY_MS / 10;
+	join_carry(h, &block_ms);
 	size_t nentries = 0;
 	rv = read_batch(h, block_ms, &ack, &nentries);
 	if (!rv && h->rc.connects != conn)

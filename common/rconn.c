@@ -463,13 +463,8 @@ struct rroot {
 
 #define RBLOCK_MIN 4096u
 
-static struct rblock *rblock_new(size_t need, size_t last_cap)
+static struct rblock *rblock_new(size_t cap)
 {
-	size_t cap = last_cap ? last_cap * 2 : RBLOCK_MIN;
-	if (cap > (1u << 20))
-		cap = 1u << 20;
-	if (cap < need)
-		cap = need;
 	struct rblock *b = xmalloc(sizeof *b + cap);
 	b->next = NULL;
 	b->used = 0;
@@ -482,7 +477,10 @@ static void *rblock_take(struct rroot *root, size_t n)
 	n = (n + 15) & ~(size_t)15;
 	struct rblock *b = root->cur;
 	if (b->cap - b->used < n) {
-		struct rblock *nb = rblock_new(n, b->cap);
+		size_t cap = b->cap * 2 < RBLOCK_MIN ? RBLOCK_MIN : b->cap * 2;
+		if (cap > (1u << 20))
+			cap = 1u << 20;
+		struct rblock *nb = rblock_new(cap < n ? n : cap);
 		nb->next = b;   /* newest first: rconn_free walks them all */
 		root->cur = b = nb;
 	}
@@ -502,10 +500,7 @@ static redisReply *robj_new(const redisReadTask *task, int type, size_t extra, s
 	redisReply *r;
 	if (!task->parent) {
 		const size_t top = (sizeof(struct rroot) + 15) & ~(size_t)15;
-		size_t need = top + ((extra + 15) & ~(size_t)15) + guess;
-		struct rblock *b = xmalloc(sizeof *b + need);
-		b->next = NULL;
-		b->cap = need;
+		struct rblock *b = rblock_new(top + ((extra + 15) & ~(size_t)15) + guess);
 		b->used = top;
 		struct rroot *root = (struct rroot *)(void *)b->data;
 		root->cur = b;

@@ -86,6 +86,17 @@ void revent_encode(struct strbuf *sb, const struct revent *e)
 /* decoder                                                             */
 /* ------------------------------------------------------------------ */
 
+void revent_clear(struct revent *e)
+{
+	free(e->job);
+	free(e->org);
+	free(e->payload);
+	free(e->error);
+	free(e->consumer);
+	free(e->idem);
+	memset(e, 0, sizeof *e);
+}
+
 /* The members decode_one reads, found in one pass over the object's
  * children (the first of a name, as cJSON_GetObjectItemCaseSensitive would
  * find it): fifteen look-ups by name cost a strcmp per member each, the

@@ -43,8 +43,11 @@ struct revent {
  * of at most RUN_MAX_ERROR_LEN bytes.  Aborts when out of memory. */
 void revent_encode(struct strbuf *sb, const struct revent *ev);
 
+/* Frees a decoded event's strings and zeroes it. */
+void revent_clear(struct revent *ev);
+
 /* Called with each event decoded from an entry; ev's strings are the
- * callee's (free them, or keep them). */
+ * callee's (free them with revent_clear(), or keep them). */
 typedef void (*revent_fn)(struct revent *ev, void *arg);
 
 /* Decodes the entry's field array (as XREADGROUP returns it): fn for each

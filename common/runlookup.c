@@ -38,26 +38,15 @@ struct pick {
 	int found;
 };
 
-static void revent_free(struct revent *e)
-{
-	free(e->job);
-	free(e->org);
-	free(e->payload);
-	free(e->error);
-	free(e->consumer);
-	free(e->idem);
-	memset(e, 0, sizeof *e);
-}
-
 static void pick_event(struct revent *ev, void *arg)
 {
 	struct pick *p = arg;
 	if (strcmp(ev->id, p->id)) {
-		revent_free(ev);
+		revent_clear(ev);
 		return;
 	}
 	if (p->found)
-		revent_free(&p->ev);
+		revent_clear(&p->ev);
 	p->ev = *ev;
 	p->found = 1;
 }
@@ -128,6 +117,23 @@ static void view_of_run(struct view *v, const struct run *r)
 	v->runat = r->run_at_ms;
 	v->started = v->finished = 0;
 	v->duration = -1;
+}
+
+static void view_of_event(struct view *v, const struct revent *e)
+{
+	v->job = e->job;
+	v->org = e->org;
+	v->src = e->src;
+	v->payload = e->payload;
+	v->error = e->error;
+	v->consumer = e->consumer;
+	v->attempts = e->attempt;
+	v->max = e->max;
+	v->enq = e->enq;
+	v->started = e->started;
+	v->finished = e->finished;
+	v->duration = e->duration;
+	v->runat = e->runat;
 }
 
 static int str_is(const redisReply *r, const char *s)
@@ -205,20 +211,8 @@ static void decide(const char *id, const redisReply *r, int default_max, enum ru
 		if (entry.run_at_ms > now)
 			st = "delayed";   /* parked by the consumer that reads it */
 	} else if (event_after && strcmp(ev.ev.status, "running")) {
-		struct revent *e = &ev.ev;
-		v.job = e->job;
-		v.org = e->org;
-		v.src = e->src;
-		v.payload = e->payload;
-		v.error = e->error;
-		v.consumer = e->consumer;
-		v.attempts = e->attempt;
-		v.max = e->max;
-		v.enq = e->enq;
-		v.started = e->started;
-		v.finished = e->finished;
-		v.duration = e->duration;
-		v.runat = e->runat;
+		const struct revent *e = &ev.ev;
+		view_of_event(&v, e);
 		st = !strcmp(e->status, "queued") && e->runat > now ? "delayed" : e->status;
 	} else if (have_waiting) {
 		view_of_run(&v, &waiting);
@@ -256,7 +250,7 @@ static void decide(const char *id, const redisReply *r, int default_max, enum ru
 	run_clear(&entry);
 	run_clear(&waiting);
 	if (ev.found)
-		revent_free(&ev.ev);
+		revent_clear(&ev.ev);
 }
 
 int runlookup(struct queue *rq, const char *id, enum runlookup_result *res, cJSON **out)

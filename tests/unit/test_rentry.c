@@ -96,8 +96,7 @@ static void collect_event(struct revent *ev, void *arg)
 	if (g->n < 4)
 		g->ev[g->n++] = *ev;
 	else
-		free(ev->job), free(ev->org), free(ev->payload), free(ev->error), free(ev->consumer),
-			free(ev->idem);
+		revent_clear(ev);
 }
 
 /* revent_encode writes JSON that revent_decode reads back member for
@@ -150,11 +149,8 @@ static void test_event_round_trip(void)
 		CHECK(y->attempt == 1 && y->max == 1 && y->enq == 5 && y->runat == -1 &&
 		      y->started == -1 && y->finished == -1 && y->duration == -1);
 	}
-	for (size_t i = 0; i < g.n; i++) {
-		struct revent *e = &g.ev[i];
-		free(e->job), free(e->org), free(e->payload), free(e->error), free(e->consumer),
-			free(e->idem);
-	}
+	for (size_t i = 0; i < g.n; i++)
+		revent_clear(&g.ev[i]);
 	sb_release(&sb);
 }
 
