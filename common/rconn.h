@@ -47,8 +47,9 @@
  * blocking command (XREADGROUP BLOCK) must block for less than that:
  * RCONN_MAX_BLOCK_MS.
  *
- * Scripts: the caller gives rconn_init() a table of Lua sources; each new
- * connection loads them (SCRIPT LOAD, pipelined) and rconn_eval() sends
+ * Scripts: the caller gives rconn_init() a table of Lua sources with their
+ * SHA1s; each new connection asks SCRIPT EXISTS and loads (SCRIPT LOAD,
+ * pipelined) only those the server lacks, and rconn_eval() sends
  * EVALSHA, falling back to EVAL when the server answers NOSCRIPT (after a
  * SCRIPT FLUSH or a failover to a replica that never saw them).
  *
@@ -142,7 +143,7 @@ void rconn_on_reconnect(void (*fn)(void));
 /* Closes the connection and frees everything rc owns. */
 void rconn_release(struct rconn *rc);
 
-/* Connects (discovery, TLS, HELLO, SELECT, SCRIPT LOAD) unless connected.
+/* Connects (discovery, TLS, HELLO, SELECT, SCRIPT EXISTS/LOAD) unless connected.
  * Respects the reconnect backoff: returns RCONN_EDOWN at once while it
  * runs.  RCONN_EREFUSED when the server refused us (see above). */
 int rconn_connect(struct rconn *rc);
